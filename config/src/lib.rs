@@ -1,0 +1,308 @@
+//! thinkgate's configuration: one TOML file, parsed once, validated into typed values.
+//!
+//! Layout:
+//! - [`raw`]: serde structs that mirror the file (untrusted, unknown keys rejected);
+//! - [`validate`]: the rules that turn raw into [`Config`], with [`ConfigError`]s that name
+//!   file, line and key path;
+//! - this file: the typed runtime config the proxy reads on the hot path (no TOML there).
+//!
+//! Secrets enter only as `${ENV_VAR}` references and live in [`Secret`], whose `Debug`
+//! prints nothing of the value.
+
+pub mod error;
+mod locate;
+pub mod raw;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use error::{ConfigError, KeyPath};
+
+/// The validated configuration the proxy runs on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was loaded from (errors and reloads name it).
+    pub source: PathBuf,
+    pub server: Server,
+    /// The model `auto` and `auto:<mode>` resolve to until domain routing decides.
+    pub default_model: String,
+    /// Sorted by name.
+    pub providers: Vec<Provider>,
+    /// Sorted by id.
+    pub models: Vec<Model>,
+    pub simulator: Simulator,
+}
+
+impl Config {
+    /// Reads and validates `path`, resolving `${VAR}` references from the process environment.
+    pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path, &|var| std::env::var(var).ok())
+    }
+
+    /// Validates `text` as if read from `path`, resolving `${VAR}` with `env`.
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        validate::parse_and_validate(text, path, env)
+    }
+
+    pub fn model(&self, id: &str) -> Option<&Model> {
+        self.models
+            .binary_search_by(|m| m.id.as_str().cmp(id))
+            .ok()
+            .map(|i| &self.models[i])
+    }
+
+    pub fn provider(&self, name: &str) -> Option<&Provider> {
+        self.providers
+            .binary_search_by(|p| p.name.as_str().cmp(name))
+            .ok()
+            .map(|i| &self.providers[i])
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub max_connections: usize,
+    /// Upper bound on a whole non-streaming request, upstream included.
+    pub request_timeout: Duration,
+    /// How long in-flight requests (streams too) may run after SIGTERM/SIGINT.
+    pub shutdown_grace: Duration,
+    pub log_format: LogFormat,
+    /// A `tracing` filter directive such as `info` or `thinkgate_proxy=debug`.
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// OpenAI itself.
+    OpenAi,
+    /// Any server that speaks OpenAI chat completions (vLLM, SGLang, llama.cpp, Ollama, …).
+    OpenAiCompatible,
+    /// The built-in simulator, run in process: no socket, no network.
+    Simulator,
+}
+
+impl ProviderKind {
+    pub const NAMES: [&'static str; 3] = ["openai", "openai-compatible", "simulator"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi => "openai",
+            ProviderKind::OpenAiCompatible => "openai-compatible",
+            ProviderKind::Simulator => "simulator",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Provider {
+    pub name: String,
+    pub kind: ProviderKind,
+    /// Without a trailing slash, e.g. `https://api.openai.com/v1`. Empty for the simulator.
+    pub base_url: String,
+    pub api_key: ApiKey,
+    pub connect_timeout: Duration,
+    /// Time allowed until the upstream's response headers arrive.
+    pub response_timeout: Duration,
+    /// Longest silence allowed between two chunks of a streamed response.
+    pub stream_idle_timeout: Duration,
+    /// HTTP/2 connections to open in parallel (hyper opens one per host otherwise).
+    pub http2_connections: usize,
+    /// Client request headers copied to this upstream.
+    pub forward_headers: Vec<HeaderPattern>,
+}
+
+impl Provider {
+    /// Whether requests can be sent: a key that is referenced must resolve.
+    pub fn usable(&self) -> bool {
+        !matches!(self.api_key, ApiKey::FromEnv { value: None, .. })
+    }
+}
+
+/// An upstream API key.
+#[derive(Debug, Clone)]
+pub enum ApiKey {
+    /// The upstream takes no key.
+    None,
+    /// `${VAR}`: `value` is `None` when the variable is not set.
+    FromEnv { var: String, value: Option<Secret> },
+}
+
+/// A secret value. `Debug` and `Display` never print it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+
+    /// The value itself; call only where it is sent, never where it is logged.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// A lower-case header name, or a prefix when written with a trailing `*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderPattern {
+    Exact(String),
+    Prefix(String),
+}
+
+impl HeaderPattern {
+    pub fn matches(&self, name: &str) -> bool {
+        match self {
+            HeaderPattern::Exact(n) => n == name,
+            HeaderPattern::Prefix(p) => name.starts_with(p.as_str()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// The id clients send in `model`.
+    pub id: String,
+    /// Name of the provider (an entry of [`Config::providers`]).
+    pub provider: String,
+    /// The name the upstream knows the model by.
+    pub upstream_model: String,
+    pub context_window: u64,
+    pub vision: bool,
+    pub tools: bool,
+    pub reasoning: bool,
+    pub price_input_per_mtok: f64,
+    pub price_output_per_mtok: f64,
+    /// The tiktoken encoding used to count this model's tokens.
+    pub encoding: Encoding,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    O200kBase,
+    Cl100kBase,
+}
+
+impl Encoding {
+    pub const NAMES: [&'static str; 2] = ["o200k_base", "cl100k_base"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encoding::O200kBase => "o200k_base",
+            Encoding::Cl100kBase => "cl100k_base",
+        }
+    }
+}
+
+/// The built-in simulator's behaviour, per upstream model name.
+#[derive(Debug, Clone)]
+pub struct Simulator {
+    pub seed: u64,
+    pub default: SimProfile,
+    pub models: BTreeMap<String, SimProfile>,
+}
+
+impl Simulator {
+    pub fn profile(&self, model: &str) -> &SimProfile {
+        self.models.get(model).unwrap_or(&self.default)
+    }
+}
+
+impl Default for Simulator {
+    fn default() -> Self {
+        Simulator {
+            seed: 0,
+            default: SimProfile::default(),
+            models: BTreeMap::new(),
+        }
+    }
+}
+
+/// How one simulated model behaves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimProfile {
+    pub reasoning: ReasoningStyle,
+    pub reasoning_tokens: u32,
+    pub answer_tokens: u32,
+    /// 0 means as fast as possible.
+    pub tokens_per_second: f64,
+    pub time_to_first_token: Duration,
+    pub faults: SimFaults,
+}
+
+impl Default for SimProfile {
+    fn default() -> Self {
+        SimProfile {
+            reasoning: ReasoningStyle::ReasoningContent,
+            reasoning_tokens: 64,
+            answer_tokens: 32,
+            tokens_per_second: 0.0,
+            time_to_first_token: Duration::ZERO,
+            faults: SimFaults::default(),
+        }
+    }
+}
+
+/// Faults a simulated model injects on every request (headers can add them per request).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SimFaults {
+    /// Answer with this HTTP status and an OpenAI-shaped error body.
+    pub status: Option<u16>,
+    /// Drop the connection after this many streamed tokens.
+    pub reset_after: Option<u32>,
+    /// Stop sending (but keep the connection open) after this many streamed tokens.
+    pub stall_after: Option<u32>,
+}
+
+/// Where a simulated model puts its reasoning, mirroring real servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReasoningStyle {
+    /// DeepSeek, SGLang, llama.cpp: `reasoning_content` on message and delta.
+    ReasoningContent,
+    /// vLLM (late 2025 on), OpenRouter: `reasoning`.
+    Reasoning,
+    /// OpenAI: no text, only `usage.completion_tokens_details.reasoning_tokens`.
+    Hidden,
+    /// A model that does not reason.
+    None,
+}
+
+impl ReasoningStyle {
+    pub const NAMES: [&'static str; 4] = ["reasoning_content", "reasoning", "hidden", "none"];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "reasoning_content" => ReasoningStyle::ReasoningContent,
+            "reasoning" => ReasoningStyle::Reasoning,
+            "hidden" => ReasoningStyle::Hidden,
+            "none" => ReasoningStyle::None,
+            _ => return None,
+        })
+    }
+}

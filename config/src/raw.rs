@@ -1,0 +1,92 @@
+//! The config file as written: serde structs that mirror the TOML one to one.
+//!
+//! Nothing here is trusted. [`crate::validate`] turns a [`RawConfig`] into the typed
+//! [`crate::Config`] the proxy runs on; every rule that spans fields lives there, not here.
+//! Every struct denies unknown fields so that a typo is an error, not a silently ignored key.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub routing: RawRouting,
+    #[serde(default)]
+    pub providers: BTreeMap<String, RawProvider>,
+    #[serde(default)]
+    pub models: BTreeMap<String, RawModel>,
+    #[serde(default)]
+    pub simulator: RawSimulator,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<String>,
+    pub max_body_bytes: Option<u64>,
+    pub max_connections: Option<u64>,
+    pub request_timeout: Option<String>,
+    pub shutdown_grace: Option<String>,
+    pub log_format: Option<String>,
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouting {
+    pub default_model: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    pub kind: String,
+    pub base_url: Option<String>,
+    pub api_key: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub response_timeout: Option<String>,
+    pub stream_idle_timeout: Option<String>,
+    pub http2_connections: Option<u64>,
+    #[serde(default)]
+    pub forward_headers: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    pub provider: String,
+    pub upstream_model: Option<String>,
+    pub context_window: u64,
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    pub price_input_per_mtok: Option<f64>,
+    pub price_output_per_mtok: Option<f64>,
+    pub encoding: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawSimulator {
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub default: RawSimProfile,
+    #[serde(default)]
+    pub models: BTreeMap<String, RawSimProfile>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawSimProfile {
+    pub reasoning: Option<String>,
+    pub reasoning_tokens: Option<u64>,
+    pub answer_tokens: Option<u64>,
+    pub tokens_per_second: Option<f64>,
+    pub time_to_first_token: Option<String>,
+    pub fault_status: Option<u64>,
+    pub fault_reset_after: Option<u64>,
+    pub fault_stall_after: Option<u64>,
+}

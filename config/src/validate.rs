@@ -1,0 +1,658 @@
+//! Raw → typed: every rule that a config must satisfy, each failure a [`ConfigError`]
+//! naming file, line and key path.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::error::{closest, ConfigError, KeyPath};
+use crate::locate::SourceMap;
+use crate::raw::{RawConfig, RawModel, RawProvider, RawSimProfile};
+use crate::{
+    ApiKey, Config, Encoding, HeaderPattern, LogFormat, Model, Provider, ProviderKind,
+    ReasoningStyle, Secret, Server, SimFaults, SimProfile, Simulator,
+};
+
+/// Collects the context every error needs: the file and the source map.
+struct Checker<'a> {
+    file: &'a Path,
+    map: SourceMap<'a>,
+}
+
+impl Checker<'_> {
+    fn error(&self, key: KeyPath, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.to_path_buf(),
+            line: self.map.line_of_key(&key.0),
+            key,
+            message: message.into(),
+        }
+    }
+
+    fn duration(
+        &self,
+        key: KeyPath,
+        value: Option<&str>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(text) => humantime::parse_duration(text).map_err(|e| {
+                self.error(
+                    key,
+                    format!("`{text}` is not a duration ({e}); write e.g. \"30s\" or \"250ms\""),
+                )
+            }),
+        }
+    }
+
+    fn one_of<'v>(
+        &self,
+        key: KeyPath,
+        value: &str,
+        valid: &[&'v str],
+    ) -> Result<&'v str, ConfigError> {
+        if let Some(v) = valid.iter().find(|v| **v == value) {
+            return Ok(v);
+        }
+        let hint = match closest(value, valid.iter().copied()) {
+            Some(s) => format!("; did you mean `{s}`?"),
+            None => String::new(),
+        };
+        Err(self.error(
+            key,
+            format!("`{value}` is not one of {}{hint}", list(valid.iter())),
+        ))
+    }
+}
+
+fn list<I, S>(items: I) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: std::fmt::Display,
+{
+    items
+        .into_iter()
+        .map(|s| format!("`{s}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub(crate) fn parse_and_validate(
+    text: &str,
+    file: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let checker = Checker {
+        file,
+        map: SourceMap::new(text),
+    };
+    let raw = parse_raw(text, &checker)?;
+    validate(raw, file, &checker, env)
+}
+
+fn parse_raw(text: &str, checker: &Checker<'_>) -> Result<RawConfig, ConfigError> {
+    let deserializer = toml::Deserializer::new(text);
+    serde_path_to_error::deserialize::<_, RawConfig>(deserializer).map_err(|err| {
+        let mut key: Vec<String> = err
+            .path()
+            .iter()
+            .filter_map(|seg| match seg {
+                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+                serde_path_to_error::Segment::Enum { variant } => Some(variant.clone()),
+                serde_path_to_error::Segment::Unknown => None,
+            })
+            .collect();
+        let inner = err.into_inner();
+        let mut message = inner.message().trim().to_string();
+        if let Some((field, expected)) = unknown_field(&message) {
+            if key.last().map(String::as_str) != Some(field.as_str()) {
+                key.push(field.clone());
+            }
+            message = match closest(&field, expected.iter().map(String::as_str)) {
+                Some(s) => format!("unknown key `{field}`; did you mean `{s}`?"),
+                None => format!("unknown key `{field}`; valid keys: {}", list(&expected)),
+            };
+        }
+        let line = match inner.span() {
+            Some(span) if key.is_empty() => checker.map.line_of(span.start),
+            _ => checker.map.line_of_key(&key),
+        };
+        let line = if line == 0 {
+            inner.span().map_or(0, |s| checker.map.line_of(s.start))
+        } else {
+            line
+        };
+        ConfigError::Invalid {
+            file: checker.file.to_path_buf(),
+            line,
+            key: KeyPath(key),
+            message,
+        }
+    })
+}
+
+/// Splits serde's "unknown field `x`, expected one of `a`, `b`" into `x` and `[a, b]`.
+fn unknown_field(message: &str) -> Option<(String, Vec<String>)> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (field, rest) = rest.split_once('`')?;
+    let expected = rest
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
+    Some((field.to_string(), expected))
+}
+
+fn validate(
+    raw: RawConfig,
+    file: &Path,
+    c: &Checker<'_>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let server = validate_server(&raw, c)?;
+
+    let mut providers = Vec::with_capacity(raw.providers.len());
+    for (name, p) in &raw.providers {
+        providers.push(validate_provider(name, p, c, env)?);
+    }
+
+    let mut models = Vec::with_capacity(raw.models.len());
+    for (id, m) in &raw.models {
+        models.push(validate_model(id, m, &raw.providers, c)?);
+    }
+    if models.is_empty() {
+        return Err(c.error(
+            KeyPath::new(["models"]),
+            "no models are configured; add at least one [models.\"<id>\"] table",
+        ));
+    }
+
+    let default_key = KeyPath::new(["routing", "default_model"]);
+    let default_model = match &raw.routing.default_model {
+        Some(id) if raw.models.contains_key(id) => id.clone(),
+        Some(id) => {
+            let hint = closest(id, raw.models.keys().map(String::as_str))
+                .map(|s| format!("; did you mean `{s}`?"))
+                .unwrap_or_default();
+            return Err(c.error(
+                default_key,
+                format!("`{id}` is not a configured model{hint}"),
+            ));
+        }
+        None => return Err(c.error(default_key, "is required: the model `auto` resolves to")),
+    };
+
+    let simulator = validate_simulator(&raw, c)?;
+
+    Ok(Config {
+        source: file.to_path_buf(),
+        server,
+        default_model,
+        providers,
+        models,
+        simulator,
+    })
+}
+
+fn validate_server(raw: &RawConfig, c: &Checker<'_>) -> Result<Server, ConfigError> {
+    let s = &raw.server;
+    let key = |k: &str| KeyPath::new(["server", k]);
+    let listen_text = s.listen.as_deref().unwrap_or("127.0.0.1:8080");
+    let listen: SocketAddr = listen_text.parse().map_err(|_| {
+        c.error(
+            key("listen"),
+            format!("`{listen_text}` is not an address; write e.g. \"127.0.0.1:8080\""),
+        )
+    })?;
+    let max_body_bytes = s.max_body_bytes.unwrap_or(8 * 1024 * 1024);
+    if max_body_bytes == 0 || max_body_bytes > 1 << 30 {
+        return Err(c.error(key("max_body_bytes"), "must be between 1 and 1073741824"));
+    }
+    let max_connections = s.max_connections.unwrap_or(10_000);
+    if max_connections == 0 {
+        return Err(c.error(key("max_connections"), "must be at least 1"));
+    }
+    let log_format = match s.log_format.as_deref() {
+        None => LogFormat::Human,
+        Some(v) => match c.one_of(key("log_format"), v, &["human", "json"])? {
+            "json" => LogFormat::Json,
+            _ => LogFormat::Human,
+        },
+    };
+    Ok(Server {
+        listen,
+        max_body_bytes: max_body_bytes as usize,
+        max_connections: max_connections as usize,
+        request_timeout: c.duration(
+            key("request_timeout"),
+            s.request_timeout.as_deref(),
+            Duration::from_secs(600),
+        )?,
+        shutdown_grace: c.duration(
+            key("shutdown_grace"),
+            s.shutdown_grace.as_deref(),
+            Duration::from_secs(30),
+        )?,
+        log_format,
+        log_level: s.log_level.clone().unwrap_or_else(|| "info".to_string()),
+    })
+}
+
+fn validate_provider(
+    name: &str,
+    p: &RawProvider,
+    c: &Checker<'_>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Provider, ConfigError> {
+    let base = KeyPath::new(["providers", name]);
+    let kind = match c.one_of(base.child("kind"), &p.kind, &ProviderKind::NAMES)? {
+        "openai" => ProviderKind::OpenAi,
+        "openai-compatible" => ProviderKind::OpenAiCompatible,
+        _ => ProviderKind::Simulator,
+    };
+
+    let base_url = match (&p.base_url, kind) {
+        (Some(url), _) => {
+            let trimmed = url.trim_end_matches('/');
+            let valid = (trimmed.starts_with("http://") || trimmed.starts_with("https://"))
+                && trimmed.parse::<http_uri_check::Uri>().is_ok();
+            if !valid {
+                return Err(c.error(
+                    base.child("base_url"),
+                    format!("`{url}` is not an http:// or https:// URL"),
+                ));
+            }
+            trimmed.to_string()
+        }
+        (None, ProviderKind::Simulator) => String::new(),
+        (None, ProviderKind::OpenAi) => "https://api.openai.com/v1".to_string(),
+        (None, ProviderKind::OpenAiCompatible) => {
+            return Err(c.error(
+                base.child("base_url"),
+                "is required for kind `openai-compatible`",
+            ))
+        }
+    };
+
+    let api_key = match &p.api_key {
+        None => ApiKey::None,
+        Some(text) => {
+            let var = text
+                .strip_prefix("${")
+                .and_then(|r| r.strip_suffix('}'))
+                .filter(|v| {
+                    !v.is_empty() && v.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+                });
+            match var {
+                Some(var) => ApiKey::FromEnv {
+                    var: var.to_string(),
+                    value: env(var).filter(|v| !v.is_empty()).map(Secret::new),
+                },
+                // The literal is not echoed: it may be a real key pasted by mistake.
+                None => {
+                    return Err(c.error(
+                        base.child("api_key"),
+                        "must be an environment reference such as \"${OPENAI_API_KEY}\"; \
+                         secrets are never written in the config file",
+                    ))
+                }
+            }
+        }
+    };
+
+    let http2_connections = p.http2_connections.unwrap_or(4);
+    if !(1..=64).contains(&http2_connections) {
+        return Err(c.error(
+            base.child("http2_connections"),
+            "must be between 1 and 64",
+        ));
+    }
+
+    let mut forward_headers = Vec::new();
+    let patterns: Vec<String> = if p.forward_headers.is_empty() && kind == ProviderKind::Simulator
+    {
+        vec!["x-sim-*".to_string()]
+    } else {
+        p.forward_headers.clone()
+    };
+    for (i, h) in patterns.iter().enumerate() {
+        let lower = h.to_ascii_lowercase();
+        let (name_part, pattern) = match lower.strip_suffix('*') {
+            Some(prefix) => (prefix.to_string(), HeaderPattern::Prefix(prefix.to_string())),
+            None => (lower.clone(), HeaderPattern::Exact(lower.clone())),
+        };
+        let token = !name_part.is_empty()
+            && name_part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !token || matches!(name_part.as_str(), "authorization" | "x-api-key" | "host") {
+            return Err(c.error(
+                base.child("forward_headers").child(i.to_string()),
+                format!("`{h}` is not a header name that may be forwarded"),
+            ));
+        }
+        forward_headers.push(pattern);
+    }
+
+    Ok(Provider {
+        name: name.to_string(),
+        kind,
+        base_url,
+        api_key,
+        connect_timeout: c.duration(
+            base.child("connect_timeout"),
+            p.connect_timeout.as_deref(),
+            Duration::from_secs(5),
+        )?,
+        response_timeout: c.duration(
+            base.child("response_timeout"),
+            p.response_timeout.as_deref(),
+            Duration::from_secs(120),
+        )?,
+        stream_idle_timeout: c.duration(
+            base.child("stream_idle_timeout"),
+            p.stream_idle_timeout.as_deref(),
+            Duration::from_secs(120),
+        )?,
+        http2_connections: http2_connections as usize,
+        forward_headers,
+    })
+}
+
+/// Model ids become `auto`-style names and `<id>:<mode>` aliases, so some are reserved.
+fn validate_model(
+    id: &str,
+    m: &RawModel,
+    providers: &BTreeMap<String, RawProvider>,
+    c: &Checker<'_>,
+) -> Result<Model, ConfigError> {
+    let base = KeyPath::new(["models", id]);
+    if id.is_empty() || id == "auto" || id.contains(':') || id.contains(char::is_whitespace) {
+        return Err(c.error(
+            base,
+            format!("`{id}` cannot be a model id: `auto`, empty ids, `:` and spaces are reserved"),
+        ));
+    }
+    if !providers.contains_key(&m.provider) {
+        let hint = closest(&m.provider, providers.keys().map(String::as_str))
+            .map(|s| format!("; did you mean `{s}`?"))
+            .unwrap_or_default();
+        return Err(c.error(
+            base.child("provider"),
+            format!("`{}` is not a configured provider{hint}", m.provider),
+        ));
+    }
+    if m.context_window == 0 {
+        return Err(c.error(base.child("context_window"), "must be at least 1"));
+    }
+    let mut model = Model {
+        id: id.to_string(),
+        provider: m.provider.clone(),
+        upstream_model: m.upstream_model.clone().unwrap_or_else(|| id.to_string()),
+        context_window: m.context_window,
+        vision: false,
+        tools: false,
+        reasoning: false,
+        price_input_per_mtok: 0.0,
+        price_output_per_mtok: 0.0,
+        encoding: Encoding::O200kBase,
+    };
+    for (i, cap) in m.capabilities.iter().enumerate() {
+        let key = base.child("capabilities").child(i.to_string());
+        match c.one_of(key, cap, &["vision", "tools", "reasoning"])? {
+            "vision" => model.vision = true,
+            "tools" => model.tools = true,
+            _ => model.reasoning = true,
+        }
+    }
+    for (field, value, slot) in [
+        ("price_input_per_mtok", m.price_input_per_mtok, &mut model.price_input_per_mtok),
+        ("price_output_per_mtok", m.price_output_per_mtok, &mut model.price_output_per_mtok),
+    ] {
+        if let Some(v) = value {
+            if !v.is_finite() || v < 0.0 {
+                return Err(c.error(base.child(field), "must be a price of 0 or more"));
+            }
+            *slot = v;
+        }
+    }
+    if let Some(enc) = &m.encoding {
+        model.encoding = match c.one_of(base.child("encoding"), enc, &Encoding::NAMES)? {
+            "cl100k_base" => Encoding::Cl100kBase,
+            _ => Encoding::O200kBase,
+        };
+    }
+    Ok(model)
+}
+
+fn validate_simulator(raw: &RawConfig, c: &Checker<'_>) -> Result<Simulator, ConfigError> {
+    let base = KeyPath::new(["simulator"]);
+    let default = sim_profile(
+        &raw.simulator.default,
+        &SimProfile::default(),
+        base.child("default"),
+        c,
+    )?;
+    let mut models = BTreeMap::new();
+    for (name, p) in &raw.simulator.models {
+        let profile = sim_profile(p, &default, base.child("models").child(name.as_str()), c)?;
+        models.insert(name.clone(), profile);
+    }
+    Ok(Simulator {
+        seed: raw.simulator.seed.unwrap_or(0),
+        default,
+        models,
+    })
+}
+
+/// A profile inherits every key it does not set from `inherit` (the `[simulator.default]`).
+fn sim_profile(
+    p: &RawSimProfile,
+    inherit: &SimProfile,
+    base: KeyPath,
+    c: &Checker<'_>,
+) -> Result<SimProfile, ConfigError> {
+    let reasoning = match &p.reasoning {
+        None => inherit.reasoning,
+        Some(s) => {
+            let name = c.one_of(base.child("reasoning"), s, &ReasoningStyle::NAMES)?;
+            ReasoningStyle::parse(name).unwrap_or(inherit.reasoning)
+        }
+    };
+    let small = |key: &str, v: Option<u64>, default: u32| -> Result<u32, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(n) if n <= 1_000_000 => Ok(n as u32),
+            Some(_) => Err(c.error(base.child(key), "must be at most 1000000")),
+        }
+    };
+    let tokens_per_second = p.tokens_per_second.unwrap_or(inherit.tokens_per_second);
+    if !tokens_per_second.is_finite() || tokens_per_second < 0.0 {
+        return Err(c.error(
+            base.child("tokens_per_second"),
+            "must be 0 (unlimited) or more",
+        ));
+    }
+    let status = match p.fault_status {
+        None => inherit.faults.status,
+        Some(s) if (400..=599).contains(&s) => Some(s as u16),
+        Some(_) => {
+            return Err(c.error(
+                base.child("fault_status"),
+                "must be an HTTP error status (400-599)",
+            ))
+        }
+    };
+    Ok(SimProfile {
+        reasoning,
+        reasoning_tokens: small("reasoning_tokens", p.reasoning_tokens, inherit.reasoning_tokens)?,
+        answer_tokens: small("answer_tokens", p.answer_tokens, inherit.answer_tokens)?,
+        tokens_per_second,
+        time_to_first_token: c.duration(
+            base.child("time_to_first_token"),
+            p.time_to_first_token.as_deref(),
+            inherit.time_to_first_token,
+        )?,
+        faults: SimFaults {
+            status,
+            reset_after: match p.fault_reset_after {
+                None => inherit.faults.reset_after,
+                v => Some(small("fault_reset_after", v, 0)?),
+            },
+            stall_after: match p.fault_stall_after {
+                None => inherit.faults.stall_after,
+                v => Some(small("fault_stall_after", v, 0)?),
+            },
+        },
+    })
+}
+
+/// Just enough URI checking to reject garbage without pulling in `http` here.
+mod http_uri_check {
+    pub struct Uri;
+
+    impl std::str::FromStr for Uri {
+        type Err = ();
+
+        fn from_str(s: &str) -> Result<Self, ()> {
+            let rest = s
+                .strip_prefix("https://")
+                .or_else(|| s.strip_prefix("http://"))
+                .ok_or(())?;
+            let host = rest.split('/').next().unwrap_or("");
+            let ok = !host.is_empty()
+                && !s.contains(char::is_whitespace)
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b));
+            if ok {
+                Ok(Uri)
+            } else {
+                Err(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("t.toml"), &|v| {
+            (v == "SET_KEY").then(|| "sk-secret-value".to_string())
+        })
+    }
+
+    const MINIMAL: &str = r#"
+[routing]
+default_model = "m"
+
+[providers.sim]
+kind = "simulator"
+
+[models.m]
+provider = "sim"
+context_window = 1000
+"#;
+
+    #[test]
+    fn minimal_config_is_valid() {
+        let cfg = parse(MINIMAL).expect("valid");
+        assert_eq!(cfg.default_model, "m");
+        assert_eq!(cfg.models[0].upstream_model, "m");
+        assert_eq!(cfg.providers[0].forward_headers, vec![HeaderPattern::Prefix("x-sim-".into())]);
+    }
+
+    #[test]
+    fn unknown_key_names_line_key_and_suggestion() {
+        let text = format!("{MINIMAL}\n[server]\nlisten = \"127.0.0.1:1\"\nlog_fromat = \"json\"\n");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.key().unwrap().to_string(), "server.log_fromat");
+        assert!(err.message().contains("did you mean `log_format`"), "{err}");
+        assert_eq!(err.line(), text.lines().position(|l| l.starts_with("log_fromat")).unwrap() + 1);
+        assert!(err.to_string().starts_with("t.toml:"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let text = MINIMAL.replace("context_window = 1000", "context_window = \"big\"");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.key().unwrap().to_string(), "models.m.context_window");
+        assert_eq!(err.line(), 10);
+    }
+
+    #[test]
+    fn syntax_error_has_a_line() {
+        let err = parse("[server\nlisten = 1").unwrap_err();
+        assert_eq!(err.line(), 1, "{err}");
+    }
+
+    #[test]
+    fn unknown_provider_reference_is_suggested() {
+        let err = parse(&MINIMAL.replace("provider = \"sim\"", "provider = \"simm\"")).unwrap_err();
+        assert!(err.message().contains("did you mean `sim`"), "{err}");
+        assert_eq!(err.key().unwrap().to_string(), "models.m.provider");
+        assert_eq!(err.line(), 9);
+    }
+
+    #[test]
+    fn secrets_resolve_from_env_and_never_print() {
+        let text = format!(
+            "{MINIMAL}\n[providers.a]\nkind = \"openai\"\napi_key = \"${{SET_KEY}}\"\n\
+             [providers.b]\nkind = \"openai\"\napi_key = \"${{UNSET_KEY}}\"\n"
+        );
+        let cfg = parse(&text).expect("valid");
+        let a = cfg.provider("a").unwrap();
+        assert!(a.usable());
+        assert!(!cfg.provider("b").unwrap().usable());
+        assert!(!format!("{cfg:?}").contains("sk-secret-value"));
+    }
+
+    #[test]
+    fn literal_secret_is_rejected_without_echo() {
+        let text = format!("{MINIMAL}\n[providers.a]\nkind = \"openai\"\napi_key = \"sk-live-123\"\n");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.key().unwrap().to_string(), "providers.a.api_key");
+        assert!(!err.to_string().contains("sk-live-123"));
+    }
+
+    #[test]
+    fn bad_enum_value_lists_choices() {
+        let text = MINIMAL.replace("kind = \"simulator\"", "kind = \"openia\"");
+        let err = parse(&text).unwrap_err();
+        assert!(err.message().contains("did you mean `openai`"), "{err}");
+        assert_eq!(err.line(), 6);
+    }
+
+    #[test]
+    fn reserved_model_ids_and_missing_default() {
+        let err = parse(&MINIMAL.replace("[models.m]", "[models.\"a:b\"]")).unwrap_err();
+        assert!(err.message().contains("reserved"), "{err}");
+        let err = parse(&MINIMAL.replace("default_model = \"m\"", "default_model = \"n\"")).unwrap_err();
+        assert_eq!(err.key().unwrap().to_string(), "routing.default_model");
+    }
+
+    #[test]
+    fn simulator_profiles_inherit_the_default() {
+        let text = format!(
+            "{MINIMAL}\n[simulator.default]\nreasoning_tokens = 7\n[simulator.models.x]\nreasoning = \"hidden\"\n"
+        );
+        let cfg = parse(&text).expect("valid");
+        let p = cfg.simulator.profile("x");
+        assert_eq!(p.reasoning, ReasoningStyle::Hidden);
+        assert_eq!(p.reasoning_tokens, 7);
+        assert_eq!(cfg.simulator.profile("other").reasoning_tokens, 7);
+    }
+
+    #[test]
+    fn bad_duration_is_explained() {
+        let text = format!("{MINIMAL}\n[server]\nshutdown_grace = \"soon\"\n");
+        let err = parse(&text).unwrap_err();
+        assert!(err.message().contains("not a duration"), "{err}");
+    }
+}
