@@ -1,1 +1,235 @@
-fn main() {}
+//! The `thinkgate` binary: CLI parsing and process setup; the work lives in the crates.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use clap::{Parser, Subcommand};
+use thinkgate_config::{ApiKey, Config, LogFormat};
+use thinkgate_proxy::server::{self, ConnectionLimit};
+use thinkgate_proxy::simulator::Simulator;
+use thinkgate_proxy::Runtime;
+
+#[derive(Parser)]
+#[command(
+    name = "thinkgate",
+    version,
+    about = "A reverse proxy for LLM APIs that picks a reasoning mode, enforces thinking budgets and counts every token."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Serve {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Overrides `server.listen`.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Validate a config file and summarize it.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run the built-in upstream simulator as an OpenAI-compatible HTTP server.
+    Simulate {
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        listen: SocketAddr,
+        /// A config whose `[simulator]` section sets the simulated models.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Serve { config, listen } => match Config::load(&config) {
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+            Ok(mut cfg) => {
+                if let Some(addr) = listen {
+                    cfg.server.listen = addr;
+                }
+                init_logging(cfg.server.log_format, &cfg.server.log_level);
+                run(serve(cfg))
+            }
+        },
+        Command::Simulate { listen, config } => {
+            let sim = match config.map(Config::load).transpose() {
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+                Ok(cfg) => cfg.map(|c| c.simulator).unwrap_or_default(),
+            };
+            init_logging(LogFormat::Human, "info");
+            run(simulate(listen, sim))
+        }
+    }
+}
+
+fn run(fut: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Human => builder.init(),
+    }
+}
+
+async fn serve(cfg: Config) -> Result<(), String> {
+    let listen = cfg.server.listen;
+    let grace = cfg.server.shutdown_grace;
+    let limit = ConnectionLimit::new(cfg.server.max_connections);
+    let source = cfg.source.clone();
+    let runtime = Runtime::build(cfg)?;
+    for route in runtime.config.models.iter() {
+        tracing::debug!(model = %route.id, provider = %route.provider, "Model configured.");
+    }
+    let not_ready: Vec<_> = runtime
+        .config
+        .providers
+        .iter()
+        .filter(|p| !p.usable())
+        .map(|p| p.name.as_str())
+        .collect();
+    if !not_ready.is_empty() {
+        tracing::warn!(providers = ?not_ready, "Some providers have no API key in the environment; their models answer 503.");
+    }
+    let runtime = Arc::new(ArcSwap::from_pointee(runtime));
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(listen = %local, config = %source.display(), "thinkgate is serving.");
+    server::serve(
+        listener,
+        server::proxy_service(runtime),
+        limit,
+        server::shutdown_signal(),
+        grace,
+    )
+    .await;
+    Ok(())
+}
+
+async fn simulate(listen: SocketAddr, config: thinkgate_config::Simulator) -> Result<(), String> {
+    let sim = Arc::new(Simulator::new(config));
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(listen = %local, "The simulator is serving.");
+    server::serve(
+        listener,
+        thinkgate_proxy::simulator::service(sim),
+        ConnectionLimit::new(10_000),
+        server::shutdown_signal(),
+        std::time::Duration::from_secs(5),
+    )
+    .await;
+    Ok(())
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    let cfg = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    println!("{}: valid", path.display());
+    println!("listen: {}", cfg.server.listen);
+    println!("default model (auto): {}", cfg.default_model);
+    println!("providers ({}):", cfg.providers.len());
+    for p in &cfg.providers {
+        let key = match &p.api_key {
+            ApiKey::None => "no key".to_string(),
+            ApiKey::FromEnv {
+                var,
+                value: Some(_),
+            } => format!("key from ${var}: set"),
+            ApiKey::FromEnv { var, value: None } => format!("key from ${var}: NOT SET"),
+        };
+        let url = if p.base_url.is_empty() {
+            "(in process)"
+        } else {
+            &p.base_url
+        };
+        println!(
+            "  {:<12} {:<18} {}  [{}]",
+            p.name,
+            p.kind.as_str(),
+            url,
+            key
+        );
+    }
+    println!("models ({}):", cfg.models.len());
+    for m in &cfg.models {
+        let mut caps = vec![];
+        if m.vision {
+            caps.push("vision")
+        }
+        if m.tools {
+            caps.push("tools")
+        }
+        if m.reasoning {
+            caps.push("reasoning")
+        }
+        println!(
+            "  {:<20} via {:<12} as {:<24} ctx {:>7}  ${}/${} per Mtok  [{}]",
+            m.id,
+            m.provider,
+            m.upstream_model,
+            m.context_window,
+            m.price_input_per_mtok,
+            m.price_output_per_mtok,
+            caps.join(", ")
+        );
+    }
+    let unresolved: Vec<_> = cfg.providers.iter().filter(|p| !p.usable()).collect();
+    if !unresolved.is_empty() {
+        println!(
+            "warning: {} provider(s) cannot be used until their key variables are set",
+            unresolved.len()
+        );
+    }
+    ExitCode::SUCCESS
+}

@@ -306,15 +306,11 @@ fn validate_provider(
 
     let http2_connections = p.http2_connections.unwrap_or(4);
     if !(1..=64).contains(&http2_connections) {
-        return Err(c.error(
-            base.child("http2_connections"),
-            "must be between 1 and 64",
-        ));
+        return Err(c.error(base.child("http2_connections"), "must be between 1 and 64"));
     }
 
     let mut forward_headers = Vec::new();
-    let patterns: Vec<String> = if p.forward_headers.is_empty() && kind == ProviderKind::Simulator
-    {
+    let patterns: Vec<String> = if p.forward_headers.is_empty() && kind == ProviderKind::Simulator {
         vec!["x-sim-*".to_string()]
     } else {
         p.forward_headers.clone()
@@ -322,7 +318,10 @@ fn validate_provider(
     for (i, h) in patterns.iter().enumerate() {
         let lower = h.to_ascii_lowercase();
         let (name_part, pattern) = match lower.strip_suffix('*') {
-            Some(prefix) => (prefix.to_string(), HeaderPattern::Prefix(prefix.to_string())),
+            Some(prefix) => (
+                prefix.to_string(),
+                HeaderPattern::Prefix(prefix.to_string()),
+            ),
             None => (lower.clone(), HeaderPattern::Exact(lower.clone())),
         };
         let token = !name_part.is_empty()
@@ -410,8 +409,16 @@ fn validate_model(
         }
     }
     for (field, value, slot) in [
-        ("price_input_per_mtok", m.price_input_per_mtok, &mut model.price_input_per_mtok),
-        ("price_output_per_mtok", m.price_output_per_mtok, &mut model.price_output_per_mtok),
+        (
+            "price_input_per_mtok",
+            m.price_input_per_mtok,
+            &mut model.price_input_per_mtok,
+        ),
+        (
+            "price_output_per_mtok",
+            m.price_output_per_mtok,
+            &mut model.price_output_per_mtok,
+        ),
     ] {
         if let Some(v) = value {
             if !v.is_finite() || v < 0.0 {
@@ -489,7 +496,11 @@ fn sim_profile(
     };
     Ok(SimProfile {
         reasoning,
-        reasoning_tokens: small("reasoning_tokens", p.reasoning_tokens, inherit.reasoning_tokens)?,
+        reasoning_tokens: small(
+            "reasoning_tokens",
+            p.reasoning_tokens,
+            inherit.reasoning_tokens,
+        )?,
         answer_tokens: small("answer_tokens", p.answer_tokens, inherit.answer_tokens)?,
         tokens_per_second,
         time_to_first_token: c.duration(
@@ -565,16 +576,26 @@ context_window = 1000
         let cfg = parse(MINIMAL).expect("valid");
         assert_eq!(cfg.default_model, "m");
         assert_eq!(cfg.models[0].upstream_model, "m");
-        assert_eq!(cfg.providers[0].forward_headers, vec![HeaderPattern::Prefix("x-sim-".into())]);
+        assert_eq!(
+            cfg.providers[0].forward_headers,
+            vec![HeaderPattern::Prefix("x-sim-".into())]
+        );
     }
 
     #[test]
     fn unknown_key_names_line_key_and_suggestion() {
-        let text = format!("{MINIMAL}\n[server]\nlisten = \"127.0.0.1:1\"\nlog_fromat = \"json\"\n");
+        let text =
+            format!("{MINIMAL}\n[server]\nlisten = \"127.0.0.1:1\"\nlog_fromat = \"json\"\n");
         let err = parse(&text).unwrap_err();
         assert_eq!(err.key().unwrap().to_string(), "server.log_fromat");
         assert!(err.message().contains("did you mean `log_format`"), "{err}");
-        assert_eq!(err.line(), text.lines().position(|l| l.starts_with("log_fromat")).unwrap() + 1);
+        assert_eq!(
+            err.line(),
+            text.lines()
+                .position(|l| l.starts_with("log_fromat"))
+                .unwrap()
+                + 1
+        );
         assert!(err.to_string().starts_with("t.toml:"), "{err}");
     }
 
@@ -615,7 +636,8 @@ context_window = 1000
 
     #[test]
     fn literal_secret_is_rejected_without_echo() {
-        let text = format!("{MINIMAL}\n[providers.a]\nkind = \"openai\"\napi_key = \"sk-live-123\"\n");
+        let text =
+            format!("{MINIMAL}\n[providers.a]\nkind = \"openai\"\napi_key = \"sk-live-123\"\n");
         let err = parse(&text).unwrap_err();
         assert_eq!(err.key().unwrap().to_string(), "providers.a.api_key");
         assert!(!err.to_string().contains("sk-live-123"));
@@ -633,7 +655,8 @@ context_window = 1000
     fn reserved_model_ids_and_missing_default() {
         let err = parse(&MINIMAL.replace("[models.m]", "[models.\"a:b\"]")).unwrap_err();
         assert!(err.message().contains("reserved"), "{err}");
-        let err = parse(&MINIMAL.replace("default_model = \"m\"", "default_model = \"n\"")).unwrap_err();
+        let err =
+            parse(&MINIMAL.replace("default_model = \"m\"", "default_model = \"n\"")).unwrap_err();
         assert_eq!(err.key().unwrap().to_string(), "routing.default_model");
     }
 

@@ -1,0 +1,89 @@
+//! The canonical types every stage shares: the request as the proxy understands it, and the
+//! events a response is observed as.
+//!
+//! The proxy *observes* through these types; it forwards the client's and the upstream's
+//! JSON as they were, so nothing a vendor adds is lost on the way.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// A chat completion request: the typed fields the proxy reads, plus the body as sent.
+#[derive(Debug, Clone)]
+pub struct ChatRequest {
+    /// The `model` the client asked for (an id, `auto`, or `<id>:<mode>`).
+    pub model: String,
+    pub stream: bool,
+    /// The client asked for the streamed usage chunk (`stream_options.include_usage`).
+    pub include_usage: bool,
+    pub messages: Vec<Message>,
+    pub has_tools: bool,
+    /// The whole JSON object the client sent, in its order; forwarded minus what the proxy owns.
+    pub body: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Message {
+    pub role: String,
+    #[serde(default)]
+    pub content: Option<Content>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Parts(Vec<Part>),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Part {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub text: Option<String>,
+}
+
+impl Message {
+    /// The message's text, parts joined; images and other parts contribute nothing.
+    pub fn text(&self) -> Cow<'_, str> {
+        match &self.content {
+            None => Cow::Borrowed(""),
+            Some(Content::Text(t)) => Cow::Borrowed(t),
+            Some(Content::Parts(parts)) => Cow::Owned(
+                parts
+                    .iter()
+                    .filter_map(|p| p.text.as_deref())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ),
+        }
+    }
+
+    pub fn has_image(&self) -> bool {
+        matches!(&self.content, Some(Content::Parts(parts)) if parts.iter().any(|p| p.kind == "image_url"))
+    }
+}
+
+/// What happened in a response, whatever wire format it came in.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event<'a> {
+    Reasoning(Cow<'a, str>),
+    Content(Cow<'a, str>),
+    /// A tool call (or a streamed piece of one) for the choice's `index`-th call.
+    ToolCall,
+    Usage(Usage),
+    Finish(Cow<'a, str>),
+}
+
+/// Token usage as the upstream reported it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// `completion_tokens_details.reasoning_tokens`; part of `completion_tokens`.
+    pub reasoning_tokens: Option<u64>,
+    /// `prompt_tokens_details.cached_tokens`.
+    pub cached_tokens: Option<u64>,
+}

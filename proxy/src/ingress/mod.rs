@@ -1,0 +1,226 @@
+//! Ingress: the client's HTTP request → the canonical [`ChatRequest`].
+//!
+//! Reads the body under the configured limit, parses it, and checks the fields the proxy
+//! reads, so that every malformed request gets a 400 naming the problem and where it is.
+//! The body as sent is kept whole for lossless forwarding.
+
+use bytes::Bytes;
+use http::{header, HeaderMap, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::canonical::{ChatRequest, Message};
+use crate::error::ApiError;
+
+/// Reads a request body, refusing one over `limit` bytes with 413 before reading it when
+/// `Content-Length` already says so.
+pub async fn read_body<B>(headers: &HeaderMap, body: B, limit: usize) -> Result<Bytes, ApiError>
+where
+    B: hyper::body::Body,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            format!("the request body is larger than the limit of {limit} bytes"),
+        )
+        .with_code("request_too_large")
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(ApiError::invalid_request(format!(
+            "the request body could not be read: {e}"
+        ))),
+    }
+}
+
+/// The fields of a chat request the proxy reads; everything else passes through untouched.
+#[derive(Deserialize)]
+struct View {
+    model: String,
+    messages: Vec<Message>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    tools: Option<Vec<Value>>,
+    // Read only to type-check them; the upstream gets them as sent.
+    #[serde(default)]
+    #[allow(dead_code)]
+    n: Option<u32>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    max_tokens: Option<u32>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    max_completion_tokens: Option<u32>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    temperature: Option<f64>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    top_p: Option<f64>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    reasoning_effort: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+const ROLES: [&str; 6] = [
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
+
+/// Parses an OpenAI chat completions body.
+pub fn parse_chat(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::invalid_request(format!("the request body is not valid JSON: {e}"))
+            .with_code("invalid_json")
+    })?;
+    let not_object = || ApiError::invalid_request("the request body must be a JSON object");
+    if !value.is_object() {
+        return Err(not_object());
+    }
+    let view: View = serde_path_to_error::deserialize(&value).map_err(field_error)?;
+    let Value::Object(body) = value else {
+        return Err(not_object());
+    };
+    finish(view, body)
+}
+
+fn finish(view: View, body: serde_json::Map<String, Value>) -> Result<ChatRequest, ApiError> {
+    if view.messages.is_empty() {
+        return Err(
+            ApiError::invalid_request("`messages` must contain at least one message")
+                .with_param("messages"),
+        );
+    }
+    for (i, m) in view.messages.iter().enumerate() {
+        if !ROLES.contains(&m.role.as_str()) {
+            return Err(ApiError::invalid_request(format!(
+                "messages[{i}].role `{}` is not one of {}",
+                m.role,
+                ROLES.join(", ")
+            ))
+            .with_param(format!("messages[{i}].role")));
+        }
+    }
+    if view.model.is_empty() {
+        return Err(ApiError::invalid_request("`model` must not be empty").with_param("model"));
+    }
+    let stream = view.stream.unwrap_or(false);
+    Ok(ChatRequest {
+        model: view.model,
+        stream,
+        include_usage: stream
+            && view
+                .stream_options
+                .and_then(|o| o.include_usage)
+                .unwrap_or(false),
+        messages: view.messages,
+        has_tools: view.tools.is_some_and(|t| !t.is_empty()),
+        body,
+    })
+}
+
+/// Turns a typed-view failure into a 400 that names the field.
+fn field_error(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = err.path().to_string();
+    let inner = err.into_inner().to_string();
+    // serde reports a missing field at its parent; name the field itself.
+    let missing = inner
+        .strip_prefix("missing field `")
+        .and_then(|r| r.split('`').next())
+        .map(str::to_string);
+    let param = match (missing, path.as_str()) {
+        (Some(field), ".") => field,
+        (Some(field), parent) => format!("{parent}.{field}"),
+        (None, p) => p.to_string(),
+    };
+    let detail = inner
+        .split(" at line ")
+        .next()
+        .unwrap_or(&inner)
+        .to_string();
+    ApiError::invalid_request(format!("invalid field `{param}`: {detail}")).with_param(param)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_plain_request_and_keeps_unknown_fields() {
+        let req = parse_chat(
+            br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,
+                "stream_options":{"include_usage":true},"future_field":{"x":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(req.model, "m");
+        assert!(req.stream && req.include_usage);
+        assert_eq!(req.body["future_field"]["x"], 1);
+        assert_eq!(req.messages[0].text(), "hi");
+    }
+
+    #[test]
+    fn malformed_json_names_the_position() {
+        let err = parse_chat(b"{\"model\": \"m\",\n \"messages\": [}").unwrap_err();
+        assert_eq!(err.status, StatusCode::BAD_REQUEST);
+        assert!(err.message.contains("line 2 column"), "{}", err.message);
+    }
+
+    #[test]
+    fn wrong_type_names_the_field() {
+        let err = parse_chat(
+            br#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.param.as_deref(), Some("stream"));
+        let err =
+            parse_chat(br#"{"model":"m","messages":[{"role":"user","content":5}]}"#).unwrap_err();
+        assert_eq!(err.param.as_deref(), Some("messages[0].content"));
+        let err = parse_chat(br#"{"messages":[{"role":"user","content":"x"}]}"#).unwrap_err();
+        assert_eq!(err.param.as_deref(), Some("model"));
+        let err = parse_chat(br#"{"model":"m","messages":[{"content":"x"}]}"#).unwrap_err();
+        assert_eq!(err.param.as_deref(), Some("messages[0].role"));
+    }
+
+    #[test]
+    fn rejects_empty_messages_unknown_roles_and_non_objects() {
+        assert_eq!(
+            parse_chat(br#"{"model":"m","messages":[]}"#)
+                .unwrap_err()
+                .param
+                .as_deref(),
+            Some("messages")
+        );
+        assert_eq!(
+            parse_chat(br#"{"model":"m","messages":[{"role":"robot","content":"x"}]}"#)
+                .unwrap_err()
+                .param
+                .as_deref(),
+            Some("messages[0].role")
+        );
+        assert!(parse_chat(b"[1,2]").is_err());
+    }
+}

@@ -1,0 +1,232 @@
+//! Providers: one [`Upstream`] per configured provider, built once when the config loads.
+//!
+//! An upstream owns its transport (a pooled HTTP client, or the in-process simulator), its
+//! precomputed auth header and URL, and its timeouts. The wire format lives in one file per
+//! format ([`openai`] for now).
+
+pub mod openai;
+pub mod transport;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http_body_util::Full;
+use thinkgate_config::{ApiKey, HeaderPattern, Provider, ProviderKind};
+
+use crate::body::Body;
+use crate::error::ApiError;
+use crate::simulator::Simulator;
+pub use transport::{error_chain, HttpClients, Transport, TransportError};
+
+/// A configured provider, ready to take requests.
+pub struct Upstream {
+    pub name: String,
+    pub kind: ProviderKind,
+    transport: Transport,
+    chat_uri: Uri,
+    auth: Option<HeaderValue>,
+    /// Why this upstream cannot be used (its key's variable is not set), if so.
+    pub unusable: Option<String>,
+    pub response_timeout: Duration,
+    pub stream_idle_timeout: Duration,
+    forward_headers: Vec<HeaderPattern>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("chat_uri", &self.chat_uri)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an upstream call produced no response.
+#[derive(Debug)]
+pub enum UpstreamError {
+    Unusable(String),
+    Connect(String),
+    Timeout(Duration),
+    Broken(String),
+}
+
+impl UpstreamError {
+    pub fn into_api(self, provider: &str) -> ApiError {
+        match self {
+            UpstreamError::Unusable(why) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_error",
+                format!("provider `{provider}` cannot be used: {why}"),
+            )
+            .with_code("upstream_unavailable"),
+            UpstreamError::Connect(why) => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                format!("provider `{provider}` is unreachable: {why}"),
+            )
+            .with_code("upstream_unreachable"),
+            UpstreamError::Timeout(after) => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_error",
+                format!(
+                    "provider `{provider}` did not respond within {}",
+                    humanize(after)
+                ),
+            )
+            .with_code("upstream_timeout"),
+            UpstreamError::Broken(why) => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                format!("provider `{provider}` failed: {why}"),
+            )
+            .with_code("upstream_error"),
+        }
+    }
+}
+
+pub fn humanize(d: Duration) -> String {
+    if d.as_secs() >= 1 && d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+impl Upstream {
+    /// Builds the upstream for `provider`. `simulator` serves providers of kind `simulator`.
+    pub fn build(provider: &Provider, simulator: &Arc<Simulator>) -> Result<Upstream, String> {
+        let (transport, chat_uri) = match provider.kind {
+            ProviderKind::Simulator => (
+                Transport::InProcess(simulator.clone()),
+                Uri::from_static("http://simulator.invalid/v1/chat/completions"),
+            ),
+            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => {
+                let uri: Uri = format!("{}/chat/completions", provider.base_url)
+                    .parse()
+                    .map_err(|e| format!("base_url `{}` is not a URI: {e}", provider.base_url))?;
+                let clients = Arc::new(HttpClients::new(
+                    provider.connect_timeout,
+                    provider.http2_connections,
+                ));
+                (Transport::Http(clients), uri)
+            }
+        };
+        let (auth, unusable) = match &provider.api_key {
+            ApiKey::None => (None, None),
+            ApiKey::FromEnv { var, value: None } => (
+                None,
+                Some(format!("the environment variable {var} is not set")),
+            ),
+            ApiKey::FromEnv {
+                var,
+                value: Some(secret),
+            } => {
+                let mut v = HeaderValue::from_str(&format!("Bearer {}", secret.expose()))
+                    .map_err(|_| format!("the value of {var} is not a valid header value"))?;
+                v.set_sensitive(true);
+                (Some(v), None)
+            }
+        };
+        Ok(Upstream {
+            name: provider.name.clone(),
+            kind: provider.kind,
+            transport,
+            chat_uri,
+            auth,
+            unusable,
+            response_timeout: provider.response_timeout,
+            stream_idle_timeout: provider.stream_idle_timeout,
+            forward_headers: provider.forward_headers.clone(),
+        })
+    }
+
+    /// Sends a chat completions body and waits for the response head.
+    pub async fn send(
+        &self,
+        body: Bytes,
+        stream: bool,
+        request_id: &HeaderValue,
+        client_headers: &HeaderMap,
+    ) -> Result<Response<Body>, UpstreamError> {
+        if let Some(why) = &self.unusable {
+            return Err(UpstreamError::Unusable(why.clone()));
+        }
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = self.chat_uri.clone();
+        let headers = req.headers_mut();
+        for (name, value) in client_headers {
+            if self
+                .forward_headers
+                .iter()
+                .any(|p| p.matches(name.as_str()))
+            {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static(if stream {
+                "text/event-stream"
+            } else {
+                "application/json"
+            }),
+        );
+        headers.insert("x-request-id", request_id.clone());
+        if let Some(auth) = &self.auth {
+            headers.insert(header::AUTHORIZATION, auth.clone());
+        }
+        match tokio::time::timeout(self.response_timeout, self.transport.send(req)).await {
+            Err(_) => Err(UpstreamError::Timeout(self.response_timeout)),
+            Ok(Err(TransportError::Connect(why))) => Err(UpstreamError::Connect(why)),
+            Ok(Err(TransportError::Other(why))) => Err(UpstreamError::Broken(why)),
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+}
+
+/// An upstream's own error, passed to the client with its status: its body as is when it is
+/// already OpenAI-shaped, wrapped in that shape otherwise.
+pub async fn error_response(provider: &str, resp: Response<Body>) -> ApiErrorOrRaw {
+    let status = resp.status();
+    let body = match crate::body::collect_limited(resp.into_body(), 1 << 20).await {
+        Ok(b) => b,
+        Err(e) => {
+            return ApiErrorOrRaw::Api(
+                UpstreamError::Broken(format!(
+                    "returned {status} and its error body could not be read: {e}"
+                ))
+                .into_api(provider),
+            )
+        }
+    };
+    let openai_shaped = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .is_some_and(|v| v.get("error").is_some_and(|e| e.is_object()));
+    if openai_shaped {
+        return ApiErrorOrRaw::Raw(status, body);
+    }
+    let text = String::from_utf8_lossy(&body);
+    let text: String = text.chars().take(500).collect();
+    ApiErrorOrRaw::Api(
+        ApiError::new(
+            status,
+            "upstream_error",
+            format!("provider `{provider}` returned {status}: {}", text.trim()),
+        )
+        .with_code("upstream_error"),
+    )
+}
+
+/// An error to send: one the proxy wrote, or an upstream's own OpenAI-shaped body.
+pub enum ApiErrorOrRaw {
+    Api(ApiError),
+    Raw(StatusCode, Bytes),
+}

@@ -1,0 +1,180 @@
+//! The OpenAI chat completions wire format, spoken by OpenAI and by every
+//! `openai-compatible` server (vLLM, SGLang, llama.cpp, Ollama, OpenRouter, Muse Spark).
+//!
+//! Requests are the client's JSON with only the fields the proxy owns rewritten; responses
+//! are read through borrowed views into canonical [`Event`]s without copying the text.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::canonical::{ChatRequest, Event, Usage};
+
+/// The upstream request body: the client's body with `model` set to the upstream's name and,
+/// on streams, usage always requested (the proxy needs it to count; egress drops the usage
+/// chunk again when the client did not ask for it).
+pub fn request_body(req: &ChatRequest, upstream_model: &str) -> Bytes {
+    let mut body = req.body.clone();
+    body.insert("model".into(), Value::String(upstream_model.to_string()));
+    if req.stream {
+        let options = body
+            .entry("stream_options")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !options.is_object() {
+            *options = Value::Object(Map::new());
+        }
+        if let Value::Object(o) = options {
+            o.insert("include_usage".into(), Value::Bool(true));
+        }
+    }
+    // Serializing a Value into a Vec cannot fail.
+    Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+}
+
+/// A response or stream chunk, read for what the proxy observes.
+#[derive(Deserialize, Debug)]
+pub struct ChunkView<'a> {
+    #[serde(default, borrow)]
+    pub choices: Vec<ChoiceView<'a>>,
+    #[serde(default)]
+    pub usage: Option<UsageView>,
+    #[serde(default)]
+    pub error: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Deserialize, Debug)]
+pub struct ChoiceView<'a> {
+    #[serde(default, borrow)]
+    pub delta: Option<MessageView<'a>>,
+    #[serde(default, borrow)]
+    pub message: Option<MessageView<'a>>,
+    #[serde(default, borrow)]
+    pub finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize, Debug)]
+pub struct MessageView<'a> {
+    #[serde(default, borrow)]
+    pub content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub reasoning_content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub reasoning: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub tool_calls: Option<Vec<serde::de::IgnoredAny>>,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy)]
+pub struct UsageView {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens_details: Option<CompletionDetails>,
+    #[serde(default)]
+    pub prompt_tokens_details: Option<PromptDetails>,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy)]
+pub struct CompletionDetails {
+    #[serde(default)]
+    pub reasoning_tokens: Option<u64>,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy)]
+pub struct PromptDetails {
+    #[serde(default)]
+    pub cached_tokens: Option<u64>,
+}
+
+impl From<UsageView> for Usage {
+    fn from(u: UsageView) -> Usage {
+        Usage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            reasoning_tokens: u.completion_tokens_details.and_then(|d| d.reasoning_tokens),
+            cached_tokens: u.prompt_tokens_details.and_then(|d| d.cached_tokens),
+        }
+    }
+}
+
+impl<'a> ChunkView<'a> {
+    pub fn parse(data: &'a str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(data)
+    }
+
+    /// The chunk (or whole response) as canonical events, in wire order.
+    pub fn for_each_event(&self, mut f: impl FnMut(Event<'_>)) {
+        for choice in &self.choices {
+            if let Some(m) = choice.delta.as_ref().or(choice.message.as_ref()) {
+                for text in [&m.reasoning_content, &m.reasoning].into_iter().flatten() {
+                    if !text.is_empty() {
+                        f(Event::Reasoning(Cow::Borrowed(text)));
+                    }
+                }
+                if let Some(text) = &m.content {
+                    if !text.is_empty() {
+                        f(Event::Content(Cow::Borrowed(text)));
+                    }
+                }
+                if m.tool_calls.as_ref().is_some_and(|t| !t.is_empty()) {
+                    f(Event::ToolCall);
+                }
+            }
+            if let Some(reason) = &choice.finish_reason {
+                f(Event::Finish(Cow::Borrowed(reason)));
+            }
+        }
+        if let Some(u) = self.usage {
+            f(Event::Usage(u.into()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingress::parse_chat;
+
+    #[test]
+    fn request_body_rewrites_only_what_the_proxy_owns() {
+        let req = parse_chat(
+            br#"{"model":"alias","messages":[{"role":"user","content":"x"}],"logprobs":true,
+                "stream":true,"stream_options":{"other":1},"zz_future":[1,2]}"#,
+        )
+        .unwrap();
+        let out: Value = serde_json::from_slice(&request_body(&req, "up-model")).unwrap();
+        assert_eq!(out["model"], "up-model");
+        assert_eq!(out["stream_options"]["include_usage"], true);
+        assert_eq!(out["stream_options"]["other"], 1);
+        assert_eq!(out["logprobs"], true);
+        assert_eq!(out["zz_future"], serde_json::json!([1, 2]));
+        let keys: Vec<_> = out.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(
+            keys,
+            [
+                "model",
+                "messages",
+                "logprobs",
+                "stream",
+                "stream_options",
+                "zz_future"
+            ]
+        );
+    }
+
+    #[test]
+    fn chunk_events_cover_reasoning_content_finish_and_usage() {
+        let data = r#"{"choices":[{"index":0,"delta":{"reasoning_content":"hm","content":"Hi \"x\""},"finish_reason":"stop"}],
+                      "usage":{"prompt_tokens":3,"completion_tokens":5,"completion_tokens_details":{"reasoning_tokens":2}}}"#;
+        let view = ChunkView::parse(data).unwrap();
+        let mut events = Vec::new();
+        view.for_each_event(|e| events.push(format!("{e:?}")));
+        assert_eq!(events.len(), 4, "{events:?}");
+        assert!(events[1].contains("Hi \\\"x\\\""));
+        assert!(events[3].contains("reasoning_tokens: Some(2)"));
+    }
+}

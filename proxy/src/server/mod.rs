@@ -1,0 +1,154 @@
+//! The server: accepts connections, runs the tower stack over them, and shuts down gracefully.
+//!
+//! The stack, outermost first: [`RequestIdLayer`] → [`Router`] (which calls the stages).
+//! The same accept loop serves the simulator (`thinkgate simulate`).
+
+mod chat;
+pub mod request_id;
+mod routes;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower::ServiceBuilder;
+
+use crate::body::Body;
+use crate::runtime::Runtime;
+pub use request_id::{RequestId, RequestIdLayer};
+pub use routes::Router;
+
+/// At most this many open connections; the accept loop waits for a free slot.
+#[derive(Clone)]
+pub struct ConnectionLimit(Arc<Semaphore>);
+
+impl ConnectionLimit {
+    pub fn new(max: usize) -> Self {
+        ConnectionLimit(Arc::new(Semaphore::new(max)))
+    }
+
+    async fn acquire(&self) -> Option<OwnedSemaphorePermit> {
+        self.0.clone().acquire_owned().await.ok()
+    }
+}
+
+/// The proxy's service stack over a runtime.
+pub fn proxy_service(
+    runtime: Arc<ArcSwap<Runtime>>,
+) -> impl tower::Service<
+    Request<Incoming>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
+> + Clone
+       + Send
+       + 'static {
+    ServiceBuilder::new()
+        .layer(RequestIdLayer)
+        .service(Router { runtime })
+}
+
+/// Serves `service` on `listener` until `shutdown` completes, then lets open requests
+/// (streams included) finish for up to `grace`.
+pub async fn serve<S, F>(
+    listener: TcpListener,
+    service: S,
+    limit: ConnectionLimit,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) where
+    S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future = F>
+        + Clone
+        + Send
+        + 'static,
+    F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
+    builder.http2().timer(TokioTimer::new());
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = limit.acquire() => p,
+            _ = &mut shutdown => break,
+        };
+        let Some(permit) = permit else { break };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = &mut shutdown => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "Accepting a connection failed.");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // Nagle's algorithm would hold small SSE chunks back for up to 40 ms.
+        let _ = stream.set_nodelay(true);
+        let conn = builder
+            .serve_connection(
+                TokioIo::new(stream),
+                TowerToHyperService::new(service.clone()),
+            )
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "Connection ended with an error.");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let open = graceful.count();
+    tracing::info!(
+        open_connections = open,
+        grace_ms = grace.as_millis() as u64,
+        "Shutting down: no longer accepting; letting open requests finish."
+    );
+    match tokio::time::timeout(grace, graceful.shutdown()).await {
+        Ok(()) => tracing::info!("All connections closed; shutdown complete."),
+        Err(_) => tracing::warn!(
+            "The shutdown grace period ended with requests still open; they are cut."
+        ),
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("Received SIGINT."),
+        _ = term => tracing::info!("Received SIGTERM."),
+    }
+}

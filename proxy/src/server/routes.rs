@@ -1,0 +1,92 @@
+//! The endpoint table: which handler answers which method and path.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use arc_swap::ArcSwap;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::chat;
+use super::request_id::RequestId;
+use crate::body::{self, Body};
+use crate::error::ApiError;
+use crate::runtime::Runtime;
+
+/// The proxy's endpoints over the current runtime (swapped whole on reload).
+#[derive(Clone)]
+pub struct Router {
+    pub runtime: Arc<ArcSwap<Runtime>>,
+}
+
+impl tower::Service<Request<Incoming>> for Router {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let runtime = self.runtime.load_full();
+        Box::pin(async move { Ok(route(&runtime, req).await) })
+    }
+}
+
+const PATHS: [&str; 4] = ["/v1/chat/completions", "/v1/models", "/healthz", "/readyz"];
+
+async fn route(runtime: &Runtime, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path();
+    match (req.method(), path) {
+        (&Method::POST, "/v1/chat/completions") => {
+            let id = req
+                .extensions()
+                .get::<RequestId>()
+                .map(|r| r.0.clone())
+                .unwrap_or(HeaderValue::from_static("unknown"));
+            chat::handle(runtime, req, id).await
+        }
+        (&Method::GET, "/v1/models") => json(StatusCode::OK, runtime.models_body.clone()),
+        (&Method::GET, "/healthz") => json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
+        (&Method::GET, "/readyz") => {
+            if runtime.ready() {
+                json(StatusCode::OK, r#"{"status":"ready"}"#.into())
+            } else {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server_error",
+                    "no configured upstream can take requests (are their API key variables set?)",
+                )
+                .with_code("not_ready")
+                .into_response()
+            }
+        }
+        (method, p) if PATHS.contains(&p) => ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request_error",
+            format!("{method} is not allowed on {p}"),
+        )
+        .into_response(),
+        (method, p) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            format!("Invalid URL ({method} {p})"),
+        )
+        .with_code("unknown_url")
+        .into_response(),
+    }
+}
+
+fn json(status: StatusCode, bytes: bytes::Bytes) -> Response<Body> {
+    let mut resp = Response::new(body::full(bytes));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}

@@ -1,0 +1,628 @@
+//! The built-in upstream simulator: an OpenAI-compatible reasoning model for demos, tests and
+//! benchmarks, with no network and no model.
+//!
+//! Deterministic for a seed and a request. Per simulated model (config `[simulator.models]`)
+//! it shows reasoning the way real servers do (vLLM's `reasoning`, DeepSeek/SGLang's
+//! `reasoning_content`, or hidden like OpenAI), paces tokens, and injects faults. Tests
+//! override any of that per request with `x-sim-*` headers:
+//!
+//! | header | effect |
+//! |---|---|
+//! | `x-sim-status` | answer with this error status |
+//! | `x-sim-reset-after` | drop the connection after N streamed tokens |
+//! | `x-sim-stall-after` | stop sending after N streamed tokens |
+//! | `x-sim-reasoning-tokens`, `x-sim-answer-tokens` | response length |
+//! | `x-sim-ttft-ms`, `x-sim-tokens-per-second` | pacing |
+//! | `x-sim-reasoning` | `reasoning_content`, `reasoning`, `hidden` or `none` |
+//! | `x-sim-echo` | add `sim_echo` (the request body as received) to the response |
+//!
+//! It serves in process (provider kind `simulator`) or on a socket (`thinkgate simulate`).
+
+mod script;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use serde_json::{json, Value};
+use thinkgate_config::{Encoding, ReasoningStyle, SimProfile};
+use thinkgate_metrics::TokenCounter;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::body::{self, Body, BoxError};
+use crate::error::ApiError;
+pub use script::{Rng, Script, WORDS};
+
+/// Counters tests read to see what reached the simulated upstream.
+#[derive(Debug, Default)]
+pub struct SimStats {
+    pub started: AtomicU64,
+    pub completed: AtomicU64,
+    pub cancelled: AtomicU64,
+}
+
+impl SimStats {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "started": self.started.load(Ordering::Relaxed),
+            "completed": self.completed.load(Ordering::Relaxed),
+            "cancelled": self.cancelled.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// Marks a request cancelled unless it is finished before being dropped.
+struct Completion {
+    stats: Arc<SimStats>,
+    done: bool,
+}
+
+impl Completion {
+    fn finish(mut self) {
+        self.done = true;
+        self.stats.completed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        if !self.done {
+            self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+pub struct Simulator {
+    config: thinkgate_config::Simulator,
+    stats: Arc<SimStats>,
+    counter: TokenCounter,
+}
+
+/// One request, as the simulator understood it.
+struct Job {
+    id: String,
+    model: String,
+    created: u64,
+    stream: bool,
+    include_usage: bool,
+    profile: SimProfile,
+    script: Script,
+    prompt_tokens: u64,
+    echo: Option<Value>,
+    logprobs: bool,
+}
+
+impl Simulator {
+    pub fn new(config: thinkgate_config::Simulator) -> Self {
+        Simulator {
+            config,
+            stats: Arc::new(SimStats::default()),
+            counter: TokenCounter::new(Encoding::O200kBase),
+        }
+    }
+
+    pub fn stats(&self) -> &SimStats {
+        &self.stats
+    }
+
+    /// Answers one request, as the HTTP server and the in-process transport both call it.
+    pub async fn handle(&self, req: Request<Full<Bytes>>) -> Response<Body> {
+        let (head, body) = req.into_parts();
+        let body = match body.collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(never) => match never {},
+        };
+        self.handle_parts(&head.method, head.uri.path(), &head.headers, body)
+            .await
+    }
+
+    pub async fn handle_parts(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Response<Body> {
+        match (method, path) {
+            (&Method::POST, "/v1/chat/completions" | "/chat/completions") => {
+                match self.chat(headers, &body).await {
+                    Ok(resp) => resp,
+                    Err(e) => e.into_response(),
+                }
+            }
+            (&Method::GET, "/v1/models" | "/models") => {
+                let data: Vec<Value> = self
+                    .config
+                    .models
+                    .keys()
+                    .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "simulator"}))
+                    .collect();
+                json_response(StatusCode::OK, json!({"object": "list", "data": data}))
+            }
+            (&Method::GET, "/sim/stats") => json_response(StatusCode::OK, self.stats.to_json()),
+            _ => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                format!("Invalid URL ({method} {path})"),
+            )
+            .into_response(),
+        }
+    }
+
+    async fn chat(&self, headers: &HeaderMap, body: &[u8]) -> Result<Response<Body>, ApiError> {
+        let request: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::invalid_request(format!("invalid JSON: {e}")))?;
+        let model = request
+            .get("model")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::invalid_request("`model` is required").with_param("model"))?
+            .to_string();
+        let profile = self.profile_for(&model, headers)?;
+        if let Some(status) = profile.faults.status {
+            return Ok(fault_response(status));
+        }
+        let stream = request
+            .get("stream")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let include_usage = request
+            .pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let cap = ["max_completion_tokens", "max_tokens"]
+            .iter()
+            .find_map(|k| request.get(*k).and_then(Value::as_u64));
+        let messages = request.get("messages").and_then(Value::as_array);
+        let last_is_tool = messages
+            .and_then(|m| m.last())
+            .and_then(|m| m.get("role"))
+            .and_then(Value::as_str)
+            == Some("tool");
+        let tool = request
+            .get("tools")
+            .and_then(Value::as_array)
+            .and_then(|t| t.first())
+            .and_then(|t| t.pointer("/function/name"))
+            .and_then(Value::as_str)
+            .filter(|_| !last_is_tool)
+            .map(str::to_string);
+
+        let seed = script::fnv1a(self.config.seed, body);
+        let mut rng = Rng::new(seed);
+        let script = Script::new(&profile, &mut rng, cap, tool);
+        let prompt_tokens = self.prompt_tokens(messages.map(Vec::as_slice).unwrap_or(&[]));
+
+        self.stats.started.fetch_add(1, Ordering::Relaxed);
+        let job = Job {
+            id: format!("chatcmpl-sim{:016x}", seed),
+            created: 1_750_000_000 + (seed % 1_000_000),
+            model,
+            stream,
+            include_usage,
+            profile,
+            script,
+            prompt_tokens,
+            echo: headers
+                .contains_key("x-sim-echo")
+                .then_some(request.clone()),
+            logprobs: request
+                .get("logprobs")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        };
+        let completion = Completion {
+            stats: self.stats.clone(),
+            done: false,
+        };
+        if job.stream {
+            Ok(self.stream(job, completion))
+        } else {
+            self.whole(job, completion).await
+        }
+    }
+
+    /// The model's profile with the request's `x-sim-*` overrides applied.
+    fn profile_for(&self, model: &str, headers: &HeaderMap) -> Result<SimProfile, ApiError> {
+        let mut p = self.config.profile(model).clone();
+        let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let num = |name: &str| -> Result<Option<u64>, ApiError> {
+            get(name)
+                .map(|v| {
+                    v.parse::<u64>().map_err(|_| {
+                        ApiError::invalid_request(format!("header {name} must be a number"))
+                    })
+                })
+                .transpose()
+        };
+        if let Some(s) = num("x-sim-status")? {
+            p.faults.status = Some(s.clamp(400, 599) as u16);
+        }
+        if let Some(n) = num("x-sim-reset-after")? {
+            p.faults.reset_after = Some(n as u32);
+        }
+        if let Some(n) = num("x-sim-stall-after")? {
+            p.faults.stall_after = Some(n as u32);
+        }
+        if let Some(n) = num("x-sim-reasoning-tokens")? {
+            p.reasoning_tokens = n.min(1_000_000) as u32;
+        }
+        if let Some(n) = num("x-sim-answer-tokens")? {
+            p.answer_tokens = n.min(1_000_000) as u32;
+        }
+        if let Some(n) = num("x-sim-ttft-ms")? {
+            p.time_to_first_token = Duration::from_millis(n);
+        }
+        if let Some(n) = num("x-sim-tokens-per-second")? {
+            p.tokens_per_second = n as f64;
+        }
+        if let Some(style) = get("x-sim-reasoning") {
+            p.reasoning = ReasoningStyle::parse(style).ok_or_else(|| {
+                ApiError::invalid_request(format!("x-sim-reasoning `{style}` is unknown"))
+            })?;
+        }
+        Ok(p)
+    }
+
+    /// Prompt tokens the way OpenAI counts chat: text plus a few tokens per message.
+    fn prompt_tokens(&self, messages: &[Value]) -> u64 {
+        let mut n = 3;
+        for m in messages {
+            n += 3;
+            match m.get("content") {
+                Some(Value::String(s)) => n += self.counter.count(s) as u64,
+                Some(Value::Array(parts)) => {
+                    for p in parts {
+                        if let Some(t) = p.get("text").and_then(Value::as_str) {
+                            n += self.counter.count(t) as u64;
+                        } else {
+                            n += 85; // an image at low detail
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        n
+    }
+
+    fn usage(&self, job: &Job) -> Value {
+        let tool_tokens = job
+            .script
+            .tool_arguments()
+            .map_or(0, |a| self.counter.count(&a) as u64);
+        let reasoning = job.script.reasoning.len() as u64;
+        let completion = reasoning + job.script.answer.len() as u64 + tool_tokens;
+        json!({
+            "prompt_tokens": job.prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": job.prompt_tokens + completion,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": reasoning,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0
+            }
+        })
+    }
+
+    async fn whole(&self, job: Job, completion: Completion) -> Result<Response<Body>, ApiError> {
+        let tokens = job.script.reasoning.len() + job.script.answer.len();
+        let mut wait = job.profile.time_to_first_token;
+        if job.profile.tokens_per_second > 0.0 {
+            wait += Duration::from_secs_f64(tokens as f64 / job.profile.tokens_per_second);
+        }
+        if job
+            .profile
+            .faults
+            .stall_after
+            .is_some_and(|n| (n as usize) < tokens)
+        {
+            // Dropping this future (the caller gave up) marks the request cancelled.
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(wait).await;
+        if job
+            .profile
+            .faults
+            .reset_after
+            .is_some_and(|n| (n as usize) < tokens)
+        {
+            let body = body::stream(futures_util::stream::once(async {
+                Err::<Bytes, BoxError>("simulated connection reset".into())
+            }));
+            completion.finish();
+            return Ok(Response::new(body));
+        }
+        let mut message =
+            json!({"role": "assistant", "content": job.script.answer_text(), "refusal": null});
+        let reasoning = job.script.reasoning_text();
+        match job.script.style {
+            ReasoningStyle::ReasoningContent => message["reasoning_content"] = json!(reasoning),
+            ReasoningStyle::Reasoning => message["reasoning"] = json!(reasoning),
+            ReasoningStyle::Hidden | ReasoningStyle::None => {}
+        }
+        if let Some((name, _)) = &job.script.tool_call {
+            message["content"] = Value::Null;
+            message["tool_calls"] = json!([{
+                "id": format!("call_{}", &job.id[11..]),
+                "type": "function",
+                "function": {"name": name, "arguments": job.script.tool_arguments()}
+            }]);
+        }
+        let logprobs = if job.logprobs {
+            json!({"content": job.script.answer.iter().map(|w| json!({
+                "token": w, "logprob": -0.25, "bytes": w.as_bytes(), "top_logprobs": []
+            })).collect::<Vec<_>>(), "refusal": null})
+        } else {
+            Value::Null
+        };
+        let mut out = json!({
+            "id": job.id,
+            "object": "chat.completion",
+            "created": job.created,
+            "model": job.model,
+            "choices": [{
+                "index": 0,
+                "message": message,
+                "logprobs": logprobs,
+                "finish_reason": job.script.finish_reason
+            }],
+            "usage": self.usage(&job),
+            "service_tier": "default",
+            "system_fingerprint": "fp_thinkgate_sim"
+        });
+        if let Some(echo) = &job.echo {
+            out["sim_echo"] = echo.clone();
+        }
+        completion.finish();
+        Ok(json_response(StatusCode::OK, out))
+    }
+
+    fn stream(&self, job: Job, completion: Completion) -> Response<Body> {
+        let (tx, rx) = mpsc::channel::<Result<Bytes, BoxError>>(32);
+        let usage = self.usage(&job);
+        tokio::spawn(run_stream(job, usage, tx, completion));
+        let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        let mut resp = Response::new(body::stream(frames));
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        resp
+    }
+}
+
+/// The simulator as a tower service over HTTP requests, for `thinkgate simulate` and tests.
+pub fn service(
+    sim: Arc<Simulator>,
+) -> impl tower::Service<
+    Request<hyper::body::Incoming>,
+    Response = Response<Body>,
+    Error = std::convert::Infallible,
+    Future = impl std::future::Future<Output = Result<Response<Body>, std::convert::Infallible>> + Send,
+> + Clone
+       + Send
+       + 'static {
+    tower::service_fn(move |req: Request<hyper::body::Incoming>| {
+        let sim = sim.clone();
+        async move {
+            let (head, body) = req.into_parts();
+            let resp = match body.collect().await {
+                Ok(b) => {
+                    sim.handle_parts(&head.method, head.uri.path(), &head.headers, b.to_bytes())
+                        .await
+                }
+                Err(e) => {
+                    ApiError::invalid_request(format!("body unreadable: {e}")).into_response()
+                }
+            };
+            Ok(resp)
+        }
+    })
+}
+
+/// Renders one `chat.completion.chunk` SSE event.
+struct ChunkWriter {
+    prefix: String,
+    usage_null: bool,
+}
+
+impl ChunkWriter {
+    fn new(job: &Job) -> Self {
+        let model = serde_json::to_string(&job.model).unwrap_or_else(|_| "\"\"".into());
+        ChunkWriter {
+            prefix: format!(
+                "data: {{\"id\":\"{}\",\"object\":\"chat.completion.chunk\",\"created\":{},\"model\":{},\"system_fingerprint\":\"fp_thinkgate_sim\",\"choices\":[",
+                job.id, job.created, model
+            ),
+            usage_null: job.include_usage,
+        }
+    }
+
+    fn delta(&self, delta: &str, finish: Option<&str>) -> Bytes {
+        let finish = finish.map_or("null".to_string(), |f| format!("\"{f}\""));
+        let usage = if self.usage_null {
+            ",\"usage\":null"
+        } else {
+            ""
+        };
+        Bytes::from(format!(
+            "{}{{\"index\":0,\"delta\":{delta},\"logprobs\":null,\"finish_reason\":{finish}}}]{usage}}}\n\n",
+            self.prefix
+        ))
+    }
+
+    fn usage(&self, usage: &Value) -> Bytes {
+        Bytes::from(format!("{}],\"usage\":{usage}}}\n\n", self.prefix))
+    }
+}
+
+/// Sends one frame, or reports that the receiver (the client) is gone.
+async fn send(tx: &mpsc::Sender<Result<Bytes, BoxError>>, b: Bytes) -> Result<(), ()> {
+    tx.send(Ok(b)).await.map_err(|_| ())
+}
+
+/// Waits until `at`, or reports that the receiver went away meanwhile.
+async fn wait_until(tx: &mpsc::Sender<Result<Bytes, BoxError>>, at: Instant) -> Result<(), ()> {
+    tokio::select! {
+        _ = tokio::time::sleep_until(at) => Ok(()),
+        _ = tx.closed() => Err(()),
+    }
+}
+
+async fn run_stream(
+    job: Job,
+    usage: Value,
+    tx: mpsc::Sender<Result<Bytes, BoxError>>,
+    completion: Completion,
+) {
+    if emit_stream(&job, &usage, &tx).await.is_ok() {
+        completion.finish();
+    }
+}
+
+async fn emit_stream(
+    job: &Job,
+    usage: &Value,
+    tx: &mpsc::Sender<Result<Bytes, BoxError>>,
+) -> Result<(), ()> {
+    let w = ChunkWriter::new(job);
+    let start = Instant::now() + job.profile.time_to_first_token;
+    let tps = job.profile.tokens_per_second;
+    let at = |i: usize| {
+        if tps > 0.0 {
+            start + Duration::from_secs_f64(i as f64 / tps)
+        } else {
+            start
+        }
+    };
+    wait_until(tx, start).await?;
+    send(
+        tx,
+        w.delta(
+            "{\"role\":\"assistant\",\"content\":\"\",\"refusal\":null}",
+            None,
+        ),
+    )
+    .await?;
+
+    let field = match job.script.style {
+        ReasoningStyle::ReasoningContent => Some("reasoning_content"),
+        ReasoningStyle::Reasoning => Some("reasoning"),
+        ReasoningStyle::Hidden | ReasoningStyle::None => None,
+    };
+    let mut pieces: Vec<Bytes> = Vec::new();
+    if let Some(field) = field {
+        for word in &job.script.reasoning {
+            pieces.push(w.delta(&format!("{{\"{field}\":\"{word}\"}}"), None));
+        }
+    }
+    // Hidden reasoning still takes time before the answer starts.
+    let hidden = if field.is_none() {
+        job.script.reasoning.len()
+    } else {
+        0
+    };
+    for word in &job.script.answer {
+        pieces.push(w.delta(&format!("{{\"content\":\"{word}\"}}"), None));
+    }
+    if let Some((name, args)) = &job.script.tool_call {
+        let name = serde_json::to_string(name).unwrap_or_default();
+        pieces.push(w.delta(
+            &format!(
+                "{{\"tool_calls\":[{{\"index\":0,\"id\":\"call_{}\",\"type\":\"function\",\"function\":{{\"name\":{name},\"arguments\":\"\"}}}}]}}",
+                &job.id[11..]
+            ),
+            None,
+        ));
+        for piece in args {
+            let piece = serde_json::to_string(piece).unwrap_or_default();
+            pieces.push(w.delta(
+                &format!(
+                    "{{\"tool_calls\":[{{\"index\":0,\"function\":{{\"arguments\":{piece}}}}}]}}"
+                ),
+                None,
+            ));
+        }
+    }
+    for (i, piece) in pieces.into_iter().enumerate() {
+        if job.profile.faults.reset_after == Some(i as u32) {
+            let _ = tx.send(Err("simulated connection reset".into())).await;
+            return Err(());
+        }
+        if job.profile.faults.stall_after == Some(i as u32) {
+            tx.closed().await;
+            return Err(());
+        }
+        wait_until(tx, at(i + hidden)).await?;
+        send(tx, piece).await?;
+    }
+    send(tx, w.delta("{}", Some(job.script.finish_reason))).await?;
+    if job.include_usage {
+        send(tx, w.usage(usage)).await?;
+    }
+    send(tx, Bytes::from_static(b"data: [DONE]\n\n")).await
+}
+
+fn fault_response(status: u16) -> Response<Body> {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let (kind, code) = match status.as_u16() {
+        429 => ("requests", "rate_limit_exceeded"),
+        400..=499 => ("invalid_request_error", "simulated_error"),
+        _ => ("server_error", "simulated_error"),
+    };
+    let mut resp = ApiError::new(status, kind, format!("simulated upstream fault: {status}"))
+        .with_code(code)
+        .into_response();
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+fn json_response(status: StatusCode, value: Value) -> Response<Body> {
+    let mut resp = Response::new(body::full(value.to_string()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vocabulary_is_one_token_per_word_in_both_encodings() {
+        for enc in [Encoding::O200kBase, Encoding::Cl100kBase] {
+            let c = TokenCounter::new(enc);
+            for w in WORDS {
+                assert_eq!(c.count(w), 1, "{w:?} in {enc:?}");
+            }
+            assert_eq!(c.count(&WORDS.concat()), WORDS.len());
+        }
+    }
+
+    #[test]
+    fn scripts_are_deterministic_and_capped() {
+        let p = SimProfile::default();
+        let a = Script::new(&p, &mut Rng::new(9), None, None);
+        let b = Script::new(&p, &mut Rng::new(9), None, None);
+        assert_eq!(a.answer, b.answer);
+        let capped = Script::new(&p, &mut Rng::new(9), Some(10), None);
+        assert_eq!(capped.reasoning.len() + capped.answer.len(), 10);
+        assert_eq!(capped.finish_reason, "length");
+    }
+}
