@@ -1,1 +1,7 @@
+//! End-to-end tests: the real server on loopback against the built-in simulator.
 
+mod core;
+mod errors;
+mod lifecycle;
+mod sdk;
+mod support;

@@ -43,6 +43,8 @@ pub struct SimStats {
     pub started: AtomicU64,
     pub completed: AtomicU64,
     pub cancelled: AtomicU64,
+    /// The `x-request-id` of the latest chat request.
+    pub last_request_id: std::sync::Mutex<String>,
 }
 
 impl SimStats {
@@ -51,6 +53,7 @@ impl SimStats {
             "started": self.started.load(Ordering::Relaxed),
             "completed": self.completed.load(Ordering::Relaxed),
             "cancelled": self.cancelled.load(Ordering::Relaxed),
+            "last_request_id": self.last_request_id.lock().map(|s| s.clone()).unwrap_or_default(),
         })
     }
 }
@@ -197,6 +200,12 @@ impl Simulator {
         let prompt_tokens = self.prompt_tokens(messages.map(Vec::as_slice).unwrap_or(&[]));
 
         self.stats.started.fetch_add(1, Ordering::Relaxed);
+        if let (Some(id), Ok(mut last)) = (
+            headers.get("x-request-id").and_then(|v| v.to_str().ok()),
+            self.stats.last_request_id.lock(),
+        ) {
+            id.clone_into(&mut last);
+        }
         let job = Job {
             id: format!("chatcmpl-sim{:016x}", seed),
             created: 1_750_000_000 + (seed % 1_000_000),
@@ -556,6 +565,9 @@ async fn emit_stream(
     }
     for (i, piece) in pieces.into_iter().enumerate() {
         if job.profile.faults.reset_after == Some(i as u32) {
+            // hyper aborts a connection on a body error without flushing what it buffered;
+            // a real reset delivers what was sent before it, so let the writes go out first.
+            wait_until(tx, Instant::now() + Duration::from_millis(50)).await?;
             let _ = tx.send(Err("simulated connection reset".into())).await;
             return Err(());
         }
