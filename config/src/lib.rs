@@ -306,3 +306,35 @@ impl ReasoningStyle {
         })
     }
 }
+
+#[cfg(test)]
+mod shipped {
+    use super::*;
+
+    /// The configs in the repository stay valid, keys set or not.
+    #[test]
+    fn shipped_configs_validate() {
+        for (name, text) in [
+            ("demo.toml", include_str!("../demo.toml")),
+            ("thinkgate.toml", include_str!("../thinkgate.toml")),
+        ] {
+            let cfg =
+                Config::parse(text, Path::new(name), &|_| None).unwrap_or_else(|e| panic!("{e}"));
+            assert!(cfg.models.len() >= 5, "{name}");
+        }
+        let demo = Config::parse(
+            include_str!("../demo.toml"),
+            Path::new("demo.toml"),
+            &|_| None,
+        )
+        .unwrap();
+        assert!(
+            demo.server.listen.ip().is_loopback(),
+            "the demo must listen on loopback only"
+        );
+        assert!(
+            demo.providers.iter().all(|p| p.usable()),
+            "the demo needs no keys"
+        );
+    }
+}

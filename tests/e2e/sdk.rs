@@ -16,12 +16,21 @@ fn venv_python() -> PathBuf {
             .is_ok_and(|s| s.success())
     };
     if !has_openai(&python) {
-        let made = Command::new("python3").args(["-m", "venv"]).arg(&venv).status();
-        assert!(made.is_ok_and(|s| s.success()), "python3 -m venv failed (install python3-venv)");
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status();
+        assert!(
+            made.is_ok_and(|s| s.success()),
+            "python3 -m venv failed (install python3-venv)"
+        );
         let installed = Command::new(&python)
             .args(["-m", "pip", "install", "--quiet", "openai>=1.40"])
             .status();
-        assert!(installed.is_ok_and(|s| s.success()), "pip install openai failed");
+        assert!(
+            installed.is_ok_and(|s| s.success()),
+            "pip install openai failed"
+        );
     }
     python
 }
@@ -39,6 +48,9 @@ async fn official_openai_python_sdk() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "SDK checks failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "SDK checks failed:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("all checks passed"), "{stdout}");
 }

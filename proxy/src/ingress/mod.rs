@@ -205,6 +205,31 @@ mod tests {
         assert_eq!(err.param.as_deref(), Some("messages[0].role"));
     }
 
+    #[tokio::test]
+    async fn body_limit_holds_without_content_length() {
+        use bytes::Bytes;
+        let chunks = (0..10).map(|_| {
+            Ok::<_, std::io::Error>(hyper::body::Frame::data(Bytes::from(vec![b'x'; 100])))
+        });
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter(chunks));
+        let err = read_body(&HeaderMap::new(), body, 512).await.unwrap_err();
+        assert_eq!(err.status, StatusCode::PAYLOAD_TOO_LARGE);
+        let chunks = (0..3).map(|_| {
+            Ok::<_, std::io::Error>(hyper::body::Frame::data(Bytes::from(vec![b'x'; 100])))
+        });
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter(chunks));
+        assert_eq!(
+            read_body(&HeaderMap::new(), body, 512).await.unwrap().len(),
+            300
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_LENGTH, "100000".parse().unwrap());
+        let err = read_body(&headers, http_body_util::Empty::<Bytes>::new(), 512)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, Some("request_too_large"));
+    }
+
     #[test]
     fn rejects_empty_messages_unknown_roles_and_non_objects() {
         assert_eq!(

@@ -334,7 +334,9 @@ impl Simulator {
             // Dropping this future (the caller gave up) marks the request cancelled.
             std::future::pending::<()>().await;
         }
-        tokio::time::sleep(wait).await;
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
         if job
             .profile
             .faults
@@ -482,6 +484,10 @@ async fn send(tx: &mpsc::Sender<Result<Bytes, BoxError>>, b: Bytes) -> Result<()
 
 /// Waits until `at`, or reports that the receiver went away meanwhile.
 async fn wait_until(tx: &mpsc::Sender<Result<Bytes, BoxError>>, at: Instant) -> Result<(), ()> {
+    // tokio's timer rounds up to the next millisecond: never sleep for a deadline that passed.
+    if at <= Instant::now() {
+        return if tx.is_closed() { Err(()) } else { Ok(()) };
+    }
     tokio::select! {
         _ = tokio::time::sleep_until(at) => Ok(()),
         _ = tx.closed() => Err(()),
