@@ -221,7 +221,7 @@ impl Encoding {
 }
 
 /// The built-in simulator's behaviour, per upstream model name.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Simulator {
     pub seed: u64,
     pub default: SimProfile,
@@ -234,15 +234,6 @@ impl Simulator {
     }
 }
 
-impl Default for Simulator {
-    fn default() -> Self {
-        Simulator {
-            seed: 0,
-            default: SimProfile::default(),
-            models: BTreeMap::new(),
-        }
-    }
-}
 
 /// How one simulated model behaves.
 #[derive(Debug, Clone, PartialEq)]

@@ -146,3 +146,122 @@ async fn sigterm_lets_an_in_flight_stream_finish_then_exits_zero() {
     assert_eq!(exit.code(), Some(0));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Runs the binary with JSON logs and a provider key set to a sentinel: the logs are JSON
+/// lines carrying the request id, and the key appears in no log line, error or `check` output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_request_ids_and_never_a_secret() {
+    const SECRET: &str = "sk-sentinel-4f1c9a7e";
+    let dir = std::env::temp_dir().join(format!("thinkgate-secrets-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("config.toml");
+    std::fs::write(
+        &cfg,
+        config_text(
+            None,
+            r#"
+[providers.vendor]
+kind = "openai-compatible"
+base_url = "http://127.0.0.1:9/v1"
+api_key = "${THINKGATE_TEST_SECRET}"
+[models.vendor-model]
+provider = "vendor"
+context_window = 1000
+"#,
+        )
+        .replace(
+            "shutdown_grace = \"5s\"",
+            "shutdown_grace = \"5s\"\nlog_format = \"json\"\nlog_level = \"debug\"",
+        ),
+    )
+    .unwrap();
+    let check = Command::new(env!("CARGO_BIN_EXE_thinkgate"))
+        .args(["check", "--config", cfg.to_str().unwrap()])
+        .env("THINKGATE_TEST_SECRET", SECRET)
+        .output()
+        .unwrap();
+    let check_out = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{check_out}");
+    assert!(
+        check_out.contains("THINKGATE_TEST_SECRET: set"),
+        "{check_out}"
+    );
+    assert!(!check_out.contains(SECRET));
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_thinkgate"))
+        .args([
+            "serve",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("THINKGATE_TEST_SECRET", SECRET)
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in stderr.lines() {
+            let _ = lines_tx.send(line.unwrap());
+        }
+    });
+    let mut logs = Vec::new();
+    let addr = loop {
+        let line = lines_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server logs its address");
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("not a JSON log line: {line}"));
+        logs.push(line);
+        if let Some(listen) = v["listen"].as_str() {
+            break listen.to_string();
+        }
+    };
+    let url = format!("http://{addr}/v1/chat/completions");
+    let bad = call(
+        &url,
+        chat("vendor-model", false),
+        &[("x-request-id", "req-secret-test")],
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::BAD_GATEWAY);
+    assert!(!bad.text().contains(SECRET));
+    let ok = call(
+        &url,
+        chat("sim-model", false),
+        &[("x-request-id", "req-ok-test")],
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::OK);
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(exit.code(), Some(0));
+    logs.extend(lines_rx.try_iter());
+    let all = logs.join("\n");
+    assert!(!all.contains(SECRET), "a secret reached the logs");
+    let finished: Vec<serde_json::Value> = logs
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("every log line is JSON"))
+        .filter(|v| v["message"] == "Request finished.")
+        .collect();
+    assert!(
+        finished
+            .iter()
+            .any(|v| v["request_id"] == "req-ok-test" && v["model"] == "sim-model"),
+        "{all}"
+    );
+    assert!(
+        all.contains("req-secret-test"),
+        "the failed request is logged with its id: {all}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -633,6 +633,62 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn config_faults_apply_and_headers_override_profiles() {
+        let mut cfg = thinkgate_config::Simulator::default();
+        let mut failing = SimProfile::default();
+        failing.faults.status = Some(503);
+        cfg.models.insert("down".into(), failing);
+        let sim = Simulator::new(cfg);
+        let call = |model: &str, headers: &[(&'static str, &'static str)]| {
+            let mut map = HeaderMap::new();
+            for (k, v) in headers {
+                map.insert(*k, HeaderValue::from_static(v));
+            }
+            let body = Bytes::from(format!(
+                "{{\"model\":\"{model}\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}"
+            ));
+            let sim = &sim;
+            async move {
+                let resp = sim
+                    .handle_parts(&Method::POST, "/v1/chat/completions", &map, body)
+                    .await;
+                let status = resp.status();
+                let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+                (status, serde_json::from_slice::<Value>(&bytes).unwrap())
+            }
+        };
+        let (status, body) = call("down", &[]).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["error"]["code"], "simulated_error");
+        let (status, body) = call(
+            "up",
+            &[("x-sim-reasoning", "hidden"), ("x-sim-answer-tokens", "3")],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let message = &body["choices"][0]["message"];
+        assert!(
+            message.get("reasoning_content").is_none(),
+            "hidden reasoning shows no text"
+        );
+        assert_eq!(
+            body["usage"]["completion_tokens_details"]["reasoning_tokens"],
+            64
+        );
+        assert_eq!(
+            message["content"]
+                .as_str()
+                .unwrap()
+                .split_whitespace()
+                .count(),
+            3
+        );
+        let (status, _) = call("up", &[("x-sim-status", "429")]).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(sim.stats().to_json()["completed"], 1);
+    }
+
     #[test]
     fn scripts_are_deterministic_and_capped() {
         let p = SimProfile::default();
