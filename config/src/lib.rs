@@ -35,6 +35,15 @@ pub struct Config {
     /// Sorted by id.
     pub models: Vec<Model>,
     pub simulator: Simulator,
+    pub metrics: MetricsConfig,
+}
+
+/// Histogram buckets; `None` keeps the built-in default for that histogram.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetricsConfig {
+    pub latency_buckets: Option<Vec<f64>>,
+    pub ttft_buckets: Option<Vec<f64>>,
+    pub reasoning_token_buckets: Option<Vec<f64>>,
 }
 
 impl Config {
@@ -233,7 +242,6 @@ impl Simulator {
         self.models.get(model).unwrap_or(&self.default)
     }
 }
-
 
 /// How one simulated model behaves.
 #[derive(Debug, Clone, PartialEq)]

@@ -21,6 +21,16 @@ pub struct RawConfig {
     pub models: BTreeMap<String, RawModel>,
     #[serde(default)]
     pub simulator: RawSimulator,
+    #[serde(default)]
+    pub metrics: RawMetrics,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    pub latency_buckets: Option<Vec<f64>>,
+    pub ttft_buckets: Option<Vec<f64>>,
+    pub reasoning_token_buckets: Option<Vec<f64>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -10,8 +10,8 @@ use crate::error::{closest, ConfigError, KeyPath};
 use crate::locate::SourceMap;
 use crate::raw::{RawConfig, RawModel, RawProvider, RawSimProfile};
 use crate::{
-    ApiKey, Config, Encoding, HeaderPattern, LogFormat, Model, Provider, ProviderKind,
-    ReasoningStyle, Secret, Server, SimFaults, SimProfile, Simulator,
+    ApiKey, Config, Encoding, HeaderPattern, LogFormat, MetricsConfig, Model, Provider,
+    ProviderKind, ReasoningStyle, Secret, Server, SimFaults, SimProfile, Simulator,
 };
 
 /// Collects the context every error needs: the file and the source map.
@@ -187,6 +187,25 @@ fn validate(
     };
 
     let simulator = validate_simulator(&raw, c)?;
+    let buckets = |key: &str, v: &Option<Vec<f64>>| -> Result<Option<Vec<f64>>, ConfigError> {
+        let Some(v) = v else { return Ok(None) };
+        let increasing = v.windows(2).all(|w| w[0] < w[1]);
+        if v.is_empty() || !increasing || v.iter().any(|b| !b.is_finite()) {
+            return Err(c.error(
+                KeyPath::new(["metrics", key]),
+                "must be a non-empty list of finite numbers in increasing order",
+            ));
+        }
+        Ok(Some(v.clone()))
+    };
+    let metrics = MetricsConfig {
+        latency_buckets: buckets("latency_buckets", &raw.metrics.latency_buckets)?,
+        ttft_buckets: buckets("ttft_buckets", &raw.metrics.ttft_buckets)?,
+        reasoning_token_buckets: buckets(
+            "reasoning_token_buckets",
+            &raw.metrics.reasoning_token_buckets,
+        )?,
+    };
 
     Ok(Config {
         source: file.to_path_buf(),
@@ -195,6 +214,7 @@ fn validate(
         providers,
         models,
         simulator,
+        metrics,
     })
 }
 
@@ -670,6 +690,20 @@ context_window = 1000
         assert_eq!(p.reasoning, ReasoningStyle::Hidden);
         assert_eq!(p.reasoning_tokens, 7);
         assert_eq!(cfg.simulator.profile("other").reasoning_tokens, 7);
+    }
+
+    #[test]
+    fn histogram_buckets_must_increase() {
+        let err = parse(&format!(
+            "{MINIMAL}\n[metrics]\nttft_buckets = [1.0, 0.5]\n"
+        ))
+        .unwrap_err();
+        assert_eq!(err.key().unwrap().to_string(), "metrics.ttft_buckets");
+        let cfg = parse(&format!(
+            "{MINIMAL}\n[metrics]\nttft_buckets = [0.5, 1.0]\n"
+        ))
+        .unwrap();
+        assert_eq!(cfg.metrics.ttft_buckets, Some(vec![0.5, 1.0]));
     }
 
     #[test]

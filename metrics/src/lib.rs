@@ -1,10 +1,16 @@
-//! thinkgate's measurements: token counting now, the Prometheus registry as it lands.
+//! thinkgate's measurements: the Prometheus registry and token counting.
 //!
 //! Layout:
+//! - [`registry`]: every metric family ([`Metrics`]), with configurable [`Buckets`];
 //! - [`tokens`]: the one interface every token count goes through ([`TokenCounter`]), backed
 //!   by tiktoken encoders built once per process.
+//!
+//! Recording sits in the proxy (`account` stage), which resolves label handles once per
+//! model and mode rather than per request.
 
+pub mod registry;
 pub mod tokens;
 
+pub use registry::{Buckets, Metrics, CONTENT_TYPE};
 pub use thinkgate_config::Encoding;
 pub use tokens::TokenCounter;

@@ -71,8 +71,8 @@ impl Message {
 pub enum Event<'a> {
     Reasoning(Cow<'a, str>),
     Content(Cow<'a, str>),
-    /// A tool call (or a streamed piece of one) for the choice's `index`-th call.
-    ToolCall,
+    /// A tool call, or a streamed piece of one: its name and argument text seen here.
+    ToolCall(Cow<'a, str>),
     Usage(Usage),
     Finish(Cow<'a, str>),
 }

@@ -6,11 +6,13 @@
 //! - [`plan`]: which model answers and in which mode (pure, no IO);
 //! - [`providers`]: one [`providers::Upstream`] per provider, its transport and wire format;
 //! - [`egress`]: upstream response → client (lossless JSON, SSE relay), observed as events;
+//! - [`account`]: each request's metrics, recorded once when it ends;
 //! - [`simulator`]: the built-in OpenAI-compatible upstream for demos, tests and benchmarks.
 //!
 //! Shared: [`canonical`] (request and event types), [`runtime`] (everything built once per
 //! config load), [`error`] (OpenAI-shaped errors), [`body`] (the response body type).
 
+pub mod account;
 pub mod body;
 pub mod canonical;
 pub mod egress;

@@ -8,8 +8,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use serde_json::json;
 use thinkgate_config::{Config, Model};
-use thinkgate_metrics::TokenCounter;
+use thinkgate_metrics::{Buckets, Metrics, TokenCounter};
 
+use crate::account::ModelMetrics;
 use crate::providers::Upstream;
 use crate::simulator::Simulator;
 
@@ -21,10 +22,13 @@ pub struct Route {
     pub counter: TokenCounter,
     /// `x-thinkgate-model`, precomputed.
     pub header: http::HeaderValue,
+    pub metrics: Arc<ModelMetrics>,
 }
 
 pub struct Runtime {
     pub config: Arc<Config>,
+    /// Shared with the runtimes built by later reloads, so counters never reset.
+    pub metrics: Arc<Metrics>,
     pub simulator: Arc<Simulator>,
     routes: HashMap<String, Arc<Route>>,
     /// The `/v1/models` body, rendered once.
@@ -40,7 +44,23 @@ pub const VIRTUAL_MODELS: [&str; 4] = [
 ];
 
 impl Runtime {
+    /// Builds the first runtime of a process, with a fresh metrics registry.
     pub fn build(config: Config) -> Result<Runtime, String> {
+        let defaults = Buckets::default();
+        let m = &config.metrics;
+        let buckets = Buckets {
+            latency: m.latency_buckets.clone().unwrap_or(defaults.latency),
+            ttft: m.ttft_buckets.clone().unwrap_or(defaults.ttft),
+            reasoning_tokens: m
+                .reasoning_token_buckets
+                .clone()
+                .unwrap_or(defaults.reasoning_tokens),
+        };
+        Runtime::build_with(config, Arc::new(Metrics::new(&buckets)))
+    }
+
+    /// Builds a runtime that records into an existing registry (a reload).
+    pub fn build_with(config: Config, metrics: Arc<Metrics>) -> Result<Runtime, String> {
         let simulator = Arc::new(Simulator::new(config.simulator.clone()));
         let mut upstreams = HashMap::new();
         for p in &config.providers {
@@ -64,6 +84,7 @@ impl Runtime {
                     upstream,
                     counter: TokenCounter::new(m.encoding),
                     header,
+                    metrics: Arc::new(ModelMetrics::new(&metrics, m)),
                 }),
             );
         }
@@ -81,6 +102,7 @@ impl Runtime {
         let models_body = Bytes::from(json!({"object": "list", "data": data}).to_string());
         Ok(Runtime {
             config: Arc::new(config),
+            metrics,
             simulator,
             routes,
             models_body,

@@ -1,9 +1,12 @@
 //! Egress: the upstream's response → the client, as OpenAI JSON or SSE.
 //!
 //! OpenAI-format responses are forwarded as the upstream wrote them (lossless), and observed
-//! on the way through canonical events ([`Tally`]). Streams are relayed event by event, never
-//! buffered whole; an upstream that breaks, stalls or ends early yields an OpenAI-shaped
-//! error event rather than a `[DONE]` that would pass a truncated answer off as complete.
+//! on the way through canonical events ([`Tally`]). The one edit: a usage block that is
+//! missing or breaks an invariant (reasoning tokens absent or above completion tokens, a
+//! wrong total) is repaired, keeping its other fields. Streams are relayed event by event,
+//! never buffered whole; an upstream that breaks, stalls or ends early yields an
+//! OpenAI-shaped error event rather than a `[DONE]` that would pass a truncated answer off as
+//! complete.
 
 mod tally;
 
@@ -15,11 +18,12 @@ use eventsource_stream::{Event as SseEvent, EventStream, Eventsource};
 use futures_util::stream::{BoxStream, StreamExt};
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::BodyExt;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
+use crate::account::{Account, Tokens};
 use crate::body::{self, Body, BoxError};
 use crate::error::ApiError;
-use crate::providers::openai::ChunkView;
+use crate::providers::openai::{patch_usage, ChunkView};
 use crate::providers::{humanize, UpstreamError};
 use crate::runtime::Route;
 pub use tally::{Source, Tally};
@@ -36,60 +40,77 @@ pub struct Context {
     pub started: Instant,
     /// Bound on a whole non-streamed response.
     pub request_timeout: Duration,
+    /// Prompt tokens counted before the call, for when the upstream reports none.
+    pub prompt_estimate: u64,
+    /// Recorded when the context is dropped, i.e. when the response has ended.
+    pub account: Account,
 }
 
 impl Context {
-    fn log_finished(&self, tally: &Tally, outcome: &str) {
-        let (output, reasoning, source) = tally.output_tokens(&self.route.counter);
+    /// Works out the response's token figures, logs the request and hands the figures to the
+    /// account. Called once, when the response is complete or abandoned.
+    fn finish(&mut self, tally: &Tally, outcome: &str) -> Tokens {
+        let tokens = tally.tokens(&self.route.counter, self.prompt_estimate);
+        self.account.upstream_outcome(match outcome {
+            "ok" => "ok",
+            "upstream_error" => "error_status",
+            "upstream_timeout" => "timeout",
+            "client_disconnected" => "cancelled",
+            _ => "broken",
+        });
+        self.account.tokens = Some(tokens);
         tracing::info!(
             request_id = self.request_id.to_str().unwrap_or(""),
             model = %self.route.model.id,
             provider = %self.route.upstream.name,
             outcome,
-            prompt_tokens = tally.usage.map(|u| u.prompt_tokens),
-            output_tokens = output,
-            reasoning_tokens = reasoning,
-            token_source = source.as_str(),
+            prompt_tokens = tokens.usage.prompt_tokens,
+            output_tokens = tokens.usage.completion_tokens,
+            reasoning_tokens = tokens.usage.reasoning_tokens.unwrap_or(0),
+            token_source = tokens.output_source.as_str(),
             finish_reason = tally.finish_reason.as_deref(),
             ttft_ms = tally.first_token.map(|d| d.as_millis() as u64),
             duration_ms = self.started.elapsed().as_millis() as u64,
             "Request finished."
         );
+        tokens
+    }
+
+    fn fail_whole(&mut self, outcome: &str, err: UpstreamError) -> Response<Body> {
+        self.account.upstream_outcome(outcome);
+        err.into_api(&self.route.upstream.name).into_response()
     }
 }
 
-/// A whole (non-streamed) response: read it, observe it, forward its bytes unchanged.
-pub async fn whole(ctx: Context, resp: Response<Body>) -> Response<Body> {
-    let provider = ctx.route.upstream.name.clone();
+/// A whole (non-streamed) response: read it, observe it, forward its bytes.
+pub async fn whole(mut ctx: Context, resp: Response<Body>) -> Response<Body> {
     let left = ctx.request_timeout.saturating_sub(ctx.started.elapsed());
-    let collected = tokio::time::timeout(
-        left,
-        body::collect_limited(resp.into_body(), MAX_RESPONSE_BYTES),
-    )
-    .await;
-    let bytes = match collected {
-        Err(_) => {
-            return UpstreamError::Timeout(ctx.request_timeout)
-                .into_api(&provider)
-                .into_response()
-        }
+    let read = body::collect_limited(resp.into_body(), MAX_RESPONSE_BYTES);
+    let bytes = match tokio::time::timeout(left, read).await {
+        Err(_) => return ctx.fail_whole("timeout", UpstreamError::Timeout(ctx.request_timeout)),
         Ok(Err(e)) => {
-            return UpstreamError::Broken(format!("its response could not be read: {e}"))
-                .into_api(&provider)
-                .into_response()
+            let why = format!("its response could not be read: {e}");
+            return ctx.fail_whole("broken", UpstreamError::Broken(why));
         }
         Ok(Ok(b)) => b,
     };
     let mut tally = Tally::default();
-    match std::str::from_utf8(&bytes).ok().map(ChunkView::parse) {
-        Some(Ok(view)) => view.for_each_event(|e| tally.observe(e, ctx.started)),
-        _ => {
-            return UpstreamError::Broken("its response is not a JSON chat completion".into())
-                .into_api(&provider)
-                .into_response()
+    let needs_repair = match std::str::from_utf8(&bytes).ok().map(ChunkView::parse) {
+        Some(Ok(view)) => {
+            view.for_each_event(|e| tally.observe(e, ctx.started));
+            view.usage.is_none_or(|u| u.needs_repair())
         }
-    }
-    ctx.log_finished(&tally, "ok");
+        _ => {
+            let why = "its response is not a JSON chat completion".to_string();
+            return ctx.fail_whole("broken", UpstreamError::Broken(why));
+        }
+    };
+    let tokens = ctx.finish(&tally, "ok");
+    let bytes = if needs_repair {
+        edit_json(&bytes, |object| patch_usage(object, &tokens.usage)).map_or(bytes, Bytes::from)
+    } else {
+        bytes
+    };
     let mut out = Response::new(body::full(bytes));
     out.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -109,6 +130,9 @@ pub fn stream(ctx: Context, resp: Response<Body>) -> Response<Body> {
         tally: Tally::default(),
         idle,
         finished: false,
+        pending: None,
+        saw_usage: false,
+        meta: None,
     };
     let frames = futures_util::stream::unfold(relay, |mut relay| async move {
         let frame = relay.next_frame().await?;
@@ -131,6 +155,11 @@ struct Relay {
     tally: Tally,
     idle: Duration,
     finished: bool,
+    /// A frame to send before reading on (the `[DONE]` after a synthesized usage chunk).
+    pending: Option<Bytes>,
+    saw_usage: bool,
+    /// `id`, `created` and `model` of the first chunk, for a synthesized usage chunk.
+    meta: Option<(String, u64, String)>,
 }
 
 const DONE: &[u8] = b"data: [DONE]\n\n";
@@ -138,6 +167,9 @@ const DONE: &[u8] = b"data: [DONE]\n\n";
 impl Relay {
     /// The next frame for the client, or `None` when the stream is over.
     async fn next_frame(&mut self) -> Option<Bytes> {
+        if let Some(frame) = self.pending.take() {
+            return Some(frame);
+        }
         if self.finished {
             return None;
         }
@@ -145,26 +177,20 @@ impl Relay {
             let next = tokio::time::timeout(self.idle, self.events.next()).await;
             let event = match next {
                 Err(_) => {
-                    return Some(self.fail(
-                        "upstream_timeout",
-                        format!("sent nothing for {}", humanize(self.idle)),
-                    ))
+                    let why = format!("sent nothing for {}", humanize(self.idle));
+                    return Some(self.fail("upstream_timeout", why));
                 }
                 Ok(None) if self.tally.finish_reason.is_some() => {
                     // Some servers end without [DONE] after the final chunk: complete it.
                     return Some(self.done());
                 }
                 Ok(None) => {
-                    return Some(self.fail(
-                        "upstream_stream_broken",
-                        "closed the stream before the response finished".to_string(),
-                    ))
+                    let why = "closed the stream before the response finished".to_string();
+                    return Some(self.fail("upstream_stream_broken", why));
                 }
                 Ok(Some(Err(e))) => {
-                    return Some(self.fail(
-                        "upstream_stream_broken",
-                        format!("broke off the stream: {e}"),
-                    ))
+                    let why = format!("broke off the stream: {e}");
+                    return Some(self.fail("upstream_stream_broken", why));
                 }
                 Ok(Some(Ok(event))) => event,
             };
@@ -182,22 +208,36 @@ impl Relay {
         let mut rewritten = None;
         match ChunkView::parse(&event.data) {
             Ok(view) => {
+                let started = self.ctx.started;
+                view.for_each_event(|e| self.tally.observe(e, started));
+                if self.meta.is_none() {
+                    if let (Some(id), Some(model)) = (&view.id, &view.model) {
+                        let created = view.created.unwrap_or(0);
+                        self.meta = Some((id.to_string(), created, model.to_string()));
+                    }
+                }
                 if view.error.is_some() {
                     // The upstream's own error event: pass it on and end the stream there.
                     self.finished = true;
-                    self.ctx.log_finished(&self.tally, "upstream_error");
+                    self.ctx.finish(&self.tally, "upstream_error");
                 }
-                let started = self.ctx.started;
-                view.for_each_event(|e| self.tally.observe(e, started));
-                if view.usage.is_some() && !self.ctx.include_usage {
-                    // The proxy asked for usage; the client did not.
-                    if view.choices.is_empty() {
-                        return None;
-                    }
-                    if let Ok(Value::Object(mut chunk)) = serde_json::from_str::<Value>(&event.data)
-                    {
-                        chunk.remove("usage");
-                        rewritten = Some(Value::Object(chunk).to_string());
+                if let Some(usage) = view.usage {
+                    self.saw_usage = true;
+                    if !self.ctx.include_usage {
+                        // The proxy asked for usage; the client did not.
+                        if view.choices.is_empty() {
+                            return None;
+                        }
+                        rewritten = edit_json(event.data.as_bytes(), |chunk| {
+                            chunk.remove("usage");
+                        });
+                    } else if usage.needs_repair() {
+                        let tokens = self
+                            .tally
+                            .tokens(&self.ctx.route.counter, self.ctx.prompt_estimate);
+                        rewritten = edit_json(event.data.as_bytes(), |chunk| {
+                            patch_usage(chunk, &tokens.usage)
+                        });
                     }
                 }
             }
@@ -209,8 +249,21 @@ impl Relay {
 
     fn done(&mut self) -> Bytes {
         self.finished = true;
-        self.ctx.log_finished(&self.tally, "ok");
-        Bytes::from_static(DONE)
+        let tokens = self.ctx.finish(&self.tally, "ok");
+        if !self.ctx.include_usage || self.saw_usage {
+            return Bytes::from_static(DONE);
+        }
+        // The client asked for usage and the upstream sent none: send the proxy's count.
+        let (id, created, model) = self.meta.clone().unwrap_or_default();
+        let mut chunk = Map::new();
+        chunk.insert("id".into(), id.into());
+        chunk.insert("object".into(), "chat.completion.chunk".into());
+        chunk.insert("created".into(), created.into());
+        chunk.insert("model".into(), model.into());
+        chunk.insert("choices".into(), Value::Array(Vec::new()));
+        patch_usage(&mut chunk, &tokens.usage);
+        self.pending = Some(Bytes::from_static(DONE));
+        sse_frame("", &Value::Object(chunk).to_string())
     }
 
     fn fail(&mut self, code: &'static str, why: String) -> Bytes {
@@ -222,13 +275,13 @@ impl Relay {
             code,
             "Upstream stream failed: {why}."
         );
-        self.ctx.log_finished(&self.tally, code);
         let err = ApiError::new(
             StatusCode::BAD_GATEWAY,
             "upstream_error",
             format!("provider `{provider}` {why}"),
         )
         .with_code(code);
+        self.ctx.finish(&self.tally, code);
         sse_frame("", &err.to_json().to_string())
     }
 }
@@ -237,8 +290,19 @@ impl Drop for Relay {
     fn drop(&mut self) {
         if !self.finished {
             // The client went away: dropping `events` closes the upstream request now.
-            self.ctx.log_finished(&self.tally, "client_disconnected");
+            self.ctx.finish(&self.tally, "client_disconnected");
         }
+    }
+}
+
+/// Re-serializes a JSON object after `edit`; `None` (forward as is) when it is not one.
+fn edit_json(data: &[u8], edit: impl FnOnce(&mut Map<String, Value>)) -> Option<String> {
+    match serde_json::from_slice::<Value>(data) {
+        Ok(Value::Object(mut object)) => {
+            edit(&mut object);
+            Some(Value::Object(object).to_string())
+        }
+        _ => None,
     }
 }
 

@@ -1,8 +1,9 @@
-//! What a response contained, observed through canonical events: the basis for logs now and
-//! for metrics, budgets and quotas later.
+//! What a response contained, observed through canonical events, and the token figures the
+//! client gets from it.
 
 use std::time::{Duration, Instant};
 
+use crate::account::Tokens;
 use crate::canonical::{Event, Usage};
 use thinkgate_metrics::TokenCounter;
 
@@ -10,6 +11,7 @@ use thinkgate_metrics::TokenCounter;
 pub struct Tally {
     reasoning: String,
     content: String,
+    tool_text: String,
     pub tool_calls: bool,
     pub usage: Option<Usage>,
     pub finish_reason: Option<String>,
@@ -51,34 +53,80 @@ impl Tally {
                 first(&mut self.first_token);
                 self.content.push_str(&text);
             }
-            Event::ToolCall => {
+            Event::ToolCall(text) => {
                 first(&mut self.first_token);
                 self.tool_calls = true;
+                self.tool_text.push_str(&text);
             }
             Event::Usage(u) => self.usage = Some(u),
             Event::Finish(reason) => self.finish_reason = Some(reason.into_owned()),
         }
     }
 
-    /// Output and reasoning tokens: the upstream's figures when it reported usage, otherwise
-    /// counted from the text seen. Reasoning never exceeds output.
-    pub fn output_tokens(&self, counter: &TokenCounter) -> (u64, u64, Source) {
-        match self.usage {
+    /// The usage the client gets and where each figure came from: the upstream's report,
+    /// repaired where it breaks an invariant, or counted from the text seen when the upstream
+    /// reported none. Reasoning never exceeds completion; total is always prompt + completion.
+    pub fn tokens(&self, counter: &TokenCounter, prompt_estimate: u64) -> Tokens {
+        let count = |s: &str| {
+            if s.is_empty() {
+                0
+            } else {
+                counter.count(s) as u64
+            }
+        };
+        let (usage, prompt_source, output_source) = match self.usage {
             Some(u) => {
-                let reasoning = u.reasoning_tokens.unwrap_or_else(|| {
-                    (counter.count(&self.reasoning) as u64).min(u.completion_tokens)
-                });
-                (
-                    u.completion_tokens,
-                    reasoning.min(u.completion_tokens),
-                    Source::Upstream,
-                )
+                let mut u = u;
+                match u.reasoning_tokens {
+                    // Reported reasoning above completion means completion left it out
+                    // (billed separately, as Gemini counts thoughts): add it back.
+                    Some(r) if r > u.completion_tokens => u.completion_tokens += r,
+                    Some(_) => {}
+                    None => {
+                        u.reasoning_tokens = Some(count(&self.reasoning).min(u.completion_tokens))
+                    }
+                }
+                (u, Source::Upstream, Source::Upstream)
             }
             None => {
-                let reasoning = counter.count(&self.reasoning) as u64;
-                let output = reasoning + counter.count(&self.content) as u64;
-                (output, reasoning, Source::Estimated)
+                let reasoning = count(&self.reasoning);
+                let output = reasoning + count(&self.content) + count(&self.tool_text);
+                let usage = Usage {
+                    prompt_tokens: prompt_estimate,
+                    completion_tokens: output,
+                    reasoning_tokens: Some(reasoning),
+                    cached_tokens: None,
+                };
+                (usage, Source::Estimated, Source::Estimated)
             }
+        };
+        Tokens {
+            usage,
+            prompt_source,
+            output_source,
+            ttft: self.first_token,
+            empty: self.empty_reason(),
         }
+    }
+
+    /// Why a finished response carries no answer, if it carries none.
+    fn empty_reason(&self) -> Option<&'static str> {
+        let finish = self.finish_reason.as_deref()?;
+        if !self.content.trim().is_empty() || self.tool_calls {
+            return None;
+        }
+        Some(match finish {
+            "length"
+                if !self.reasoning.is_empty()
+                    || self
+                        .usage
+                        .is_some_and(|u| u.reasoning_tokens.unwrap_or(0) > 0) =>
+            {
+                "reasoning_exhausted"
+            }
+            "length" => "length",
+            "content_filter" => "content_filter",
+            _ => "empty",
+        })
     }
 }

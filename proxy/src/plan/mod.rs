@@ -7,6 +7,9 @@ use std::sync::Arc;
 
 use http::StatusCode;
 
+use thinkgate_metrics::TokenCounter;
+
+use crate::canonical::ChatRequest;
 use crate::error::ApiError;
 use crate::runtime::{Route, Runtime};
 
@@ -39,6 +42,8 @@ pub struct Plan {
     pub route: Arc<Route>,
     /// The mode the model name asked for, if it did.
     pub mode: Option<Mode>,
+    /// The client asked for `auto` and the proxy chose the model.
+    pub routed: bool,
 }
 
 /// Resolves the client's `model`: a model id, `auto`, or either with a `:<mode>` suffix.
@@ -66,6 +71,7 @@ pub fn plan(runtime: &Runtime, requested: &str) -> Result<Plan, ApiError> {
         Some(route) => Ok(Plan {
             route: route.clone(),
             mode,
+            routed: base == "auto",
         }),
         None => Err(not_found(
             requested,
@@ -82,4 +88,29 @@ fn not_found(requested: &str, hint: String) -> ApiError {
     )
     .with_param("model")
     .with_code("model_not_found")
+}
+
+/// Tokens an image part adds to a prompt (OpenAI's low-detail figure).
+const IMAGE_TOKENS: u64 = 85;
+/// Texts above this many bytes are counted on the blocking pool: BPE on long inputs (and
+/// worse, on long runs without spaces) would stall the async workers.
+const BLOCKING_COUNT_BYTES: usize = 32 * 1024;
+
+/// Prompt tokens as OpenAI counts chat: each message's text plus a few tokens of framing.
+pub async fn prompt_tokens(req: &ChatRequest, counter: TokenCounter) -> u64 {
+    let framing: u64 = 3 + 3 * req.messages.len() as u64;
+    let images: u64 = req.messages.iter().filter(|m| m.has_image()).count() as u64 * IMAGE_TOKENS;
+    let size: usize = req.messages.iter().map(|m| m.text().len()).sum();
+    let text_tokens = if size <= BLOCKING_COUNT_BYTES {
+        req.messages
+            .iter()
+            .map(|m| counter.count(&m.text()) as u64)
+            .sum()
+    } else {
+        let texts: Vec<String> = req.messages.iter().map(|m| m.text().into_owned()).collect();
+        tokio::task::spawn_blocking(move || texts.iter().map(|t| counter.count(t) as u64).sum())
+            .await
+            .unwrap_or(0)
+    };
+    framing + images + text_tokens
 }

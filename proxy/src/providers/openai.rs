@@ -37,6 +37,12 @@ pub fn request_body(req: &ChatRequest, upstream_model: &str) -> Bytes {
 #[derive(Deserialize, Debug)]
 pub struct ChunkView<'a> {
     #[serde(default, borrow)]
+    pub id: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub created: Option<u64>,
+    #[serde(default, borrow)]
+    pub model: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
     pub choices: Vec<ChoiceView<'a>>,
     #[serde(default)]
     pub usage: Option<UsageView>,
@@ -62,8 +68,22 @@ pub struct MessageView<'a> {
     pub reasoning_content: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     pub reasoning: Option<Cow<'a, str>>,
-    #[serde(default)]
-    pub tool_calls: Option<Vec<serde::de::IgnoredAny>>,
+    #[serde(default, borrow)]
+    pub tool_calls: Option<Vec<ToolCallView<'a>>>,
+}
+
+#[derive(Deserialize, Debug)]
+pub struct ToolCallView<'a> {
+    #[serde(default, borrow)]
+    pub function: Option<FunctionView<'a>>,
+}
+
+#[derive(Deserialize, Debug)]
+pub struct FunctionView<'a> {
+    #[serde(default, borrow)]
+    pub name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub arguments: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize, Debug, Clone, Copy)]
@@ -72,6 +92,8 @@ pub struct UsageView {
     pub prompt_tokens: u64,
     #[serde(default)]
     pub completion_tokens: u64,
+    #[serde(default)]
+    pub total_tokens: Option<u64>,
     #[serde(default)]
     pub completion_tokens_details: Option<CompletionDetails>,
     #[serde(default)]
@@ -88,6 +110,45 @@ pub struct CompletionDetails {
 pub struct PromptDetails {
     #[serde(default)]
     pub cached_tokens: Option<u64>,
+}
+
+impl UsageView {
+    /// Whether the reported figures break an invariant clients rely on: reasoning tokens
+    /// present and within completion tokens, total = prompt + completion.
+    pub fn needs_repair(&self) -> bool {
+        let reasoning = self
+            .completion_tokens_details
+            .and_then(|d| d.reasoning_tokens);
+        reasoning.is_none_or(|r| r > self.completion_tokens)
+            || self.total_tokens != Some(self.prompt_tokens + self.completion_tokens)
+    }
+}
+
+/// Writes `usage` into a response or chunk object, keeping every other usage field
+/// (`prompt_tokens_details.cached_tokens` and the like) as the upstream sent it.
+pub fn patch_usage(object: &mut Map<String, Value>, usage: &Usage) {
+    let entry = object.entry("usage").or_insert(Value::Null);
+    if !entry.is_object() {
+        *entry = Value::Object(Map::new());
+    }
+    if let Value::Object(u) = entry {
+        u.insert("prompt_tokens".into(), usage.prompt_tokens.into());
+        u.insert("completion_tokens".into(), usage.completion_tokens.into());
+        u.insert(
+            "total_tokens".into(),
+            (usage.prompt_tokens + usage.completion_tokens).into(),
+        );
+        let details = u.entry("completion_tokens_details").or_insert(Value::Null);
+        if !details.is_object() {
+            *details = Value::Object(Map::new());
+        }
+        if let Value::Object(d) = details {
+            d.insert(
+                "reasoning_tokens".into(),
+                usage.reasoning_tokens.unwrap_or(0).into(),
+            );
+        }
+    }
 }
 
 impl From<UsageView> for Usage {
@@ -120,8 +181,11 @@ impl<'a> ChunkView<'a> {
                         f(Event::Content(Cow::Borrowed(text)));
                     }
                 }
-                if m.tool_calls.as_ref().is_some_and(|t| !t.is_empty()) {
-                    f(Event::ToolCall);
+                for call in m.tool_calls.iter().flatten() {
+                    let f_view = call.function.as_ref();
+                    let name = f_view.and_then(|f| f.name.as_deref()).unwrap_or("");
+                    let args = f_view.and_then(|f| f.arguments.as_deref()).unwrap_or("");
+                    f(Event::ToolCall(Cow::Owned(format!("{name}{args}"))));
                 }
             }
             if let Some(reason) = &choice.finish_reason {

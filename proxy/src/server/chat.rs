@@ -1,39 +1,60 @@
-//! `POST /v1/chat/completions`: the stages in order — ingress, plan, provider, egress.
+//! `POST /v1/chat/completions`: the stages in order — ingress, plan, provider, egress —
+//! with the request's [`Account`] carried through to whichever of them ends it.
 
 use std::time::Instant;
 
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
+use crate::account::{Account, UpstreamCall, DOMAINS, MODES};
 use crate::body::{self, Body};
 use crate::egress;
+use crate::error::ApiError;
 use crate::ingress;
 use crate::plan;
-use crate::providers::{self, openai, ApiErrorOrRaw};
+use crate::providers::{self, openai, ApiErrorOrRaw, UpstreamError};
 use crate::runtime::Runtime;
 
 pub async fn handle(
     runtime: &Runtime,
     req: Request<Incoming>,
-    request_id: http::HeaderValue,
+    request_id: HeaderValue,
+    mut account: Account,
 ) -> Response<Body> {
-    let started = Instant::now();
     let (parts, body) = req.into_parts();
     let server = &runtime.config.server;
+    let reject = |mut account: Account, e: ApiError| {
+        account.status = e.status.as_u16();
+        e.into_response()
+    };
     let bytes = match ingress::read_body(&parts.headers, body, server.max_body_bytes).await {
         Ok(b) => b,
-        Err(e) => return e.into_response(),
+        Err(e) => return reject(account, e),
     };
     let chat = match ingress::parse_chat(&bytes) {
         Ok(c) => c,
-        Err(e) => return e.into_response(),
+        Err(e) => return reject(account, e),
     };
     let plan = match plan::plan(runtime, &chat.model) {
         Ok(p) => p,
-        Err(e) => return e.into_response(),
+        Err(e) => return reject(account, e),
     };
     let route = plan.route;
+    account.model = Some(route.metrics.clone());
+    account.mode = plan.mode.map_or(0, |m| {
+        MODES.iter().position(|n| *n == m.as_str()).unwrap_or(0)
+    });
+    if plan.routed {
+        account.routed = true;
+        account.domain = DOMAINS.iter().position(|d| *d == "general").unwrap_or(0);
+    }
+    let prompt_estimate = plan::prompt_tokens(&chat, route.counter).await;
+
     let upstream_body = openai::request_body(&chat, &route.model.upstream_model);
+    account.upstream = Some(UpstreamCall {
+        sent: Instant::now(),
+        outcome: usize::MAX,
+    });
     let sent = route
         .upstream
         .send(upstream_body, chat.stream, &request_id, &parts.headers)
@@ -41,15 +62,21 @@ pub async fn handle(
     let resp = match sent {
         Ok(r) => r,
         Err(e) => {
+            account.upstream_outcome(match &e {
+                UpstreamError::Connect(_) | UpstreamError::Unusable(_) => "unreachable",
+                UpstreamError::Timeout(_) => "timeout",
+                UpstreamError::Broken(_) => "broken",
+            });
             let err = e.into_api(&route.upstream.name);
             tracing::warn!(model = %route.model.id, provider = %route.upstream.name, status = err.status.as_u16(), "Upstream request failed: {}.", err.message);
-            return err.into_response();
+            return reject(account, err);
         }
     };
     let model_header = route.header.clone();
     let mut out = if !resp.status().is_success() {
-        let status = resp.status();
-        tracing::warn!(model = %route.model.id, provider = %route.upstream.name, status = status.as_u16(), "Upstream returned an error.");
+        account.upstream_outcome("error_status");
+        account.status = resp.status().as_u16();
+        tracing::warn!(model = %route.model.id, provider = %route.upstream.name, status = account.status, "Upstream returned an error.");
         match providers::error_response(&route.upstream.name, resp).await {
             ApiErrorOrRaw::Api(e) => e.into_response(),
             ApiErrorOrRaw::Raw(status, bytes) => {
@@ -57,7 +84,7 @@ pub async fn handle(
                 *r.status_mut() = status;
                 r.headers_mut().insert(
                     http::header::CONTENT_TYPE,
-                    http::HeaderValue::from_static("application/json"),
+                    HeaderValue::from_static("application/json"),
                 );
                 r
             }
@@ -72,8 +99,10 @@ pub async fn handle(
             request_id,
             route,
             include_usage: chat.include_usage,
-            started,
+            started: account.started(),
             request_timeout: server.request_timeout,
+            prompt_estimate,
+            account,
         };
         if chat.stream && is_sse {
             egress::stream(ctx, resp)
@@ -83,10 +112,8 @@ pub async fn handle(
     };
     out.headers_mut().insert("x-thinkgate-model", model_header);
     if let Some(mode) = plan.mode {
-        out.headers_mut().insert(
-            "x-thinkgate-mode",
-            http::HeaderValue::from_static(mode.as_str()),
-        );
+        out.headers_mut()
+            .insert("x-thinkgate-mode", HeaderValue::from_static(mode.as_str()));
     }
     out
 }

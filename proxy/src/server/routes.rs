@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 
 use super::chat;
 use super::request_id::RequestId;
+use crate::account::Account;
 use crate::body::{self, Body};
 use crate::error::ApiError;
 use crate::runtime::Runtime;
@@ -37,18 +38,46 @@ impl tower::Service<Request<Incoming>> for Router {
     }
 }
 
-const PATHS: [&str; 4] = ["/v1/chat/completions", "/v1/models", "/healthz", "/readyz"];
+const PATHS: [&str; 5] = [
+    "/v1/chat/completions",
+    "/v1/models",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+];
+
+/// The `endpoint` label: a fixed set, whatever path a client sends.
+fn endpoint_label(path: &str) -> &'static str {
+    match path {
+        "/v1/chat/completions" => "chat_completions",
+        "/v1/models" => "models",
+        "/healthz" => "healthz",
+        "/readyz" => "readyz",
+        "/metrics" => "metrics",
+        _ => "other",
+    }
+}
 
 async fn route(runtime: &Runtime, req: Request<Incoming>) -> Response<Body> {
+    let mut account = Account::open(runtime.metrics.clone(), endpoint_label(req.uri().path()));
     let path = req.uri().path();
-    match (req.method(), path) {
+    let resp = match (req.method(), path) {
         (&Method::POST, "/v1/chat/completions") => {
             let id = req
                 .extensions()
                 .get::<RequestId>()
                 .map(|r| r.0.clone())
                 .unwrap_or(HeaderValue::from_static("unknown"));
-            chat::handle(runtime, req, id).await
+            // The chat pipeline owns the account from here: a stream records when it ends.
+            return chat::handle(runtime, req, id, account).await;
+        }
+        (&Method::GET, "/metrics") => {
+            let mut resp = Response::new(body::full(runtime.metrics.render()));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(thinkgate_metrics::CONTENT_TYPE),
+            );
+            resp
         }
         (&Method::GET, "/v1/models") => json(StatusCode::OK, runtime.models_body.clone()),
         (&Method::GET, "/healthz") => json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
@@ -78,7 +107,9 @@ async fn route(runtime: &Runtime, req: Request<Incoming>) -> Response<Body> {
         )
         .with_code("unknown_url")
         .into_response(),
-    }
+    };
+    account.status = resp.status().as_u16();
+    resp
 }
 
 fn json(status: StatusCode, bytes: bytes::Bytes) -> Response<Body> {

@@ -15,6 +15,7 @@
 //! | `x-sim-ttft-ms`, `x-sim-tokens-per-second` | pacing |
 //! | `x-sim-reasoning` | `reasoning_content`, `reasoning`, `hidden` or `none` |
 //! | `x-sim-echo` | add `sim_echo` (the request body as received) to the response |
+//! | `x-sim-usage` | `full` (default); `basic` (no token details, like llama.cpp); `none` (no usage at all); `inconsistent` (completion excludes reasoning and the total is off, as some vendors' bugs do) |
 //!
 //! It serves in process (provider kind `simulator`) or on a socket (`thinkgate simulate`).
 
@@ -97,6 +98,16 @@ struct Job {
     prompt_tokens: u64,
     echo: Option<Value>,
     logprobs: bool,
+    usage: UsageStyle,
+}
+
+/// How a simulated upstream reports usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UsageStyle {
+    Full,
+    Basic,
+    None,
+    Inconsistent,
 }
 
 impl Simulator {
@@ -222,6 +233,17 @@ impl Simulator {
                 .get("logprobs")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
+            usage: match headers.get("x-sim-usage").and_then(|v| v.to_str().ok()) {
+                None | Some("full") => UsageStyle::Full,
+                Some("basic") => UsageStyle::Basic,
+                Some("none") => UsageStyle::None,
+                Some("inconsistent") => UsageStyle::Inconsistent,
+                Some(other) => {
+                    return Err(ApiError::invalid_request(format!(
+                        "x-sim-usage `{other}` is unknown"
+                    )))
+                }
+            },
         };
         let completion = Completion {
             stats: self.stats.clone(),
@@ -298,6 +320,7 @@ impl Simulator {
         n
     }
 
+    /// The usage block as this job's upstream reports it (`Null` when it reports none).
     fn usage(&self, job: &Job) -> Value {
         let tool_tokens = job
             .script
@@ -305,6 +328,26 @@ impl Simulator {
             .map_or(0, |a| self.counter.count(&a) as u64);
         let reasoning = job.script.reasoning.len() as u64;
         let completion = reasoning + job.script.answer.len() as u64 + tool_tokens;
+        match job.usage {
+            UsageStyle::None => return Value::Null,
+            UsageStyle::Basic => {
+                return json!({
+                    "prompt_tokens": job.prompt_tokens,
+                    "completion_tokens": completion,
+                    "total_tokens": job.prompt_tokens + completion,
+                })
+            }
+            UsageStyle::Inconsistent => {
+                return json!({
+                    "prompt_tokens": job.prompt_tokens,
+                    "completion_tokens": completion - reasoning,
+                    "total_tokens": job.prompt_tokens,
+                    "prompt_tokens_details": {"cached_tokens": 3},
+                    "completion_tokens_details": {"reasoning_tokens": reasoning}
+                })
+            }
+            UsageStyle::Full => {}
+        }
         json!({
             "prompt_tokens": job.prompt_tokens,
             "completion_tokens": completion,
@@ -383,10 +426,13 @@ impl Simulator {
                 "logprobs": logprobs,
                 "finish_reason": job.script.finish_reason
             }],
-            "usage": self.usage(&job),
             "service_tier": "default",
             "system_fingerprint": "fp_thinkgate_sim"
         });
+        let usage = self.usage(&job);
+        if !usage.is_null() {
+            out["usage"] = usage;
+        }
         if let Some(echo) = &job.echo {
             out["sim_echo"] = echo.clone();
         }
@@ -455,7 +501,7 @@ impl ChunkWriter {
                 "data: {{\"id\":\"{}\",\"object\":\"chat.completion.chunk\",\"created\":{},\"model\":{},\"system_fingerprint\":\"fp_thinkgate_sim\",\"choices\":[",
                 job.id, job.created, model
             ),
-            usage_null: job.include_usage,
+            usage_null: job.include_usage && job.usage != UsageStyle::None,
         }
     }
 
@@ -585,7 +631,7 @@ async fn emit_stream(
         send(tx, piece).await?;
     }
     send(tx, w.delta("{}", Some(job.script.finish_reason))).await?;
-    if job.include_usage {
+    if job.include_usage && !usage.is_null() {
         send(tx, w.usage(usage)).await?;
     }
     send(tx, Bytes::from_static(b"data: [DONE]\n\n")).await

@@ -1,0 +1,139 @@
+//! Every metric family thinkgate exports. The names and labels are a contract (dashboards and
+//! alerts are built on them); label values come only from config-bounded sets — model ids,
+//! provider names, modes, domains, key names — never from raw client input.
+
+use prometheus::{
+    CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Histogram buckets, in seconds unless named otherwise.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Buckets {
+    /// Whole requests and upstream calls: milliseconds to minutes.
+    pub latency: Vec<f64>,
+    /// Time to first token.
+    pub ttft: Vec<f64>,
+    /// Reasoning tokens per request.
+    pub reasoning_tokens: Vec<f64>,
+}
+
+impl Default for Buckets {
+    fn default() -> Self {
+        Buckets {
+            latency: vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
+                120.0, 300.0, 600.0,
+            ],
+            ttft: vec![
+                0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 20.0, 60.0,
+            ],
+            reasoning_tokens: vec![
+                0.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0, 32768.0,
+                65536.0,
+            ],
+        }
+    }
+}
+
+/// The registry and its families. Built once per process; survives config reloads.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub ttft: HistogramVec,
+    pub tokens: IntCounterVec,
+    pub budget_utilization: HistogramVec,
+    pub reasoning_per_request: HistogramVec,
+    pub budget_enforcements: IntCounterVec,
+    pub budget_overrun_tokens: IntCounterVec,
+    pub empty_answers: IntCounterVec,
+    pub routing_decisions: IntCounterVec,
+    pub upstream_requests: IntCounterVec,
+    pub upstream_duration: HistogramVec,
+    pub rate_limited: IntCounterVec,
+    pub cost_usd: CounterVec,
+    pub in_flight: IntGauge,
+    pub config_reloads: IntCounterVec,
+    pub build_info: IntGaugeVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+/// Registering a freshly made family in a fresh registry cannot collide.
+fn reg<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
+    r.register(Box::new(c.clone()))
+        .unwrap_or_else(|e| panic!("metric family registers once: {e}")); // ok: names are static and unique
+    c
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    reg(
+        r,
+        IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("{e}")),
+    ) // ok: static definition
+}
+
+fn histogram(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: &[f64],
+) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+    reg(
+        r,
+        HistogramVec::new(opts, labels).unwrap_or_else(|e| panic!("{e}")),
+    ) // ok: buckets validated by config
+}
+
+impl Metrics {
+    pub fn new(buckets: &Buckets) -> Metrics {
+        let r = Registry::new();
+        let m = Metrics {
+            requests: counter(&r, "thinkgate_requests_total", "Requests answered, by endpoint, model, mode, domain and HTTP status.", &["endpoint", "model", "mode", "domain", "status"]),
+            request_duration: histogram(&r, "thinkgate_request_duration_seconds", "Time from request to the last byte of the response.", &["endpoint", "model", "mode"], &buckets.latency),
+            ttft: histogram(&r, "thinkgate_time_to_first_token_seconds", "Time from request to the first reasoning, content or tool-call token.", &["model", "mode"], &buckets.ttft),
+            tokens: counter(&r, "thinkgate_tokens_total", "Tokens by kind: prompt; output (all completion tokens, reasoning included, as billed); reasoning (the reasoning part of output). source says whether the upstream reported them or thinkgate counted them.", &["model", "mode", "domain", "kind", "source"]),
+            budget_utilization: histogram(&r, "thinkgate_reasoning_budget_utilization_ratio", "Reasoning tokens used divided by the reasoning budget, per request with a budget.", &["model", "mode"], &[0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.5, 2.0, 4.0]),
+            reasoning_per_request: histogram(&r, "thinkgate_reasoning_tokens_per_request", "Reasoning tokens per request.", &["model", "mode", "domain"], &buckets.reasoning_tokens),
+            budget_enforcements: counter(&r, "thinkgate_budget_enforcements_total", "Reasoning budgets enforced, by method: native (the upstream's knob), forced (stopped and continued), cut (stopped).", &["model", "mode", "method"]),
+            budget_overrun_tokens: counter(&r, "thinkgate_budget_overrun_tokens_total", "Reasoning tokens the upstream spent past the budget.", &["model", "mode"]),
+            empty_answers: counter(&r, "thinkgate_empty_answers_total", "Responses that ended with no answer and no tool call, by reason.", &["model", "mode", "reason"]),
+            routing_decisions: counter(&r, "thinkgate_routing_decisions_total", "Requests to `auto` routed, by domain and chosen model.", &["domain", "model"]),
+            upstream_requests: counter(&r, "thinkgate_upstream_requests_total", "Calls to upstreams, by outcome.", &["provider", "model", "outcome"]),
+            upstream_duration: histogram(&r, "thinkgate_upstream_duration_seconds", "Time from sending an upstream request to its last byte.", &["provider", "model"], &buckets.latency),
+            rate_limited: counter(&r, "thinkgate_rate_limited_total", "Requests refused by a rate limit or quota, by API key name and limit.", &["key", "limit"]),
+            cost_usd: reg(&r, CounterVec::new(Opts::new("thinkgate_cost_usd_total", "Cost in US dollars from the models' configured prices."), &["model"]).unwrap_or_else(|e| panic!("{e}"))), // ok: static definition
+            in_flight: reg(&r, IntGauge::new("thinkgate_in_flight_requests", "Requests being answered now (streams until their last byte).").unwrap_or_else(|e| panic!("{e}"))), // ok: static definition
+            config_reloads: counter(&r, "thinkgate_config_reloads_total", "Config reloads, by result.", &["result"]),
+            build_info: reg(&r, IntGaugeVec::new(Opts::new("thinkgate_build_info", "Always 1; the version is in the label."), &["version"]).unwrap_or_else(|e| panic!("{e}"))), // ok: static definition
+            registry: r,
+        };
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        m
+    }
+
+    /// The Prometheus text exposition of every family.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        // Encoding into a Vec only fails on inconsistent metric data, which the registry
+        // does not produce; an empty scrape is the safe fallback.
+        if TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .is_err()
+        {
+            out.clear();
+        }
+        out
+    }
+}
+
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -1,0 +1,271 @@
+//! Account: every request's metrics, recorded exactly once when the request ends.
+//!
+//! An [`Account`] is opened when a request arrives and records on drop, so every exit path
+//! is counted: early errors, finished responses, streams that end (it travels inside the
+//! stream body), and clients that disconnect. Label handles per model are resolved once into
+//! [`ModelMetrics`] slots (lazily, then plain array reads), never hashed per request.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use prometheus::{Counter, Histogram, IntCounter};
+use thinkgate_metrics::Metrics;
+
+use crate::canonical::Usage;
+use crate::egress::Source;
+
+/// Mode label values. `default` until reasoning modes resolve a mode for every request.
+pub const MODES: [&str; 4] = ["default", "instant", "thinking", "contemplating"];
+/// Domain label values. `none` for requests that named a model; `general` for `auto`
+/// until domain routing classifies requests.
+pub const DOMAINS: [&str; 2] = ["none", "general"];
+const KINDS: [&str; 3] = ["prompt", "output", "reasoning"];
+const SOURCES: [&str; 2] = ["upstream", "estimated"];
+pub const UPSTREAM_OUTCOMES: [&str; 6] = [
+    "ok",
+    "error_status",
+    "unreachable",
+    "timeout",
+    "broken",
+    "cancelled",
+];
+
+/// Handles for one (model, mode, domain).
+struct Slot {
+    duration: Histogram,
+    ttft: Histogram,
+    tokens: [[IntCounter; 2]; 3],
+    reasoning: Histogram,
+}
+
+/// One model's pre-resolved handles, built with the runtime.
+pub struct ModelMetrics {
+    model: String,
+    provider: String,
+    price_input_per_token: f64,
+    price_output_per_token: f64,
+    slots: Vec<OnceLock<Slot>>,
+    upstream: [OnceLock<IntCounter>; 6],
+    upstream_duration: Histogram,
+    cost: Counter,
+}
+
+impl std::fmt::Debug for ModelMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelMetrics")
+            .field("model", &self.model)
+            .finish()
+    }
+}
+
+impl ModelMetrics {
+    pub fn new(metrics: &Metrics, model: &thinkgate_config::Model) -> Self {
+        ModelMetrics {
+            model: model.id.clone(),
+            provider: model.provider.clone(),
+            price_input_per_token: model.price_input_per_mtok / 1e6,
+            price_output_per_token: model.price_output_per_mtok / 1e6,
+            slots: (0..MODES.len() * DOMAINS.len())
+                .map(|_| OnceLock::new())
+                .collect(),
+            upstream: Default::default(),
+            upstream_duration: metrics
+                .upstream_duration
+                .with_label_values(&[model.provider.as_str(), model.id.as_str()]),
+            cost: metrics.cost_usd.with_label_values(&[model.id.as_str()]),
+        }
+    }
+
+    fn slot(&self, metrics: &Metrics, mode: usize, domain: usize) -> &Slot {
+        self.slots[mode * DOMAINS.len() + domain].get_or_init(|| {
+            let (m, md, d) = (self.model.as_str(), MODES[mode], DOMAINS[domain]);
+            let tokens = |kind: usize| {
+                [0, 1].map(|s| {
+                    metrics
+                        .tokens
+                        .with_label_values(&[m, md, d, KINDS[kind], SOURCES[s]])
+                })
+            };
+            Slot {
+                duration: metrics
+                    .request_duration
+                    .with_label_values(&["chat_completions", m, md]),
+                ttft: metrics.ttft.with_label_values(&[m, md]),
+                tokens: [tokens(0), tokens(1), tokens(2)],
+                reasoning: metrics.reasoning_per_request.with_label_values(&[m, md, d]),
+            }
+        })
+    }
+
+    fn upstream(&self, metrics: &Metrics, outcome: usize) -> &IntCounter {
+        self.upstream[outcome].get_or_init(|| {
+            metrics.upstream_requests.with_label_values(&[
+                self.provider.as_str(),
+                self.model.as_str(),
+                UPSTREAM_OUTCOMES[outcome],
+            ])
+        })
+    }
+}
+
+/// Token figures of a finished response, as the client received them.
+#[derive(Debug, Clone, Copy)]
+pub struct Tokens {
+    pub usage: Usage,
+    pub prompt_source: Source,
+    pub output_source: Source,
+    pub ttft: Option<Duration>,
+    /// Why the response has no answer, if it has none.
+    pub empty: Option<&'static str>,
+}
+
+/// What the request did with its upstream.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamCall {
+    pub sent: Instant,
+    /// Index into [`UPSTREAM_OUTCOMES`].
+    pub outcome: usize,
+}
+
+/// One request's record; see the module docs.
+pub struct Account {
+    metrics: Arc<Metrics>,
+    started: Instant,
+    endpoint: &'static str,
+    pub model: Option<Arc<ModelMetrics>>,
+    pub mode: usize,
+    pub domain: usize,
+    pub routed: bool,
+    pub status: u16,
+    pub tokens: Option<Tokens>,
+    pub upstream: Option<UpstreamCall>,
+}
+
+impl Account {
+    pub fn open(metrics: Arc<Metrics>, endpoint: &'static str) -> Account {
+        metrics.in_flight.inc();
+        Account {
+            metrics,
+            started: Instant::now(),
+            endpoint,
+            model: None,
+            mode: 0,
+            domain: 0,
+            routed: false,
+            status: 200,
+            tokens: None,
+            upstream: None,
+        }
+    }
+
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Marks the upstream call's outcome (the first one set wins).
+    pub fn upstream_outcome(&mut self, outcome: &str) {
+        if let (Some(call), Some(i)) = (
+            self.upstream.as_mut(),
+            UPSTREAM_OUTCOMES.iter().position(|o| *o == outcome),
+        ) {
+            if call.outcome == usize::MAX {
+                call.outcome = i;
+            }
+        }
+    }
+
+    fn record(&self) {
+        let m = &*self.metrics;
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let model = self.model.as_deref().map_or("none", |mm| mm.model.as_str());
+        let status = status_label(self.status);
+        m.requests
+            .with_label_values(&[
+                self.endpoint,
+                model,
+                MODES[self.mode],
+                DOMAINS[self.domain],
+                status,
+            ])
+            .inc();
+        let Some(mm) = self.model.as_deref() else {
+            m.request_duration
+                .with_label_values(&[self.endpoint, "none", MODES[self.mode]])
+                .observe(elapsed);
+            return;
+        };
+        let slot = mm.slot(m, self.mode, self.domain);
+        slot.duration.observe(elapsed);
+        if self.routed {
+            m.routing_decisions
+                .with_label_values(&[DOMAINS[self.domain], model])
+                .inc();
+        }
+        if let Some(call) = self.upstream {
+            let outcome = if call.outcome == usize::MAX {
+                5
+            } else {
+                call.outcome
+            };
+            mm.upstream(m, outcome).inc();
+            mm.upstream_duration
+                .observe(call.sent.elapsed().as_secs_f64());
+        }
+        let Some(t) = self.tokens else { return };
+        if let Some(ttft) = t.ttft {
+            slot.ttft.observe(ttft.as_secs_f64());
+        }
+        let src = |s: Source| match s {
+            Source::Upstream => 0,
+            Source::Estimated => 1,
+        };
+        let reasoning = t.usage.reasoning_tokens.unwrap_or(0);
+        slot.tokens[0][src(t.prompt_source)].inc_by(t.usage.prompt_tokens);
+        slot.tokens[1][src(t.output_source)].inc_by(t.usage.completion_tokens);
+        slot.tokens[2][src(t.output_source)].inc_by(reasoning);
+        slot.reasoning.observe(reasoning as f64);
+        let cost = t.usage.prompt_tokens as f64 * mm.price_input_per_token
+            + t.usage.completion_tokens as f64 * mm.price_output_per_token;
+        if cost > 0.0 {
+            mm.cost.inc_by(cost);
+        }
+        if let Some(reason) = t.empty {
+            m.empty_answers
+                .with_label_values(&[model, MODES[self.mode], reason])
+                .inc();
+        }
+    }
+}
+
+impl Drop for Account {
+    fn drop(&mut self) {
+        self.record();
+        self.metrics.in_flight.dec();
+    }
+}
+
+/// HTTP status as a label: the common codes by number, the rest by class, so the label set
+/// stays bounded whatever an upstream returns.
+fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        408 => "408",
+        413 => "413",
+        422 => "422",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
