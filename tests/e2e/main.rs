@@ -3,5 +3,6 @@
 mod core;
 mod errors;
 mod lifecycle;
+mod metrics;
 mod sdk;
 mod support;
