@@ -38,6 +38,12 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Print tokens per request by model, mode and domain, reasoning share, budget use and cost.
+    Report {
+        /// A live `/metrics` URL (http://) or a file holding a saved scrape.
+        #[arg(long)]
+        metrics: String,
+    },
     /// Run the built-in upstream simulator as an OpenAI-compatible HTTP server.
     Simulate {
         #[arg(long, default_value = "127.0.0.1:9090")]
@@ -52,6 +58,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(&config),
+        Command::Report { metrics } => match read_scrape(&metrics) {
+            Ok(text) => {
+                print!("{}", thinkgate_metrics::report::render(&text));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Serve { config, listen } => match Config::load(&config) {
             Err(e) => {
                 eprintln!("error: {e}");
@@ -232,4 +248,47 @@ fn check(path: &std::path::Path) -> ExitCode {
         );
     }
     ExitCode::SUCCESS
+}
+
+/// A scrape's text from a live `http://` endpoint or a file.
+fn read_scrape(source: &str) -> Result<String, String> {
+    if !source.starts_with("http://") {
+        if source.starts_with("https://") {
+            return Err(
+                "only http:// endpoints can be scraped directly; save the scrape to a file".into(),
+            );
+        }
+        return std::fs::read_to_string(source).map_err(|e| format!("cannot read {source}: {e}"));
+    }
+    let uri: hyper::Uri = source
+        .parse()
+        .map_err(|e| format!("{source} is not a URL: {e}"))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        use http_body_util::BodyExt;
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<http_body_util::Empty<bytes::Bytes>>();
+        let fetch = async {
+            let resp = client
+                .get(uri)
+                .await
+                .map_err(|e| format!("cannot fetch {source}: {e}"))?;
+            if !resp.status().is_success() {
+                return Err(format!("{source} answered {}", resp.status()));
+            }
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?;
+            String::from_utf8(body.to_bytes().to_vec()).map_err(|e| e.to_string())
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), fetch)
+            .await
+            .map_err(|_| format!("{source} did not answer within 10 s"))?
+    })
 }

@@ -2,6 +2,7 @@
 //!
 //! Layout:
 //! - [`registry`]: every metric family ([`Metrics`]), with configurable [`Buckets`];
+//! - [`report`]: the `thinkgate report` table, from a scrape's text;
 //! - [`tokens`]: the one interface every token count goes through ([`TokenCounter`]), backed
 //!   by tiktoken encoders built once per process.
 //!
@@ -9,6 +10,7 @@
 //! model and mode rather than per request.
 
 pub mod registry;
+pub mod report;
 pub mod tokens;
 
 pub use registry::{Buckets, Metrics, CONTENT_TYPE};

@@ -121,6 +121,34 @@ impl Metrics {
         m
     }
 
+    /// The name of every family, as scraped.
+    pub fn family_names(&self) -> Vec<String> {
+        use prometheus::core::Collector;
+        let collectors: [&dyn Collector; 17] = [
+            &self.requests,
+            &self.request_duration,
+            &self.ttft,
+            &self.tokens,
+            &self.budget_utilization,
+            &self.reasoning_per_request,
+            &self.budget_enforcements,
+            &self.budget_overrun_tokens,
+            &self.empty_answers,
+            &self.routing_decisions,
+            &self.upstream_requests,
+            &self.upstream_duration,
+            &self.rate_limited,
+            &self.cost_usd,
+            &self.in_flight,
+            &self.config_reloads,
+            &self.build_info,
+        ];
+        collectors
+            .iter()
+            .flat_map(|c| c.desc().into_iter().map(|d| d.fq_name.clone()))
+            .collect()
+    }
+
     /// The Prometheus text exposition of every family.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 * 1024);
@@ -137,3 +165,39 @@ impl Metrics {
 }
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every metric a dashboard panel queries exists.
+    #[test]
+    fn dashboard_queries_only_existing_metrics() {
+        let names = Metrics::new(&Buckets::default()).family_names();
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../dashboards/thinkgate.json"))
+                .expect("dashboard is JSON");
+        let mut queried = 0;
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                    if let Some(name) = word.strip_prefix("thinkgate_").map(|_| word) {
+                        let family = ["_bucket", "_sum", "_count"]
+                            .iter()
+                            .find_map(|s| name.strip_suffix(s))
+                            .unwrap_or(name);
+                        assert!(
+                            names.iter().any(|n| n == family),
+                            "panel {:?} queries unknown {name}",
+                            panel["title"]
+                        );
+                        queried += 1;
+                    }
+                }
+            }
+        }
+        assert!(queried >= 20);
+        assert_eq!(names.len(), 17);
+    }
+}

@@ -379,3 +379,61 @@ async fn empty_answers_and_disconnects_are_counted() {
         "a disconnected stream is recorded as cancelled and leaves no request in flight"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_reads_a_live_endpoint_and_a_saved_scrape() {
+    let proxy = Proxy::start(&config_text(None, "")).await;
+    for _ in 0..3 {
+        let r = call(
+            &proxy.url("/v1/chat/completions"),
+            chat("auto:thinking", false),
+            &[],
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    let run = |source: String| {
+        let out = Command::new(env!("CARGO_BIN_EXE_thinkgate"))
+            .args(["report", "--metrics", &source])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let url = proxy.url("/metrics");
+    let live = tokio::task::spawn_blocking(move || run(url)).await.unwrap();
+    let row: Vec<&str> = live
+        .lines()
+        .find(|l| l.starts_with("sim-model"))
+        .expect(&live)
+        .split_whitespace()
+        .collect();
+    // 3 requests; 14 output and 8 reasoning tokens each: 57.1 % of output is reasoning.
+    assert_eq!(
+        row,
+        [
+            "sim-model",
+            "thinking",
+            "general",
+            "3",
+            "12",
+            "14",
+            "8",
+            "57.1"
+        ],
+        "{live}"
+    );
+
+    let file = std::env::temp_dir().join(format!("thinkgate-scrape-{}.txt", std::process::id()));
+    std::fs::write(&file, scrape(&proxy).await).unwrap();
+    let path = file.to_str().unwrap().to_string();
+    let saved = tokio::task::spawn_blocking(move || run(path))
+        .await
+        .unwrap();
+    assert!(saved.contains("sim-model"), "{saved}");
+    let _ = std::fs::remove_file(file);
+}
