@@ -28,6 +28,7 @@ pub struct RawConfig {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawMetrics {
+    pub default_encoding: Option<String>,
     pub latency_buckets: Option<Vec<f64>>,
     pub ttft_buckets: Option<Vec<f64>>,
     pub reasoning_token_buckets: Option<Vec<f64>>,

@@ -160,9 +160,13 @@ fn validate(
         providers.push(validate_provider(name, p, c, env)?);
     }
 
+    let default_encoding = match &raw.metrics.default_encoding {
+        None => Encoding::O200kBase,
+        Some(e) => encoding(c, KeyPath::new(["metrics", "default_encoding"]), e)?,
+    };
     let mut models = Vec::with_capacity(raw.models.len());
     for (id, m) in &raw.models {
-        models.push(validate_model(id, m, &raw.providers, c)?);
+        models.push(validate_model(id, m, &raw.providers, default_encoding, c)?);
     }
     if models.is_empty() {
         return Err(c.error(
@@ -387,6 +391,7 @@ fn validate_model(
     id: &str,
     m: &RawModel,
     providers: &BTreeMap<String, RawProvider>,
+    default_encoding: Encoding,
     c: &Checker<'_>,
 ) -> Result<Model, ConfigError> {
     let base = KeyPath::new(["models", id]);
@@ -418,7 +423,7 @@ fn validate_model(
         reasoning: false,
         price_input_per_mtok: 0.0,
         price_output_per_mtok: 0.0,
-        encoding: Encoding::O200kBase,
+        encoding: default_encoding,
     };
     for (i, cap) in m.capabilities.iter().enumerate() {
         let key = base.child("capabilities").child(i.to_string());
@@ -448,12 +453,16 @@ fn validate_model(
         }
     }
     if let Some(enc) = &m.encoding {
-        model.encoding = match c.one_of(base.child("encoding"), enc, &Encoding::NAMES)? {
-            "cl100k_base" => Encoding::Cl100kBase,
-            _ => Encoding::O200kBase,
-        };
+        model.encoding = encoding(c, base.child("encoding"), enc)?;
     }
     Ok(model)
+}
+
+fn encoding(c: &Checker<'_>, key: KeyPath, name: &str) -> Result<Encoding, ConfigError> {
+    Ok(match c.one_of(key, name, &Encoding::NAMES)? {
+        "cl100k_base" => Encoding::Cl100kBase,
+        _ => Encoding::O200kBase,
+    })
 }
 
 fn validate_simulator(raw: &RawConfig, c: &Checker<'_>) -> Result<Simulator, ConfigError> {
