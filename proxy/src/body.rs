@@ -58,3 +58,29 @@ pub async fn collect_limited(mut body: Body, limit: usize) -> Result<Bytes, Coll
     }
     Ok(buf.freeze())
 }
+
+/// A complete JSON response.
+pub fn json_response(status: http::StatusCode, json: impl Into<Bytes>) -> http::Response<Body> {
+    let mut resp = http::Response::new(full(json));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// A 200 server-sent-events response over `body`.
+pub fn sse_response(body: Body) -> http::Response<Body> {
+    let mut resp = http::Response::new(body);
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-cache"),
+    );
+    resp
+}

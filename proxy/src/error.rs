@@ -1,9 +1,9 @@
 //! Errors as clients see them: always OpenAI's `{"error": {message, type, param, code}}`.
 
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{Response, StatusCode};
 use serde_json::json;
 
-use crate::body::{full, Body};
+use crate::body::{json_response, Body};
 
 /// One client-facing error. Built by each stage; rendered only here.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,14 +52,7 @@ impl ApiError {
     }
 
     pub fn into_response(self) -> Response<Body> {
-        let body = self.to_json().to_string();
-        let mut resp = Response::new(full(body));
-        *resp.status_mut() = self.status;
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        resp
+        json_response(self.status, self.to_json().to_string())
     }
 }
 

@@ -1,7 +1,6 @@
 //! Cancellation and graceful shutdown.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use http::StatusCode;
@@ -63,68 +62,27 @@ async fn client_disconnect_cancels_a_waiting_request_upstream() {
 /// finish whole, new connections must be refused, and the process must exit 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_an_in_flight_stream_finish_then_exits_zero() {
-    let dir = std::env::temp_dir().join(format!("thinkgate-shutdown-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("config.toml");
-    std::fs::write(&cfg, config_text(None, "")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_thinkgate"))
-        .args([
-            "serve",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The log line announcing the listener carries the port the OS chose.
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut addr = String::new();
-    let mut line = String::new();
-    while addr.is_empty() {
-        line.clear();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "server exited before listening"
-        );
-        if let Some(rest) = line.split("listen=").nth(1) {
-            addr = rest.split_whitespace().next().unwrap().to_string();
-        }
-    }
-    let url = format!("http://{addr}/v1/chat/completions");
+    let server = Binary::spawn("shutdown", &config_text(None, ""), &[("RUST_LOG", "info")]);
     // 30 tokens at 30 tokens/s: about a second of streaming.
+    let slow = [
+        ("x-sim-reasoning-tokens", "15"),
+        ("x-sim-answer-tokens", "15"),
+        ("x-sim-tokens-per-second", "30"),
+    ];
     let resp = send(
-        &url,
+        &server.url("/v1/chat/completions"),
         "POST",
         chat("sim-model", true),
-        &[
-            ("x-sim-reasoning-tokens", "15"),
-            ("x-sim-answer-tokens", "15"),
-            ("x-sim-tokens-per-second", "30"),
-        ],
+        &slow,
     )
     .await;
     let mut body = resp.into_body();
-    let mut seen = body
-        .frame()
-        .await
-        .unwrap()
-        .unwrap()
-        .into_data()
-        .unwrap()
-        .to_vec();
+    let first = body.frame().await.unwrap().unwrap();
+    let mut seen = first.into_data().unwrap().to_vec();
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    server.sigterm();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    // No new connections once shutdown started.
-    let refused = tokio::net::TcpStream::connect(&addr).await;
+    let refused = tokio::net::TcpStream::connect(&server.addr).await;
     assert!(
         refused.is_err(),
         "a new connection was accepted during shutdown"
@@ -140,11 +98,7 @@ async fn sigterm_lets_an_in_flight_stream_finish_then_exits_zero() {
         "the in-flight stream was cut"
     );
     assert_eq!(events.len(), 1 + 30 + 1 + 1);
-    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(exit.code(), Some(0));
-    let _ = std::fs::remove_dir_all(dir);
+    assert_eq!(server.exit_code().await, Some(0));
 }
 
 /// Runs the binary with JSON logs and a provider key set to a sentinel: the logs are JSON
@@ -152,14 +106,9 @@ async fn sigterm_lets_an_in_flight_stream_finish_then_exits_zero() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_carry_request_ids_and_never_a_secret() {
     const SECRET: &str = "sk-sentinel-4f1c9a7e";
-    let dir = std::env::temp_dir().join(format!("thinkgate-secrets-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("config.toml");
-    std::fs::write(
-        &cfg,
-        config_text(
-            None,
-            r#"
+    let config = config_text(
+        None,
+        r#"
 [providers.vendor]
 kind = "openai-compatible"
 base_url = "http://127.0.0.1:9/v1"
@@ -168,18 +117,22 @@ api_key = "${THINKGATE_TEST_SECRET}"
 provider = "vendor"
 context_window = 1000
 "#,
-        )
-        .replace(
-            "shutdown_grace = \"5s\"",
-            "shutdown_grace = \"5s\"\nlog_format = \"json\"\nlog_level = \"debug\"",
-        ),
     )
-    .unwrap();
+    .replace(
+        "shutdown_grace = \"5s\"",
+        "shutdown_grace = \"5s\"\nlog_format = \"json\"\nlog_level = \"debug\"",
+    );
+    let server = Binary::spawn("secrets", &config, &[("THINKGATE_TEST_SECRET", SECRET)]);
+
+    let cfg_path =
+        std::env::temp_dir().join(format!("thinkgate-check-{}.toml", std::process::id()));
+    std::fs::write(&cfg_path, &config).unwrap();
     let check = Command::new(env!("CARGO_BIN_EXE_thinkgate"))
-        .args(["check", "--config", cfg.to_str().unwrap()])
+        .args(["check", "--config", cfg_path.to_str().unwrap()])
         .env("THINKGATE_TEST_SECRET", SECRET)
         .output()
         .unwrap();
+    let _ = std::fs::remove_file(&cfg_path);
     let check_out = String::from_utf8_lossy(&check.stdout);
     assert!(check.status.success(), "{check_out}");
     assert!(
@@ -188,39 +141,7 @@ context_window = 1000
     );
     assert!(!check_out.contains(SECRET));
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_thinkgate"))
-        .args([
-            "serve",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .env("THINKGATE_TEST_SECRET", SECRET)
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in stderr.lines() {
-            let _ = lines_tx.send(line.unwrap());
-        }
-    });
-    let mut logs = Vec::new();
-    let addr = loop {
-        let line = lines_rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("server logs its address");
-        let v: serde_json::Value =
-            serde_json::from_str(&line).unwrap_or_else(|_| panic!("not a JSON log line: {line}"));
-        logs.push(line);
-        if let Some(listen) = v["listen"].as_str() {
-            break listen.to_string();
-        }
-    };
-    let url = format!("http://{addr}/v1/chat/completions");
+    let url = server.url("/v1/chat/completions");
     let bad = call(
         &url,
         chat("vendor-model", false),
@@ -237,31 +158,32 @@ context_window = 1000
     .await;
     assert_eq!(ok.status, StatusCode::OK);
 
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(exit.code(), Some(0));
-    logs.extend(lines_rx.try_iter());
+    server.sigterm();
+    let mut logs = server.startup.clone();
+    let rest: Vec<String> = {
+        let rx = &server.logs;
+        let mut v = Vec::new();
+        while let Ok(line) = rx.recv_timeout(Duration::from_secs(10)) {
+            v.push(line);
+        }
+        v
+    };
+    logs.extend(rest);
+    assert_eq!(server.exit_code().await, Some(0));
     let all = logs.join("\n");
     assert!(!all.contains(SECRET), "a secret reached the logs");
-    let finished: Vec<serde_json::Value> = logs
+    let parsed: Vec<serde_json::Value> = logs
         .iter()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("every log line is JSON"))
-        .filter(|v| v["message"] == "Request finished.")
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON log line: {l}")))
         .collect();
-    assert!(
-        finished
+    let finished = |id: &str| {
+        parsed
             .iter()
-            .any(|v| v["request_id"] == "req-ok-test" && v["model"] == "sim-model"),
-        "{all}"
-    );
+            .any(|v| v["message"] == "Request finished." && v["request_id"] == id)
+    };
+    assert!(finished("req-ok-test"), "{all}");
     assert!(
         all.contains("req-secret-test"),
         "the failed request is logged with its id: {all}"
     );
-    let _ = std::fs::remove_dir_all(dir);
 }

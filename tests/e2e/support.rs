@@ -89,6 +89,130 @@ pub fn parse_config(text: &str) -> Config {
     Config::parse(text, std::path::Path::new("test.toml"), &|_| None).expect("test config is valid")
 }
 
+/// Serves `service` on a fresh loopback port until the returned sender is dropped or fired.
+async fn serve_on_loopback<S, F>(service: S, grace: Duration) -> (SocketAddr, oneshot::Sender<()>)
+where
+    S: tower::Service<
+            Request<Incoming>,
+            Response = Response<thinkgate_proxy::body::Body>,
+            Error = std::convert::Infallible,
+            Future = F,
+        > + Clone
+        + Send
+        + 'static,
+    F: std::future::Future<
+            Output = Result<Response<thinkgate_proxy::body::Body>, std::convert::Infallible>,
+        > + Send
+        + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let shutdown = async move {
+        let _ = stopped.await;
+    };
+    tokio::spawn(server::serve(
+        listener,
+        service,
+        ConnectionLimit::new(1000),
+        shutdown,
+        grace,
+    ));
+    (addr, stop)
+}
+
+/// The real `thinkgate serve` binary on a loopback port, its log lines on a channel.
+pub struct Binary {
+    pub child: std::process::Child,
+    pub addr: String,
+    pub logs: std::sync::mpsc::Receiver<String>,
+    /// The lines read while waiting for the address.
+    pub startup: Vec<String>,
+    dir: std::path::PathBuf,
+}
+
+impl Binary {
+    pub fn spawn(name: &str, config: &str, env: &[(&str, &str)]) -> Binary {
+        use std::io::{BufRead, BufReader};
+        let dir = std::env::temp_dir().join(format!("thinkgate-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = dir.join("config.toml");
+        std::fs::write(&cfg, config).unwrap();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_thinkgate"));
+        cmd.args([
+            "serve",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let (tx, logs) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut startup = Vec::new();
+        // Human logs say `listen=ADDR`; JSON logs carry `"listen":"ADDR"`.
+        let addr = loop {
+            let line = logs
+                .recv_timeout(Duration::from_secs(30))
+                .expect("the server logs its address");
+            let found = line
+                .split("listen=")
+                .nth(1)
+                .or_else(|| line.split("\"listen\":\"").nth(1))
+                .map(|rest| {
+                    rest.split(|c: char| c.is_whitespace() || c == '"')
+                        .next()
+                        .unwrap_or("")
+                        .to_string()
+                });
+            startup.push(line);
+            if let Some(addr) = found.filter(|a| !a.is_empty()) {
+                break addr;
+            }
+        };
+        Binary {
+            child,
+            addr,
+            logs,
+            startup,
+            dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn sigterm(&self) {
+        let ok = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub async fn exit_code(mut self) -> Option<i32> {
+        let dir = self.dir.clone();
+        let code = tokio::task::spawn_blocking(move || self.child.wait().unwrap().code())
+            .await
+            .unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+        code
+    }
+}
+
 /// A running proxy; dropping it shuts it down.
 pub struct Proxy {
     pub addr: SocketAddr,
@@ -101,18 +225,8 @@ impl Proxy {
         let runtime = Arc::new(ArcSwap::from_pointee(
             Runtime::build(parse_config(text)).unwrap(),
         ));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(server::serve(
-            listener,
-            server::proxy_service(runtime.clone()),
-            ConnectionLimit::new(1000),
-            async move {
-                let _ = stopped.await;
-            },
-            Duration::from_secs(5),
-        ));
+        let service = server::proxy_service(runtime.clone());
+        let (addr, stop) = serve_on_loopback(service, Duration::from_secs(5)).await;
         Proxy {
             addr,
             runtime,
@@ -149,18 +263,8 @@ impl SimServer {
     pub async fn start() -> SimServer {
         let cfg = parse_config(&config_text(None, ""));
         let sim = Arc::new(Simulator::new(cfg.simulator));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(server::serve(
-            listener,
-            simulator::service(sim.clone()),
-            ConnectionLimit::new(1000),
-            async move {
-                let _ = stopped.await;
-            },
-            Duration::from_secs(1),
-        ));
+        let service = simulator::service(sim.clone());
+        let (addr, stop) = serve_on_loopback(service, Duration::from_secs(1)).await;
         SimServer {
             addr,
             sim,

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use eventsource_stream::{Event as SseEvent, EventStream, Eventsource};
 use futures_util::stream::{BoxStream, StreamExt};
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{HeaderValue, Response, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Map, Value};
 
@@ -111,12 +111,7 @@ pub async fn whole(mut ctx: Context, resp: Response<Body>) -> Response<Body> {
     } else {
         bytes
     };
-    let mut out = Response::new(body::full(bytes));
-    out.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    out
+    body::json_response(StatusCode::OK, bytes)
 }
 
 /// A streamed response: relayed event by event as the upstream produces them.
@@ -138,15 +133,7 @@ pub fn stream(ctx: Context, resp: Response<Body>) -> Response<Body> {
         let frame = relay.next_frame().await?;
         Some((Ok::<_, BoxError>(frame), relay))
     });
-    let mut out = Response::new(body::stream(frames));
-    let h = out.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    *out.status_mut() = StatusCode::OK;
-    out
+    body::sse_response(body::stream(frames))
 }
 
 struct Relay {

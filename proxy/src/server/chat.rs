@@ -79,15 +79,7 @@ pub async fn handle(
         tracing::warn!(model = %route.model.id, provider = %route.upstream.name, status = account.status, "Upstream returned an error.");
         match providers::error_response(&route.upstream.name, resp).await {
             ApiErrorOrRaw::Api(e) => e.into_response(),
-            ApiErrorOrRaw::Raw(status, bytes) => {
-                let mut r = Response::new(body::full(bytes));
-                *r.status_mut() = status;
-                r.headers_mut().insert(
-                    http::header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                r
-            }
+            ApiErrorOrRaw::Raw(status, bytes) => body::json_response(status, bytes),
         }
     } else {
         let is_sse = resp

@@ -79,11 +79,13 @@ async fn route(runtime: &Runtime, req: Request<Incoming>) -> Response<Body> {
             );
             resp
         }
-        (&Method::GET, "/v1/models") => json(StatusCode::OK, runtime.models_body.clone()),
-        (&Method::GET, "/healthz") => json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
+        (&Method::GET, "/v1/models") => {
+            body::json_response(StatusCode::OK, runtime.models_body.clone())
+        }
+        (&Method::GET, "/healthz") => body::json_response(StatusCode::OK, r#"{"status":"ok"}"#),
         (&Method::GET, "/readyz") => {
             if runtime.ready() {
-                json(StatusCode::OK, r#"{"status":"ready"}"#.into())
+                body::json_response(StatusCode::OK, r#"{"status":"ready"}"#)
             } else {
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -109,15 +111,5 @@ async fn route(runtime: &Runtime, req: Request<Incoming>) -> Response<Body> {
         .into_response(),
     };
     account.status = resp.status().as_u16();
-    resp
-}
-
-fn json(status: StatusCode, bytes: bytes::Bytes) -> Response<Body> {
-    let mut resp = Response::new(body::full(bytes));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
     resp
 }

@@ -447,14 +447,7 @@ impl Simulator {
         let frames = futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
         });
-        let mut resp = Response::new(body::stream(frames));
-        let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream"),
-        );
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        resp
+        body::sse_response(body::stream(frames))
     }
 }
 
@@ -655,13 +648,7 @@ fn fault_response(status: u16) -> Response<Body> {
 }
 
 fn json_response(status: StatusCode, value: Value) -> Response<Body> {
-    let mut resp = Response::new(body::full(value.to_string()));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
+    body::json_response(status, value.to_string())
 }
 
 #[cfg(test)]
