@@ -28,7 +28,7 @@ impl Drop for Server {
 
 fn spawn(args: &[&str]) -> Server {
     use std::io::{BufRead, BufReader};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_thinkgate"))
+    let child = Command::new(env!("CARGO_BIN_EXE_thinkgate"))
         .args(args)
         // Only the start-up line (it names the port); per-request logs are measured separately.
         .env("RUST_LOG", "warn,thinkgate=info,thinkgate_proxy=warn")
@@ -36,19 +36,27 @@ fn spawn(args: &[&str]) -> Server {
         .stderr(Stdio::piped())
         .spawn()
         .expect("thinkgate binary runs");
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    // Owned by the guard from here, so the process is killed on every exit path.
+    let mut server = Server {
+        child,
+        addr: String::new(),
+    };
+    let mut stderr = BufReader::new(server.child.stderr.take().expect("stderr is piped"));
     let mut line = String::new();
     loop {
         line.clear();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "server exited: {args:?}"
-        );
+        if stderr.read_line(&mut line).unwrap_or(0) == 0 {
+            panic!("server exited before listening: {args:?}");
+        }
         if let Some(rest) = line.split("listen=").nth(1) {
-            let addr = rest.split_whitespace().next().unwrap().to_string();
+            server.addr = rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string();
             // Keep draining the log so the server never blocks on a full pipe.
             std::thread::spawn(move || for _ in stderr.lines() {});
-            return Server { child, addr };
+            return server;
         }
     }
 }
