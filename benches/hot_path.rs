@@ -92,6 +92,8 @@ fn bench(c: &mut Criterion) {
                         request_timeout: std::time::Duration::from_secs(60),
                         prompt_estimate: 40,
                         account: Account::open(runtime.metrics.clone(), "chat_completions"),
+                        format: thinkgate_proxy::providers::WireFormat::OpenAi,
+                        reasoning_field: thinkgate_config::ReasoningField::ReasoningContent,
                     };
                     let mut out = egress::stream(ctx, Response::new(body)).into_body();
                     let mut n = 0;

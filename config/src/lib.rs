@@ -93,6 +93,23 @@ pub struct Server {
     pub log_format: LogFormat,
     /// A `tracing` filter directive such as `info` or `thinkgate_proxy=debug`.
     pub log_level: String,
+    /// Where translated responses put reasoning text: `reasoning_content` or `reasoning`.
+    pub reasoning_field: ReasoningField,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReasoningField {
+    ReasoningContent,
+    Reasoning,
+}
+
+impl ReasoningField {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasoningField::ReasoningContent => "reasoning_content",
+            ReasoningField::Reasoning => "reasoning",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,16 +126,19 @@ pub enum ProviderKind {
     OpenAiCompatible,
     /// The built-in simulator, run in process: no socket, no network.
     Simulator,
+    /// Anthropic's native Messages API.
+    Anthropic,
 }
 
 impl ProviderKind {
-    pub const NAMES: [&'static str; 3] = ["openai", "openai-compatible", "simulator"];
+    pub const NAMES: [&'static str; 4] = ["openai", "openai-compatible", "simulator", "anthropic"];
 
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderKind::OpenAi => "openai",
             ProviderKind::OpenAiCompatible => "openai-compatible",
             ProviderKind::Simulator => "simulator",
+            ProviderKind::Anthropic => "anthropic",
         }
     }
 }
@@ -139,6 +159,17 @@ pub struct Provider {
     pub http2_connections: usize,
     /// Client request headers copied to this upstream.
     pub forward_headers: Vec<HeaderPattern>,
+    /// `max_tokens` sent when the client sets none (Anthropic requires one).
+    pub default_max_tokens: u64,
+    /// For `simulator` providers: the wire format the simulated upstream speaks.
+    pub format: WireFormat,
+}
+
+/// The API an upstream speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireFormat {
+    OpenAi,
+    Anthropic,
 }
 
 impl Provider {

@@ -44,6 +44,7 @@ pub struct RawServer {
     pub shutdown_grace: Option<String>,
     pub log_format: Option<String>,
     pub log_level: Option<String>,
+    pub reasoning_field: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -62,6 +63,8 @@ pub struct RawProvider {
     pub response_timeout: Option<String>,
     pub stream_idle_timeout: Option<String>,
     pub http2_connections: Option<u64>,
+    pub default_max_tokens: Option<u64>,
+    pub format: Option<String>,
     #[serde(default)]
     pub forward_headers: Vec<String>,
 }

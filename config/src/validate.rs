@@ -11,7 +11,8 @@ use crate::locate::SourceMap;
 use crate::raw::{RawConfig, RawModel, RawProvider, RawSimProfile};
 use crate::{
     ApiKey, Config, Encoding, HeaderPattern, LogFormat, MetricsConfig, Model, Provider,
-    ProviderKind, ReasoningStyle, Secret, Server, SimFaults, SimProfile, Simulator,
+    ProviderKind, ReasoningField, ReasoningStyle, Secret, Server, SimFaults, SimProfile, Simulator,
+    WireFormat,
 };
 
 /// Collects the context every error needs: the file and the source map.
@@ -247,7 +248,19 @@ fn validate_server(raw: &RawConfig, c: &Checker<'_>) -> Result<Server, ConfigErr
             _ => LogFormat::Human,
         },
     };
+    let reasoning_field = match s.reasoning_field.as_deref() {
+        None => ReasoningField::ReasoningContent,
+        Some(v) => match c.one_of(
+            key("reasoning_field"),
+            v,
+            &["reasoning_content", "reasoning"],
+        )? {
+            "reasoning" => ReasoningField::Reasoning,
+            _ => ReasoningField::ReasoningContent,
+        },
+    };
     Ok(Server {
+        reasoning_field,
         listen,
         max_body_bytes: max_body_bytes as usize,
         max_connections: max_connections as usize,
@@ -276,6 +289,7 @@ fn validate_provider(
     let kind = match c.one_of(base.child("kind"), &p.kind, &ProviderKind::NAMES)? {
         "openai" => ProviderKind::OpenAi,
         "openai-compatible" => ProviderKind::OpenAiCompatible,
+        "anthropic" => ProviderKind::Anthropic,
         _ => ProviderKind::Simulator,
     };
 
@@ -294,6 +308,7 @@ fn validate_provider(
         }
         (None, ProviderKind::Simulator) => String::new(),
         (None, ProviderKind::OpenAi) => "https://api.openai.com/v1".to_string(),
+        (None, ProviderKind::Anthropic) => "https://api.anthropic.com/v1".to_string(),
         (None, ProviderKind::OpenAiCompatible) => {
             return Err(c.error(
                 base.child("base_url"),
@@ -333,6 +348,29 @@ fn validate_provider(
         return Err(c.error(base.child("http2_connections"), "must be between 1 and 64"));
     }
 
+    let format = match (kind, p.format.as_deref()) {
+        (ProviderKind::Anthropic, None) => WireFormat::Anthropic,
+        (_, None) => WireFormat::OpenAi,
+        (ProviderKind::Simulator, Some(f)) => {
+            match c.one_of(base.child("format"), f, &["openai", "anthropic"])? {
+                "anthropic" => WireFormat::Anthropic,
+                _ => WireFormat::OpenAi,
+            }
+        }
+        (_, Some(_)) => {
+            return Err(c.error(
+                base.child("format"),
+                "is only for `simulator` providers; the kind sets the format of the others",
+            ))
+        }
+    };
+    let default_max_tokens = p.default_max_tokens.unwrap_or(4096);
+    if !(1..=1_000_000).contains(&default_max_tokens) {
+        return Err(c.error(
+            base.child("default_max_tokens"),
+            "must be between 1 and 1000000",
+        ));
+    }
     let mut forward_headers = Vec::new();
     let patterns: Vec<String> = if p.forward_headers.is_empty() && kind == ProviderKind::Simulator {
         vec!["x-sim-*".to_string()]
@@ -383,6 +421,8 @@ fn validate_provider(
         )?,
         http2_connections: http2_connections as usize,
         forward_headers,
+        default_max_tokens,
+        format,
     })
 }
 

@@ -28,6 +28,27 @@ pub struct Message {
     pub role: String,
     #[serde(default)]
     pub content: Option<Content>,
+    /// An assistant turn's tool calls.
+    #[serde(default)]
+    pub tool_calls: Option<Vec<ToolCallIn>>,
+    /// A tool turn's answer to this call.
+    #[serde(default)]
+    pub tool_call_id: Option<String>,
+}
+
+/// A tool call in the conversation history.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ToolCallIn {
+    pub id: String,
+    pub function: FunctionIn,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct FunctionIn {
+    pub name: String,
+    /// JSON text, as OpenAI sends it.
+    #[serde(default)]
+    pub arguments: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -43,6 +64,14 @@ pub struct Part {
     pub kind: String,
     #[serde(default)]
     pub text: Option<String>,
+    #[serde(default)]
+    pub image_url: Option<ImageUrl>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ImageUrl {
+    /// An `https://` URL or a `data:<media type>;base64,<data>` URL.
+    pub url: String,
 }
 
 impl Message {
@@ -86,4 +115,52 @@ pub struct Usage {
     pub reasoning_tokens: Option<u64>,
     /// `prompt_tokens_details.cached_tokens`.
     pub cached_tokens: Option<u64>,
+}
+
+/// One piece of a response in the canonical form that translating providers produce and
+/// egress renders as OpenAI JSON or chunks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delta {
+    /// The response's id and model, once known.
+    Start {
+        id: String,
+        model: String,
+    },
+    Reasoning(String),
+    Content(String),
+    /// A tool call begins: its position among the response's calls, id and name.
+    ToolCallStart {
+        index: usize,
+        id: String,
+        name: String,
+    },
+    /// More argument JSON text for the tool call at `index`.
+    ToolCallArguments {
+        index: usize,
+        arguments: String,
+    },
+    /// Why the response ended, as an OpenAI `finish_reason`.
+    Finish(String),
+    /// Usage so far (later figures replace earlier ones).
+    Usage(Usage),
+    /// The upstream reported an error inside the response.
+    Error {
+        kind: String,
+        message: String,
+    },
+}
+
+impl Delta {
+    /// The observation this delta is, for counting.
+    pub fn event(&self) -> Option<Event<'_>> {
+        Some(match self {
+            Delta::Reasoning(t) => Event::Reasoning(Cow::Borrowed(t)),
+            Delta::Content(t) => Event::Content(Cow::Borrowed(t)),
+            Delta::ToolCallStart { name, .. } => Event::ToolCall(Cow::Borrowed(name)),
+            Delta::ToolCallArguments { arguments, .. } => Event::ToolCall(Cow::Borrowed(arguments)),
+            Delta::Finish(r) => Event::Finish(Cow::Borrowed(r)),
+            Delta::Usage(u) => Event::Usage(*u),
+            Delta::Start { .. } | Delta::Error { .. } => return None,
+        })
+    }
 }

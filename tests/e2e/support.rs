@@ -222,9 +222,11 @@ pub struct Proxy {
 
 impl Proxy {
     pub async fn start(text: &str) -> Proxy {
-        let runtime = Arc::new(ArcSwap::from_pointee(
-            Runtime::build(parse_config(text)).unwrap(),
-        ));
+        Proxy::start_with(parse_config(text)).await
+    }
+
+    pub async fn start_with(config: Config) -> Proxy {
+        let runtime = Arc::new(ArcSwap::from_pointee(Runtime::build(config).unwrap()));
         let service = server::proxy_service(runtime.clone());
         let (addr, stop) = serve_on_loopback(service, Duration::from_secs(5)).await;
         Proxy {
@@ -390,4 +392,75 @@ pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// An upstream on loopback that answers every request with fixed bytes and keeps the last
+/// request body it received: for golden tests of wire translation both ways.
+pub struct FixedUpstream {
+    pub addr: SocketAddr,
+    pub last_request: Arc<std::sync::Mutex<Option<(String, HeaderMap, Bytes)>>>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl FixedUpstream {
+    pub async fn start(content_type: &'static str, body: &'static str) -> FixedUpstream {
+        let last_request = Arc::new(std::sync::Mutex::new(None));
+        let seen = last_request.clone();
+        let service = tower::service_fn(move |req: Request<Incoming>| {
+            let seen = seen.clone();
+            async move {
+                let (parts, b) = req.into_parts();
+                let bytes = b.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                *seen.lock().unwrap() = Some((parts.uri.path().to_string(), parts.headers, bytes));
+                let mut resp = Response::new(thinkgate_proxy::body::full(body));
+                resp.headers_mut()
+                    .insert("content-type", http::HeaderValue::from_static(content_type));
+                Ok::<_, std::convert::Infallible>(resp)
+            }
+        });
+        let (addr, stop) = serve_on_loopback(service, Duration::from_secs(1)).await;
+        FixedUpstream {
+            addr,
+            last_request,
+            _stop: stop,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The path, headers and JSON body of the last request.
+    pub fn last(&self) -> (String, HeaderMap, Value) {
+        let (path, headers, body) = self
+            .last_request
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("a request arrived");
+        (
+            path,
+            headers,
+            serde_json::from_slice(&body).expect("the upstream got JSON"),
+        )
+    }
+}
+
+/// Reads `tests/golden/<name>`.
+pub fn golden(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Compares `actual` with the golden file `name`, rewriting it when `UPDATE_GOLDEN` is set.
+pub fn assert_golden(name: &str, actual: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+    }
+    assert_eq!(actual, golden(name), "differs from tests/golden/{name}");
 }

@@ -9,6 +9,7 @@
 //! complete.
 
 mod tally;
+mod translate;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,11 +23,15 @@ use serde_json::{Map, Value};
 
 use crate::account::{Account, Tokens};
 use crate::body::{self, Body, BoxError};
+use crate::canonical::Delta;
 use crate::error::ApiError;
+use crate::providers::anthropic;
 use crate::providers::openai::{patch_usage, ChunkView};
-use crate::providers::{humanize, UpstreamError};
+use crate::providers::{humanize, upstream_kind, UpstreamError, WireFormat};
 use crate::runtime::Route;
 pub use tally::{Source, Tally};
+use thinkgate_config::ReasoningField;
+pub use translate::Renderer;
 
 /// Largest non-streamed upstream response the proxy accepts.
 const MAX_RESPONSE_BYTES: usize = 64 << 20;
@@ -44,6 +49,9 @@ pub struct Context {
     pub prompt_estimate: u64,
     /// Recorded when the context is dropped, i.e. when the response has ended.
     pub account: Account,
+    /// What the upstream speaks: OpenAI is relayed as is, others are translated.
+    pub format: WireFormat,
+    pub reasoning_field: ReasoningField,
 }
 
 impl Context {
@@ -94,6 +102,9 @@ pub async fn whole(mut ctx: Context, resp: Response<Body>) -> Response<Body> {
         }
         Ok(Ok(b)) => b,
     };
+    if ctx.format == WireFormat::Anthropic {
+        return whole_translated(ctx, &bytes);
+    }
     let mut tally = Tally::default();
     let needs_repair = match std::str::from_utf8(&bytes).ok().map(ChunkView::parse) {
         Some(Ok(view)) => {
@@ -114,12 +125,38 @@ pub async fn whole(mut ctx: Context, resp: Response<Body>) -> Response<Body> {
     body::json_response(StatusCode::OK, bytes)
 }
 
+/// A whole response in another format, rendered as an OpenAI chat completion.
+fn whole_translated(mut ctx: Context, bytes: &[u8]) -> Response<Body> {
+    let deltas = match anthropic::decode_message(bytes) {
+        Ok(d) => d,
+        Err(why) => return ctx.fail_whole("broken", UpstreamError::Broken(why)),
+    };
+    let mut tally = Tally::default();
+    for d in &deltas {
+        if let Some(e) = d.event() {
+            tally.observe(e, ctx.started);
+        }
+    }
+    let tokens = ctx.finish(&tally, "ok");
+    let mut renderer = Renderer::new(&ctx.route.model.upstream_model, ctx.reasoning_field);
+    let json = renderer.completion(&deltas, &tokens.usage);
+    body::json_response(StatusCode::OK, json.to_string())
+}
+
 /// A streamed response: relayed event by event as the upstream produces them.
 pub fn stream(ctx: Context, resp: Response<Body>) -> Response<Body> {
     let idle = ctx.route.upstream.stream_idle_timeout;
     let upstream: BoxStream<'static, Result<Bytes, BoxError>> =
         resp.into_body().into_data_stream().boxed();
+    let translator = match ctx.format {
+        WireFormat::OpenAi => None,
+        WireFormat::Anthropic => Some((
+            anthropic::StreamDecoder::default(),
+            Renderer::new(&ctx.route.model.upstream_model, ctx.reasoning_field),
+        )),
+    };
     let relay = Relay {
+        translator,
         events: upstream.eventsource(),
         ctx,
         tally: Tally::default(),
@@ -137,6 +174,8 @@ pub fn stream(ctx: Context, resp: Response<Body>) -> Response<Body> {
 }
 
 struct Relay {
+    /// For upstreams that are not OpenAI-format: their decoder and the OpenAI renderer.
+    translator: Option<(anthropic::StreamDecoder, Renderer)>,
     events: EventStream<BoxStream<'static, Result<Bytes, BoxError>>>,
     ctx: Context,
     tally: Tally,
@@ -181,6 +220,12 @@ impl Relay {
                 }
                 Ok(Some(Ok(event))) => event,
             };
+            if self.translator.is_some() {
+                if let Some(frame) = self.translated(&event) {
+                    return Some(frame);
+                }
+                continue;
+            }
             if event.data == "[DONE]" {
                 return Some(self.done());
             }
@@ -232,6 +277,50 @@ impl Relay {
         }
         let data = rewritten.as_deref().unwrap_or(&event.data);
         Some(sse_frame(&event.event, data))
+    }
+
+    /// The frames for one event of a translated upstream, or `None` when it yields none.
+    fn translated(&mut self, event: &SseEvent) -> Option<Bytes> {
+        let (mut decoder, mut renderer) = self.translator.take()?;
+        let mut out = BytesMut::new();
+        match decoder.event(&event.event, &event.data) {
+            Err(_) => self.tally.unreadable += 1,
+            Ok(deltas) => {
+                for d in &deltas {
+                    if let Some(e) = d.event() {
+                        self.tally.observe(e, self.ctx.started);
+                    }
+                    if let Delta::Error { kind, message } = d {
+                        // The upstream's error inside the stream: pass it on, end there.
+                        let provider = &self.ctx.route.upstream.name;
+                        let err = ApiError::new(
+                            StatusCode::BAD_GATEWAY,
+                            "upstream_error",
+                            format!("provider `{provider}` reported an error: {message}"),
+                        )
+                        .with_code(upstream_kind(kind));
+                        out.extend_from_slice(&sse_frame("", &err.to_json().to_string()));
+                        self.finished = true;
+                        self.ctx.finish(&self.tally, "upstream_error");
+                        break;
+                    }
+                    if let Some(chunk) = renderer.chunk_for(d) {
+                        out.extend_from_slice(&sse_frame("", &chunk));
+                    }
+                }
+                self.meta = Some((
+                    renderer.id.clone(),
+                    renderer.created,
+                    renderer.model.clone(),
+                ));
+            }
+        }
+        let done = decoder.done && !self.finished;
+        self.translator = Some((decoder, renderer));
+        if done {
+            out.extend_from_slice(&self.done());
+        }
+        (!out.is_empty()).then(|| out.freeze())
     }
 
     fn done(&mut self) -> Bytes {

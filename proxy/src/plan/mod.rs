@@ -114,3 +114,29 @@ pub async fn prompt_tokens(req: &ChatRequest, counter: TokenCounter) -> u64 {
     };
     framing + images + text_tokens
 }
+
+/// Refuses a request the chosen model cannot serve, rather than dropping what it asked for.
+pub fn check_capabilities(
+    req: &ChatRequest,
+    model: &thinkgate_config::Model,
+) -> Result<(), ApiError> {
+    if !model.vision {
+        if let Some(i) = req.messages.iter().position(|m| m.has_image()) {
+            return Err(ApiError::invalid_request(format!(
+                "model `{}` does not accept images (messages[{i}] has one); use a model with the vision capability",
+                model.id
+            ))
+            .with_param(format!("messages[{i}].content"))
+            .with_code("unsupported_content"));
+        }
+    }
+    if req.has_tools && !model.tools {
+        return Err(ApiError::invalid_request(format!(
+            "model `{}` does not support tools; use a model with the tools capability",
+            model.id
+        ))
+        .with_param("tools")
+        .with_code("unsupported_parameter"));
+    }
+    Ok(())
+}

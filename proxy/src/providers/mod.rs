@@ -4,6 +4,7 @@
 //! precomputed auth header and URL, and its timeouts. The wire format lives in one file per
 //! format ([`openai`] for now).
 
+pub mod anthropic;
 pub mod openai;
 pub mod transport;
 
@@ -13,7 +14,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::Full;
+pub use thinkgate_config::WireFormat;
 use thinkgate_config::{ApiKey, HeaderPattern, Provider, ProviderKind};
+
+use crate::canonical::ChatRequest;
 
 use crate::body::Body;
 use crate::error::ApiError;
@@ -24,6 +28,8 @@ pub use transport::{error_chain, HttpClients, Transport, TransportError};
 pub struct Upstream {
     pub name: String,
     pub kind: ProviderKind,
+    pub format: WireFormat,
+    default_max_tokens: u64,
     transport: Transport,
     chat_uri: Uri,
     auth: Option<HeaderValue>,
@@ -98,13 +104,19 @@ pub fn humanize(d: Duration) -> String {
 impl Upstream {
     /// Builds the upstream for `provider`. `simulator` serves providers of kind `simulator`.
     pub fn build(provider: &Provider, simulator: &Arc<Simulator>) -> Result<Upstream, String> {
+        let path = match provider.format {
+            WireFormat::OpenAi => "chat/completions",
+            WireFormat::Anthropic => "messages",
+        };
         let (transport, chat_uri) = match provider.kind {
             ProviderKind::Simulator => (
                 Transport::InProcess(simulator.clone()),
-                Uri::from_static("http://simulator.invalid/v1/chat/completions"),
+                format!("http://simulator.invalid/v1/{path}")
+                    .parse::<Uri>()
+                    .map_err(|e| e.to_string())?,
             ),
-            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => {
-                let uri: Uri = format!("{}/chat/completions", provider.base_url)
+            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible | ProviderKind::Anthropic => {
+                let uri: Uri = format!("{}/{path}", provider.base_url)
                     .parse()
                     .map_err(|e| format!("base_url `{}` is not a URI: {e}", provider.base_url))?;
                 let clients = Arc::new(HttpClients::new(
@@ -124,7 +136,11 @@ impl Upstream {
                 var,
                 value: Some(secret),
             } => {
-                let mut v = HeaderValue::from_str(&format!("Bearer {}", secret.expose()))
+                let value = match provider.format {
+                    WireFormat::OpenAi => format!("Bearer {}", secret.expose()),
+                    WireFormat::Anthropic => secret.expose().to_string(),
+                };
+                let mut v = HeaderValue::from_str(&value)
                     .map_err(|_| format!("the value of {var} is not a valid header value"))?;
                 v.set_sensitive(true);
                 (Some(v), None)
@@ -133,6 +149,8 @@ impl Upstream {
         Ok(Upstream {
             name: provider.name.clone(),
             kind: provider.kind,
+            format: provider.format,
+            default_max_tokens: provider.default_max_tokens,
             transport,
             chat_uri,
             auth,
@@ -143,7 +161,17 @@ impl Upstream {
         })
     }
 
-    /// Sends a chat completions body and waits for the response head.
+    /// The request body in this upstream's wire format, or a 400 for what it cannot do.
+    pub fn body(&self, req: &ChatRequest, upstream_model: &str) -> Result<Bytes, ApiError> {
+        match self.format {
+            WireFormat::OpenAi => Ok(openai::request_body(req, upstream_model)),
+            WireFormat::Anthropic => {
+                anthropic::request_body(req, upstream_model, self.default_max_tokens)
+            }
+        }
+    }
+
+    /// Sends a request body and waits for the response head.
     pub async fn send(
         &self,
         body: Bytes,
@@ -180,8 +208,21 @@ impl Upstream {
             }),
         );
         headers.insert("x-request-id", request_id.clone());
-        if let Some(auth) = &self.auth {
-            headers.insert(header::AUTHORIZATION, auth.clone());
+        match self.format {
+            WireFormat::OpenAi => {
+                if let Some(auth) = &self.auth {
+                    headers.insert(header::AUTHORIZATION, auth.clone());
+                }
+            }
+            WireFormat::Anthropic => {
+                if let Some(auth) = &self.auth {
+                    headers.insert("x-api-key", auth.clone());
+                }
+                headers.insert(
+                    "anthropic-version",
+                    HeaderValue::from_static(anthropic::VERSION),
+                );
+            }
         }
         match tokio::time::timeout(self.response_timeout, self.transport.send(req)).await {
             Err(_) => Err(UpstreamError::Timeout(self.response_timeout)),
@@ -194,7 +235,11 @@ impl Upstream {
 
 /// An upstream's own error, passed to the client with its status: its body as is when it is
 /// already OpenAI-shaped, wrapped in that shape otherwise.
-pub async fn error_response(provider: &str, resp: Response<Body>) -> ApiErrorOrRaw {
+pub async fn error_response(
+    provider: &str,
+    format: WireFormat,
+    resp: Response<Body>,
+) -> ApiErrorOrRaw {
     let status = resp.status();
     let body = match crate::body::collect_limited(resp.into_body(), 1 << 20).await {
         Ok(b) => b,
@@ -207,6 +252,17 @@ pub async fn error_response(provider: &str, resp: Response<Body>) -> ApiErrorOrR
             )
         }
     };
+    if format == WireFormat::Anthropic {
+        if let Some((kind, message)) = anthropic::error_body(&body) {
+            return ApiErrorOrRaw::Api(ApiError {
+                status,
+                message: format!("provider `{provider}`: {message}"),
+                kind: upstream_kind(&kind),
+                param: None,
+                code: Some(upstream_kind(&kind)),
+            });
+        }
+    }
     let openai_shaped = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .is_some_and(|v| v.get("error").is_some_and(|e| e.is_object()));
@@ -229,4 +285,19 @@ pub async fn error_response(provider: &str, resp: Response<Body>) -> ApiErrorOrR
 pub enum ApiErrorOrRaw {
     Api(ApiError),
     Raw(StatusCode, Bytes),
+}
+
+/// A vendor's error type as a static label (the set is bounded; unknown types are generic).
+pub fn upstream_kind(kind: &str) -> &'static str {
+    match kind {
+        "invalid_request_error" => "invalid_request_error",
+        "authentication_error" => "authentication_error",
+        "permission_error" => "permission_error",
+        "not_found_error" => "not_found_error",
+        "request_too_large" => "request_too_large",
+        "rate_limit_error" => "rate_limit_error",
+        "overloaded_error" => "overloaded_error",
+        "api_error" => "api_error",
+        _ => "upstream_error",
+    }
 }

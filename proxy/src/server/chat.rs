@@ -12,7 +12,7 @@ use crate::egress;
 use crate::error::ApiError;
 use crate::ingress;
 use crate::plan;
-use crate::providers::{self, openai, ApiErrorOrRaw, UpstreamError};
+use crate::providers::{self, ApiErrorOrRaw, UpstreamError};
 use crate::runtime::Runtime;
 
 pub async fn handle(
@@ -48,9 +48,15 @@ pub async fn handle(
         account.routed = true;
         account.domain = DOMAINS.iter().position(|d| *d == "general").unwrap_or(0);
     }
+    if let Err(e) = plan::check_capabilities(&chat, &route.model) {
+        return reject(account, e);
+    }
+    let upstream_body = match route.upstream.body(&chat, &route.model.upstream_model) {
+        Ok(b) => b,
+        Err(e) => return reject(account, e),
+    };
     let prompt_estimate = plan::prompt_tokens(&chat, route.counter).await;
 
-    let upstream_body = openai::request_body(&chat, &route.model.upstream_model);
     account.upstream = Some(UpstreamCall {
         sent: Instant::now(),
         outcome: usize::MAX,
@@ -73,11 +79,12 @@ pub async fn handle(
         }
     };
     let model_header = route.header.clone();
+    let upstream_format = route.upstream.format;
     let mut out = if !resp.status().is_success() {
         account.upstream_outcome("error_status");
         account.status = resp.status().as_u16();
         tracing::warn!(model = %route.model.id, provider = %route.upstream.name, status = account.status, "Upstream returned an error.");
-        match providers::error_response(&route.upstream.name, resp).await {
+        match providers::error_response(&route.upstream.name, route.upstream.format, resp).await {
             ApiErrorOrRaw::Api(e) => e.into_response(),
             ApiErrorOrRaw::Raw(status, bytes) => body::json_response(status, bytes),
         }
@@ -95,6 +102,8 @@ pub async fn handle(
             request_timeout: server.request_timeout,
             prompt_estimate,
             account,
+            format: upstream_format,
+            reasoning_field: server.reasoning_field,
         };
         if chat.stream && is_sse {
             egress::stream(ctx, resp)

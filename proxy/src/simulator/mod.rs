@@ -19,6 +19,7 @@
 //!
 //! It serves in process (provider kind `simulator`) or on a socket (`thinkgate simulate`).
 
+mod anthropic;
 mod script;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,7 +30,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
-use thinkgate_config::{Encoding, ReasoningStyle, SimProfile};
+use thinkgate_config::{Encoding, ReasoningStyle, SimProfile, WireFormat};
 use thinkgate_metrics::TokenCounter;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -86,8 +87,19 @@ pub struct Simulator {
     counter: TokenCounter,
 }
 
+/// The request fields the simulator acts on, whatever format they came in.
+pub(crate) struct RequestView {
+    stream: bool,
+    include_usage: bool,
+    cap: Option<u64>,
+    /// The tool to call, when the request offers tools and does not answer a call.
+    tool: Option<String>,
+    prompt_tokens: u64,
+}
+
 /// One request, as the simulator understood it.
 struct Job {
+    format: WireFormat,
     id: String,
     model: String,
     created: u64,
@@ -99,6 +111,16 @@ struct Job {
     echo: Option<Value>,
     logprobs: bool,
     usage: UsageStyle,
+}
+
+impl Job {
+    fn tool_call_id(&self) -> String {
+        let prefix = match self.format {
+            WireFormat::OpenAi => "call_",
+            WireFormat::Anthropic => "toolu_",
+        };
+        format!("{prefix}{}", &self.id[self.id.len() - 16..])
+    }
 }
 
 /// How a simulated upstream reports usage.
@@ -143,9 +165,15 @@ impl Simulator {
     ) -> Response<Body> {
         match (method, path) {
             (&Method::POST, "/v1/chat/completions" | "/chat/completions") => {
-                match self.chat(headers, &body).await {
+                match self.chat(headers, &body, WireFormat::OpenAi).await {
                     Ok(resp) => resp,
                     Err(e) => e.into_response(),
+                }
+            }
+            (&Method::POST, "/v1/messages" | "/messages") => {
+                match self.chat(headers, &body, WireFormat::Anthropic).await {
+                    Ok(resp) => resp,
+                    Err(e) => anthropic::error_response(e.status, &e.message),
                 }
             }
             (&Method::GET, "/v1/models" | "/models") => {
@@ -167,7 +195,12 @@ impl Simulator {
         }
     }
 
-    async fn chat(&self, headers: &HeaderMap, body: &[u8]) -> Result<Response<Body>, ApiError> {
+    async fn chat(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        format: WireFormat,
+    ) -> Result<Response<Body>, ApiError> {
         let request: Value = serde_json::from_slice(body)
             .map_err(|e| ApiError::invalid_request(format!("invalid JSON: {e}")))?;
         let model = request
@@ -177,38 +210,25 @@ impl Simulator {
             .to_string();
         let profile = self.profile_for(&model, headers)?;
         if let Some(status) = profile.faults.status {
-            return Ok(fault_response(status));
+            return Ok(match format {
+                WireFormat::OpenAi => fault_response(status),
+                WireFormat::Anthropic => anthropic::fault_response(status),
+            });
         }
-        let stream = request
-            .get("stream")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        let include_usage = request
-            .pointer("/stream_options/include_usage")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        let cap = ["max_completion_tokens", "max_tokens"]
-            .iter()
-            .find_map(|k| request.get(*k).and_then(Value::as_u64));
-        let messages = request.get("messages").and_then(Value::as_array);
-        let last_is_tool = messages
-            .and_then(|m| m.last())
-            .and_then(|m| m.get("role"))
-            .and_then(Value::as_str)
-            == Some("tool");
-        let tool = request
-            .get("tools")
-            .and_then(Value::as_array)
-            .and_then(|t| t.first())
-            .and_then(|t| t.pointer("/function/name"))
-            .and_then(Value::as_str)
-            .filter(|_| !last_is_tool)
-            .map(str::to_string);
-
+        let request_view = match format {
+            WireFormat::OpenAi => self.openai_request(&request),
+            WireFormat::Anthropic => anthropic::parse(&request, headers, &self.counter)?,
+        };
+        let RequestView {
+            stream,
+            include_usage,
+            cap,
+            tool,
+            prompt_tokens,
+        } = request_view;
         let seed = script::fnv1a(self.config.seed, body);
         let mut rng = Rng::new(seed);
         let script = Script::new(&profile, &mut rng, cap, tool);
-        let prompt_tokens = self.prompt_tokens(messages.map(Vec::as_slice).unwrap_or(&[]));
 
         self.stats.started.fetch_add(1, Ordering::Relaxed);
         if let (Some(id), Ok(mut last)) = (
@@ -218,7 +238,11 @@ impl Simulator {
             id.clone_into(&mut last);
         }
         let job = Job {
-            id: format!("chatcmpl-sim{:016x}", seed),
+            format,
+            id: match format {
+                WireFormat::OpenAi => format!("chatcmpl-sim{seed:016x}"),
+                WireFormat::Anthropic => format!("msg_sim{seed:016x}"),
+            },
             created: 1_750_000_000 + (seed % 1_000_000),
             model,
             stream,
@@ -253,6 +277,38 @@ impl Simulator {
             Ok(self.stream(job, completion))
         } else {
             self.whole(job, completion).await
+        }
+    }
+
+    /// What the simulator reads from an OpenAI chat request.
+    fn openai_request(&self, request: &Value) -> RequestView {
+        let messages = request.get("messages").and_then(Value::as_array);
+        let last_is_tool = messages
+            .and_then(|m| m.last())
+            .and_then(|m| m.get("role"))
+            .and_then(Value::as_str)
+            == Some("tool");
+        RequestView {
+            stream: request
+                .get("stream")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            include_usage: request
+                .pointer("/stream_options/include_usage")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            cap: ["max_completion_tokens", "max_tokens"]
+                .iter()
+                .find_map(|k| request.get(*k).and_then(Value::as_u64)),
+            tool: request
+                .get("tools")
+                .and_then(Value::as_array)
+                .and_then(|t| t.first())
+                .and_then(|t| t.pointer("/function/name"))
+                .and_then(Value::as_str)
+                .filter(|_| !last_is_tool)
+                .map(str::to_string),
+            prompt_tokens: self.prompt_tokens(messages.map(Vec::as_slice).unwrap_or(&[])),
         }
     }
 
@@ -320,14 +376,19 @@ impl Simulator {
         n
     }
 
-    /// The usage block as this job's upstream reports it (`Null` when it reports none).
-    fn usage(&self, job: &Job) -> Value {
+    /// Every token the model produced: reasoning, answer and tool-call arguments.
+    fn output_tokens(&self, job: &Job) -> u64 {
         let tool_tokens = job
             .script
             .tool_arguments()
             .map_or(0, |a| self.counter.count(&a) as u64);
+        (job.script.reasoning.len() + job.script.answer.len()) as u64 + tool_tokens
+    }
+
+    /// The usage block as this job's upstream reports it (`Null` when it reports none).
+    fn usage(&self, job: &Job) -> Value {
         let reasoning = job.script.reasoning.len() as u64;
-        let completion = reasoning + job.script.answer.len() as u64 + tool_tokens;
+        let completion = self.output_tokens(job);
         match job.usage {
             UsageStyle::None => return Value::Null,
             UsageStyle::Basic => {
@@ -392,6 +453,11 @@ impl Simulator {
             completion.finish();
             return Ok(Response::new(body));
         }
+        if job.format == WireFormat::Anthropic {
+            let out = anthropic::message(&job, self.output_tokens(&job));
+            completion.finish();
+            return Ok(json_response(StatusCode::OK, out));
+        }
         let mut message =
             json!({"role": "assistant", "content": job.script.answer_text(), "refusal": null});
         let reasoning = job.script.reasoning_text();
@@ -403,7 +469,7 @@ impl Simulator {
         if let Some((name, _)) = &job.script.tool_call {
             message["content"] = Value::Null;
             message["tool_calls"] = json!([{
-                "id": format!("call_{}", &job.id[11..]),
+                "id": job.tool_call_id(),
                 "type": "function",
                 "function": {"name": name, "arguments": job.script.tool_arguments()}
             }]);
@@ -442,8 +508,11 @@ impl Simulator {
 
     fn stream(&self, job: Job, completion: Completion) -> Response<Body> {
         let (tx, rx) = mpsc::channel::<Result<Bytes, BoxError>>(32);
-        let usage = self.usage(&job);
-        tokio::spawn(run_stream(job, usage, tx, completion));
+        let frames = match job.format {
+            WireFormat::OpenAi => openai_frames(&job, &self.usage(&job)),
+            WireFormat::Anthropic => anthropic::frames(&job, self.output_tokens(&job)),
+        };
+        tokio::spawn(run_stream(job, frames, tx, completion));
         let frames = futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
         });
@@ -535,40 +604,31 @@ async fn wait_until(tx: &mpsc::Sender<Result<Bytes, BoxError>>, at: Instant) -> 
 
 async fn run_stream(
     job: Job,
-    usage: Value,
+    frames: Frames,
     tx: mpsc::Sender<Result<Bytes, BoxError>>,
     completion: Completion,
 ) {
-    if emit_stream(&job, &usage, &tx).await.is_ok() {
+    if emit_stream(&job, frames, &tx).await.is_ok() {
         completion.finish();
     }
 }
 
-async fn emit_stream(
-    job: &Job,
-    usage: &Value,
-    tx: &mpsc::Sender<Result<Bytes, BoxError>>,
-) -> Result<(), ()> {
-    let w = ChunkWriter::new(job);
-    let start = Instant::now() + job.profile.time_to_first_token;
-    let tps = job.profile.tokens_per_second;
-    let at = |i: usize| {
-        if tps > 0.0 {
-            start + Duration::from_secs_f64(i as f64 / tps)
-        } else {
-            start
-        }
-    };
-    wait_until(tx, start).await?;
-    send(
-        tx,
-        w.delta(
-            "{\"role\":\"assistant\",\"content\":\"\",\"refusal\":null}",
-            None,
-        ),
-    )
-    .await?;
+/// A stream's frames: `head` at the first token, one paced `piece` per token, then `tail`.
+struct Frames {
+    head: Bytes,
+    pieces: Vec<Bytes>,
+    /// Tokens produced before the first piece without being shown (hidden reasoning).
+    hidden: usize,
+    tail: Vec<Bytes>,
+}
 
+/// OpenAI `chat.completion.chunk` frames.
+fn openai_frames(job: &Job, usage: &Value) -> Frames {
+    let w = ChunkWriter::new(job);
+    let head = w.delta(
+        "{\"role\":\"assistant\",\"content\":\"\",\"refusal\":null}",
+        None,
+    );
     let field = match job.script.style {
         ReasoningStyle::ReasoningContent => Some("reasoning_content"),
         ReasoningStyle::Reasoning => Some("reasoning"),
@@ -580,7 +640,6 @@ async fn emit_stream(
             pieces.push(w.delta(&format!("{{\"{field}\":\"{word}\"}}"), None));
         }
     }
-    // Hidden reasoning still takes time before the answer starts.
     let hidden = if field.is_none() {
         job.script.reasoning.len()
     } else {
@@ -593,8 +652,8 @@ async fn emit_stream(
         let name = serde_json::to_string(name).unwrap_or_default();
         pieces.push(w.delta(
             &format!(
-                "{{\"tool_calls\":[{{\"index\":0,\"id\":\"call_{}\",\"type\":\"function\",\"function\":{{\"name\":{name},\"arguments\":\"\"}}}}]}}",
-                &job.id[11..]
+                "{{\"tool_calls\":[{{\"index\":0,\"id\":\"{}\",\"type\":\"function\",\"function\":{{\"name\":{name},\"arguments\":\"\"}}}}]}}",
+                job.tool_call_id()
             ),
             None,
         ));
@@ -608,7 +667,37 @@ async fn emit_stream(
             ));
         }
     }
-    for (i, piece) in pieces.into_iter().enumerate() {
+    let mut tail = vec![w.delta("{}", Some(job.script.finish_reason))];
+    if job.include_usage && !usage.is_null() {
+        tail.push(w.usage(usage));
+    }
+    tail.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    Frames {
+        head,
+        pieces,
+        hidden,
+        tail,
+    }
+}
+
+/// Sends a stream's frames at the profile's pace, injecting its faults.
+async fn emit_stream(
+    job: &Job,
+    frames: Frames,
+    tx: &mpsc::Sender<Result<Bytes, BoxError>>,
+) -> Result<(), ()> {
+    let start = Instant::now() + job.profile.time_to_first_token;
+    let tps = job.profile.tokens_per_second;
+    let at = |i: usize| {
+        if tps > 0.0 {
+            start + Duration::from_secs_f64(i as f64 / tps)
+        } else {
+            start
+        }
+    };
+    wait_until(tx, start).await?;
+    send(tx, frames.head).await?;
+    for (i, piece) in frames.pieces.into_iter().enumerate() {
         if job.profile.faults.reset_after == Some(i as u32) {
             // hyper aborts a connection on a body error without flushing what it buffered;
             // a real reset delivers what was sent before it, so let the writes go out first.
@@ -620,14 +709,13 @@ async fn emit_stream(
             tx.closed().await;
             return Err(());
         }
-        wait_until(tx, at(i + hidden)).await?;
+        wait_until(tx, at(i + frames.hidden)).await?;
         send(tx, piece).await?;
     }
-    send(tx, w.delta("{}", Some(job.script.finish_reason))).await?;
-    if job.include_usage && !usage.is_null() {
-        send(tx, w.usage(usage)).await?;
+    for frame in frames.tail {
+        send(tx, frame).await?;
     }
-    send(tx, Bytes::from_static(b"data: [DONE]\n\n")).await
+    Ok(())
 }
 
 fn fault_response(status: u16) -> Response<Body> {

@@ -1,0 +1,491 @@
+//! Anthropic's native Messages API (`POST /v1/messages`).
+//!
+//! Requests: the client's OpenAI chat request is translated — system and developer turns
+//! become `system`; user, assistant and tool turns become alternating `user`/`assistant`
+//! messages of `text`, `image`, `tool_use` and `tool_result` blocks; OpenAI tools, tool choice
+//! and stop sequences map to theirs. What Anthropic cannot do (`n > 1`, logprobs) is a 400,
+//! never silently dropped.
+//!
+//! Responses: a whole `message` and the streamed events (`message_start`,
+//! `content_block_start/delta/stop` with `text_delta`, `thinking_delta`, `signature_delta`,
+//! `input_json_delta`, `message_delta`, `message_stop`, `ping`, `error`) become canonical
+//! [`Delta`]s.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::canonical::{ChatRequest, Content, Delta, Message, Usage};
+use crate::error::ApiError;
+
+pub const VERSION: &str = "2023-06-01";
+
+/// OpenAI request fields Anthropic has no equivalent for; sending them is a 400.
+const UNSUPPORTED: [(&str, &str); 3] = [
+    (
+        "logprobs",
+        "Anthropic models do not return log probabilities",
+    ),
+    (
+        "top_logprobs",
+        "Anthropic models do not return log probabilities",
+    ),
+    ("audio", "Anthropic models do not produce audio"),
+];
+
+/// Translates an OpenAI chat request into a Messages request for `upstream_model`.
+pub fn request_body(
+    req: &ChatRequest,
+    upstream_model: &str,
+    default_max_tokens: u64,
+) -> Result<Bytes, ApiError> {
+    let body = &req.body;
+    if body.get("n").and_then(Value::as_u64).is_some_and(|n| n > 1) {
+        return Err(unsupported(
+            "n",
+            "Anthropic returns one choice per request; `n` must be 1",
+        ));
+    }
+    for (field, why) in UNSUPPORTED {
+        let set = body
+            .get(field)
+            .is_some_and(|v| !v.is_null() && *v != Value::Bool(false));
+        if set {
+            return Err(unsupported(field, why));
+        }
+    }
+    if let Some(format) = body
+        .get("response_format")
+        .and_then(|f| f.get("type"))
+        .and_then(Value::as_str)
+    {
+        if format != "text" {
+            return Err(unsupported(
+                "response_format",
+                "Anthropic has no response_format; describe the JSON you want in the prompt or use a tool",
+            ));
+        }
+    }
+
+    let mut out = Map::new();
+    out.insert("model".into(), upstream_model.into());
+    let max_tokens = ["max_completion_tokens", "max_tokens"]
+        .iter()
+        .find_map(|k| body.get(*k).and_then(Value::as_u64))
+        .unwrap_or(default_max_tokens);
+    out.insert("max_tokens".into(), max_tokens.into());
+
+    let system: Vec<String> = req
+        .messages
+        .iter()
+        .filter(|m| m.role == "system" || m.role == "developer")
+        .map(|m| m.text().into_owned())
+        .filter(|t| !t.is_empty())
+        .collect();
+    if !system.is_empty() {
+        out.insert("system".into(), system.join("\n\n").into());
+    }
+    out.insert("messages".into(), Value::Array(messages(&req.messages)?));
+
+    if let Some(stop) = body.get("stop") {
+        let list: Vec<Value> = match stop {
+            Value::String(s) => vec![s.clone().into()],
+            Value::Array(a) => a.clone(),
+            _ => Vec::new(),
+        };
+        if !list.is_empty() {
+            out.insert("stop_sequences".into(), Value::Array(list));
+        }
+    }
+    for field in ["temperature", "top_p"] {
+        if let Some(v) = body.get(field).filter(|v| !v.is_null()) {
+            out.insert(field.into(), v.clone());
+        }
+    }
+    if let Some(user) = body.get("user").and_then(Value::as_str) {
+        out.insert("metadata".into(), json!({ "user_id": user }));
+    }
+    if let Some(tools) = body
+        .get("tools")
+        .and_then(Value::as_array)
+        .filter(|t| !t.is_empty())
+    {
+        out.insert(
+            "tools".into(),
+            Value::Array(tools.iter().filter_map(tool).collect()),
+        );
+        if let Some(choice) = tool_choice(body) {
+            out.insert("tool_choice".into(), choice);
+        }
+    }
+    if req.stream {
+        out.insert("stream".into(), true.into());
+    }
+    Ok(Bytes::from(Value::Object(out).to_string()))
+}
+
+fn unsupported(param: &str, why: &str) -> ApiError {
+    ApiError::invalid_request(format!("`{param}` cannot be used with this model: {why}"))
+        .with_param(param)
+        .with_code("unsupported_parameter")
+}
+
+/// OpenAI's function tool → Anthropic's tool.
+fn tool(t: &Value) -> Option<Value> {
+    let f = t.get("function")?;
+    let mut out = Map::new();
+    out.insert("name".into(), f.get("name")?.clone());
+    if let Some(d) = f.get("description") {
+        out.insert("description".into(), d.clone());
+    }
+    let schema = f
+        .get("parameters")
+        .cloned()
+        .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+    out.insert("input_schema".into(), schema);
+    Some(Value::Object(out))
+}
+
+fn tool_choice(body: &Map<String, Value>) -> Option<Value> {
+    let mut choice = match body.get("tool_choice") {
+        Some(Value::String(s)) if s == "none" => json!({"type": "none"}),
+        Some(Value::String(s)) if s == "required" => json!({"type": "any"}),
+        Some(Value::Object(o)) => {
+            let name = o.get("function").and_then(|f| f.get("name"))?.clone();
+            json!({"type": "tool", "name": name})
+        }
+        _ => json!({"type": "auto"}),
+    };
+    if body.get("parallel_tool_calls") == Some(&Value::Bool(false)) {
+        choice["disable_parallel_tool_use"] = true.into();
+    }
+    Some(choice)
+}
+
+/// The conversation as alternating user/assistant messages of blocks; consecutive turns of
+/// the same side (several tool results, say) merge into one message.
+fn messages(history: &[Message]) -> Result<Vec<Value>, ApiError> {
+    let mut out: Vec<(String, Vec<Value>)> = Vec::new();
+    for (i, m) in history.iter().enumerate() {
+        let (role, blocks) = match m.role.as_str() {
+            "system" | "developer" => continue,
+            "user" => ("user", content_blocks(m, i)?),
+            "assistant" => {
+                let mut blocks = content_blocks(m, i)?;
+                for (j, call) in m.tool_calls.iter().flatten().enumerate() {
+                    let input: Value = if call.function.arguments.trim().is_empty() {
+                        json!({})
+                    } else {
+                        serde_json::from_str(&call.function.arguments).map_err(|e| {
+                            let param = format!("messages[{i}].tool_calls[{j}].function.arguments");
+                            ApiError::invalid_request(format!("`{param}` is not JSON: {e}"))
+                                .with_param(param)
+                        })?
+                    };
+                    blocks.push(json!({"type": "tool_use", "id": call.id, "name": call.function.name, "input": input}));
+                }
+                ("assistant", blocks)
+            }
+            "tool" | "function" => {
+                let id = m.tool_call_id.clone().ok_or_else(|| {
+                    ApiError::invalid_request(format!(
+                        "messages[{i}] is a tool result without `tool_call_id`"
+                    ))
+                    .with_param(format!("messages[{i}].tool_call_id"))
+                })?;
+                (
+                    "user",
+                    vec![json!({"type": "tool_result", "tool_use_id": id, "content": m.text()})],
+                )
+            }
+            _ => continue,
+        };
+        if blocks.is_empty() {
+            continue;
+        }
+        match out.last_mut() {
+            Some((last, existing)) if last == role => existing.extend(blocks),
+            _ => out.push((role.to_string(), blocks)),
+        }
+    }
+    Ok(out
+        .into_iter()
+        .map(|(role, content)| json!({"role": role, "content": content}))
+        .collect())
+}
+
+/// A message's text and image parts as blocks.
+fn content_blocks(m: &Message, i: usize) -> Result<Vec<Value>, ApiError> {
+    let mut blocks = Vec::new();
+    match &m.content {
+        None => {}
+        Some(Content::Text(t)) if t.is_empty() => {}
+        Some(Content::Text(t)) => blocks.push(json!({"type": "text", "text": t})),
+        Some(Content::Parts(parts)) => {
+            for (j, p) in parts.iter().enumerate() {
+                match (p.kind.as_str(), &p.text, &p.image_url) {
+                    ("text", Some(t), _) => blocks.push(json!({"type": "text", "text": t})),
+                    ("image_url", _, Some(image)) => {
+                        blocks.push(image_block(&image.url).ok_or_else(|| {
+                            let param = format!("messages[{i}].content[{j}].image_url.url");
+                            ApiError::invalid_request(format!(
+                                "`{param}` must be an http(s) URL or a base64 data URL"
+                            ))
+                            .with_param(param)
+                        })?)
+                    }
+                    (other, _, _) => {
+                        let param = format!("messages[{i}].content[{j}].type");
+                        return Err(ApiError::invalid_request(format!(
+                            "content part type `{other}` cannot be sent to Anthropic models"
+                        ))
+                        .with_param(param));
+                    }
+                }
+            }
+        }
+    }
+    Ok(blocks)
+}
+
+fn image_block(url: &str) -> Option<Value> {
+    if let Some(rest) = url.strip_prefix("data:") {
+        let (meta, data) = rest.split_once(',')?;
+        let media_type = meta.strip_suffix(";base64")?;
+        return Some(
+            json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}),
+        );
+    }
+    if url.starts_with("https://") || url.starts_with("http://") {
+        return Some(json!({"type": "image", "source": {"type": "url", "url": url}}));
+    }
+    None
+}
+
+/// Anthropic's `stop_reason` as an OpenAI `finish_reason`.
+pub fn finish_reason(stop_reason: &str) -> &'static str {
+    match stop_reason {
+        "max_tokens" | "model_context_window_exceeded" => "length",
+        "tool_use" => "tool_calls",
+        "refusal" => "content_filter",
+        // end_turn, stop_sequence, pause_turn and reasons added later.
+        _ => "stop",
+    }
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+struct UsageWire {
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_read_input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens_details: Option<OutputDetails>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+struct OutputDetails {
+    #[serde(default)]
+    thinking_tokens: Option<u64>,
+}
+
+/// Folds a usage report into `usage`: OpenAI's prompt tokens include cached and cache-write
+/// tokens, which Anthropic reports apart.
+fn merge_usage(usage: &mut Usage, u: UsageWire) {
+    if u.input_tokens.is_some() || u.cache_read_input_tokens.is_some() {
+        usage.prompt_tokens = u.input_tokens.unwrap_or(0)
+            + u.cache_creation_input_tokens.unwrap_or(0)
+            + u.cache_read_input_tokens.unwrap_or(0);
+        usage.cached_tokens = u.cache_read_input_tokens;
+    }
+    if let Some(out) = u.output_tokens {
+        usage.completion_tokens = out;
+    }
+    if let Some(t) = u.output_tokens_details.and_then(|d| d.thinking_tokens) {
+        usage.reasoning_tokens = Some(t);
+    }
+}
+
+#[derive(Deserialize)]
+struct MessageWire {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    model: String,
+    #[serde(default)]
+    content: Vec<Value>,
+    #[serde(default)]
+    stop_reason: Option<String>,
+    #[serde(default)]
+    usage: UsageWire,
+}
+
+/// A whole Messages response as deltas, in content order.
+pub fn decode_message(bytes: &[u8]) -> Result<Vec<Delta>, String> {
+    let m: MessageWire =
+        serde_json::from_slice(bytes).map_err(|e| format!("not an Anthropic message: {e}"))?;
+    let mut out = vec![Delta::Start {
+        id: m.id,
+        model: m.model,
+    }];
+    let mut calls = 0;
+    for block in &m.content {
+        match block.get("type").and_then(Value::as_str) {
+            Some("text") => out.push(Delta::Content(str_field(block, "text"))),
+            Some("thinking") => out.push(Delta::Reasoning(str_field(block, "thinking"))),
+            Some("tool_use") => {
+                out.push(Delta::ToolCallStart {
+                    index: calls,
+                    id: str_field(block, "id"),
+                    name: str_field(block, "name"),
+                });
+                let input = block.get("input").cloned().unwrap_or_else(|| json!({}));
+                out.push(Delta::ToolCallArguments {
+                    index: calls,
+                    arguments: input.to_string(),
+                });
+                calls += 1;
+            }
+            // redacted_thinking carries no text; other future blocks are not shown.
+            _ => {}
+        }
+    }
+    let mut usage = Usage::default();
+    merge_usage(&mut usage, m.usage);
+    out.push(Delta::Usage(usage));
+    out.push(Delta::Finish(
+        finish_reason(m.stop_reason.as_deref().unwrap_or("end_turn")).to_string(),
+    ));
+    Ok(out)
+}
+
+fn str_field(v: &Value, key: &str) -> String {
+    v.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Turns the Messages event stream into deltas; keeps the state the events refer back to.
+#[derive(Default)]
+pub struct StreamDecoder {
+    usage: Usage,
+    /// Content block index → tool call index.
+    tool_blocks: HashMap<u64, usize>,
+    calls: usize,
+    /// `message_stop` was seen: the response is complete.
+    pub done: bool,
+}
+
+impl StreamDecoder {
+    /// The deltas of one SSE event (`name` is the `event:` line, `data` its JSON).
+    pub fn event(&mut self, name: &str, data: &str) -> Result<Vec<Delta>, String> {
+        let v: Value =
+            serde_json::from_str(data).map_err(|e| format!("unreadable `{name}` event: {e}"))?;
+        let kind = v.get("type").and_then(Value::as_str).unwrap_or(name);
+        let mut out = Vec::new();
+        match kind {
+            "message_start" => {
+                let m = v.get("message").cloned().unwrap_or_default();
+                if let Some(u) = m.get("usage") {
+                    merge_usage(
+                        &mut self.usage,
+                        serde_json::from_value(u.clone()).unwrap_or_default(),
+                    );
+                }
+                out.push(Delta::Start {
+                    id: str_field(&m, "id"),
+                    model: str_field(&m, "model"),
+                });
+            }
+            "content_block_start" => {
+                let block = v.get("content_block").cloned().unwrap_or_default();
+                let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+                match block.get("type").and_then(Value::as_str) {
+                    Some("tool_use") => {
+                        let call = self.calls;
+                        self.calls += 1;
+                        self.tool_blocks.insert(index, call);
+                        out.push(Delta::ToolCallStart {
+                            index: call,
+                            id: str_field(&block, "id"),
+                            name: str_field(&block, "name"),
+                        });
+                    }
+                    Some("text") if !str_field(&block, "text").is_empty() => {
+                        out.push(Delta::Content(str_field(&block, "text")))
+                    }
+                    _ => {}
+                }
+            }
+            "content_block_delta" => {
+                let delta = v.get("delta").cloned().unwrap_or_default();
+                let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+                match delta.get("type").and_then(Value::as_str) {
+                    Some("text_delta") => out.push(Delta::Content(str_field(&delta, "text"))),
+                    Some("thinking_delta") => {
+                        out.push(Delta::Reasoning(str_field(&delta, "thinking")))
+                    }
+                    Some("input_json_delta") => {
+                        if let Some(call) = self.tool_blocks.get(&index) {
+                            out.push(Delta::ToolCallArguments {
+                                index: *call,
+                                arguments: str_field(&delta, "partial_json"),
+                            });
+                        }
+                    }
+                    // signature_delta authenticates the thinking block; clients of the
+                    // OpenAI format have nowhere to keep it.
+                    _ => {}
+                }
+            }
+            "message_delta" => {
+                if let Some(u) = v.get("usage") {
+                    merge_usage(
+                        &mut self.usage,
+                        serde_json::from_value(u.clone()).unwrap_or_default(),
+                    );
+                }
+                out.push(Delta::Usage(self.usage));
+                if let Some(reason) = v.pointer("/delta/stop_reason").and_then(Value::as_str) {
+                    out.push(Delta::Finish(finish_reason(reason).to_string()));
+                }
+            }
+            "message_stop" => self.done = true,
+            "error" => out.push(Delta::Error {
+                kind: v
+                    .pointer("/error/type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("api_error")
+                    .to_string(),
+                message: v
+                    .pointer("/error/message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("upstream error")
+                    .to_string(),
+            }),
+            // ping, content_block_stop, and events added later.
+            _ => {}
+        }
+        Ok(out)
+    }
+}
+
+/// Anthropic's error body `{"type":"error","error":{"type","message"}}` in OpenAI's shape.
+pub fn error_body(bytes: &[u8]) -> Option<(String, String)> {
+    let v: Value = serde_json::from_slice(bytes).ok()?;
+    let e = v.get("error")?;
+    Some((
+        e.get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("api_error")
+            .to_string(),
+        e.get("message").and_then(Value::as_str)?.to_string(),
+    ))
+}

@@ -1,0 +1,292 @@
+//! The simulator speaking Anthropic's Messages API: request checks as the real API makes them
+//! (`anthropic-version`, `max_tokens`, user/assistant roles only), whole messages with
+//! `thinking`/`redacted_thinking`/`text`/`tool_use` blocks, the streamed event sequence, and
+//! Anthropic-shaped errors.
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use serde_json::{json, Value};
+use thinkgate_config::ReasoningStyle;
+use thinkgate_metrics::TokenCounter;
+
+use super::{Frames, Job, RequestView};
+use crate::body::{self, Body};
+use crate::error::ApiError;
+
+/// Checks and reads a Messages request the way the real API does.
+pub(super) fn parse(
+    request: &Value,
+    headers: &HeaderMap,
+    counter: &TokenCounter,
+) -> Result<RequestView, ApiError> {
+    if !headers.contains_key("anthropic-version") {
+        return Err(ApiError::invalid_request(
+            "anthropic-version: header is required",
+        ));
+    }
+    let cap = request
+        .get("max_tokens")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| ApiError::invalid_request("max_tokens: Field required"))?;
+    let messages = request
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ApiError::invalid_request("messages: Field required"))?;
+    let mut prompt_tokens = 3;
+    if let Some(system) = request.get("system") {
+        prompt_tokens += 3 + text_tokens(system, counter);
+    }
+    for (i, m) in messages.iter().enumerate() {
+        match m.get("role").and_then(Value::as_str) {
+            Some("user") | Some("assistant") => {}
+            other => {
+                return Err(ApiError::invalid_request(format!(
+                    "messages.{i}.role: Input should be 'user' or 'assistant', got {other:?}"
+                )))
+            }
+        }
+        prompt_tokens += 3 + m.get("content").map_or(0, |c| text_tokens(c, counter));
+    }
+    let answers_a_tool = messages
+        .last()
+        .and_then(|m| m.get("content"))
+        .and_then(Value::as_array)
+        .is_some_and(|blocks| blocks.iter().any(|b| b["type"] == "tool_result"));
+    Ok(RequestView {
+        stream: request
+            .get("stream")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        // Anthropic always reports usage in the stream.
+        include_usage: true,
+        cap: Some(cap),
+        tool: request
+            .get("tools")
+            .and_then(Value::as_array)
+            .and_then(|t| t.first())
+            .and_then(|t| t.get("name"))
+            .and_then(Value::as_str)
+            .filter(|_| !answers_a_tool)
+            .map(str::to_string),
+        prompt_tokens,
+    })
+}
+
+/// Tokens of a string, or of the text in a list of blocks (an image counts a fixed amount).
+fn text_tokens(content: &Value, counter: &TokenCounter) -> u64 {
+    match content {
+        Value::String(s) => counter.count(s) as u64,
+        Value::Array(blocks) => blocks
+            .iter()
+            .map(|b| match b.get("type").and_then(Value::as_str) {
+                Some("image") => 85,
+                _ => ["text", "content"]
+                    .iter()
+                    .filter_map(|k| b.get(*k))
+                    .map(|v| text_tokens(v, counter))
+                    .sum(),
+            })
+            .sum(),
+        _ => 0,
+    }
+}
+
+fn stop_reason(finish_reason: &str) -> &'static str {
+    match finish_reason {
+        "length" => "max_tokens",
+        "tool_calls" => "tool_use",
+        _ => "end_turn",
+    }
+}
+
+fn shows_thinking(job: &Job) -> bool {
+    matches!(
+        job.script.style,
+        ReasoningStyle::ReasoningContent | ReasoningStyle::Reasoning
+    )
+}
+
+/// A signature for the thinking text (opaque to clients, as the real one is).
+fn signature(job: &Job) -> String {
+    format!("sig_{}", &job.id[job.id.len() - 16..])
+}
+
+fn usage(job: &Job, output_tokens: u64) -> Value {
+    json!({
+        "input_tokens": job.prompt_tokens,
+        "output_tokens": output_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0
+    })
+}
+
+fn tool_input(job: &Job) -> Value {
+    job.script
+        .tool_arguments()
+        .and_then(|a| serde_json::from_str(&a).ok())
+        .unwrap_or_else(|| json!({}))
+}
+
+/// A whole `message` response.
+pub(super) fn message(job: &Job, output_tokens: u64) -> Value {
+    let mut content = Vec::new();
+    if !job.script.reasoning.is_empty() {
+        if shows_thinking(job) {
+            content.push(json!({"type": "thinking", "thinking": job.script.reasoning_text(), "signature": signature(job)}));
+        } else if job.script.style == ReasoningStyle::Hidden {
+            content.push(json!({"type": "redacted_thinking", "data": signature(job)}));
+        }
+    }
+    if !job.script.answer.is_empty() {
+        content.push(json!({"type": "text", "text": job.script.answer_text()}));
+    }
+    if let Some((name, _)) = &job.script.tool_call {
+        content.push(json!({"type": "tool_use", "id": job.tool_call_id(), "name": name, "input": tool_input(job)}));
+    }
+    json!({
+        "id": job.id,
+        "type": "message",
+        "role": "assistant",
+        "model": job.model,
+        "content": content,
+        "stop_reason": stop_reason(job.script.finish_reason),
+        "stop_sequence": null,
+        "usage": usage(job, output_tokens)
+    })
+}
+
+fn event(name: &str, data: Value) -> String {
+    format!("event: {name}\ndata: {data}\n\n")
+}
+
+/// The streamed event sequence, one paced piece per token.
+pub(super) fn frames(job: &Job, output_tokens: u64) -> Frames {
+    let mut start_usage = usage(job, 1);
+    start_usage["output_tokens"] = 1.into();
+    let head = event(
+        "message_start",
+        json!({"type": "message_start", "message": {
+            "id": job.id, "type": "message", "role": "assistant", "model": job.model, "content": [],
+            "stop_reason": null, "stop_sequence": null, "usage": start_usage
+        }}),
+    ) + &event("ping", json!({"type": "ping"}));
+
+    let mut pieces: Vec<String> = Vec::new();
+    let mut index = 0;
+    let block_stop = |index: usize| {
+        event(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": index}),
+        )
+    };
+    let mut hidden = 0;
+    if !job.script.reasoning.is_empty() && shows_thinking(job) {
+        for (i, word) in job.script.reasoning.iter().enumerate() {
+            let mut piece = String::new();
+            if i == 0 {
+                piece += &event(
+                    "content_block_start",
+                    json!({"type": "content_block_start", "index": index, "content_block": {"type": "thinking", "thinking": ""}}),
+                );
+            }
+            piece += &event(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": index, "delta": {"type": "thinking_delta", "thinking": word}}),
+            );
+            pieces.push(piece);
+        }
+        if let Some(last) = pieces.last_mut() {
+            *last += &event(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": index, "delta": {"type": "signature_delta", "signature": signature(job)}}),
+            );
+            *last += &block_stop(index);
+        }
+        index += 1;
+    }
+    let mut prefix = String::new();
+    if !job.script.reasoning.is_empty() && job.script.style == ReasoningStyle::Hidden {
+        hidden = job.script.reasoning.len();
+        prefix += &event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": index, "content_block": {"type": "redacted_thinking", "data": signature(job)}}),
+        );
+        prefix += &block_stop(index);
+        index += 1;
+    }
+    if !job.script.answer.is_empty() {
+        let first = pieces.len();
+        for (i, word) in job.script.answer.iter().enumerate() {
+            let mut piece = std::mem::take(&mut prefix);
+            if i == 0 {
+                piece += &event(
+                    "content_block_start",
+                    json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}),
+                );
+            }
+            piece += &event(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": word}}),
+            );
+            pieces.push(piece);
+        }
+        if pieces.len() > first {
+            if let Some(last) = pieces.last_mut() {
+                *last += &block_stop(index);
+            }
+        }
+        index += 1;
+    }
+    if let Some((name, args)) = &job.script.tool_call {
+        let mut piece = std::mem::take(&mut prefix);
+        piece += &event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": index, "content_block": {"type": "tool_use", "id": job.tool_call_id(), "name": name, "input": {}}}),
+        );
+        pieces.push(piece);
+        for part in args {
+            pieces.push(event("content_block_delta", json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": part}})));
+        }
+        if let Some(last) = pieces.last_mut() {
+            *last += &block_stop(index);
+        }
+    }
+    let mut tail_text = prefix;
+    tail_text += &event(
+        "message_delta",
+        json!({"type": "message_delta", "delta": {"stop_reason": stop_reason(job.script.finish_reason), "stop_sequence": null}, "usage": {"output_tokens": output_tokens}}),
+    );
+    tail_text += &event("message_stop", json!({"type": "message_stop"}));
+    Frames {
+        head: Bytes::from(head),
+        pieces: pieces.into_iter().map(Bytes::from).collect(),
+        hidden,
+        tail: vec![Bytes::from(tail_text)],
+    }
+}
+
+/// An error in Anthropic's shape: `{"type":"error","error":{"type","message"}}`.
+pub(super) fn error_response(status: StatusCode, message: &str) -> Response<Body> {
+    let kind = match status.as_u16() {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        529 => "overloaded_error",
+        400..=499 => "invalid_request_error",
+        _ => "api_error",
+    };
+    let body = json!({"type": "error", "error": {"type": kind, "message": message}});
+    let mut resp = body::json_response(status, body.to_string());
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+pub(super) fn fault_response(status: u16) -> Response<Body> {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    error_response(status, &format!("simulated upstream fault: {status}"))
+}

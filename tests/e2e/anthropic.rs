@@ -1,0 +1,350 @@
+//! The Anthropic Messages adapter: wire translation against golden files, and round trips
+//! against the simulator speaking Anthropic's format.
+
+use http::StatusCode;
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+const GOLDEN_REQUEST: &str = include_str!("../golden/anthropic/request.openai.json");
+
+fn config(url: &str) -> String {
+    config_text(
+        None,
+        &format!(
+            r#"
+[providers.anthropic]
+kind = "anthropic"
+base_url = "{url}/v1"
+api_key = "${{THINKGATE_TEST_ANTHROPIC_KEY}}"
+forward_headers = ["x-sim-*"]
+response_timeout = "2s"
+stream_idle_timeout = "2s"
+
+[models.claude]
+provider = "anthropic"
+upstream_model = "claude-opus-4-6"
+context_window = 200000
+capabilities = ["vision", "tools", "reasoning"]
+
+[models.claude-text-only]
+provider = "anthropic"
+upstream_model = "claude-opus-4-6"
+context_window = 200000
+"#
+        ),
+    )
+}
+
+/// A config whose Anthropic key variable resolves (the value is a test sentinel).
+async fn proxy_for(url: &str) -> Proxy {
+    let cfg = thinkgate_config::Config::parse(&config(url), std::path::Path::new("t.toml"), &|v| {
+        (v == "THINKGATE_TEST_ANTHROPIC_KEY").then(|| "sk-ant-test".to_string())
+    })
+    .unwrap();
+    Proxy::start_with(cfg).await
+}
+
+/// `created` is the proxy's clock; everything else must match the golden file.
+fn without_created(mut v: Value) -> Value {
+    if let Some(o) = v.as_object_mut() {
+        o.insert("created".into(), 0.into());
+    }
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn golden_whole_translation_both_ways() {
+    let upstream = FixedUpstream::start(
+        "application/json",
+        include_str!("../golden/anthropic/response.anthropic.json"),
+    )
+    .await;
+    let proxy = proxy_for(&upstream.url()).await;
+    let r = call(&proxy.url("/v1/chat/completions"), GOLDEN_REQUEST, &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+
+    let (path, headers, sent) = upstream.last();
+    assert_eq!(path, "/v1/messages");
+    assert_eq!(headers["x-api-key"], "sk-ant-test");
+    assert_eq!(headers["anthropic-version"], "2023-06-01");
+    assert!(headers.get("authorization").is_none());
+    let expected: Value =
+        serde_json::from_str(&golden("anthropic/request.anthropic.json")).unwrap();
+    assert_eq!(sent, expected, "request translation");
+
+    let got = serde_json::to_string_pretty(&without_created(r.json())).unwrap() + "\n";
+    assert_golden("anthropic/response.openai.json", &got);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn golden_stream_translation() {
+    let upstream = FixedUpstream::start(
+        "text/event-stream",
+        include_str!("../golden/anthropic/stream.anthropic.sse"),
+    )
+    .await;
+    let proxy = proxy_for(&upstream.url()).await;
+    let mut body: Value = serde_json::from_str(GOLDEN_REQUEST).unwrap();
+    body["stream"] = true.into();
+    body["stream_options"] = json!({"include_usage": true});
+    let r = call(&proxy.url("/v1/chat/completions"), body.to_string(), &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(upstream.last().2["stream"], true);
+    let events: Vec<String> = r
+        .sse_data()
+        .into_iter()
+        .map(|e| match serde_json::from_str::<Value>(&e) {
+            Ok(v) => without_created(v).to_string(),
+            Err(_) => e,
+        })
+        .collect();
+    assert_golden("anthropic/stream.openai.sse", &(events.join("\n") + "\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trips_against_the_simulated_messages_api() {
+    let sim = SimServer::start().await;
+    let proxy = proxy_for(&sim.url()).await;
+    let url = proxy.url("/v1/chat/completions");
+    let multi_turn = json!({
+        "model": "claude",
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello"},
+            {"role": "user", "content": "what is two plus two?"}
+        ]
+    });
+    let r = call(&url, multi_turn.to_string(), &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["model"], "claude-opus-4-6");
+    let message = &v["choices"][0]["message"];
+    assert_eq!(
+        message["content"]
+            .as_str()
+            .unwrap()
+            .split_whitespace()
+            .count(),
+        6
+    );
+    assert_eq!(
+        message["reasoning_content"]
+            .as_str()
+            .unwrap()
+            .split_whitespace()
+            .count(),
+        8
+    );
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert_eq!(v["usage"]["completion_tokens"], 14);
+    assert_eq!(
+        v["usage"]["completion_tokens_details"]["reasoning_tokens"],
+        8
+    );
+
+    // Streamed, with usage.
+    let mut streamed = multi_turn.clone();
+    streamed["stream"] = true.into();
+    streamed["stream_options"] = json!({"include_usage": true});
+    let r = call(&url, streamed.to_string(), &[]).await;
+    let events = r.sse_data();
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    let thinking: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["reasoning_content"].as_str())
+        .collect();
+    assert_eq!(text.split_whitespace().count(), 6);
+    assert_eq!(thinking.split_whitespace().count(), 8);
+    let usage = &chunks.last().unwrap()["usage"];
+    assert_eq!(usage["completion_tokens"], 14);
+    assert_eq!(
+        usage["total_tokens"],
+        usage["prompt_tokens"].as_u64().unwrap() + 14
+    );
+    assert!(chunks
+        .iter()
+        .any(|c| c["choices"][0]["finish_reason"] == "stop"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_calls_round_trip_whole_and_streamed() {
+    let sim = SimServer::start().await;
+    let proxy = proxy_for(&sim.url()).await;
+    let url = proxy.url("/v1/chat/completions");
+    let tools = json!([{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}}]);
+    let ask = json!({"model": "claude", "tools": tools, "messages": [{"role": "user", "content": "look it up"}]});
+    let v = call(&url, ask.to_string(), &[]).await.json();
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+    let call0 = v["choices"][0]["message"]["tool_calls"][0].clone();
+    assert_eq!(call0["function"]["name"], "lookup");
+    assert!(call0["id"].as_str().unwrap().starts_with("toolu_"));
+    let args: Value =
+        serde_json::from_str(call0["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert!(args["query"].is_string());
+
+    let mut streamed = ask.clone();
+    streamed["stream"] = true.into();
+    let events = call(&url, streamed.to_string(), &[]).await.sse_data();
+    let chunks: Vec<Value> = events
+        .iter()
+        .filter_map(|e| serde_json::from_str(e).ok())
+        .collect();
+    let streamed_args: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str())
+        .collect();
+    let parsed: Value =
+        serde_json::from_str(&streamed_args).expect("streamed arguments join into JSON");
+    assert!(parsed["query"].is_string());
+    assert!(chunks
+        .iter()
+        .any(|c| c["choices"][0]["finish_reason"] == "tool_calls"));
+
+    // The tool's result goes back as a tool_result block; the model then answers in text.
+    let answer = json!({"model": "claude", "tools": tools, "messages": [
+        {"role": "user", "content": "look it up"},
+        {"role": "assistant", "content": null, "tool_calls": [call0]},
+        {"role": "tool", "tool_call_id": call0["id"], "content": "42"}
+    ]});
+    let v = call(&url, answer.to_string(), &[]).await.json();
+    assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
+    assert!(
+        v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .len()
+            > 1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finish_reasons_images_and_hidden_reasoning() {
+    let sim = SimServer::start().await;
+    let proxy = proxy_for(&sim.url()).await;
+    let url = proxy.url("/v1/chat/completions");
+    // max_tokens → length
+    let capped = json!({"model": "claude", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]});
+    let v = call(&url, capped.to_string(), &[]).await.json();
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+    assert_eq!(v["usage"]["completion_tokens"], 10);
+
+    // An image reaches the upstream as an image block (it costs prompt tokens there).
+    let with_image = |model: &str| {
+        json!({"model": model, "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "what is this?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}]})
+    };
+    let plain = call(
+        &url,
+        json!({"model": "claude", "messages": [{"role": "user", "content": "what is this?"}]})
+            .to_string(),
+        &[],
+    )
+    .await
+    .json();
+    let v = call(&url, with_image("claude").to_string(), &[])
+        .await
+        .json();
+    assert_eq!(
+        v["usage"]["prompt_tokens"].as_u64().unwrap(),
+        plain["usage"]["prompt_tokens"].as_u64().unwrap() + 85
+    );
+    // … and is refused for a model without vision.
+    let r = call(&url, with_image("claude-text-only").to_string(), &[]).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.error()["code"], "unsupported_content");
+
+    // Hidden (redacted) thinking: no reasoning text, the answer still arrives.
+    let v = call(
+        &url,
+        json!({"model": "claude", "messages": [{"role": "user", "content": "hi"}]}).to_string(),
+        &[("x-sim-reasoning", "hidden")],
+    )
+    .await
+    .json();
+    assert!(v["choices"][0]["message"]
+        .get("reasoning_content")
+        .is_none());
+    assert_eq!(
+        v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .split_whitespace()
+            .count(),
+        6
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_anthropic_cannot_do_is_a_400() {
+    let sim = SimServer::start().await;
+    let proxy = proxy_for(&sim.url()).await;
+    for (extra, param) in [
+        (json!({"n": 2}), "n"),
+        (json!({"logprobs": true}), "logprobs"),
+        (
+            json!({"response_format": {"type": "json_object"}}),
+            "response_format",
+        ),
+    ] {
+        let mut body = json!({"model": "claude", "messages": [{"role": "user", "content": "hi"}]});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let r = call(&proxy.url("/v1/chat/completions"), body.to_string(), &[]).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{param}");
+        assert_eq!(r.error()["param"], param);
+    }
+    assert_eq!(sim.stat("started"), 0, "nothing reached the upstream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_errors_keep_status_and_vendor_message() {
+    let sim = SimServer::start().await;
+    let proxy = proxy_for(&sim.url()).await;
+    for status in ["400", "429", "500", "529"] {
+        let r = call(
+            &proxy.url("/v1/chat/completions"),
+            chat("claude", false),
+            &[("x-sim-status", status)],
+        )
+        .await;
+        assert_eq!(r.status.as_str(), status);
+        let e = r.error();
+        assert!(
+            e["message"]
+                .as_str()
+                .unwrap()
+                .contains("simulated upstream fault"),
+            "{e}"
+        );
+        let expected = match status {
+            "429" => "rate_limit_error",
+            "529" => "overloaded_error",
+            "400" => "invalid_request_error",
+            _ => "api_error",
+        };
+        assert_eq!(e["type"], expected);
+    }
+    // A stream that breaks mid-way ends with an error event, not [DONE].
+    let r = call(
+        &proxy.url("/v1/chat/completions"),
+        chat("claude", true),
+        &[("x-sim-reset-after", "3")],
+    )
+    .await;
+    let events = r.sse_data();
+    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "upstream_stream_broken");
+}
