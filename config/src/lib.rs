@@ -128,10 +128,18 @@ pub enum ProviderKind {
     Simulator,
     /// Anthropic's native Messages API.
     Anthropic,
+    /// Google's native Gemini API (`generateContent`).
+    Gemini,
 }
 
 impl ProviderKind {
-    pub const NAMES: [&'static str; 4] = ["openai", "openai-compatible", "simulator", "anthropic"];
+    pub const NAMES: [&'static str; 5] = [
+        "openai",
+        "openai-compatible",
+        "simulator",
+        "anthropic",
+        "gemini",
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -139,6 +147,7 @@ impl ProviderKind {
             ProviderKind::OpenAiCompatible => "openai-compatible",
             ProviderKind::Simulator => "simulator",
             ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gemini",
         }
     }
 }
@@ -170,6 +179,11 @@ pub struct Provider {
 pub enum WireFormat {
     OpenAi,
     Anthropic,
+    Gemini,
+}
+
+impl WireFormat {
+    pub const NAMES: [&'static str; 3] = ["openai", "anthropic", "gemini"];
 }
 
 impl Provider {

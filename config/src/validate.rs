@@ -290,6 +290,7 @@ fn validate_provider(
         "openai" => ProviderKind::OpenAi,
         "openai-compatible" => ProviderKind::OpenAiCompatible,
         "anthropic" => ProviderKind::Anthropic,
+        "gemini" => ProviderKind::Gemini,
         _ => ProviderKind::Simulator,
     };
 
@@ -309,6 +310,9 @@ fn validate_provider(
         (None, ProviderKind::Simulator) => String::new(),
         (None, ProviderKind::OpenAi) => "https://api.openai.com/v1".to_string(),
         (None, ProviderKind::Anthropic) => "https://api.anthropic.com/v1".to_string(),
+        (None, ProviderKind::Gemini) => {
+            "https://generativelanguage.googleapis.com/v1beta".to_string()
+        }
         (None, ProviderKind::OpenAiCompatible) => {
             return Err(c.error(
                 base.child("base_url"),
@@ -350,10 +354,12 @@ fn validate_provider(
 
     let format = match (kind, p.format.as_deref()) {
         (ProviderKind::Anthropic, None) => WireFormat::Anthropic,
+        (ProviderKind::Gemini, None) => WireFormat::Gemini,
         (_, None) => WireFormat::OpenAi,
         (ProviderKind::Simulator, Some(f)) => {
-            match c.one_of(base.child("format"), f, &["openai", "anthropic"])? {
+            match c.one_of(base.child("format"), f, &WireFormat::NAMES)? {
                 "anthropic" => WireFormat::Anthropic,
+                "gemini" => WireFormat::Gemini,
                 _ => WireFormat::OpenAi,
             }
         }

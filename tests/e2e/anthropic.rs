@@ -38,19 +38,11 @@ context_window = 200000
 
 /// A config whose Anthropic key variable resolves (the value is a test sentinel).
 async fn proxy_for(url: &str) -> Proxy {
-    let cfg = thinkgate_config::Config::parse(&config(url), std::path::Path::new("t.toml"), &|v| {
-        (v == "THINKGATE_TEST_ANTHROPIC_KEY").then(|| "sk-ant-test".to_string())
-    })
-    .unwrap();
-    Proxy::start_with(cfg).await
-}
-
-/// `created` is the proxy's clock; everything else must match the golden file.
-fn without_created(mut v: Value) -> Value {
-    if let Some(o) = v.as_object_mut() {
-        o.insert("created".into(), 0.into());
-    }
-    v
+    Proxy::start_with_env(
+        &config(url),
+        &[("THINKGATE_TEST_ANTHROPIC_KEY", "sk-ant-test")],
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,15 +83,7 @@ async fn golden_stream_translation() {
     let r = call(&proxy.url("/v1/chat/completions"), body.to_string(), &[]).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(upstream.last().2["stream"], true);
-    let events: Vec<String> = r
-        .sse_data()
-        .into_iter()
-        .map(|e| match serde_json::from_str::<Value>(&e) {
-            Ok(v) => without_created(v).to_string(),
-            Err(_) => e,
-        })
-        .collect();
-    assert_golden("anthropic/stream.openai.sse", &(events.join("\n") + "\n"));
+    assert_golden("anthropic/stream.openai.sse", &golden_events(&r));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

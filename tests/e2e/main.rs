@@ -3,6 +3,7 @@
 mod anthropic;
 mod core;
 mod errors;
+mod gemini;
 mod lifecycle;
 mod metrics;
 mod sdk;

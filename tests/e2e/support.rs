@@ -225,6 +225,17 @@ impl Proxy {
         Proxy::start_with(parse_config(text)).await
     }
 
+    /// Starts the proxy on a config text whose `${VAR}` references resolve from `env` only.
+    pub async fn start_with_env(text: &str, env: &[(&str, &str)]) -> Proxy {
+        let lookup = |var: &str| {
+            env.iter()
+                .find(|(k, _)| *k == var)
+                .map(|(_, v)| v.to_string())
+        };
+        let config = Config::parse(text, std::path::Path::new("t.toml"), &lookup).unwrap();
+        Proxy::start_with(config).await
+    }
+
     pub async fn start_with(config: Config) -> Proxy {
         let runtime = Arc::new(ArcSwap::from_pointee(Runtime::build(config).unwrap()));
         let service = server::proxy_service(runtime.clone());
@@ -411,7 +422,7 @@ impl FixedUpstream {
             async move {
                 let (parts, b) = req.into_parts();
                 let bytes = b.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-                *seen.lock().unwrap() = Some((parts.uri.path().to_string(), parts.headers, bytes));
+                *seen.lock().unwrap() = Some((parts.uri.to_string(), parts.headers, bytes));
                 let mut resp = Response::new(thinkgate_proxy::body::full(body));
                 resp.headers_mut()
                     .insert("content-type", http::HeaderValue::from_static(content_type));
@@ -430,7 +441,7 @@ impl FixedUpstream {
         format!("http://{}", self.addr)
     }
 
-    /// The path, headers and JSON body of the last request.
+    /// The path (with its query), headers and JSON body of the last request.
     pub fn last(&self) -> (String, HeaderMap, Value) {
         let (path, headers, body) = self
             .last_request
@@ -463,4 +474,25 @@ pub fn assert_golden(name: &str, actual: &str) {
         std::fs::write(&path, actual).unwrap();
     }
     assert_eq!(actual, golden(name), "differs from tests/golden/{name}");
+}
+
+/// A response or chunk with `created` (the proxy's clock) zeroed, for golden comparisons.
+pub fn without_created(mut v: Value) -> Value {
+    if let Some(o) = v.as_object_mut() {
+        o.insert("created".into(), 0.into());
+    }
+    v
+}
+
+/// A stream's `data` payloads with `created` zeroed, one per line, for golden comparisons.
+pub fn golden_events(r: &Reply) -> String {
+    let events: Vec<String> = r
+        .sse_data()
+        .into_iter()
+        .map(|e| match serde_json::from_str::<Value>(&e) {
+            Ok(v) => without_created(v).to_string(),
+            Err(_) => e,
+        })
+        .collect();
+    events.join("\n") + "\n"
 }

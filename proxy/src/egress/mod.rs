@@ -25,9 +25,8 @@ use crate::account::{Account, Tokens};
 use crate::body::{self, Body, BoxError};
 use crate::canonical::Delta;
 use crate::error::ApiError;
-use crate::providers::anthropic;
 use crate::providers::openai::{patch_usage, ChunkView};
-use crate::providers::{humanize, upstream_kind, UpstreamError, WireFormat};
+use crate::providers::{humanize, upstream_kind, Decoder, UpstreamError, WireFormat};
 use crate::runtime::Route;
 pub use tally::{Source, Tally};
 use thinkgate_config::ReasoningField;
@@ -102,8 +101,8 @@ pub async fn whole(mut ctx: Context, resp: Response<Body>) -> Response<Body> {
         }
         Ok(Ok(b)) => b,
     };
-    if ctx.format == WireFormat::Anthropic {
-        return whole_translated(ctx, &bytes);
+    if let Some(decoder) = Decoder::for_format(ctx.format) {
+        return whole_translated(ctx, decoder, &bytes);
     }
     let mut tally = Tally::default();
     let needs_repair = match std::str::from_utf8(&bytes).ok().map(ChunkView::parse) {
@@ -126,8 +125,8 @@ pub async fn whole(mut ctx: Context, resp: Response<Body>) -> Response<Body> {
 }
 
 /// A whole response in another format, rendered as an OpenAI chat completion.
-fn whole_translated(mut ctx: Context, bytes: &[u8]) -> Response<Body> {
-    let deltas = match anthropic::decode_message(bytes) {
+fn whole_translated(mut ctx: Context, mut decoder: Decoder, bytes: &[u8]) -> Response<Body> {
+    let deltas = match decoder.whole(bytes) {
         Ok(d) => d,
         Err(why) => return ctx.fail_whole("broken", UpstreamError::Broken(why)),
     };
@@ -148,13 +147,12 @@ pub fn stream(ctx: Context, resp: Response<Body>) -> Response<Body> {
     let idle = ctx.route.upstream.stream_idle_timeout;
     let upstream: BoxStream<'static, Result<Bytes, BoxError>> =
         resp.into_body().into_data_stream().boxed();
-    let translator = match ctx.format {
-        WireFormat::OpenAi => None,
-        WireFormat::Anthropic => Some((
-            anthropic::StreamDecoder::default(),
+    let translator = Decoder::for_format(ctx.format).map(|decoder| {
+        (
+            decoder,
             Renderer::new(&ctx.route.model.upstream_model, ctx.reasoning_field),
-        )),
-    };
+        )
+    });
     let relay = Relay {
         translator,
         events: upstream.eventsource(),
@@ -175,7 +173,7 @@ pub fn stream(ctx: Context, resp: Response<Body>) -> Response<Body> {
 
 struct Relay {
     /// For upstreams that are not OpenAI-format: their decoder and the OpenAI renderer.
-    translator: Option<(anthropic::StreamDecoder, Renderer)>,
+    translator: Option<(Decoder, Renderer)>,
     events: EventStream<BoxStream<'static, Result<Bytes, BoxError>>>,
     ctx: Context,
     tally: Tally,
@@ -315,7 +313,7 @@ impl Relay {
                 ));
             }
         }
-        let done = decoder.done && !self.finished;
+        let done = decoder.done() && !self.finished;
         self.translator = Some((decoder, renderer));
         if done {
             out.extend_from_slice(&self.done());

@@ -70,18 +70,6 @@ impl Renderer {
         })
     }
 
-    /// The final usage chunk (`choices: []`).
-    pub fn usage_chunk(&self, usage: &Usage) -> String {
-        let mut chunk = Map::new();
-        chunk.insert("id".into(), self.id.clone().into());
-        chunk.insert("object".into(), "chat.completion.chunk".into());
-        chunk.insert("created".into(), self.created.into());
-        chunk.insert("model".into(), self.model.clone().into());
-        chunk.insert("choices".into(), Value::Array(Vec::new()));
-        patch_usage(&mut chunk, usage);
-        Value::Object(chunk).to_string()
-    }
-
     /// A whole response from all its deltas, with `usage` as the client gets it.
     pub fn completion(&mut self, deltas: &[Delta], usage: &Usage) -> Value {
         let (mut content, mut reasoning, mut finish) =
@@ -135,13 +123,6 @@ impl Renderer {
             json!([{"index": 0, "message": Value::Object(message), "logprobs": null, "finish_reason": finish}]),
         );
         patch_usage(&mut out, usage);
-        if let (Some(cached), Some(Value::Object(u))) = (usage.cached_tokens, out.get_mut("usage"))
-        {
-            u.insert(
-                "prompt_tokens_details".into(),
-                json!({ "cached_tokens": cached }),
-            );
-        }
         Value::Object(out)
     }
 }

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::convert::{self, str_field, unsupported};
 use crate::canonical::{ChatRequest, Content, Delta, Message, Usage};
 use crate::error::ApiError;
 
@@ -42,20 +43,8 @@ pub fn request_body(
     default_max_tokens: u64,
 ) -> Result<Bytes, ApiError> {
     let body = &req.body;
-    if body.get("n").and_then(Value::as_u64).is_some_and(|n| n > 1) {
-        return Err(unsupported(
-            "n",
-            "Anthropic returns one choice per request; `n` must be 1",
-        ));
-    }
-    for (field, why) in UNSUPPORTED {
-        let set = body
-            .get(field)
-            .is_some_and(|v| !v.is_null() && *v != Value::Bool(false));
-        if set {
-            return Err(unsupported(field, why));
-        }
-    }
+    convert::refuse_choices(body, "Anthropic")?;
+    convert::refuse_fields(body, &UNSUPPORTED)?;
     if let Some(format) = body
         .get("response_format")
         .and_then(|f| f.get("type"))
@@ -71,10 +60,7 @@ pub fn request_body(
 
     let mut out = Map::new();
     out.insert("model".into(), upstream_model.into());
-    let max_tokens = ["max_completion_tokens", "max_tokens"]
-        .iter()
-        .find_map(|k| body.get(*k).and_then(Value::as_u64))
-        .unwrap_or(default_max_tokens);
+    let max_tokens = convert::max_tokens(body).unwrap_or(default_max_tokens);
     out.insert("max_tokens".into(), max_tokens.into());
 
     let system: Vec<String> = req
@@ -89,15 +75,9 @@ pub fn request_body(
     }
     out.insert("messages".into(), Value::Array(messages(&req.messages)?));
 
-    if let Some(stop) = body.get("stop") {
-        let list: Vec<Value> = match stop {
-            Value::String(s) => vec![s.clone().into()],
-            Value::Array(a) => a.clone(),
-            _ => Vec::new(),
-        };
-        if !list.is_empty() {
-            out.insert("stop_sequences".into(), Value::Array(list));
-        }
+    let stop = convert::stop_list(body);
+    if !stop.is_empty() {
+        out.insert("stop_sequences".into(), Value::Array(stop));
     }
     for field in ["temperature", "top_p"] {
         if let Some(v) = body.get(field).filter(|v| !v.is_null()) {
@@ -124,12 +104,6 @@ pub fn request_body(
         out.insert("stream".into(), true.into());
     }
     Ok(Bytes::from(Value::Object(out).to_string()))
-}
-
-fn unsupported(param: &str, why: &str) -> ApiError {
-    ApiError::invalid_request(format!("`{param}` cannot be used with this model: {why}"))
-        .with_param(param)
-        .with_code("unsupported_parameter")
 }
 
 /// OpenAI's function tool → Anthropic's tool.
@@ -175,26 +149,16 @@ fn messages(history: &[Message]) -> Result<Vec<Value>, ApiError> {
             "assistant" => {
                 let mut blocks = content_blocks(m, i)?;
                 for (j, call) in m.tool_calls.iter().flatten().enumerate() {
-                    let input: Value = if call.function.arguments.trim().is_empty() {
-                        json!({})
-                    } else {
-                        serde_json::from_str(&call.function.arguments).map_err(|e| {
-                            let param = format!("messages[{i}].tool_calls[{j}].function.arguments");
-                            ApiError::invalid_request(format!("`{param}` is not JSON: {e}"))
-                                .with_param(param)
-                        })?
-                    };
+                    let input = convert::call_arguments(call, i, j)?;
                     blocks.push(json!({"type": "tool_use", "id": call.id, "name": call.function.name, "input": input}));
                 }
                 ("assistant", blocks)
             }
             "tool" | "function" => {
-                let id = m.tool_call_id.clone().ok_or_else(|| {
-                    ApiError::invalid_request(format!(
-                        "messages[{i}] is a tool result without `tool_call_id`"
-                    ))
-                    .with_param(format!("messages[{i}].tool_call_id"))
-                })?;
+                let id = m
+                    .tool_call_id
+                    .clone()
+                    .ok_or_else(|| convert::missing_call_id(i))?;
                 (
                     "user",
                     vec![json!({"type": "tool_result", "tool_use_id": id, "content": m.text()})],
@@ -229,20 +193,10 @@ fn content_blocks(m: &Message, i: usize) -> Result<Vec<Value>, ApiError> {
                     ("text", Some(t), _) => blocks.push(json!({"type": "text", "text": t})),
                     ("image_url", _, Some(image)) => {
                         blocks.push(image_block(&image.url).ok_or_else(|| {
-                            let param = format!("messages[{i}].content[{j}].image_url.url");
-                            ApiError::invalid_request(format!(
-                                "`{param}` must be an http(s) URL or a base64 data URL"
-                            ))
-                            .with_param(param)
+                            convert::bad_image(i, j, "must be an http(s) URL or a base64 data URL")
                         })?)
                     }
-                    (other, _, _) => {
-                        let param = format!("messages[{i}].content[{j}].type");
-                        return Err(ApiError::invalid_request(format!(
-                            "content part type `{other}` cannot be sent to Anthropic models"
-                        ))
-                        .with_param(param));
-                    }
+                    (other, _, _) => return Err(convert::bad_part(i, j, other, "Anthropic")),
                 }
             }
         }
@@ -251,14 +205,12 @@ fn content_blocks(m: &Message, i: usize) -> Result<Vec<Value>, ApiError> {
 }
 
 fn image_block(url: &str) -> Option<Value> {
-    if let Some(rest) = url.strip_prefix("data:") {
-        let (meta, data) = rest.split_once(',')?;
-        let media_type = meta.strip_suffix(";base64")?;
+    if let Some((media_type, data)) = convert::data_url(url) {
         return Some(
             json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}),
         );
     }
-    if url.starts_with("https://") || url.starts_with("http://") {
+    if convert::is_http_url(url) {
         return Some(json!({"type": "image", "source": {"type": "url", "url": url}}));
     }
     None
@@ -363,13 +315,6 @@ pub fn decode_message(bytes: &[u8]) -> Result<Vec<Delta>, String> {
         finish_reason(m.stop_reason.as_deref().unwrap_or("end_turn")).to_string(),
     ));
     Ok(out)
-}
-
-fn str_field(v: &Value, key: &str) -> String {
-    v.get(key)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string()
 }
 
 /// Turns the Messages event stream into deltas; keeps the state the events refer back to.

@@ -1,10 +1,14 @@
 //! Providers: one [`Upstream`] per configured provider, built once when the config loads.
 //!
 //! An upstream owns its transport (a pooled HTTP client, or the in-process simulator), its
-//! precomputed auth header and URL, and its timeouts. The wire format lives in one file per
-//! format ([`openai`] for now).
+//! precomputed auth header and URL, and its timeouts. Each wire format lives in its own
+//! file: [`openai`] (relayed as is), [`anthropic`] and [`gemini`] (translated both ways, with
+//! what they share in [`convert`]). [`Decoder`] is the one entry egress uses to read a
+//! translated response.
 
 pub mod anthropic;
+pub mod convert;
+pub mod gemini;
 pub mod openai;
 pub mod transport;
 
@@ -17,7 +21,7 @@ use http_body_util::Full;
 pub use thinkgate_config::WireFormat;
 use thinkgate_config::{ApiKey, HeaderPattern, Provider, ProviderKind};
 
-use crate::canonical::ChatRequest;
+use crate::canonical::{ChatRequest, Delta};
 
 use crate::body::Body;
 use crate::error::ApiError;
@@ -31,7 +35,9 @@ pub struct Upstream {
     pub format: WireFormat,
     default_max_tokens: u64,
     transport: Transport,
+    /// The chat endpoint; Gemini's has the model in it and is built per request from `base`.
     chat_uri: Uri,
+    base: String,
     auth: Option<HeaderValue>,
     /// Why this upstream cannot be used (its key's variable is not set), if so.
     pub unusable: Option<String>,
@@ -107,25 +113,27 @@ impl Upstream {
         let path = match provider.format {
             WireFormat::OpenAi => "chat/completions",
             WireFormat::Anthropic => "messages",
+            WireFormat::Gemini => "models",
         };
-        let (transport, chat_uri) = match provider.kind {
+        let (transport, base) = match provider.kind {
             ProviderKind::Simulator => (
                 Transport::InProcess(simulator.clone()),
-                format!("http://simulator.invalid/v1/{path}")
-                    .parse::<Uri>()
-                    .map_err(|e| e.to_string())?,
+                match provider.format {
+                    WireFormat::Gemini => "http://simulator.invalid/v1beta".to_string(),
+                    _ => "http://simulator.invalid/v1".to_string(),
+                },
             ),
-            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible | ProviderKind::Anthropic => {
-                let uri: Uri = format!("{}/{path}", provider.base_url)
-                    .parse()
-                    .map_err(|e| format!("base_url `{}` is not a URI: {e}", provider.base_url))?;
+            _ => {
                 let clients = Arc::new(HttpClients::new(
                     provider.connect_timeout,
                     provider.http2_connections,
                 ));
-                (Transport::Http(clients), uri)
+                (Transport::Http(clients), provider.base_url.clone())
             }
         };
+        let chat_uri: Uri = format!("{base}/{path}")
+            .parse()
+            .map_err(|e| format!("base_url `{base}` is not a URI: {e}"))?;
         let (auth, unusable) = match &provider.api_key {
             ApiKey::None => (None, None),
             ApiKey::FromEnv { var, value: None } => (
@@ -138,7 +146,7 @@ impl Upstream {
             } => {
                 let value = match provider.format {
                     WireFormat::OpenAi => format!("Bearer {}", secret.expose()),
-                    WireFormat::Anthropic => secret.expose().to_string(),
+                    WireFormat::Anthropic | WireFormat::Gemini => secret.expose().to_string(),
                 };
                 let mut v = HeaderValue::from_str(&value)
                     .map_err(|_| format!("the value of {var} is not a valid header value"))?;
@@ -153,6 +161,7 @@ impl Upstream {
             default_max_tokens: provider.default_max_tokens,
             transport,
             chat_uri,
+            base,
             auth,
             unusable,
             response_timeout: provider.response_timeout,
@@ -162,19 +171,39 @@ impl Upstream {
     }
 
     /// The request body in this upstream's wire format, or a 400 for what it cannot do.
-    pub fn body(&self, req: &ChatRequest, upstream_model: &str) -> Result<Bytes, ApiError> {
+    pub fn body(
+        &self,
+        req: &ChatRequest,
+        model: &thinkgate_config::Model,
+    ) -> Result<Bytes, ApiError> {
         match self.format {
-            WireFormat::OpenAi => Ok(openai::request_body(req, upstream_model)),
+            WireFormat::OpenAi => Ok(openai::request_body(req, &model.upstream_model)),
             WireFormat::Anthropic => {
-                anthropic::request_body(req, upstream_model, self.default_max_tokens)
+                anthropic::request_body(req, &model.upstream_model, self.default_max_tokens)
             }
+            WireFormat::Gemini => gemini::request_body(req, model.reasoning),
         }
+    }
+
+    /// Where a request for `upstream_model` goes.
+    fn chat_uri(&self, upstream_model: &str, stream: bool) -> Result<Uri, UpstreamError> {
+        if self.format != WireFormat::Gemini {
+            return Ok(self.chat_uri.clone());
+        }
+        format!("{}/{}", self.base, gemini::path(upstream_model, stream))
+            .parse()
+            .map_err(|_| {
+                UpstreamError::Broken(format!(
+                    "model name `{upstream_model}` does not fit in a URL"
+                ))
+            })
     }
 
     /// Sends a request body and waits for the response head.
     pub async fn send(
         &self,
         body: Bytes,
+        upstream_model: &str,
         stream: bool,
         request_id: &HeaderValue,
         client_headers: &HeaderMap,
@@ -184,7 +213,7 @@ impl Upstream {
         }
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = Method::POST;
-        *req.uri_mut() = self.chat_uri.clone();
+        *req.uri_mut() = self.chat_uri(upstream_model, stream)?;
         let headers = req.headers_mut();
         for (name, value) in client_headers {
             if self
@@ -223,6 +252,11 @@ impl Upstream {
                     HeaderValue::from_static(anthropic::VERSION),
                 );
             }
+            WireFormat::Gemini => {
+                if let Some(auth) = &self.auth {
+                    headers.insert("x-goog-api-key", auth.clone());
+                }
+            }
         }
         match tokio::time::timeout(self.response_timeout, self.transport.send(req)).await {
             Err(_) => Err(UpstreamError::Timeout(self.response_timeout)),
@@ -252,16 +286,19 @@ pub async fn error_response(
             )
         }
     };
-    if format == WireFormat::Anthropic {
-        if let Some((kind, message)) = anthropic::error_body(&body) {
-            return ApiErrorOrRaw::Api(ApiError {
-                status,
-                message: format!("provider `{provider}`: {message}"),
-                kind: upstream_kind(&kind),
-                param: None,
-                code: Some(upstream_kind(&kind)),
-            });
-        }
+    let vendor_error = match format {
+        WireFormat::OpenAi => None,
+        WireFormat::Anthropic => anthropic::error_body(&body).map(|(k, m)| (upstream_kind(&k), m)),
+        WireFormat::Gemini => gemini::error_body(&body),
+    };
+    if let Some((kind, message)) = vendor_error {
+        return ApiErrorOrRaw::Api(ApiError {
+            status,
+            message: format!("provider `{provider}`: {message}"),
+            kind,
+            param: None,
+            code: Some(kind),
+        });
     }
     let openai_shaped = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
@@ -298,6 +335,48 @@ pub fn upstream_kind(kind: &str) -> &'static str {
         "rate_limit_error" => "rate_limit_error",
         "overloaded_error" => "overloaded_error",
         "api_error" => "api_error",
+        "timeout_error" => "timeout_error",
         _ => "upstream_error",
+    }
+}
+
+/// Reads a translated upstream's response (whole or streamed) as canonical deltas.
+pub enum Decoder {
+    Anthropic(anthropic::StreamDecoder),
+    Gemini(gemini::Decoder),
+}
+
+impl Decoder {
+    /// The decoder for `format`; `None` for OpenAI, which is relayed as is.
+    pub fn for_format(format: WireFormat) -> Option<Decoder> {
+        match format {
+            WireFormat::OpenAi => None,
+            WireFormat::Anthropic => Some(Decoder::Anthropic(Default::default())),
+            WireFormat::Gemini => Some(Decoder::Gemini(Default::default())),
+        }
+    }
+
+    /// A whole (non-streamed) response.
+    pub fn whole(&mut self, bytes: &[u8]) -> Result<Vec<Delta>, String> {
+        match self {
+            Decoder::Anthropic(_) => anthropic::decode_message(bytes),
+            Decoder::Gemini(d) => d.response(bytes),
+        }
+    }
+
+    /// One SSE event of a stream (`name` is its `event:` line).
+    pub fn event(&mut self, name: &str, data: &str) -> Result<Vec<Delta>, String> {
+        match self {
+            Decoder::Anthropic(d) => d.event(name, data),
+            Decoder::Gemini(d) => d.response(data.as_bytes()),
+        }
+    }
+
+    /// Whether the stream said it is complete (Gemini's ends with the connection instead).
+    pub fn done(&self) -> bool {
+        match self {
+            Decoder::Anthropic(d) => d.done,
+            Decoder::Gemini(_) => false,
+        }
     }
 }

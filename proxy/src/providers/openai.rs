@@ -125,7 +125,8 @@ impl UsageView {
 }
 
 /// Writes `usage` into a response or chunk object, keeping every other usage field
-/// (`prompt_tokens_details.cached_tokens` and the like) as the upstream sent it.
+/// (`prompt_tokens_details` and the like) as the upstream sent it; cached tokens are added
+/// only where the object has no prompt details of its own.
 pub fn patch_usage(object: &mut Map<String, Value>, usage: &Usage) {
     let entry = object.entry("usage").or_insert(Value::Null);
     if !entry.is_object() {
@@ -147,6 +148,10 @@ pub fn patch_usage(object: &mut Map<String, Value>, usage: &Usage) {
                 "reasoning_tokens".into(),
                 usage.reasoning_tokens.unwrap_or(0).into(),
             );
+        }
+        if let Some(cached) = usage.cached_tokens {
+            u.entry("prompt_tokens_details")
+                .or_insert_with(|| serde_json::json!({ "cached_tokens": cached }));
         }
     }
 }

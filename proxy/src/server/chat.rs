@@ -51,7 +51,7 @@ pub async fn handle(
     if let Err(e) = plan::check_capabilities(&chat, &route.model) {
         return reject(account, e);
     }
-    let upstream_body = match route.upstream.body(&chat, &route.model.upstream_model) {
+    let upstream_body = match route.upstream.body(&chat, &route.model) {
         Ok(b) => b,
         Err(e) => return reject(account, e),
     };
@@ -63,7 +63,13 @@ pub async fn handle(
     });
     let sent = route
         .upstream
-        .send(upstream_body, chat.stream, &request_id, &parts.headers)
+        .send(
+            upstream_body,
+            &route.model.upstream_model,
+            chat.stream,
+            &request_id,
+            &parts.headers,
+        )
         .await;
     let resp = match sent {
         Ok(r) => r,

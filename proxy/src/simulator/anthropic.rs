@@ -69,6 +69,7 @@ pub(super) fn parse(
             .filter(|_| !answers_a_tool)
             .map(str::to_string),
         prompt_tokens,
+        show_thoughts: true,
     })
 }
 
@@ -95,20 +96,9 @@ fn stop_reason(finish_reason: &str) -> &'static str {
     match finish_reason {
         "length" => "max_tokens",
         "tool_calls" => "tool_use",
+        "content_filter" => "refusal",
         _ => "end_turn",
     }
-}
-
-fn shows_thinking(job: &Job) -> bool {
-    matches!(
-        job.script.style,
-        ReasoningStyle::ReasoningContent | ReasoningStyle::Reasoning
-    )
-}
-
-/// A signature for the thinking text (opaque to clients, as the real one is).
-fn signature(job: &Job) -> String {
-    format!("sig_{}", &job.id[job.id.len() - 16..])
 }
 
 fn usage(job: &Job, output_tokens: u64) -> Value {
@@ -120,28 +110,21 @@ fn usage(job: &Job, output_tokens: u64) -> Value {
     })
 }
 
-fn tool_input(job: &Job) -> Value {
-    job.script
-        .tool_arguments()
-        .and_then(|a| serde_json::from_str(&a).ok())
-        .unwrap_or_else(|| json!({}))
-}
-
 /// A whole `message` response.
 pub(super) fn message(job: &Job, output_tokens: u64) -> Value {
     let mut content = Vec::new();
     if !job.script.reasoning.is_empty() {
-        if shows_thinking(job) {
-            content.push(json!({"type": "thinking", "thinking": job.script.reasoning_text(), "signature": signature(job)}));
+        if job.shows_thinking() {
+            content.push(json!({"type": "thinking", "thinking": job.script.reasoning_text(), "signature": job.signature()}));
         } else if job.script.style == ReasoningStyle::Hidden {
-            content.push(json!({"type": "redacted_thinking", "data": signature(job)}));
+            content.push(json!({"type": "redacted_thinking", "data": job.signature()}));
         }
     }
     if !job.script.answer.is_empty() {
         content.push(json!({"type": "text", "text": job.script.answer_text()}));
     }
     if let Some((name, _)) = &job.script.tool_call {
-        content.push(json!({"type": "tool_use", "id": job.tool_call_id(), "name": name, "input": tool_input(job)}));
+        content.push(json!({"type": "tool_use", "id": job.tool_call_id(), "name": name, "input": job.tool_input()}));
     }
     json!({
         "id": job.id,
@@ -180,7 +163,7 @@ pub(super) fn frames(job: &Job, output_tokens: u64) -> Frames {
         )
     };
     let mut hidden = 0;
-    if !job.script.reasoning.is_empty() && shows_thinking(job) {
+    if !job.script.reasoning.is_empty() && job.shows_thinking() {
         for (i, word) in job.script.reasoning.iter().enumerate() {
             let mut piece = String::new();
             if i == 0 {
@@ -198,7 +181,7 @@ pub(super) fn frames(job: &Job, output_tokens: u64) -> Frames {
         if let Some(last) = pieces.last_mut() {
             *last += &event(
                 "content_block_delta",
-                json!({"type": "content_block_delta", "index": index, "delta": {"type": "signature_delta", "signature": signature(job)}}),
+                json!({"type": "content_block_delta", "index": index, "delta": {"type": "signature_delta", "signature": job.signature()}}),
             );
             *last += &block_stop(index);
         }
@@ -209,7 +192,7 @@ pub(super) fn frames(job: &Job, output_tokens: u64) -> Frames {
         hidden = job.script.reasoning.len();
         prefix += &event(
             "content_block_start",
-            json!({"type": "content_block_start", "index": index, "content_block": {"type": "redacted_thinking", "data": signature(job)}}),
+            json!({"type": "content_block_start", "index": index, "content_block": {"type": "redacted_thinking", "data": job.signature()}}),
         );
         prefix += &block_stop(index);
         index += 1;

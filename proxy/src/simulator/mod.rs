@@ -15,11 +15,13 @@
 //! | `x-sim-ttft-ms`, `x-sim-tokens-per-second` | pacing |
 //! | `x-sim-reasoning` | `reasoning_content`, `reasoning`, `hidden` or `none` |
 //! | `x-sim-echo` | add `sim_echo` (the request body as received) to the response |
+//! | `x-sim-finish` | `content_filter`: end the answer the way a safety filter does |
 //! | `x-sim-usage` | `full` (default); `basic` (no token details, like llama.cpp); `none` (no usage at all); `inconsistent` (completion excludes reasoning and the total is off, as some vendors' bugs do) |
 //!
 //! It serves in process (provider kind `simulator`) or on a socket (`thinkgate simulate`).
 
 mod anthropic;
+mod gemini;
 mod script;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -95,6 +97,9 @@ pub(crate) struct RequestView {
     /// The tool to call, when the request offers tools and does not answer a call.
     tool: Option<String>,
     prompt_tokens: u64,
+    /// Whether the format's switch for showing reasoning is on (Gemini's `includeThoughts`;
+    /// the others show what the profile shows).
+    show_thoughts: bool,
 }
 
 /// One request, as the simulator understood it.
@@ -111,15 +116,42 @@ struct Job {
     echo: Option<Value>,
     logprobs: bool,
     usage: UsageStyle,
+    show_thoughts: bool,
 }
 
 impl Job {
     fn tool_call_id(&self) -> String {
         let prefix = match self.format {
-            WireFormat::OpenAi => "call_",
+            WireFormat::OpenAi | WireFormat::Gemini => "call_",
             WireFormat::Anthropic => "toolu_",
         };
-        format!("{prefix}{}", &self.id[self.id.len() - 16..])
+        format!("{prefix}{}", self.id_suffix())
+    }
+
+    /// The seed-derived end of the response id, for ids and signatures derived from it.
+    fn id_suffix(&self) -> &str {
+        &self.id[self.id.len().saturating_sub(16)..]
+    }
+
+    /// A signature over the reasoning (opaque to clients, as the real ones are).
+    fn signature(&self) -> String {
+        format!("sig_{}", self.id_suffix())
+    }
+
+    /// The tool call's arguments as a JSON value.
+    fn tool_input(&self) -> Value {
+        self.script
+            .tool_arguments()
+            .and_then(|a| serde_json::from_str(&a).ok())
+            .unwrap_or_else(|| json!({}))
+    }
+
+    /// Whether the profile shows reasoning text at all.
+    fn shows_thinking(&self) -> bool {
+        matches!(
+            self.script.style,
+            ReasoningStyle::ReasoningContent | ReasoningStyle::Reasoning
+        )
     }
 }
 
@@ -165,15 +197,21 @@ impl Simulator {
     ) -> Response<Body> {
         match (method, path) {
             (&Method::POST, "/v1/chat/completions" | "/chat/completions") => {
-                match self.chat(headers, &body, WireFormat::OpenAi).await {
+                match self.chat(path, headers, &body, WireFormat::OpenAi).await {
                     Ok(resp) => resp,
                     Err(e) => e.into_response(),
                 }
             }
             (&Method::POST, "/v1/messages" | "/messages") => {
-                match self.chat(headers, &body, WireFormat::Anthropic).await {
+                match self.chat(path, headers, &body, WireFormat::Anthropic).await {
                     Ok(resp) => resp,
                     Err(e) => anthropic::error_response(e.status, &e.message),
+                }
+            }
+            (&Method::POST, _) if gemini::route(path).is_some() => {
+                match self.chat(path, headers, &body, WireFormat::Gemini).await {
+                    Ok(resp) => resp,
+                    Err(e) => gemini::error_response(e.status, &e.message),
                 }
             }
             (&Method::GET, "/v1/models" | "/models") => {
@@ -197,27 +235,38 @@ impl Simulator {
 
     async fn chat(
         &self,
+        path: &str,
         headers: &HeaderMap,
         body: &[u8],
         format: WireFormat,
     ) -> Result<Response<Body>, ApiError> {
         let request: Value = serde_json::from_slice(body)
             .map_err(|e| ApiError::invalid_request(format!("invalid JSON: {e}")))?;
-        let model = request
-            .get("model")
-            .and_then(Value::as_str)
-            .ok_or_else(|| ApiError::invalid_request("`model` is required").with_param("model"))?
-            .to_string();
+        let in_path = gemini::route(path).filter(|_| format == WireFormat::Gemini);
+        let model = match in_path {
+            Some((model, _)) => model,
+            None => request
+                .get("model")
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    ApiError::invalid_request("`model` is required").with_param("model")
+                })?,
+        }
+        .to_string();
         let profile = self.profile_for(&model, headers)?;
         if let Some(status) = profile.faults.status {
             return Ok(match format {
                 WireFormat::OpenAi => fault_response(status),
                 WireFormat::Anthropic => anthropic::fault_response(status),
+                WireFormat::Gemini => gemini::fault_response(status),
             });
         }
-        let request_view = match format {
-            WireFormat::OpenAi => self.openai_request(&request),
-            WireFormat::Anthropic => anthropic::parse(&request, headers, &self.counter)?,
+        let request_view = match (format, in_path) {
+            (WireFormat::Anthropic, _) => anthropic::parse(&request, headers, &self.counter)?,
+            (WireFormat::Gemini, Some((_, stream))) => {
+                gemini::parse(&request, stream, &self.counter)?
+            }
+            _ => self.openai_request(&request),
         };
         let RequestView {
             stream,
@@ -225,10 +274,20 @@ impl Simulator {
             cap,
             tool,
             prompt_tokens,
+            show_thoughts,
         } = request_view;
         let seed = script::fnv1a(self.config.seed, body);
         let mut rng = Rng::new(seed);
-        let script = Script::new(&profile, &mut rng, cap, tool);
+        let mut script = Script::new(&profile, &mut rng, cap, tool);
+        match headers.get("x-sim-finish").and_then(|v| v.to_str().ok()) {
+            None => {}
+            Some("content_filter") => script.filter(),
+            Some(other) => {
+                return Err(ApiError::invalid_request(format!(
+                    "x-sim-finish `{other}` is unknown (content_filter is the one to force)"
+                )))
+            }
+        }
 
         self.stats.started.fetch_add(1, Ordering::Relaxed);
         if let (Some(id), Ok(mut last)) = (
@@ -242,6 +301,7 @@ impl Simulator {
             id: match format {
                 WireFormat::OpenAi => format!("chatcmpl-sim{seed:016x}"),
                 WireFormat::Anthropic => format!("msg_sim{seed:016x}"),
+                WireFormat::Gemini => format!("sim{seed:016x}"),
             },
             created: 1_750_000_000 + (seed % 1_000_000),
             model,
@@ -268,6 +328,7 @@ impl Simulator {
                     )))
                 }
             },
+            show_thoughts,
         };
         let completion = Completion {
             stats: self.stats.clone(),
@@ -309,6 +370,7 @@ impl Simulator {
                 .filter(|_| !last_is_tool)
                 .map(str::to_string),
             prompt_tokens: self.prompt_tokens(messages.map(Vec::as_slice).unwrap_or(&[])),
+            show_thoughts: true,
         }
     }
 
@@ -453,8 +515,12 @@ impl Simulator {
             completion.finish();
             return Ok(Response::new(body));
         }
-        if job.format == WireFormat::Anthropic {
-            let out = anthropic::message(&job, self.output_tokens(&job));
+        let translated = match job.format {
+            WireFormat::OpenAi => None,
+            WireFormat::Anthropic => Some(anthropic::message(&job, self.output_tokens(&job))),
+            WireFormat::Gemini => Some(gemini::message(&job, self.output_tokens(&job))),
+        };
+        if let Some(out) = translated {
             completion.finish();
             return Ok(json_response(StatusCode::OK, out));
         }
@@ -511,6 +577,7 @@ impl Simulator {
         let frames = match job.format {
             WireFormat::OpenAi => openai_frames(&job, &self.usage(&job)),
             WireFormat::Anthropic => anthropic::frames(&job, self.output_tokens(&job)),
+            WireFormat::Gemini => gemini::frames(&job, self.output_tokens(&job)),
         };
         tokio::spawn(run_stream(job, frames, tx, completion));
         let frames = futures_util::stream::unfold(rx, |mut rx| async move {
@@ -613,7 +680,8 @@ async fn run_stream(
     }
 }
 
-/// A stream's frames: `head` at the first token, one paced `piece` per token, then `tail`.
+/// A stream's frames: `head` (if any) at the first token, one paced `piece` per token, then
+/// `tail`.
 struct Frames {
     head: Bytes,
     pieces: Vec<Bytes>,
@@ -696,7 +764,9 @@ async fn emit_stream(
         }
     };
     wait_until(tx, start).await?;
-    send(tx, frames.head).await?;
+    if !frames.head.is_empty() {
+        send(tx, frames.head).await?;
+    }
     for (i, piece) in frames.pieces.into_iter().enumerate() {
         if job.profile.faults.reset_after == Some(i as u32) {
             // hyper aborts a connection on a body error without flushing what it buffered;

@@ -110,6 +110,13 @@ impl Script {
         }
     }
 
+    /// Ends the answer the way a safety filter does: half of it shown, no tool call.
+    pub fn filter(&mut self) {
+        self.answer.truncate(self.answer.len() / 2);
+        self.tool_call = None;
+        self.finish_reason = "content_filter";
+    }
+
     pub fn answer_text(&self) -> String {
         self.answer.concat()
     }
