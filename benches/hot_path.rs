@@ -55,7 +55,7 @@ fn bench(c: &mut Criterion) {
     });
     let parsed = parse_chat(&req).unwrap();
     g.bench_function("upstream_request_body", |b| {
-        b.iter(|| request_body(&parsed, "upstream-name"))
+        b.iter(|| request_body(&parsed, "upstream-name", thinkgate_config::Dialect::Generic))
     });
     g.finish();
 

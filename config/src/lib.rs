@@ -172,6 +172,80 @@ pub struct Provider {
     pub default_max_tokens: u64,
     /// For `simulator` providers: the wire format the simulated upstream speaks.
     pub format: WireFormat,
+    /// Which OpenAI-format server this is, for its quirks (`Generic` for other formats).
+    pub dialect: Dialect,
+}
+
+/// The servers that speak OpenAI chat completions, each with its own reasoning field,
+/// reasoning knobs and quirks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dialect {
+    /// Any OpenAI-compatible server; nothing assumed.
+    Generic,
+    /// OpenAI itself: hidden reasoning, `reasoning_effort`, `max_completion_tokens`.
+    OpenAi,
+    /// vLLM: reasoning in `reasoning`; `thinking_token_budget`, `chat_template_kwargs`.
+    Vllm,
+    /// SGLang: `reasoning_content`; `chat_template_kwargs`.
+    Sglang,
+    /// DeepSeek's API: `reasoning_content`, which must not be sent back in the history.
+    Deepseek,
+    /// llama.cpp's server: `reasoning_content`; usage without a reasoning count.
+    Llamacpp,
+    /// Ollama's OpenAI endpoint: `reasoning`; `think` or `reasoning_effort`.
+    Ollama,
+    /// OpenRouter: `reasoning` and `reasoning_details`; the `reasoning` request object.
+    OpenRouter,
+    /// Meta's Muse Spark API (OpenAI-compatible preview): `reasoning_content`.
+    MuseSpark,
+}
+
+impl Dialect {
+    pub const NAMES: [&'static str; 9] = [
+        "generic",
+        "openai",
+        "vllm",
+        "sglang",
+        "deepseek",
+        "llamacpp",
+        "ollama",
+        "openrouter",
+        "muse-spark",
+    ];
+    const ALL: [Dialect; 9] = [
+        Dialect::Generic,
+        Dialect::OpenAi,
+        Dialect::Vllm,
+        Dialect::Sglang,
+        Dialect::Deepseek,
+        Dialect::Llamacpp,
+        Dialect::Ollama,
+        Dialect::OpenRouter,
+        Dialect::MuseSpark,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+
+    pub fn parse(name: &str) -> Option<Dialect> {
+        let i = Self::NAMES.iter().position(|n| *n == name)?;
+        Some(Self::ALL[i])
+    }
+
+    /// The field the server puts visible reasoning in (`None`: it shows none, or for
+    /// `Generic`, nothing is assumed).
+    pub fn reasoning_field(self) -> Option<ReasoningField> {
+        match self {
+            Dialect::OpenAi | Dialect::Generic => None,
+            Dialect::Vllm | Dialect::Ollama | Dialect::OpenRouter => {
+                Some(ReasoningField::Reasoning)
+            }
+            Dialect::Sglang | Dialect::Deepseek | Dialect::Llamacpp | Dialect::MuseSpark => {
+                Some(ReasoningField::ReasoningContent)
+            }
+        }
+    }
 }
 
 /// The API an upstream speaks.

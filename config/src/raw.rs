@@ -65,6 +65,7 @@ pub struct RawProvider {
     pub http2_connections: Option<u64>,
     pub default_max_tokens: Option<u64>,
     pub format: Option<String>,
+    pub dialect: Option<String>,
     #[serde(default)]
     pub forward_headers: Vec<String>,
 }

@@ -10,7 +10,7 @@ use crate::error::{closest, ConfigError, KeyPath};
 use crate::locate::SourceMap;
 use crate::raw::{RawConfig, RawModel, RawProvider, RawSimProfile};
 use crate::{
-    ApiKey, Config, Encoding, HeaderPattern, LogFormat, MetricsConfig, Model, Provider,
+    ApiKey, Config, Dialect, Encoding, HeaderPattern, LogFormat, MetricsConfig, Model, Provider,
     ProviderKind, ReasoningField, ReasoningStyle, Secret, Server, SimFaults, SimProfile, Simulator,
     WireFormat,
 };
@@ -370,6 +370,18 @@ fn validate_provider(
             ))
         }
     };
+    let dialect = match (kind, format, p.dialect.as_deref()) {
+        (ProviderKind::OpenAi, _, None) => Dialect::OpenAi,
+        (_, _, None) => Dialect::Generic,
+        (ProviderKind::OpenAiCompatible | ProviderKind::Simulator, WireFormat::OpenAi, Some(d)) => {
+            let name = c.one_of(base.child("dialect"), d, &Dialect::NAMES)?;
+            Dialect::parse(name).unwrap_or(Dialect::Generic)
+        }
+        (_, _, Some(_)) => return Err(c.error(
+            base.child("dialect"),
+            "is only for `openai-compatible` providers (and simulators speaking the OpenAI format)",
+        )),
+    };
     let default_max_tokens = p.default_max_tokens.unwrap_or(4096);
     if !(1..=1_000_000).contains(&default_max_tokens) {
         return Err(c.error(
@@ -428,6 +440,7 @@ fn validate_provider(
         http2_connections: http2_connections as usize,
         forward_headers,
         default_max_tokens,
+        dialect,
         format,
     })
 }

@@ -2,6 +2,7 @@
 
 mod anthropic;
 mod core;
+mod dialects;
 mod errors;
 mod gemini;
 mod lifecycle;

@@ -25,7 +25,7 @@ use crate::account::{Account, Tokens};
 use crate::body::{self, Body, BoxError};
 use crate::canonical::Delta;
 use crate::error::ApiError;
-use crate::providers::openai::{patch_usage, ChunkView};
+use crate::providers::openai::{patch_usage, rename_reasoning, ChunkView};
 use crate::providers::{humanize, upstream_kind, Decoder, UpstreamError, WireFormat};
 use crate::runtime::Route;
 pub use tally::{Source, Tally};
@@ -105,10 +105,14 @@ pub async fn whole(mut ctx: Context, resp: Response<Body>) -> Response<Body> {
         return whole_translated(ctx, decoder, &bytes);
     }
     let mut tally = Tally::default();
-    let needs_repair = match std::str::from_utf8(&bytes).ok().map(ChunkView::parse) {
+    let field = ctx.reasoning_field;
+    let (needs_repair, misnamed) = match std::str::from_utf8(&bytes).ok().map(ChunkView::parse) {
         Some(Ok(view)) => {
             view.for_each_event(|e| tally.observe(e, ctx.started));
-            view.usage.is_none_or(|u| u.needs_repair())
+            (
+                view.usage.is_none_or(|u| u.needs_repair()),
+                view.reasoning_misnamed(field),
+            )
         }
         _ => {
             let why = "its response is not a JSON chat completion".to_string();
@@ -116,8 +120,16 @@ pub async fn whole(mut ctx: Context, resp: Response<Body>) -> Response<Body> {
         }
     };
     let tokens = ctx.finish(&tally, "ok");
-    let bytes = if needs_repair {
-        edit_json(&bytes, |object| patch_usage(object, &tokens.usage)).map_or(bytes, Bytes::from)
+    let bytes = if needs_repair || misnamed {
+        edit_json(&bytes, |object| {
+            if needs_repair {
+                patch_usage(object, &tokens.usage);
+            }
+            if misnamed {
+                rename_reasoning(object, field);
+            }
+        })
+        .map_or(bytes, Bytes::from)
     } else {
         bytes
     };
@@ -251,6 +263,9 @@ impl Relay {
                     self.finished = true;
                     self.ctx.finish(&self.tally, "upstream_error");
                 }
+                let field = self.ctx.reasoning_field;
+                let misnamed = view.reasoning_misnamed(field);
+                let mut usage_edit = None;
                 if let Some(usage) = view.usage {
                     self.saw_usage = true;
                     if !self.ctx.include_usage {
@@ -258,17 +273,25 @@ impl Relay {
                         if view.choices.is_empty() {
                             return None;
                         }
-                        rewritten = edit_json(event.data.as_bytes(), |chunk| {
-                            chunk.remove("usage");
-                        });
+                        usage_edit = Some(None);
                     } else if usage.needs_repair() {
                         let tokens = self
                             .tally
                             .tokens(&self.ctx.route.counter, self.ctx.prompt_estimate);
-                        rewritten = edit_json(event.data.as_bytes(), |chunk| {
-                            patch_usage(chunk, &tokens.usage)
-                        });
+                        usage_edit = Some(Some(tokens.usage));
                     }
+                }
+                if misnamed || usage_edit.is_some() {
+                    rewritten = edit_json(event.data.as_bytes(), |chunk| {
+                        match usage_edit {
+                            Some(None) => drop(chunk.remove("usage")),
+                            Some(Some(usage)) => patch_usage(chunk, &usage),
+                            None => {}
+                        }
+                        if misnamed {
+                            rename_reasoning(chunk, field);
+                        }
+                    });
                 }
             }
             Err(_) => self.tally.unreadable += 1,

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::Full;
 pub use thinkgate_config::WireFormat;
-use thinkgate_config::{ApiKey, HeaderPattern, Provider, ProviderKind};
+use thinkgate_config::{ApiKey, Dialect, HeaderPattern, Provider, ProviderKind};
 
 use crate::canonical::{ChatRequest, Delta};
 
@@ -33,6 +33,7 @@ pub struct Upstream {
     pub name: String,
     pub kind: ProviderKind,
     pub format: WireFormat,
+    pub dialect: Dialect,
     default_max_tokens: u64,
     transport: Transport,
     /// The chat endpoint; Gemini's has the model in it and is built per request from `base`.
@@ -118,9 +119,11 @@ impl Upstream {
         let (transport, base) = match provider.kind {
             ProviderKind::Simulator => (
                 Transport::InProcess(simulator.clone()),
-                match provider.format {
-                    WireFormat::Gemini => "http://simulator.invalid/v1beta".to_string(),
-                    _ => "http://simulator.invalid/v1".to_string(),
+                match (provider.format, provider.dialect) {
+                    (WireFormat::Gemini, _) => "http://simulator.invalid/v1beta".to_string(),
+                    (_, Dialect::Generic) => "http://simulator.invalid/v1".to_string(),
+                    // The simulator takes the server to imitate from the path.
+                    (_, dialect) => format!("http://simulator.invalid/{}/v1", dialect.as_str()),
                 },
             ),
             _ => {
@@ -158,6 +161,7 @@ impl Upstream {
             name: provider.name.clone(),
             kind: provider.kind,
             format: provider.format,
+            dialect: provider.dialect,
             default_max_tokens: provider.default_max_tokens,
             transport,
             chat_uri,
@@ -177,7 +181,11 @@ impl Upstream {
         model: &thinkgate_config::Model,
     ) -> Result<Bytes, ApiError> {
         match self.format {
-            WireFormat::OpenAi => Ok(openai::request_body(req, &model.upstream_model)),
+            WireFormat::OpenAi => Ok(openai::request_body(
+                req,
+                &model.upstream_model,
+                self.dialect,
+            )),
             WireFormat::Anthropic => {
                 anthropic::request_body(req, &model.upstream_model, self.default_max_tokens)
             }

@@ -10,14 +10,34 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use thinkgate_config::{Dialect, ReasoningField};
+
 use crate::canonical::{ChatRequest, Event, Usage};
 
 /// The upstream request body: the client's body with `model` set to the upstream's name and,
 /// on streams, usage always requested (the proxy needs it to count; egress drops the usage
-/// chunk again when the client did not ask for it).
-pub fn request_body(req: &ChatRequest, upstream_model: &str) -> Bytes {
+/// chunk again when the client did not ask for it). The dialect's quirks are met here:
+/// OpenAI's reasoning models reject `max_tokens` (renamed `max_completion_tokens`); reasoning
+/// a client sends back in the history (DeepSeek requires it on tool-call turns) travels under
+/// the field name the upstream reads, whichever name the proxy gave it on the way out.
+pub fn request_body(req: &ChatRequest, upstream_model: &str, dialect: Dialect) -> Bytes {
     let mut body = req.body.clone();
     body.insert("model".into(), Value::String(upstream_model.to_string()));
+    if dialect == Dialect::OpenAi {
+        if let Some(max) = body.remove("max_tokens") {
+            body.entry("max_completion_tokens").or_insert(max);
+        }
+    }
+    if let (Some(field), Some(Value::Array(messages))) =
+        (dialect.reasoning_field(), body.get_mut("messages"))
+    {
+        let (to, from) = field_names(field);
+        for m in messages.iter_mut().filter_map(Value::as_object_mut) {
+            if let Some(text) = m.remove(from) {
+                m.entry(to).or_insert(text);
+            }
+        }
+    }
     if req.stream {
         let options = body
             .entry("stream_options")
@@ -172,11 +192,26 @@ impl<'a> ChunkView<'a> {
         serde_json::from_str(data)
     }
 
+    /// Whether reasoning arrived under the other field name than `field` (vLLM's `reasoning`
+    /// for a client that reads `reasoning_content`, say).
+    pub fn reasoning_misnamed(&self, field: ReasoningField) -> bool {
+        self.choices.iter().any(|c| {
+            c.delta.as_ref().or(c.message.as_ref()).is_some_and(|m| {
+                let other = match field {
+                    ReasoningField::ReasoningContent => &m.reasoning,
+                    ReasoningField::Reasoning => &m.reasoning_content,
+                };
+                other.is_some()
+            })
+        })
+    }
+
     /// The chunk (or whole response) as canonical events, in wire order.
     pub fn for_each_event(&self, mut f: impl FnMut(Event<'_>)) {
         for choice in &self.choices {
             if let Some(m) = choice.delta.as_ref().or(choice.message.as_ref()) {
-                for text in [&m.reasoning_content, &m.reasoning].into_iter().flatten() {
+                // Servers moving between the names send both with the same text: count once.
+                if let Some(text) = m.reasoning_content.as_ref().or(m.reasoning.as_ref()) {
                     if !text.is_empty() {
                         f(Event::Reasoning(Cow::Borrowed(text)));
                     }
@@ -203,6 +238,32 @@ impl<'a> ChunkView<'a> {
     }
 }
 
+/// Moves reasoning text to the `field` the client reads, in every choice of a response or
+/// chunk object; where both names are present, the other one is dropped.
+pub fn rename_reasoning(object: &mut Map<String, Value>, field: ReasoningField) {
+    let (to, from) = field_names(field);
+    let Some(Value::Array(choices)) = object.get_mut("choices") else {
+        return;
+    };
+    for choice in choices.iter_mut().filter_map(Value::as_object_mut) {
+        for key in ["delta", "message"] {
+            if let Some(Value::Object(m)) = choice.get_mut(key) {
+                if let Some(text) = m.remove(from) {
+                    m.entry(to).or_insert(text);
+                }
+            }
+        }
+    }
+}
+
+/// `field`'s name and the other one's.
+fn field_names(field: ReasoningField) -> (&'static str, &'static str) {
+    match field {
+        ReasoningField::ReasoningContent => ("reasoning_content", "reasoning"),
+        ReasoningField::Reasoning => ("reasoning", "reasoning_content"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,7 +276,8 @@ mod tests {
                 "stream":true,"stream_options":{"other":1},"zz_future":[1,2]}"#,
         )
         .unwrap();
-        let out: Value = serde_json::from_slice(&request_body(&req, "up-model")).unwrap();
+        let out: Value =
+            serde_json::from_slice(&request_body(&req, "up-model", Dialect::Generic)).unwrap();
         assert_eq!(out["model"], "up-model");
         assert_eq!(out["stream_options"]["include_usage"], true);
         assert_eq!(out["stream_options"]["other"], 1);
@@ -245,5 +307,47 @@ mod tests {
         assert_eq!(events.len(), 4, "{events:?}");
         assert!(events[1].contains("Hi \\\"x\\\""));
         assert!(events[3].contains("reasoning_tokens: Some(2)"));
+    }
+
+    #[test]
+    fn dialect_quirks_rename_what_the_upstream_reads() {
+        let req = parse_chat(
+            br#"{"model":"m","max_tokens":9,"messages":[{"role":"user","content":"x"},
+                {"role":"assistant","content":"y","reasoning":"because"}]}"#,
+        )
+        .unwrap();
+        let openai: Value =
+            serde_json::from_slice(&request_body(&req, "o", Dialect::OpenAi)).unwrap();
+        assert_eq!(openai["max_completion_tokens"], 9);
+        assert!(openai.get("max_tokens").is_none());
+        let deepseek: Value =
+            serde_json::from_slice(&request_body(&req, "d", Dialect::Deepseek)).unwrap();
+        assert_eq!(deepseek["messages"][1]["reasoning_content"], "because");
+        assert!(deepseek["messages"][1].get("reasoning").is_none());
+        assert_eq!(deepseek["max_tokens"], 9);
+        let generic: Value =
+            serde_json::from_slice(&request_body(&req, "g", Dialect::Generic)).unwrap();
+        assert_eq!(generic["messages"][1]["reasoning"], "because");
+    }
+
+    #[test]
+    fn reasoning_is_counted_once_and_moved_to_the_clients_field() {
+        let data =
+            r#"{"choices":[{"index":0,"delta":{"reasoning":"hm","reasoning_content":"hm"}}]}"#;
+        let view = ChunkView::parse(data).unwrap();
+        let mut n = 0;
+        view.for_each_event(|_| n += 1);
+        assert_eq!(
+            n, 1,
+            "the same text under both names is one piece of reasoning"
+        );
+        assert!(view.reasoning_misnamed(ReasoningField::ReasoningContent));
+        let mut v: Map<String, Value> =
+            serde_json::from_str(r#"{"choices":[{"delta":{"reasoning":"hm"}}]}"#).unwrap();
+        rename_reasoning(&mut v, ReasoningField::ReasoningContent);
+        assert_eq!(
+            Value::Object(v).to_string(),
+            r#"{"choices":[{"delta":{"reasoning_content":"hm"}}]}"#
+        );
     }
 }

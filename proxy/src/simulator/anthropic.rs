@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use thinkgate_config::ReasoningStyle;
 use thinkgate_metrics::TokenCounter;
 
-use super::{Frames, Job, RequestView};
+use super::{knobs, Frames, Job, RequestView};
 use crate::body::{self, Body};
 use crate::error::ApiError;
 
@@ -70,6 +70,8 @@ pub(super) fn parse(
             .map(str::to_string),
         prompt_tokens,
         show_thoughts: true,
+        thinking: knobs::anthropic(request, cap)?,
+        hide_reasoning: false,
     })
 }
 

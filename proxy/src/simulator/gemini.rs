@@ -10,7 +10,7 @@ use http::{Response, StatusCode};
 use serde_json::{json, Value};
 use thinkgate_metrics::TokenCounter;
 
-use super::{Frames, Job, RequestView};
+use super::{knobs, Frames, Job, RequestView};
 use crate::body::{self, Body};
 use crate::error::ApiError;
 
@@ -100,6 +100,8 @@ pub(super) fn parse(
             .and_then(|t| t.get("includeThoughts"))
             .and_then(Value::as_bool)
             .unwrap_or(false),
+        thinking: knobs::gemini(thinking),
+        hide_reasoning: false,
     })
 }
 

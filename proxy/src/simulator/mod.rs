@@ -22,6 +22,7 @@
 
 mod anthropic;
 mod gemini;
+mod knobs;
 mod script;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,7 +33,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
-use thinkgate_config::{Encoding, ReasoningStyle, SimProfile, WireFormat};
+use thinkgate_config::{Dialect, Encoding, ReasoningField, ReasoningStyle, SimProfile, WireFormat};
 use thinkgate_metrics::TokenCounter;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -100,6 +101,10 @@ pub(crate) struct RequestView {
     /// Whether the format's switch for showing reasoning is on (Gemini's `includeThoughts`;
     /// the others show what the profile shows).
     show_thoughts: bool,
+    /// How long the request's reasoning knobs let the model think.
+    thinking: knobs::Thinking,
+    /// The request asked for the reasoning to be left out (OpenRouter's `exclude`).
+    hide_reasoning: bool,
 }
 
 /// One request, as the simulator understood it.
@@ -195,21 +200,38 @@ impl Simulator {
         headers: &HeaderMap,
         body: Bytes,
     ) -> Response<Body> {
+        // `/<dialect>/v1/...` imitates that server (`/vllm/v1/chat/completions`, say).
+        let (dialect, path) = match path.strip_prefix('/').and_then(|p| p.split_once('/')) {
+            Some((first, _)) => match Dialect::parse(first) {
+                Some(d) => (d, &path[first.len() + 1..]),
+                None => (Dialect::Generic, path),
+            },
+            None => (Dialect::Generic, path),
+        };
         match (method, path) {
             (&Method::POST, "/v1/chat/completions" | "/chat/completions") => {
-                match self.chat(path, headers, &body, WireFormat::OpenAi).await {
+                match self
+                    .chat(path, dialect, headers, &body, WireFormat::OpenAi)
+                    .await
+                {
                     Ok(resp) => resp,
                     Err(e) => e.into_response(),
                 }
             }
             (&Method::POST, "/v1/messages" | "/messages") => {
-                match self.chat(path, headers, &body, WireFormat::Anthropic).await {
+                match self
+                    .chat(path, dialect, headers, &body, WireFormat::Anthropic)
+                    .await
+                {
                     Ok(resp) => resp,
                     Err(e) => anthropic::error_response(e.status, &e.message),
                 }
             }
             (&Method::POST, _) if gemini::route(path).is_some() => {
-                match self.chat(path, headers, &body, WireFormat::Gemini).await {
+                match self
+                    .chat(path, dialect, headers, &body, WireFormat::Gemini)
+                    .await
+                {
                     Ok(resp) => resp,
                     Err(e) => gemini::error_response(e.status, &e.message),
                 }
@@ -236,6 +258,7 @@ impl Simulator {
     async fn chat(
         &self,
         path: &str,
+        dialect: Dialect,
         headers: &HeaderMap,
         body: &[u8],
         format: WireFormat,
@@ -253,7 +276,7 @@ impl Simulator {
                 })?,
         }
         .to_string();
-        let profile = self.profile_for(&model, headers)?;
+        let mut profile = self.profile_for(&model, headers)?;
         if let Some(status) = profile.faults.status {
             return Ok(match format {
                 WireFormat::OpenAi => fault_response(status),
@@ -266,7 +289,7 @@ impl Simulator {
             (WireFormat::Gemini, Some((_, stream))) => {
                 gemini::parse(&request, stream, &self.counter)?
             }
-            _ => self.openai_request(&request),
+            _ => self.openai_request(&request, dialect, &profile)?,
         };
         let RequestView {
             stream,
@@ -275,7 +298,25 @@ impl Simulator {
             tool,
             prompt_tokens,
             show_thoughts,
+            thinking,
+            hide_reasoning,
         } = request_view;
+        profile.reasoning_tokens = thinking.tokens(profile.reasoning_tokens);
+        let visible = matches!(
+            profile.reasoning,
+            ReasoningStyle::ReasoningContent | ReasoningStyle::Reasoning
+        );
+        if visible {
+            // The imitated server decides where reasoning shows, or that it does not.
+            profile.reasoning = match (hide_reasoning, dialect, dialect.reasoning_field()) {
+                (true, _, _) | (false, Dialect::OpenAi, _) => ReasoningStyle::Hidden,
+                (false, _, Some(ReasoningField::Reasoning)) => ReasoningStyle::Reasoning,
+                (false, _, Some(ReasoningField::ReasoningContent)) => {
+                    ReasoningStyle::ReasoningContent
+                }
+                (false, _, None) => profile.reasoning,
+            };
+        }
         let seed = script::fnv1a(self.config.seed, body);
         let mut rng = Rng::new(seed);
         let mut script = Script::new(&profile, &mut rng, cap, tool);
@@ -341,15 +382,22 @@ impl Simulator {
         }
     }
 
-    /// What the simulator reads from an OpenAI chat request.
-    fn openai_request(&self, request: &Value) -> RequestView {
+    /// What the simulator reads from an OpenAI chat request, as `dialect`'s server reads it.
+    fn openai_request(
+        &self,
+        request: &Value,
+        dialect: Dialect,
+        profile: &SimProfile,
+    ) -> Result<RequestView, ApiError> {
+        let reasons = profile.reasoning != ReasoningStyle::None && profile.reasoning_tokens > 0;
+        let (thinking, hide_reasoning) = knobs::openai_format(dialect, request, reasons)?;
         let messages = request.get("messages").and_then(Value::as_array);
         let last_is_tool = messages
             .and_then(|m| m.last())
             .and_then(|m| m.get("role"))
             .and_then(Value::as_str)
             == Some("tool");
-        RequestView {
+        Ok(RequestView {
             stream: request
                 .get("stream")
                 .and_then(Value::as_bool)
@@ -371,7 +419,9 @@ impl Simulator {
                 .map(str::to_string),
             prompt_tokens: self.prompt_tokens(messages.map(Vec::as_slice).unwrap_or(&[])),
             show_thoughts: true,
-        }
+            thinking,
+            hide_reasoning,
+        })
     }
 
     /// The model's profile with the request's `x-sim-*` overrides applied.
