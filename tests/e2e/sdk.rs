@@ -35,14 +35,16 @@ fn venv_python() -> PathBuf {
     python
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn official_openai_python_sdk() {
+/// Runs one of the `tests/sdk` scripts against `proxy` and checks it passed.
+async fn run_script(proxy: &Proxy, script: &str, env: &[(&str, &str)]) {
     let python = tokio::task::spawn_blocking(venv_python).await.unwrap();
-    let proxy = Proxy::start(&config_text(None, "")).await;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/openai_sdk.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sdk")
+        .join(script);
     let out = tokio::process::Command::new(python)
         .arg(script)
         .env("THINKGATE_BASE_URL", proxy.url("/v1"))
+        .envs(env.iter().copied())
         .output()
         .await
         .unwrap();
@@ -53,4 +55,51 @@ async fn official_openai_python_sdk() {
         "SDK checks failed:\n{stdout}\n{stderr}"
     );
     assert!(stdout.contains("all checks passed"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_openai_python_sdk() {
+    let proxy = Proxy::start(&config_text(None, "")).await;
+    run_script(&proxy, "openai_sdk.py", &[]).await;
+}
+
+/// Simulated upstreams in every format and dialect, each behind one model id.
+const UPSTREAMS: [(&str, &str); 10] = [
+    ("anthropic", "format = \"anthropic\""),
+    ("gemini", "format = \"gemini\""),
+    ("openai", "dialect = \"openai\""),
+    ("vllm", "dialect = \"vllm\""),
+    ("sglang", "dialect = \"sglang\""),
+    ("deepseek", "dialect = \"deepseek\""),
+    ("llamacpp", "dialect = \"llamacpp\""),
+    ("ollama", "dialect = \"ollama\""),
+    ("openrouter", "dialect = \"openrouter\""),
+    ("muse-spark", "dialect = \"muse-spark\""),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_sdk_against_every_upstream_format_and_dialect() {
+    let mut extra = String::new();
+    for (name, setting) in UPSTREAMS {
+        extra.push_str(&format!(
+            "[providers.up-{name}]\nkind = \"simulator\"\n{setting}\n\n\
+             [models.{name}]\nprovider = \"up-{name}\"\nupstream_model = \"{name}-model\"\n\
+             context_window = 100000\ncapabilities = [\"tools\", \"reasoning\"]\n\n"
+        ));
+    }
+    let proxy = Proxy::start(&config_text(None, &extra)).await;
+    // OpenAI hides reasoning (`!`): only its count arrives.
+    let models: Vec<String> = UPSTREAMS
+        .iter()
+        .map(|(name, _)| match *name {
+            "openai" => format!("{name}!"),
+            _ => name.to_string(),
+        })
+        .collect();
+    run_script(
+        &proxy,
+        "upstream_formats.py",
+        &[("THINKGATE_MODELS", &models.join(","))],
+    )
+    .await;
 }
