@@ -209,10 +209,17 @@ fn check(path: &std::path::Path) -> ExitCode {
         } else {
             &p.base_url
         };
+        // What the upstream speaks: its format, or for OpenAI-format servers their dialect.
+        let speaks = match (p.format, p.dialect) {
+            (thinkgate_config::WireFormat::Anthropic, _) => "anthropic",
+            (thinkgate_config::WireFormat::Gemini, _) => "gemini",
+            (_, dialect) => dialect.as_str(),
+        };
         println!(
-            "  {:<12} {:<18} {}  [{}]",
+            "  {:<14} {:<18} {:<11} {}  [{}]",
             p.name,
             p.kind.as_str(),
+            speaks,
             url,
             key
         );
@@ -230,7 +237,7 @@ fn check(path: &std::path::Path) -> ExitCode {
             caps.push("reasoning")
         }
         println!(
-            "  {:<20} via {:<12} as {:<24} ctx {:>7}  ${}/${} per Mtok  [{}]",
+            "  {:<20} via {:<14} as {:<24} ctx {:>7}  ${}/${} per Mtok  [{}]",
             m.id,
             m.provider,
             m.upstream_model,
