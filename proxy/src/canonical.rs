@@ -34,6 +34,10 @@ pub struct Message {
     /// A tool turn's answer to this call.
     #[serde(default)]
     pub tool_call_id: Option<String>,
+    /// An assistant turn's signed reasoning blocks, as the proxy handed them out (Anthropic
+    /// requires them back unchanged in tool-use loops). Opaque to the proxy.
+    #[serde(default)]
+    pub thinking_blocks: Option<Vec<Value>>,
 }
 
 /// A tool call in the conversation history.
@@ -127,6 +131,9 @@ pub enum Delta {
         model: String,
     },
     Reasoning(String),
+    /// A signed or redacted reasoning block the client must send back as is (Anthropic's
+    /// `thinking` with its signature, `redacted_thinking`); its text also came as `Reasoning`.
+    ReasoningBlock(Value),
     Content(String),
     /// A tool call begins: its position among the response's calls, id and name.
     ToolCallStart {
@@ -160,7 +167,7 @@ impl Delta {
             Delta::ToolCallArguments { arguments, .. } => Event::ToolCall(Cow::Borrowed(arguments)),
             Delta::Finish(r) => Event::Finish(Cow::Borrowed(r)),
             Delta::Usage(u) => Event::Usage(*u),
-            Delta::Start { .. } | Delta::Error { .. } => return None,
+            Delta::Start { .. } | Delta::ReasoningBlock(_) | Delta::Error { .. } => return None,
         })
     }
 }

@@ -332,3 +332,101 @@ async fn upstream_errors_keep_status_and_vendor_message() {
     let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
     assert_eq!(last["error"]["code"], "upstream_stream_broken");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_thinking_goes_back_unchanged_in_tool_loops() {
+    let sim = SimServer::start().await;
+    let proxy = proxy_for(&sim.url()).await;
+    let url = proxy.url("/v1/chat/completions");
+    let tools = json!([{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]);
+    // Anthropic's own `thinking` object passes through (clients send it as extra body).
+    let ask = json!({"model": "claude", "tools": tools, "max_tokens": 4096,
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "messages": [{"role": "user", "content": "look it up"}]});
+    let next = |turn: &Value| {
+        let call_id = turn["tool_calls"][0]["id"].clone();
+        let mut body = ask.clone();
+        body["messages"] = json!([
+            {"role": "user", "content": "look it up"},
+            turn,
+            {"role": "tool", "tool_call_id": call_id, "content": "42"}
+        ]);
+        body.to_string()
+    };
+
+    let v = call(&url, ask.to_string(), &[]).await.json();
+    let turn = v["choices"][0]["message"].clone();
+    let block = &turn["thinking_blocks"][0];
+    assert_eq!(block["type"], "thinking", "{turn}");
+    assert_eq!(block["thinking"], turn["reasoning_content"]);
+    assert!(block["signature"].as_str().unwrap().starts_with("sig_"));
+    let r = call(&url, next(&turn), &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["choices"][0]["finish_reason"], "stop");
+
+    // A client that drops the blocks gets Anthropic's own 400.
+    let mut bare = turn.clone();
+    bare.as_object_mut().unwrap().remove("thinking_blocks");
+    let r = call(&url, next(&bare), &[]).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.error()["message"]
+        .as_str()
+        .unwrap()
+        .contains("thinking block"));
+
+    // Streamed: the block arrives whole once its signature does, and works the same way.
+    let mut streamed = ask.clone();
+    streamed["stream"] = true.into();
+    let chunks: Vec<Value> = call(&url, streamed.to_string(), &[])
+        .await
+        .sse_data()
+        .iter()
+        .filter_map(|e| serde_json::from_str(e).ok())
+        .collect();
+    let delta = |c: &Value| c["choices"][0]["delta"].clone();
+    let blocks: Vec<Value> = chunks
+        .iter()
+        .filter_map(|c| delta(c)["thinking_blocks"].as_array().cloned())
+        .flatten()
+        .collect();
+    let reasoning: String = chunks
+        .iter()
+        .filter_map(|c| delta(c)["reasoning_content"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(blocks.len(), 1);
+    assert_eq!(blocks[0]["thinking"], reasoning.as_str());
+    let call0 = chunks
+        .iter()
+        .find_map(|c| delta(c)["tool_calls"][0]["id"].as_str().map(str::to_string))
+        .unwrap();
+    let args: String = chunks
+        .iter()
+        .filter_map(|c| {
+            delta(c)["tool_calls"][0]["function"]["arguments"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    let turn = json!({"role": "assistant", "content": null, "reasoning_content": reasoning,
+        "thinking_blocks": blocks,
+        "tool_calls": [{"id": call0, "type": "function", "function": {"name": "lookup", "arguments": args}}]});
+    let r = call(&url, next(&turn), &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+
+    // A budget Anthropic would refuse comes back as its 400.
+    let mut small = ask.clone();
+    small["thinking"]["budget_tokens"] = 100.into();
+    let r = call(&url, small.to_string(), &[]).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.error()["message"].as_str().unwrap().contains("1024"));
+
+    // A refusal is a content_filter finish.
+    let v = call(
+        &url,
+        chat("claude", false),
+        &[("x-sim-finish", "content_filter")],
+    )
+    .await
+    .json();
+    assert_eq!(v["choices"][0]["finish_reason"], "content_filter");
+}

@@ -56,6 +56,7 @@ impl Renderer {
                 self.chunk(json!({"role": "assistant", "content": ""}), None)
             }
             Delta::Reasoning(t) => self.chunk(json!({ self.reasoning_field.as_str(): t }), None),
+            Delta::ReasoningBlock(block) => self.chunk(json!({ "thinking_blocks": [block] }), None),
             Delta::Content(t) => self.chunk(json!({ "content": t }), None),
             Delta::ToolCallStart { index, id, name } => self.chunk(
                 json!({"tool_calls": [{"index": index, "id": id, "type": "function", "function": {"name": name, "arguments": ""}}]}),
@@ -75,10 +76,12 @@ impl Renderer {
         let (mut content, mut reasoning, mut finish) =
             (String::new(), String::new(), "stop".to_string());
         let mut calls: Vec<(String, String, String)> = Vec::new();
+        let mut blocks = Vec::new();
         for d in deltas {
             match d {
                 Delta::Start { id, model } => self.start(id, model),
                 Delta::Reasoning(t) => reasoning.push_str(t),
+                Delta::ReasoningBlock(b) => blocks.push(b.clone()),
                 Delta::Content(t) => content.push_str(t),
                 Delta::ToolCallStart { id, name, .. } => {
                     calls.push((id.clone(), name.clone(), String::new()))
@@ -104,6 +107,9 @@ impl Renderer {
         );
         if !reasoning.is_empty() {
             message.insert(self.reasoning_field.as_str().into(), reasoning.into());
+        }
+        if !blocks.is_empty() {
+            message.insert("thinking_blocks".into(), Value::Array(blocks));
         }
         if !calls.is_empty() {
             let calls: Vec<Value> = calls

@@ -6,6 +6,11 @@
 //! and stop sequences map to theirs. What Anthropic cannot do (`n > 1`, logprobs) is a 400,
 //! never silently dropped.
 //!
+//! Thinking blocks reach the client as reasoning text plus `thinking_blocks` (the block with
+//! its signature, or a `redacted_thinking` block) on the message or delta — the name LiteLLM
+//! clients already use — and an assistant turn's `thinking_blocks` go back first in its
+//! content, unchanged, as Anthropic requires in tool-use loops.
+//!
 //! Responses: a whole `message` and the streamed events (`message_start`,
 //! `content_block_start/delta/stop` with `text_delta`, `thinking_delta`, `signature_delta`,
 //! `input_json_delta`, `message_delta`, `message_stop`, `ping`, `error`) become canonical
@@ -84,6 +89,10 @@ pub fn request_body(
             out.insert(field.into(), v.clone());
         }
     }
+    // Anthropic's own `thinking` object, sent by clients through the SDK's extra body.
+    if let Some(thinking) = body.get("thinking").filter(|t| t.is_object()) {
+        out.insert("thinking".into(), thinking.clone());
+    }
     if let Some(user) = body.get("user").and_then(Value::as_str) {
         out.insert("metadata".into(), json!({ "user_id": user }));
     }
@@ -147,7 +156,20 @@ fn messages(history: &[Message]) -> Result<Vec<Value>, ApiError> {
             "system" | "developer" => continue,
             "user" => ("user", content_blocks(m, i)?),
             "assistant" => {
-                let mut blocks = content_blocks(m, i)?;
+                // Signed thinking goes back first and unchanged, as Anthropic requires.
+                let mut blocks: Vec<Value> = m
+                    .thinking_blocks
+                    .iter()
+                    .flatten()
+                    .filter(|b| {
+                        matches!(
+                            b.get("type").and_then(Value::as_str),
+                            Some("thinking" | "redacted_thinking")
+                        )
+                    })
+                    .cloned()
+                    .collect();
+                blocks.extend(content_blocks(m, i)?);
                 for (j, call) in m.tool_calls.iter().flatten().enumerate() {
                     let input = convert::call_arguments(call, i, j)?;
                     blocks.push(json!({"type": "tool_use", "id": call.id, "name": call.function.name, "input": input}));
@@ -290,7 +312,11 @@ pub fn decode_message(bytes: &[u8]) -> Result<Vec<Delta>, String> {
     for block in &m.content {
         match block.get("type").and_then(Value::as_str) {
             Some("text") => out.push(Delta::Content(str_field(block, "text"))),
-            Some("thinking") => out.push(Delta::Reasoning(str_field(block, "thinking"))),
+            Some("thinking") => {
+                out.push(Delta::Reasoning(str_field(block, "thinking")));
+                out.push(Delta::ReasoningBlock(block.clone()));
+            }
+            Some("redacted_thinking") => out.push(Delta::ReasoningBlock(block.clone())),
             Some("tool_use") => {
                 out.push(Delta::ToolCallStart {
                     index: calls,
@@ -304,7 +330,7 @@ pub fn decode_message(bytes: &[u8]) -> Result<Vec<Delta>, String> {
                 });
                 calls += 1;
             }
-            // redacted_thinking carries no text; other future blocks are not shown.
+            // Blocks added later are not shown.
             _ => {}
         }
     }
@@ -323,6 +349,8 @@ pub struct StreamDecoder {
     usage: Usage,
     /// Content block index → tool call index.
     tool_blocks: HashMap<u64, usize>,
+    /// The thinking text of the block being streamed, handed back whole with its signature.
+    thinking: String,
     calls: usize,
     /// `message_stop` was seen: the response is complete.
     pub done: bool,
@@ -366,6 +394,8 @@ impl StreamDecoder {
                     Some("text") if !str_field(&block, "text").is_empty() => {
                         out.push(Delta::Content(str_field(&block, "text")))
                     }
+                    Some("thinking") => self.thinking.clear(),
+                    Some("redacted_thinking") => out.push(Delta::ReasoningBlock(block)),
                     _ => {}
                 }
             }
@@ -375,8 +405,17 @@ impl StreamDecoder {
                 match delta.get("type").and_then(Value::as_str) {
                     Some("text_delta") => out.push(Delta::Content(str_field(&delta, "text"))),
                     Some("thinking_delta") => {
-                        out.push(Delta::Reasoning(str_field(&delta, "thinking")))
+                        let text = str_field(&delta, "thinking");
+                        self.thinking.push_str(&text);
+                        out.push(Delta::Reasoning(text))
                     }
+                    // The signature closes a thinking block: the client gets the block whole,
+                    // to send back in its next turn.
+                    Some("signature_delta") => out.push(Delta::ReasoningBlock(json!({
+                        "type": "thinking",
+                        "thinking": std::mem::take(&mut self.thinking),
+                        "signature": str_field(&delta, "signature"),
+                    }))),
                     Some("input_json_delta") => {
                         if let Some(call) = self.tool_blocks.get(&index) {
                             out.push(Delta::ToolCallArguments {
@@ -385,8 +424,6 @@ impl StreamDecoder {
                             });
                         }
                     }
-                    // signature_delta authenticates the thinking block; clients of the
-                    // OpenAI format have nowhere to keep it.
                     _ => {}
                 }
             }

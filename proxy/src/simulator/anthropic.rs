@@ -47,6 +47,10 @@ pub(super) fn parse(
         }
         prompt_tokens += 3 + m.get("content").map_or(0, |c| text_tokens(c, counter));
     }
+    let thinking_on = request.pointer("/thinking/type").and_then(Value::as_str) == Some("enabled");
+    if thinking_on {
+        signed_thinking_first(messages)?;
+    }
     let answers_a_tool = messages
         .last()
         .and_then(|m| m.get("content"))
@@ -73,6 +77,44 @@ pub(super) fn parse(
         thinking: knobs::anthropic(request, cap)?,
         hide_reasoning: false,
     })
+}
+
+/// With thinking on, the last assistant turn that used a tool must open with its signed
+/// thinking block, sent back unchanged.
+fn signed_thinking_first(messages: &[Value]) -> Result<(), ApiError> {
+    let last_assistant = messages
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|(_, m)| m["role"] == "assistant");
+    let Some((i, m)) = last_assistant else {
+        return Ok(());
+    };
+    let Some(blocks) = m.get("content").and_then(Value::as_array) else {
+        return Ok(());
+    };
+    if !blocks.iter().any(|b| b["type"] == "tool_use") {
+        return Ok(());
+    }
+    let first = blocks
+        .first()
+        .and_then(|b| b.get("type"))
+        .and_then(Value::as_str);
+    let signed = match first {
+        Some("thinking") => blocks[0]
+            .get("signature")
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty()),
+        Some("redacted_thinking") => true,
+        _ => false,
+    };
+    if signed {
+        return Ok(());
+    }
+    Err(ApiError::invalid_request(format!(
+        "messages.{i}.content.0.type: Expected `thinking` or `redacted_thinking`, but found `{}`. When `thinking` is enabled, a final `assistant` message must start with a thinking block (preceeding the lastmost set of `tool_use` and `tool_result` blocks).",
+        first.unwrap_or("nothing")
+    )))
 }
 
 /// Tokens of a string, or of the text in a list of blocks (an image counts a fixed amount).
