@@ -133,32 +133,16 @@ async fn round_trips_against_the_simulated_messages_api() {
     let mut streamed = multi_turn.clone();
     streamed["stream"] = true.into();
     streamed["stream_options"] = json!({"include_usage": true});
-    let r = call(&url, streamed.to_string(), &[]).await;
-    let events = r.sse_data();
-    assert_eq!(events.last().unwrap(), "[DONE]");
-    let chunks: Vec<Value> = events[..events.len() - 1]
-        .iter()
-        .map(|e| serde_json::from_str(e).unwrap())
-        .collect();
-    let text: String = chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
-        .collect();
-    let thinking: String = chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["reasoning_content"].as_str())
-        .collect();
-    assert_eq!(text.split_whitespace().count(), 6);
-    assert_eq!(thinking.split_whitespace().count(), 8);
-    let usage = &chunks.last().unwrap()["usage"];
-    assert_eq!(usage["completion_tokens"], 14);
+    let s = call(&url, streamed.to_string(), &[]).await.streamed();
+    assert!(s.done);
+    assert_eq!(words(&s.text("content")), 6);
+    assert_eq!(words(&s.text("reasoning_content")), 8);
+    assert_eq!(s.usage()["completion_tokens"], 14);
     assert_eq!(
-        usage["total_tokens"],
-        usage["prompt_tokens"].as_u64().unwrap() + 14
+        s.usage()["total_tokens"],
+        s.usage()["prompt_tokens"].as_u64().unwrap() + 14
     );
-    assert!(chunks
-        .iter()
-        .any(|c| c["choices"][0]["finish_reason"] == "stop"));
+    assert_eq!(s.finish_reasons(), ["stop"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,21 +163,11 @@ async fn tool_calls_round_trip_whole_and_streamed() {
 
     let mut streamed = ask.clone();
     streamed["stream"] = true.into();
-    let events = call(&url, streamed.to_string(), &[]).await.sse_data();
-    let chunks: Vec<Value> = events
-        .iter()
-        .filter_map(|e| serde_json::from_str(e).ok())
-        .collect();
-    let streamed_args: String = chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str())
-        .collect();
+    let s = call(&url, streamed.to_string(), &[]).await.streamed();
     let parsed: Value =
-        serde_json::from_str(&streamed_args).expect("streamed arguments join into JSON");
+        serde_json::from_str(&s.tool_arguments()).expect("streamed arguments join into JSON");
     assert!(parsed["query"].is_string());
-    assert!(chunks
-        .iter()
-        .any(|c| c["choices"][0]["finish_reason"] == "tool_calls"));
+    assert_eq!(s.finish_reasons(), ["tool_calls"]);
 
     // The tool's result goes back as a tool_result block; the model then answers in text.
     let answer = json!({"model": "claude", "tools": tools, "messages": [

@@ -43,28 +43,16 @@ async fn streaming_round_trip_ends_with_done() {
     .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.headers["content-type"], "text/event-stream");
-    let events = r.sse_data();
-    assert_eq!(events.last().unwrap(), "[DONE]");
-    let chunks: Vec<Value> = events[..events.len() - 1]
-        .iter()
-        .map(|e| serde_json::from_str(e).unwrap())
-        .collect();
-    let reasoning: String = chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["reasoning_content"].as_str())
-        .collect();
-    let content: String = chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
-        .collect();
-    assert_eq!(reasoning.split_whitespace().count(), 8);
-    assert_eq!(content.split_whitespace().count(), 6);
+    let s = r.streamed();
+    assert!(s.done);
+    assert_eq!(words(&s.text("reasoning_content")), 8);
+    assert_eq!(words(&s.text("content")), 6);
     assert_eq!(
-        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        s.chunks.last().unwrap()["choices"][0]["finish_reason"],
         "stop"
     );
     // The client did not ask for usage: the chunk the proxy requested for itself is dropped.
-    assert!(chunks.iter().all(|c| c["usage"].is_null()), "{events:?}");
+    assert!(s.chunks.iter().all(|c| c["usage"].is_null()), "{:?}", s.chunks);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -102,25 +102,15 @@ async fn every_dialect_answers_with_reasoning_under_the_clients_field_name() {
             d,
             json!({"stream": true, "stream_options": {"include_usage": true}}),
         );
-        let events = call(&url, streamed, &[]).await.sse_data();
-        assert_eq!(events.last().unwrap(), "[DONE]", "{d}");
-        let chunks: Vec<Value> = events[..events.len() - 1]
-            .iter()
-            .map(|e| serde_json::from_str(e).unwrap())
-            .collect();
+        let s = call(&url, streamed, &[]).await.streamed();
+        assert!(s.done, "{d}");
         assert!(
-            chunks
-                .iter()
-                .all(|c| c["choices"][0]["delta"].get("reasoning").is_none()),
+            s.text("reasoning").is_empty(),
             "{d}: streamed reasoning is renamed too"
         );
-        let thinking: String = chunks
-            .iter()
-            .filter_map(|c| c["choices"][0]["delta"]["reasoning_content"].as_str())
-            .collect();
         let expected = if d == "openai" { 0 } else { 8 };
-        assert_eq!(thinking.split_whitespace().count(), expected, "{d}");
-        assert_eq!(reasoning_tokens(chunks.last().unwrap()), 8, "{d}");
+        assert_eq!(words(&s.text("reasoning_content")), expected, "{d}");
+        assert_eq!(reasoning_tokens(s.chunks.last().unwrap()), 8, "{d}");
     }
 
     // llama.cpp reports usage without a reasoning count: the proxy counts it.

@@ -45,8 +45,8 @@ fn ask(model: &str, content: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": content}]})
 }
 
-fn words(v: &Value) -> usize {
-    v.as_str().map_or(0, |s| s.split_whitespace().count())
+fn words_in(v: &Value) -> usize {
+    v.as_str().map_or(0, words)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,9 +112,9 @@ async fn round_trips_against_the_simulated_gemini_api() {
     assert_eq!(v["object"], "chat.completion");
     assert_eq!(v["model"], "gemini-2.5-pro");
     let message = &v["choices"][0]["message"];
-    assert_eq!(words(&message["content"]), 6);
+    assert_eq!(words_in(&message["content"]), 6);
     // Thoughts are asked for (includeThoughts) because the model reasons.
-    assert_eq!(words(&message["reasoning_content"]), 8);
+    assert_eq!(words_in(&message["reasoning_content"]), 8);
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
     assert_eq!(v["usage"]["completion_tokens"], 14);
     assert_eq!(
@@ -125,33 +125,16 @@ async fn round_trips_against_the_simulated_gemini_api() {
     let mut streamed = multi_turn.clone();
     streamed["stream"] = true.into();
     streamed["stream_options"] = json!({"include_usage": true});
-    let r = call(&url, streamed.to_string(), &[]).await;
-    let events = r.sse_data();
-    assert_eq!(events.last().unwrap(), "[DONE]");
-    let chunks: Vec<Value> = events[..events.len() - 1]
-        .iter()
-        .map(|e| serde_json::from_str(e).unwrap())
-        .collect();
-    let text: String = chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
-        .collect();
-    let thinking: String = chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["reasoning_content"].as_str())
-        .collect();
-    assert_eq!(text.split_whitespace().count(), 6);
-    assert_eq!(thinking.split_whitespace().count(), 8);
-    let usage = &chunks.last().unwrap()["usage"];
-    assert_eq!(usage["completion_tokens"], 14);
-    assert_eq!(usage["completion_tokens_details"]["reasoning_tokens"], 8);
+    let s = call(&url, streamed.to_string(), &[]).await.streamed();
+    assert!(s.done);
+    assert_eq!(words(&s.text("content")), 6);
+    assert_eq!(words(&s.text("reasoning_content")), 8);
+    assert_eq!(s.usage()["completion_tokens"], 14);
     assert_eq!(
-        chunks
-            .iter()
-            .filter(|c| c["choices"][0]["finish_reason"] == "stop")
-            .count(),
-        1
+        s.usage()["completion_tokens_details"]["reasoning_tokens"],
+        8
     );
+    assert_eq!(s.finish_reasons(), ["stop"]);
 
     // A model without the reasoning capability is not asked for thoughts: none shown, none
     // counted, and the answer arrives.
@@ -161,7 +144,7 @@ async fn round_trips_against_the_simulated_gemini_api() {
     assert!(v["choices"][0]["message"]
         .get("reasoning_content")
         .is_none());
-    assert_eq!(words(&v["choices"][0]["message"]["content"]), 6);
+    assert_eq!(words_in(&v["choices"][0]["message"]["content"]), 6);
     assert_eq!(
         v["usage"]["completion_tokens_details"]["reasoning_tokens"], 8,
         "hidden thoughts are still billed and counted"
@@ -189,20 +172,10 @@ async fn tool_calls_round_trip_with_their_signatures() {
 
     let mut streamed = question.clone();
     streamed["stream"] = true.into();
-    let events = call(&url, streamed.to_string(), &[]).await.sse_data();
-    let chunks: Vec<Value> = events
-        .iter()
-        .filter_map(|e| serde_json::from_str(e).ok())
-        .collect();
-    let streamed_args: String = chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str())
-        .collect();
-    let parsed: Value = serde_json::from_str(&streamed_args).expect("arguments are JSON");
+    let s = call(&url, streamed.to_string(), &[]).await.streamed();
+    let parsed: Value = serde_json::from_str(&s.tool_arguments()).expect("arguments are JSON");
     assert!(parsed["query"].is_string());
-    assert!(chunks
-        .iter()
-        .any(|c| c["choices"][0]["finish_reason"] == "tool_calls"));
+    assert_eq!(s.finish_reasons(), ["tool_calls"]);
 
     // The result goes back as a functionResponse; the simulated Gemini 3 refuses a history
     // whose call lost its signature, so an answer proves the signature came back.
@@ -215,7 +188,7 @@ async fn tool_calls_round_trip_with_their_signatures() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let v = r.json();
     assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
-    assert_eq!(words(&v["choices"][0]["message"]["content"]), 6);
+    assert_eq!(words_in(&v["choices"][0]["message"]["content"]), 6);
 
     // Without the signature, Gemini's own 400 comes back with its message.
     let mut unsigned = answer.clone();

@@ -341,6 +341,19 @@ impl Reply {
         sse_data(&self.text())
     }
 
+    /// A streamed reply read the way a client reads it.
+    pub fn streamed(&self) -> Streamed {
+        let events = self.sse_data();
+        Streamed {
+            done: events.last().is_some_and(|e| e == "[DONE]"),
+            chunks: events
+                .iter()
+                .filter(|e| *e != "[DONE]")
+                .map(|e| serde_json::from_str(e).unwrap_or_else(|_| panic!("not JSON: {e}")))
+                .collect(),
+        }
+    }
+
     /// Asserts an OpenAI-shaped error and returns its `error` object.
     pub fn error(&self) -> Value {
         let v = self.json();
@@ -351,6 +364,48 @@ impl Reply {
         }
         e
     }
+}
+
+/// The chunks of a streamed reply, and whether it ended with `[DONE]`.
+pub struct Streamed {
+    pub chunks: Vec<Value>,
+    pub done: bool,
+}
+
+impl Streamed {
+    fn deltas(&self) -> impl Iterator<Item = &Value> {
+        self.chunks.iter().map(|c| &c["choices"][0]["delta"])
+    }
+
+    /// A delta field (`content`, `reasoning_content`, …) joined over the stream.
+    pub fn text(&self, field: &str) -> String {
+        self.deltas().filter_map(|d| d[field].as_str()).collect()
+    }
+
+    /// The first tool call's argument text joined over the stream.
+    pub fn tool_arguments(&self) -> String {
+        self.deltas()
+            .filter_map(|d| d["tool_calls"][0]["function"]["arguments"].as_str())
+            .collect()
+    }
+
+    /// Every finish reason the stream gave.
+    pub fn finish_reasons(&self) -> Vec<&str> {
+        self.chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["finish_reason"].as_str())
+            .collect()
+    }
+
+    /// The last chunk's usage.
+    pub fn usage(&self) -> &Value {
+        &self.chunks.last().expect("a chunk")["usage"]
+    }
+}
+
+/// Words in a string value (the simulator's tokens are words).
+pub fn words(v: &str) -> usize {
+    v.split_whitespace().count()
 }
 
 pub fn sse_data(text: &str) -> Vec<String> {
