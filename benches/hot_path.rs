@@ -21,6 +21,7 @@ use thinkgate_proxy::egress;
 use thinkgate_proxy::egress::Source;
 use thinkgate_proxy::ingress::parse_chat;
 use thinkgate_proxy::providers::openai::request_body;
+use thinkgate_proxy::providers::WireFormat;
 use thinkgate_proxy::Runtime;
 
 fn typical_request() -> Vec<u8> {
@@ -46,6 +47,57 @@ fn chunk(i: usize) -> String {
     )
 }
 
+/// The same 256-token stream in each wire format: (label, model in demo.toml, format, frames).
+fn streams() -> Vec<(&'static str, &'static str, WireFormat, Vec<Bytes>)> {
+    const CHUNKS: usize = 256;
+    let openai = (0..CHUNKS)
+        .map(|i| Bytes::from(chunk(i)))
+        .chain([Bytes::from_static(b"data: [DONE]\n\n")])
+        .collect();
+    let anthropic = [Bytes::from_static(
+        b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"m\",\"usage\":{\"input_tokens\":40,\"output_tokens\":1}}}\n\n\
+          event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+    )]
+    .into_iter()
+    .chain((0..CHUNKS).map(|i| Bytes::from(format!(
+        "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\" word{i}\"}}}}\n\n"
+    ))))
+    .chain([Bytes::from_static(
+        b"event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n\
+          event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":256}}\n\n\
+          event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+    )])
+    .collect();
+    let gemini = (0..CHUNKS)
+        .map(|i| {
+            let end = if i + 1 == CHUNKS {
+                ",\"finishReason\":\"STOP\""
+            } else {
+                ""
+            };
+            Bytes::from(format!(
+                "data: {{\"candidates\":[{{\"content\":{{\"parts\":[{{\"text\":\" word{i}\"}}],\"role\":\"model\"}}{end},\"index\":0}}],\"usageMetadata\":{{\"promptTokenCount\":40,\"candidatesTokenCount\":{i},\"totalTokenCount\":{}}},\"modelVersion\":\"m\",\"responseId\":\"r1\"}}\r\n\r\n",
+                40 + i
+            ))
+        })
+        .collect();
+    vec![
+        ("relay_sse_chunk", "muse-spark", WireFormat::OpenAi, openai),
+        (
+            "translate_anthropic_event",
+            "claude-opus-4.6",
+            WireFormat::Anthropic,
+            anthropic,
+        ),
+        (
+            "translate_gemini_event",
+            "gemini-3.1-pro",
+            WireFormat::Gemini,
+            gemini,
+        ),
+    ]
+}
+
 fn bench(c: &mut Criterion) {
     let req = typical_request();
     let mut g = c.benchmark_group("ingress");
@@ -66,46 +118,46 @@ fn bench(c: &mut Criterion) {
     )
     .unwrap();
     let runtime = Runtime::build(cfg).unwrap();
-    let route = runtime.route("muse-spark").unwrap().clone();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    const CHUNKS: usize = 256;
-    let upstream: Vec<Bytes> = (0..CHUNKS)
-        .map(|i| Bytes::from(chunk(i)))
-        .chain(std::iter::once(Bytes::from_static(b"data: [DONE]\n\n")))
-        .collect();
     let mut g = c.benchmark_group("egress");
-    g.throughput(Throughput::Elements(CHUNKS as u64));
-    g.bench_function("relay_sse_chunk", |b| {
-        b.iter_batched(
-            || upstream.clone(),
-            |frames| {
-                rt.block_on(async {
-                    let body = body::stream(futures_util::stream::iter(frames.into_iter().map(Ok)));
-                    let ctx = egress::Context {
-                        request_id: HeaderValue::from_static("bench"),
-                        route: Arc::clone(&route),
-                        include_usage: true,
-                        started: Instant::now(),
-                        request_timeout: std::time::Duration::from_secs(60),
-                        prompt_estimate: 40,
-                        account: Account::open(runtime.metrics.clone(), "chat_completions"),
-                        format: thinkgate_proxy::providers::WireFormat::OpenAi,
-                        reasoning_field: thinkgate_config::ReasoningField::ReasoningContent,
-                    };
-                    let mut out = egress::stream(ctx, Response::new(body)).into_body();
-                    let mut n = 0;
-                    while let Some(f) = out.frame().await {
-                        n += f.unwrap().into_data().map_or(0, |d| d.len());
-                    }
-                    n
-                })
-            },
-            BatchSize::SmallInput,
-        )
-    });
+    // Per streamed token: forwarded as is (OpenAI) or decoded and rendered (the others).
+    g.throughput(Throughput::Elements(256));
+    for (label, model, format, upstream) in streams() {
+        let route = runtime.route(model).unwrap().clone();
+        g.bench_function(label, |b| {
+            b.iter_batched(
+                || upstream.clone(),
+                |frames| {
+                    rt.block_on(async {
+                        let body =
+                            body::stream(futures_util::stream::iter(frames.into_iter().map(Ok)));
+                        let ctx = egress::Context {
+                            request_id: HeaderValue::from_static("bench"),
+                            route: Arc::clone(&route),
+                            include_usage: true,
+                            started: Instant::now(),
+                            request_timeout: std::time::Duration::from_secs(60),
+                            prompt_estimate: 40,
+                            account: Account::open(runtime.metrics.clone(), "chat_completions"),
+                            format,
+                            reasoning_field: thinkgate_config::ReasoningField::ReasoningContent,
+                        };
+                        let mut out = egress::stream(ctx, Response::new(body)).into_body();
+                        let mut n = 0;
+                        while let Some(f) = out.frame().await {
+                            n += f.unwrap().into_data().map_or(0, |d| d.len());
+                        }
+                        assert!(n > 256 * 40, "{label}: the stream came through");
+                        n
+                    })
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
     g.finish();
 }
 

@@ -52,7 +52,11 @@ async fn streaming_round_trip_ends_with_done() {
         "stop"
     );
     // The client did not ask for usage: the chunk the proxy requested for itself is dropped.
-    assert!(s.chunks.iter().all(|c| c["usage"].is_null()), "{:?}", s.chunks);
+    assert!(
+        s.chunks.iter().all(|c| c["usage"].is_null()),
+        "{:?}",
+        s.chunks
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
