@@ -11,6 +11,7 @@
 
 pub mod error;
 mod locate;
+pub mod modes;
 pub mod raw;
 mod validate;
 
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{ConfigError, KeyPath};
+pub use modes::{EffortAsk, Knob, Mode, ModePolicy, ModelThinking, Modes, Overrun};
 
 /// The validated configuration the proxy runs on.
 #[derive(Debug, Clone)]
@@ -36,6 +38,8 @@ pub struct Config {
     pub models: Vec<Model>,
     pub simulator: Simulator,
     pub metrics: MetricsConfig,
+    /// Reasoning modes and budgets.
+    pub modes: Modes,
 }
 
 /// Histogram buckets; `None` keeps the built-in default for that histogram.
@@ -329,6 +333,8 @@ pub struct Model {
     pub price_output_per_mtok: f64,
     /// The tiktoken encoding used to count this model's tokens.
     pub encoding: Encoding,
+    /// How its thinking is controlled (meaningful for reasoning models).
+    pub thinking: ModelThinking,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

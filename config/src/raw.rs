@@ -23,6 +23,55 @@ pub struct RawConfig {
     pub simulator: RawSimulator,
     #[serde(default)]
     pub metrics: RawMetrics,
+    #[serde(default)]
+    pub modes: RawModes,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawModes {
+    pub default: Option<String>,
+    #[serde(default)]
+    pub domain_defaults: BTreeMap<String, String>,
+    pub instant: Option<RawModePolicy>,
+    pub thinking: Option<RawModePolicy>,
+    pub contemplating: Option<RawModePolicy>,
+    /// Replaces the built-in table whole when given.
+    pub efforts: Option<BTreeMap<String, RawEffortAsk>>,
+    /// Replaces the built-in table whole when given.
+    pub upstream_efforts: Option<BTreeMap<String, u64>>,
+    pub hint: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawModePolicy {
+    pub reasoning_budget: Option<u64>,
+    pub answer_reserve: Option<u64>,
+    pub budget_hint: Option<bool>,
+    #[serde(default)]
+    pub domains: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEffortAsk {
+    pub mode: String,
+    pub reasoning_budget: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawModelThinking {
+    pub knob: Option<String>,
+    pub min_budget: Option<u64>,
+    pub max_budget: Option<u64>,
+    pub can_disable: Option<bool>,
+    pub efforts: Option<Vec<String>>,
+    pub overrun: Option<String>,
+    pub stop_phrase: Option<String>,
+    pub think_start: Option<String>,
+    pub think_end: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -81,6 +130,7 @@ pub struct RawModel {
     pub price_input_per_mtok: Option<f64>,
     pub price_output_per_mtok: Option<f64>,
     pub encoding: Option<String>,
+    pub thinking: Option<RawModelThinking>,
 }
 
 #[derive(Debug, Deserialize, Default)]

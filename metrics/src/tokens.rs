@@ -41,6 +41,27 @@ impl TokenCounter {
     pub fn count(&self, text: &str) -> usize {
         self.tokenizer.count(text)
     }
+
+    /// The longest prefix of `text` that is at most `limit` tokens, and its token count.
+    /// Cuts between tokens; a cut inside a multi-byte character backs off to the character.
+    pub fn truncate<'t>(&self, text: &'t str, limit: usize) -> (&'t str, usize) {
+        let tokens = self.tokenizer.encode(text);
+        if tokens.len() <= limit {
+            return (text, tokens.len());
+        }
+        // A prefix of tokens is a prefix of the bytes; one that ends inside a character does
+        // not decode, so back off until it does.
+        let mut keep = limit;
+        loop {
+            match self.tokenizer.decode(&tokens[..keep]) {
+                Some(prefix) if text.is_char_boundary(prefix.len()) => {
+                    return (&text[..prefix.len()], keep)
+                }
+                _ if keep == 0 => return ("", 0),
+                _ => keep -= 1,
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -56,6 +77,16 @@ mod tests {
         assert_eq!(c.count("hello world"), 2);
         // Special-token text is user text, not a control token.
         assert!(c.count("<|endoftext|>") > 1);
+    }
+
+    #[test]
+    fn truncates_at_token_boundaries() {
+        let c = TokenCounter::new(Encoding::O200kBase);
+        assert_eq!(c.truncate("hello world again", 2), ("hello world", 2));
+        assert_eq!(c.truncate("hello", 5), ("hello", 1));
+        assert_eq!(c.truncate("hello", 0), ("", 0));
+        let (cut, n) = c.truncate("ünïcödé ünïcödé ünïcödé", 3);
+        assert!(n <= 3 && "ünïcödé ünïcödé ünïcödé".starts_with(cut));
     }
 
     /// The backend must agree exactly with tiktoken, the reference implementation.

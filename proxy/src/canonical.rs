@@ -23,6 +23,71 @@ pub struct ChatRequest {
     pub body: Map<String, Value>,
 }
 
+impl ChatRequest {
+    /// The same request, asked as a stream (the proxy streams from the upstream whenever it
+    /// watches the reasoning, whatever the client asked for).
+    pub fn streaming(&self) -> ChatRequest {
+        let mut req = self.clone();
+        req.stream = true;
+        req.body.insert("stream".into(), Value::Bool(true));
+        req
+    }
+
+    /// The same request with `messages` appended to the conversation.
+    pub fn with_appended(&self, messages: Vec<Value>) -> ChatRequest {
+        let mut req = self.clone();
+        for m in messages {
+            if let Ok(typed) = serde_json::from_value::<Message>(m.clone()) {
+                req.messages.push(typed);
+                if let Some(Value::Array(list)) = req.body.get_mut("messages") {
+                    list.push(m);
+                }
+            }
+        }
+        req
+    }
+
+    /// Adds `note` to the system prompt: appended to a leading text system message, or as a
+    /// new first message.
+    pub fn add_system_note(&mut self, note: &str) {
+        let Some(Value::Array(list)) = self.body.get_mut("messages") else {
+            return;
+        };
+        let first_is_text_system = matches!(
+            list.first(),
+            Some(Value::Object(m)) if m.get("role").and_then(Value::as_str) == Some("system")
+                && m.get("content").is_some_and(Value::is_string)
+        );
+        if first_is_text_system {
+            if let (Some(Value::Object(m)), Some(typed)) =
+                (list.first_mut(), self.messages.first_mut())
+            {
+                let text = format!(
+                    "{}\n\n{note}",
+                    m.get("content").and_then(Value::as_str).unwrap_or("")
+                );
+                typed.content = Some(Content::Text(text.clone()));
+                m.insert("content".into(), Value::String(text));
+            }
+            return;
+        }
+        let mut m = Map::new();
+        m.insert("role".into(), "system".into());
+        m.insert("content".into(), note.into());
+        list.insert(0, Value::Object(m));
+        self.messages.insert(
+            0,
+            Message {
+                role: "system".into(),
+                content: Some(Content::Text(note.to_string())),
+                tool_calls: None,
+                tool_call_id: None,
+                thinking_blocks: None,
+            },
+        );
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct Message {
     pub role: String,

@@ -172,15 +172,24 @@ async fn each_servers_budget_knob_behaves_as_that_server_does() {
     .await
     .json();
     assert_eq!(used(v), 30);
-    // OpenRouter: a soft target the model overshoots.
-    let v = call(
-        &url,
-        ask("openrouter", json!({"reasoning": {"max_tokens": 30}})),
+    // OpenRouter: a soft target the model overshoots (10 %) — straight to the server...
+    let direct = call(
+        &format!("{}/openrouter/v1/chat/completions", sim.url()),
+        json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "reasoning": {"max_tokens": 30}}).to_string(),
         &long,
     )
     .await
     .json();
-    assert_eq!(used(v), 33);
+    assert_eq!(used(direct), 33);
+    // ...and through the proxy, which reads the `reasoning` object as a budget and holds it.
+    let r = call(
+        &url,
+        ask("openrouter", json!({"reasoning": {"max_tokens": 30}})),
+        &long,
+    )
+    .await;
+    assert_eq!(r.header("x-thinkgate-budget-enforcement"), "cut");
+    assert_eq!(used(r.json()), 30);
     // DeepSeek has no budget knob: the same field changes nothing.
     let v = call(
         &url,

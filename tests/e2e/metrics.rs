@@ -413,6 +413,7 @@ async fn report_reads_a_live_endpoint_and_a_saved_scrape() {
         .split_whitespace()
         .collect();
     // 3 requests; 14 output and 8 reasoning tokens each: 57.1 % of output is reasoning.
+    // Thinking mode tells the model its budget: 21 tokens of hint on a 12-token prompt.
     assert_eq!(
         row,
         [
@@ -420,7 +421,7 @@ async fn report_reads_a_live_endpoint_and_a_saved_scrape() {
             "thinking",
             "general",
             "3",
-            "12",
+            "33",
             "14",
             "8",
             "57.1"

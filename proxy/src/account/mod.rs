@@ -119,6 +119,15 @@ pub struct Tokens {
     pub empty: Option<&'static str>,
 }
 
+/// The reasoning budget a request ran under and how it was held.
+#[derive(Debug, Clone, Copy)]
+pub struct BudgetRecord {
+    /// Reasoning tokens allowed.
+    pub limit: u64,
+    /// `native`, `forced`, `cut` or `none` (a bounded label).
+    pub method: &'static str,
+}
+
 /// What the request did with its upstream.
 #[derive(Debug, Clone, Copy)]
 pub struct UpstreamCall {
@@ -139,6 +148,7 @@ pub struct Account {
     pub status: u16,
     pub tokens: Option<Tokens>,
     pub upstream: Option<UpstreamCall>,
+    pub budget: Option<BudgetRecord>,
 }
 
 impl Account {
@@ -155,6 +165,7 @@ impl Account {
             status: 200,
             tokens: None,
             upstream: None,
+            budget: None,
         }
     }
 
@@ -228,6 +239,22 @@ impl Account {
             + t.usage.completion_tokens as f64 * mm.price_output_per_token;
         if cost > 0.0 {
             mm.cost.inc_by(cost);
+        }
+        if let Some(b) = self.budget {
+            let mode = MODES[self.mode];
+            m.budget_enforcements
+                .with_label_values(&[model, mode, b.method])
+                .inc();
+            if b.limit > 0 {
+                m.budget_utilization
+                    .with_label_values(&[model, mode])
+                    .observe(reasoning as f64 / b.limit as f64);
+            }
+            if reasoning > b.limit {
+                m.budget_overrun_tokens
+                    .with_label_values(&[model, mode])
+                    .inc_by(reasoning - b.limit);
+            }
         }
         if let Some(reason) = t.empty {
             m.empty_answers

@@ -8,6 +8,7 @@
 //! OpenAI-shaped error event rather than a `[DONE]` that would pass a truncated answer off as
 //! complete.
 
+mod guard;
 mod tally;
 mod translate;
 
@@ -28,6 +29,7 @@ use crate::error::ApiError;
 use crate::providers::openai::{patch_usage, rename_reasoning, ChunkView};
 use crate::providers::{humanize, upstream_kind, Decoder, UpstreamError, WireFormat};
 use crate::runtime::Route;
+pub use guard::{stream as guarded_stream, whole as guarded_whole, Guard, GuardReport};
 pub use tally::{Source, Tally};
 use thinkgate_config::ReasoningField;
 pub use translate::Renderer;
@@ -58,6 +60,12 @@ impl Context {
     /// account. Called once, when the response is complete or abandoned.
     fn finish(&mut self, tally: &Tally, outcome: &str) -> Tokens {
         let tokens = tally.tokens(&self.route.counter, self.prompt_estimate);
+        self.record(tokens, tally.finish_reason.as_deref(), outcome);
+        tokens
+    }
+
+    /// Logs the request and hands its token figures to the account.
+    fn record(&mut self, tokens: Tokens, finish_reason: Option<&str>, outcome: &str) {
         self.account.upstream_outcome(match outcome {
             "ok" => "ok",
             "upstream_error" => "error_status",
@@ -75,12 +83,11 @@ impl Context {
             output_tokens = tokens.usage.completion_tokens,
             reasoning_tokens = tokens.usage.reasoning_tokens.unwrap_or(0),
             token_source = tokens.output_source.as_str(),
-            finish_reason = tally.finish_reason.as_deref(),
-            ttft_ms = tally.first_token.map(|d| d.as_millis() as u64),
+            finish_reason,
+            ttft_ms = tokens.ttft.map(|d| d.as_millis() as u64),
             duration_ms = self.started.elapsed().as_millis() as u64,
             "Request finished."
         );
-        tokens
     }
 
     fn fail_whole(&mut self, outcome: &str, err: UpstreamError) -> Response<Body> {

@@ -71,6 +71,31 @@ impl Renderer {
         })
     }
 
+    /// The chunk that ends the choice, with `extra` as the chunk's `thinkgate` field.
+    pub fn finish_chunk(&self, reason: &str, extra: Value) -> String {
+        json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": {}, "logprobs": null, "finish_reason": reason}],
+            "thinkgate": extra,
+        })
+        .to_string()
+    }
+
+    /// The usage chunk OpenAI sends last when asked (`stream_options.include_usage`).
+    pub fn usage_chunk(&self, usage: &Usage) -> String {
+        let mut chunk = Map::new();
+        chunk.insert("id".into(), self.id.clone().into());
+        chunk.insert("object".into(), "chat.completion.chunk".into());
+        chunk.insert("created".into(), self.created.into());
+        chunk.insert("model".into(), self.model.clone().into());
+        chunk.insert("choices".into(), Value::Array(Vec::new()));
+        patch_usage(&mut chunk, usage);
+        Value::Object(chunk).to_string()
+    }
+
     /// A whole response from all its deltas, with `usage` as the client gets it.
     pub fn completion(&mut self, deltas: &[Delta], usage: &Usage) -> Value {
         let (mut content, mut reasoning, mut finish) =

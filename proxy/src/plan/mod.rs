@@ -1,7 +1,9 @@
 //! Plan: decides, for one request, which model answers and in which reasoning mode.
 //!
 //! Pure: reads the runtime's tables, does no IO. `auto` goes to the config's default model
-//! until domain routing lands.
+//! until domain routing lands; [`budget`] resolves the mode and the reasoning budget.
+
+pub mod budget;
 
 use std::sync::Arc;
 
@@ -13,28 +15,7 @@ use crate::canonical::ChatRequest;
 use crate::error::ApiError;
 use crate::runtime::{Route, Runtime};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Instant,
-    Thinking,
-    Contemplating,
-}
-
-impl Mode {
-    pub const ALL: [Mode; 3] = [Mode::Instant, Mode::Thinking, Mode::Contemplating];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Instant => "instant",
-            Mode::Thinking => "thinking",
-            Mode::Contemplating => "contemplating",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Mode> {
-        Mode::ALL.into_iter().find(|m| m.as_str() == s)
-    }
-}
+pub use thinkgate_config::Mode;
 
 /// What the request will do.
 #[derive(Debug, Clone)]

@@ -18,7 +18,6 @@
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -46,7 +45,7 @@ pub fn request_body(
     req: &ChatRequest,
     upstream_model: &str,
     default_max_tokens: u64,
-) -> Result<Bytes, ApiError> {
+) -> Result<Map<String, Value>, ApiError> {
     let body = &req.body;
     convert::refuse_choices(body, "Anthropic")?;
     convert::refuse_fields(body, &UNSUPPORTED)?;
@@ -112,7 +111,7 @@ pub fn request_body(
     if req.stream {
         out.insert("stream".into(), true.into());
     }
-    Ok(Bytes::from(Value::Object(out).to_string()))
+    Ok(out)
 }
 
 /// OpenAI's function tool → Anthropic's tool.

@@ -16,7 +16,6 @@
 //! top of `candidatesTokenCount`) become canonical [`Delta`]s. A streamed response is a
 //! sequence of such objects, one per SSE event, ending when the connection does.
 
-use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -49,7 +48,7 @@ pub fn path(model: &str, stream: bool) -> String {
 }
 
 /// Translates an OpenAI chat request into a `generateContent` request.
-pub fn request_body(req: &ChatRequest, reasoning: bool) -> Result<Bytes, ApiError> {
+pub fn request_body(req: &ChatRequest, reasoning: bool) -> Result<Map<String, Value>, ApiError> {
     let body = &req.body;
     convert::refuse_choices(body, "Gemini")?;
     convert::refuse_fields(body, &UNSUPPORTED)?;
@@ -85,7 +84,7 @@ pub fn request_body(req: &ChatRequest, reasoning: bool) -> Result<Bytes, ApiErro
     if !config.is_empty() {
         out.insert("generationConfig".into(), Value::Object(config));
     }
-    Ok(Bytes::from(Value::Object(out).to_string()))
+    Ok(out)
 }
 
 fn generation_config(

@@ -9,6 +9,7 @@
 pub mod anthropic;
 pub mod convert;
 pub mod gemini;
+pub mod knobs;
 pub mod openai;
 pub mod transport;
 
@@ -22,11 +23,33 @@ pub use thinkgate_config::WireFormat;
 use thinkgate_config::{ApiKey, Dialect, HeaderPattern, Provider, ProviderKind};
 
 use crate::canonical::{ChatRequest, Delta};
+use crate::plan::budget::Budget;
+pub use knobs::{Control, Native};
+use serde_json::{Map, Value};
+use thinkgate_config::Modes;
 
 use crate::body::Body;
 use crate::error::ApiError;
 use crate::simulator::Simulator;
 pub use transport::{error_chain, HttpClients, Transport, TransportError};
+
+/// The follow-up call that turns a stopped response into an answer.
+#[derive(Debug, Clone, Copy)]
+pub enum FollowUp<'a> {
+    /// Continue the same answer after the thought so far, closed (open models).
+    Force { reasoning: &'a str },
+    /// Ask again with thinking off and the thought so far as context.
+    Cut { reasoning: &'a str },
+    /// Ask again with a lower effort (hidden reasoning that left no room for the answer).
+    Retry,
+}
+
+/// What a cut follow-up asks of the model.
+const CUT_INSTRUCTION: &str = "Time for thinking is up. Using the reasoning above, give your final answer now, directly, without further deliberation.";
+
+fn to_bytes(body: Map<String, Value>) -> Bytes {
+    Bytes::from(Value::Object(body).to_string())
+}
 
 /// A configured provider, ready to take requests.
 pub struct Upstream {
@@ -174,12 +197,12 @@ impl Upstream {
         })
     }
 
-    /// The request body in this upstream's wire format, or a 400 for what it cannot do.
-    pub fn body(
+    /// The request in this upstream's wire format, or a 400 for what it cannot do.
+    fn translate(
         &self,
         req: &ChatRequest,
         model: &thinkgate_config::Model,
-    ) -> Result<Bytes, ApiError> {
+    ) -> Result<Map<String, Value>, ApiError> {
         match self.format {
             WireFormat::OpenAi => Ok(openai::request_body(
                 req,
@@ -190,6 +213,106 @@ impl Upstream {
                 anthropic::request_body(req, &model.upstream_model, self.default_max_tokens)
             }
             WireFormat::Gemini => gemini::request_body(req, model.reasoning),
+        }
+    }
+
+    /// The request body, with the budget (if one applies) set in the upstream's own knob;
+    /// the [`Control`] says how the budget is made to hold.
+    pub fn body(
+        &self,
+        req: &ChatRequest,
+        model: &thinkgate_config::Model,
+        budget: Option<(&Budget, &Modes)>,
+    ) -> Result<(Bytes, Option<Control>), ApiError> {
+        let mut body = self.translate(req, model)?;
+        let control = budget.and_then(|(budget, modes)| {
+            knobs::apply(&mut body, self.format, self.dialect, model, budget, modes)
+        });
+        Ok((to_bytes(body), control))
+    }
+
+    /// The body of the call that turns a stopped response into an answer, or why there is
+    /// none for this model.
+    pub fn follow_up_body(
+        &self,
+        req: &ChatRequest,
+        model: &thinkgate_config::Model,
+        budget: &Budget,
+        modes: &Modes,
+        follow_up: FollowUp<'_>,
+    ) -> Result<Bytes, String> {
+        let t = &model.thinking;
+        match follow_up {
+            FollowUp::Force { reasoning } => {
+                if self.format != WireFormat::OpenAi {
+                    return Err("budget forcing needs an OpenAI-format server".into());
+                }
+                // The thought so far, closed, as the start of the assistant's turn.
+                let mut turn = Map::new();
+                turn.insert("role".into(), "assistant".into());
+                if self.dialect == Dialect::Deepseek {
+                    // DeepSeek continues a prefix turn (`prefix: true`) after its reasoning.
+                    turn.insert("content".into(), "".into());
+                    let text = format!("{reasoning}{}", t.stop_phrase);
+                    turn.insert("reasoning_content".into(), text.into());
+                    turn.insert("prefix".into(), true.into());
+                } else {
+                    let text = format!(
+                        "{}{reasoning}{}{}",
+                        t.think_start, t.stop_phrase, t.think_end
+                    );
+                    turn.insert("content".into(), text.into());
+                }
+                let next = req.with_appended(vec![Value::Object(turn)]);
+                let mut body = self.translate(&next, model).map_err(|e| e.message)?;
+                knobs::strip_client_knobs(&mut body);
+                body.remove("max_completion_tokens");
+                body.insert("max_tokens".into(), budget.reserve.into());
+                if matches!(
+                    self.dialect,
+                    Dialect::Vllm | Dialect::Sglang | Dialect::Generic
+                ) {
+                    body.insert("continue_final_message".into(), true.into());
+                    body.insert("add_generation_prompt".into(), false.into());
+                }
+                Ok(to_bytes(body))
+            }
+            FollowUp::Cut { reasoning } => {
+                let context = if reasoning.trim().is_empty() {
+                    Vec::new()
+                } else {
+                    vec![
+                        serde_json::json!({"role": "assistant", "content": format!("(My reasoning so far.) {}", reasoning.trim())}),
+                    ]
+                };
+                let mut turns = context;
+                turns.push(serde_json::json!({"role": "user", "content": CUT_INSTRUCTION}));
+                let next = req.with_appended(turns);
+                let off = Budget {
+                    off: true,
+                    ..budget.clone()
+                };
+                let (body, control) = self
+                    .body(&next, model, Some((&off, modes)))
+                    .map_err(|e| e.message)?;
+                match control.map(|c| c.native) {
+                    Some(knobs::Native::Off) => Ok(body),
+                    _ => Err(format!(
+                        "thinking cannot be turned off for model `{}`",
+                        model.id
+                    )),
+                }
+            }
+            FollowUp::Retry => {
+                let lower = Budget {
+                    reasoning: (budget.reasoning / 4).max(1),
+                    ..budget.clone()
+                };
+                let (body, _) = self
+                    .body(req, model, Some((&lower, modes)))
+                    .map_err(|e| e.message)?;
+                Ok(body)
+            }
         }
     }
 
@@ -350,6 +473,7 @@ pub fn upstream_kind(kind: &str) -> &'static str {
 
 /// Reads a translated upstream's response (whole or streamed) as canonical deltas.
 pub enum Decoder {
+    OpenAi(openai::StreamDecoder),
     Anthropic(anthropic::StreamDecoder),
     Gemini(gemini::Decoder),
 }
@@ -364,9 +488,16 @@ impl Decoder {
         }
     }
 
+    /// A decoder for any format's stream, OpenAI's included, for responses the proxy
+    /// rebuilds from deltas.
+    pub fn canonical(format: WireFormat) -> Decoder {
+        Decoder::for_format(format).unwrap_or(Decoder::OpenAi(Default::default()))
+    }
+
     /// A whole (non-streamed) response.
     pub fn whole(&mut self, bytes: &[u8]) -> Result<Vec<Delta>, String> {
         match self {
+            Decoder::OpenAi(d) => d.event(&String::from_utf8_lossy(bytes)),
             Decoder::Anthropic(_) => anthropic::decode_message(bytes),
             Decoder::Gemini(d) => d.response(bytes),
         }
@@ -375,6 +506,7 @@ impl Decoder {
     /// One SSE event of a stream (`name` is its `event:` line).
     pub fn event(&mut self, name: &str, data: &str) -> Result<Vec<Delta>, String> {
         match self {
+            Decoder::OpenAi(d) => d.event(data),
             Decoder::Anthropic(d) => d.event(name, data),
             Decoder::Gemini(d) => d.response(data.as_bytes()),
         }
@@ -383,6 +515,7 @@ impl Decoder {
     /// Whether the stream said it is complete (Gemini's ends with the connection instead).
     pub fn done(&self) -> bool {
         match self {
+            Decoder::OpenAi(d) => d.done,
             Decoder::Anthropic(d) => d.done,
             Decoder::Gemini(_) => false,
         }

@@ -6,13 +6,12 @@
 
 use std::borrow::Cow;
 
-use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use thinkgate_config::{Dialect, ReasoningField};
 
-use crate::canonical::{ChatRequest, Event, Usage};
+use crate::canonical::{ChatRequest, Delta, Event, Usage};
 
 /// The upstream request body: the client's body with `model` set to the upstream's name and,
 /// on streams, usage always requested (the proxy needs it to count; egress drops the usage
@@ -20,7 +19,11 @@ use crate::canonical::{ChatRequest, Event, Usage};
 /// OpenAI's reasoning models reject `max_tokens` (renamed `max_completion_tokens`); reasoning
 /// a client sends back in the history (DeepSeek requires it on tool-call turns) travels under
 /// the field name the upstream reads, whichever name the proxy gave it on the way out.
-pub fn request_body(req: &ChatRequest, upstream_model: &str, dialect: Dialect) -> Bytes {
+pub fn request_body(
+    req: &ChatRequest,
+    upstream_model: &str,
+    dialect: Dialect,
+) -> Map<String, Value> {
     let mut body = req.body.clone();
     body.insert("model".into(), Value::String(upstream_model.to_string()));
     if dialect == Dialect::OpenAi {
@@ -49,8 +52,7 @@ pub fn request_body(req: &ChatRequest, upstream_model: &str, dialect: Dialect) -
             o.insert("include_usage".into(), Value::Bool(true));
         }
     }
-    // Serializing a Value into a Vec cannot fail.
-    Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+    body
 }
 
 /// A response or stream chunk, read for what the proxy observes.
@@ -238,6 +240,115 @@ impl<'a> ChunkView<'a> {
     }
 }
 
+/// Reads an OpenAI-format stream as canonical deltas, for the responses the proxy rebuilds
+/// (those under a budget it enforces); relayed responses never come through here.
+#[derive(Debug, Default)]
+pub struct StreamDecoder {
+    started: bool,
+    /// The stream's `[DONE]` arrived.
+    pub done: bool,
+}
+
+impl StreamDecoder {
+    /// One SSE event's data.
+    pub fn event(&mut self, data: &str) -> Result<Vec<Delta>, String> {
+        if data == "[DONE]" {
+            self.done = true;
+            return Ok(Vec::new());
+        }
+        let chunk: Value =
+            serde_json::from_str(data).map_err(|e| format!("unreadable chunk: {e}"))?;
+        let mut out = Vec::new();
+        if let Some(error) = chunk.get("error").filter(|e| e.is_object()) {
+            let field = |k: &str| {
+                error
+                    .get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            };
+            out.push(Delta::Error {
+                kind: field("type"),
+                message: field("message"),
+            });
+            return Ok(out);
+        }
+        if !self.started {
+            self.started = true;
+            let text = |k: &str| {
+                chunk
+                    .get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            };
+            out.push(Delta::Start {
+                id: text("id"),
+                model: text("model"),
+            });
+        }
+        let choice = chunk.pointer("/choices/0");
+        if let Some(delta) = choice.and_then(|c| c.get("delta").or(c.get("message"))) {
+            let text = |k: &str| {
+                delta
+                    .get(k)
+                    .and_then(Value::as_str)
+                    .filter(|t| !t.is_empty())
+            };
+            // Servers moving between the names send both with the same text: read one.
+            if let Some(t) = text("reasoning_content").or(text("reasoning")) {
+                out.push(Delta::Reasoning(t.to_string()));
+            }
+            if let Some(t) = text("content") {
+                out.push(Delta::Content(t.to_string()));
+            }
+            for (n, call) in delta
+                .get("tool_calls")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                let index = call
+                    .get("index")
+                    .and_then(Value::as_u64)
+                    .map_or(n, |i| i as usize);
+                let function = call.get("function");
+                let name = function.and_then(|f| f.get("name")).and_then(Value::as_str);
+                if let Some(name) = name {
+                    let id = call.get("id").and_then(Value::as_str).unwrap_or("");
+                    out.push(Delta::ToolCallStart {
+                        index,
+                        id: id.to_string(),
+                        name: name.to_string(),
+                    });
+                }
+                let args = function
+                    .and_then(|f| f.get("arguments"))
+                    .and_then(Value::as_str);
+                if let Some(arguments) = args.filter(|a| !a.is_empty()) {
+                    out.push(Delta::ToolCallArguments {
+                        index,
+                        arguments: arguments.to_string(),
+                    });
+                }
+            }
+        }
+        if let Some(reason) = choice
+            .and_then(|c| c.get("finish_reason"))
+            .and_then(Value::as_str)
+        {
+            out.push(Delta::Finish(reason.to_string()));
+        }
+        if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
+            if let Ok(view) = serde_json::from_value::<UsageView>(usage.clone()) {
+                out.push(Delta::Usage(view.into()));
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Moves reasoning text to the `field` the client reads, in every choice of a response or
 /// chunk object; where both names are present, the other one is dropped.
 pub fn rename_reasoning(object: &mut Map<String, Value>, field: ReasoningField) {
@@ -276,8 +387,7 @@ mod tests {
                 "stream":true,"stream_options":{"other":1},"zz_future":[1,2]}"#,
         )
         .unwrap();
-        let out: Value =
-            serde_json::from_slice(&request_body(&req, "up-model", Dialect::Generic)).unwrap();
+        let out: Value = Value::Object(request_body(&req, "up-model", Dialect::Generic));
         assert_eq!(out["model"], "up-model");
         assert_eq!(out["stream_options"]["include_usage"], true);
         assert_eq!(out["stream_options"]["other"], 1);
@@ -316,17 +426,14 @@ mod tests {
                 {"role":"assistant","content":"y","reasoning":"because"}]}"#,
         )
         .unwrap();
-        let openai: Value =
-            serde_json::from_slice(&request_body(&req, "o", Dialect::OpenAi)).unwrap();
+        let openai: Value = Value::Object(request_body(&req, "o", Dialect::OpenAi));
         assert_eq!(openai["max_completion_tokens"], 9);
         assert!(openai.get("max_tokens").is_none());
-        let deepseek: Value =
-            serde_json::from_slice(&request_body(&req, "d", Dialect::Deepseek)).unwrap();
+        let deepseek: Value = Value::Object(request_body(&req, "d", Dialect::Deepseek));
         assert_eq!(deepseek["messages"][1]["reasoning_content"], "because");
         assert!(deepseek["messages"][1].get("reasoning").is_none());
         assert_eq!(deepseek["max_tokens"], 9);
-        let generic: Value =
-            serde_json::from_slice(&request_body(&req, "g", Dialect::Generic)).unwrap();
+        let generic: Value = Value::Object(request_body(&req, "g", Dialect::Generic));
         assert_eq!(generic["messages"][1]["reasoning"], "because");
     }
 

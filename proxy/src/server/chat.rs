@@ -9,9 +9,14 @@ use hyper::body::Incoming;
 use crate::account::{Account, UpstreamCall, DOMAINS, MODES};
 use crate::body::{self, Body};
 use crate::egress;
+use crate::egress::Guard;
 use crate::error::ApiError;
 use crate::ingress;
-use crate::plan;
+use crate::plan::{
+    self,
+    budget::{self, Asks},
+};
+use crate::providers::convert;
 use crate::providers::{self, ApiErrorOrRaw, UpstreamError};
 use crate::runtime::Runtime;
 
@@ -31,7 +36,7 @@ pub async fn handle(
         Ok(b) => b,
         Err(e) => return reject(account, e),
     };
-    let chat = match ingress::parse_chat(&bytes) {
+    let mut chat = match ingress::parse_chat(&bytes) {
         Ok(c) => c,
         Err(e) => return reject(account, e),
     };
@@ -41,17 +46,46 @@ pub async fn handle(
     };
     let route = plan.route;
     account.model = Some(route.metrics.clone());
-    account.mode = plan.mode.map_or(0, |m| {
-        MODES.iter().position(|n| *n == m.as_str()).unwrap_or(0)
-    });
     if plan.routed {
         account.routed = true;
         account.domain = DOMAINS.iter().position(|d| *d == "general").unwrap_or(0);
     }
+    let modes = &runtime.config.modes;
+    let asks = Asks {
+        suffix: plan.mode,
+        headers: &parts.headers,
+        body: &chat.body,
+        domain: plan.routed.then_some("general"),
+        client_cap: convert::max_tokens(&chat.body),
+    };
+    let budget = match budget::resolve(modes, &asks) {
+        Ok(b) => b,
+        Err(e) => return reject(account, e),
+    };
+    if let Some(b) = &budget {
+        account.mode = MODES
+            .iter()
+            .position(|n| *n == b.mode.as_str())
+            .unwrap_or(0);
+    }
     if let Err(e) = plan::check_capabilities(&chat, &route.model) {
         return reject(account, e);
     }
-    let upstream_body = match route.upstream.body(&chat, &route.model) {
+    // Only a reasoning model's thinking is watched; others are relayed as they are.
+    let budget = budget.filter(|_| route.model.reasoning);
+    if let Some(b) = budget.as_ref().filter(|b| b.hint && !b.off) {
+        chat.add_system_note(&budget::hint_text(modes, b));
+    }
+    // Under a budget the upstream is always streamed, so the guard can stop it in time.
+    let upstream_req = match &budget {
+        Some(_) if !chat.stream => chat.streaming(),
+        _ => chat.clone(),
+    };
+    let (upstream_body, control) = match route.upstream.body(
+        &upstream_req,
+        &route.model,
+        budget.as_ref().map(|b| (b, modes)),
+    ) {
         Ok(b) => b,
         Err(e) => return reject(account, e),
     };
@@ -66,7 +100,7 @@ pub async fn handle(
         .send(
             upstream_body,
             &route.model.upstream_model,
-            chat.stream,
+            upstream_req.stream,
             &request_id,
             &parts.headers,
         )
@@ -111,16 +145,48 @@ pub async fn handle(
             format: upstream_format,
             reasoning_field: server.reasoning_field,
         };
-        if chat.stream && is_sse {
-            egress::stream(ctx, resp)
-        } else {
-            egress::whole(ctx, resp).await
+        match (budget.clone(), control) {
+            (Some(budget), Some(control)) if is_sse => {
+                let guard = Guard {
+                    budget,
+                    control,
+                    config: runtime.config.clone(),
+                    request: upstream_req,
+                    client_headers: parts.headers.clone(),
+                };
+                if chat.stream {
+                    egress::guarded_stream(ctx, guard, resp)
+                } else {
+                    egress::guarded_whole(ctx, guard, resp).await
+                }
+            }
+            _ if chat.stream && is_sse => egress::stream(ctx, resp),
+            _ => egress::whole(ctx, resp).await,
         }
     };
-    out.headers_mut().insert("x-thinkgate-model", model_header);
-    if let Some(mode) = plan.mode {
-        out.headers_mut()
-            .insert("x-thinkgate-mode", HeaderValue::from_static(mode.as_str()));
+    let headers = out.headers_mut();
+    headers.insert("x-thinkgate-model", model_header);
+    if let Some(b) = &budget {
+        headers.insert(
+            "x-thinkgate-mode",
+            HeaderValue::from_static(b.mode.as_str()),
+        );
+        headers.insert("x-thinkgate-reasoning-budget", b.reported().into());
+        if let Some(asked) = b.clamped_from {
+            let text = format!("asked {asked}, allowed {}", b.reasoning);
+            if let Ok(v) = HeaderValue::from_str(&text) {
+                headers.insert("x-thinkgate-budget-clamped", v);
+            }
+        }
+        if let Some(v) = b
+            .notice
+            .as_deref()
+            .and_then(|n| HeaderValue::from_str(n).ok())
+        {
+            headers.insert("x-thinkgate-notice", v);
+        }
+    } else if let Some(mode) = plan.mode {
+        headers.insert("x-thinkgate-mode", HeaderValue::from_static(mode.as_str()));
     }
     out
 }

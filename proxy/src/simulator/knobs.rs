@@ -157,6 +157,42 @@ pub(super) fn openai_format(
     Ok((thinking, hide))
 }
 
+/// Whether the request continues a final assistant turn whose thought is already closed
+/// (budget forcing), the way `dialect`'s server continues one: vLLM and SGLang only with
+/// `continue_final_message` (and refuse it together with `add_generation_prompt`), DeepSeek
+/// with `prefix: true`, llama.cpp and Ollama by prefilling any final assistant turn.
+pub(super) fn continues_closed_thought(
+    dialect: Dialect,
+    request: &Value,
+) -> Result<bool, ApiError> {
+    let last = request
+        .get("messages")
+        .and_then(Value::as_array)
+        .and_then(|m| m.last());
+    let Some(last) = last.filter(|m| m.get("role").and_then(Value::as_str) == Some("assistant"))
+    else {
+        return Ok(false);
+    };
+    let flag = |k: &str| request.get(k).and_then(Value::as_bool);
+    let content = last.get("content").and_then(Value::as_str).unwrap_or("");
+    Ok(match dialect {
+        Dialect::Vllm | Dialect::Sglang | Dialect::Generic => {
+            if flag("continue_final_message") != Some(true) {
+                return Ok(false);
+            }
+            if flag("add_generation_prompt") != Some(false) {
+                return Err(ApiError::invalid_request(
+                    "Cannot set both `continue_final_message` and `add_generation_prompt` to True.",
+                ));
+            }
+            content.contains("</think>")
+        }
+        Dialect::Deepseek => last.get("prefix") == Some(&Value::Bool(true)),
+        Dialect::Llamacpp | Dialect::Ollama => content.contains("</think>"),
+        _ => false,
+    })
+}
+
 /// DeepSeek's thinking mode requires the reasoning of every tool-calling assistant turn back.
 fn deepseek_history(request: &Value) -> Result<(), ApiError> {
     let messages = request.get("messages").and_then(Value::as_array);

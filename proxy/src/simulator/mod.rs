@@ -390,8 +390,12 @@ impl Simulator {
         profile: &SimProfile,
     ) -> Result<RequestView, ApiError> {
         let reasons = profile.reasoning != ReasoningStyle::None && profile.reasoning_tokens > 0;
-        let (thinking, hide_reasoning) = knobs::openai_format(dialect, request, reasons)?;
+        let (mut thinking, hide_reasoning) = knobs::openai_format(dialect, request, reasons)?;
         let messages = request.get("messages").and_then(Value::as_array);
+        if knobs::continues_closed_thought(dialect, request)? {
+            // Continuing an assistant turn whose thought is closed: the answer comes next.
+            thinking = knobs::Thinking::Off;
+        }
         let last_is_tool = messages
             .and_then(|m| m.last())
             .and_then(|m| m.get("role"))

@@ -1,0 +1,385 @@
+//! The request's reasoning mode and budget: which mode it runs in (resolved from the
+//! request's own knobs, the domain default and the global default), how many reasoning
+//! tokens it may spend and how many are kept for the answer. Pure: no IO.
+//!
+//! Precedence, highest first: the model suffix (`auto:thinking`), the header
+//! `x-thinkgate-mode`, OpenRouter's `reasoning` object, `reasoning_effort`, the domain's
+//! default mode, the global default. A client may ask for a smaller budget (header
+//! `x-thinkgate-reasoning-budget`, `reasoning.max_tokens`, or an effort level's budget),
+//! never a larger one: asking for more is clamped and the response says so.
+
+use http::HeaderMap;
+use serde_json::{Map, Value};
+use thinkgate_config::{Mode, Modes};
+
+use crate::error::ApiError;
+
+/// Where the mode came from, for logs and `route --explain`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModeSource {
+    Suffix,
+    Header,
+    ReasoningObject,
+    ReasoningEffort,
+    DomainDefault,
+    Default,
+}
+
+impl ModeSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModeSource::Suffix => "model suffix",
+            ModeSource::Header => "x-thinkgate-mode header",
+            ModeSource::ReasoningObject => "reasoning object",
+            ModeSource::ReasoningEffort => "reasoning_effort",
+            ModeSource::DomainDefault => "domain default",
+            ModeSource::Default => "config default",
+        }
+    }
+}
+
+/// The reasoning policy one request runs under.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Budget {
+    pub mode: Mode,
+    pub source: ModeSource,
+    /// Thinking is to be turned off wherever the model allows (instant mode, or a client
+    /// that asked for no reasoning). `reasoning` is then the backstop for models that think
+    /// anyway.
+    pub off: bool,
+    /// Reasoning tokens allowed.
+    pub reasoning: u64,
+    /// Output tokens kept for the answer.
+    pub reserve: u64,
+    /// Tell the model its budget in the prompt.
+    pub hint: bool,
+    /// The budget the client asked for, when it asked for more than the policy allows.
+    pub clamped_from: Option<u64>,
+    /// The client asked for the reasoning text to be left out of the response.
+    pub exclude: bool,
+    /// Something the client should know (an effort level the table does not know).
+    pub notice: Option<String>,
+}
+
+impl Budget {
+    /// The output cap to send upstream: the thinking plus the answer's reserve.
+    pub fn output_cap(&self) -> u64 {
+        if self.off {
+            self.reserve
+        } else {
+            self.reasoning + self.reserve
+        }
+    }
+
+    /// The budget as the response headers report it: 0 when thinking is off.
+    pub fn reported(&self) -> u64 {
+        if self.off {
+            0
+        } else {
+            self.reasoning
+        }
+    }
+}
+
+/// The request's fields and headers that bear on its mode.
+pub struct Asks<'a> {
+    pub suffix: Option<Mode>,
+    pub headers: &'a HeaderMap,
+    pub body: &'a Map<String, Value>,
+    pub domain: Option<&'a str>,
+    /// The output cap the client set, if any.
+    pub client_cap: Option<u64>,
+}
+
+/// The mode and budget for a request, or `None` when no mode applies (no knob in the request
+/// and no default in the config): such requests are relayed without a budget policy.
+pub fn resolve(modes: &Modes, asks: &Asks<'_>) -> Result<Option<Budget>, ApiError> {
+    let mut notice = None;
+    let mut ask: Option<u64> = header_budget(asks.headers)?;
+    let reasoning = asks.body.get("reasoning").and_then(Value::as_object);
+    let exclude = reasoning.and_then(|r| r.get("exclude")) == Some(&Value::Bool(true));
+
+    // Each source names a mode (or not) and may ask for a budget within it.
+    let mut chosen: Option<(Mode, ModeSource, Option<u64>)> = asks
+        .suffix
+        .map(|m| (m, ModeSource::Suffix, None))
+        .or(header_mode(asks.headers)?.map(|m| (m, ModeSource::Header, None)));
+    let mut candidates: Vec<(Mode, ModeSource, Option<u64>)> = Vec::new();
+    if let Some(r) = reasoning {
+        if r.get("enabled") == Some(&Value::Bool(false)) {
+            candidates.push((Mode::Instant, ModeSource::ReasoningObject, Some(0)));
+        } else if let Some(n) = r.get("max_tokens").and_then(Value::as_u64) {
+            let mode = if n == 0 {
+                Mode::Instant
+            } else {
+                Mode::Thinking
+            };
+            candidates.push((mode, ModeSource::ReasoningObject, Some(n)));
+        } else if let Some(level) = r.get("effort").and_then(Value::as_str) {
+            match modes.efforts.get(level) {
+                Some(e) => {
+                    candidates.push((e.mode, ModeSource::ReasoningObject, e.reasoning_budget))
+                }
+                None => notice = Some(unknown_effort("reasoning.effort", level, modes)),
+            }
+        }
+    }
+    if let Some(level) = asks.body.get("reasoning_effort").and_then(Value::as_str) {
+        match modes.efforts.get(level) {
+            Some(e) => candidates.push((e.mode, ModeSource::ReasoningEffort, e.reasoning_budget)),
+            None => notice = Some(unknown_effort("reasoning_effort", level, modes)),
+        }
+    }
+    match &mut chosen {
+        // A mode named outright still takes a budget the body asks for within that mode.
+        Some((mode, _, _)) => {
+            if ask.is_none() {
+                ask = candidates.iter().find(|c| c.0 == *mode).and_then(|c| c.2);
+            }
+        }
+        None => chosen = candidates.into_iter().next(),
+    }
+    let chosen = chosen
+        .or_else(|| {
+            asks.domain
+                .and_then(|d| modes.domain_defaults.get(d))
+                .map(|m| (*m, ModeSource::DomainDefault, None))
+        })
+        .or_else(|| modes.default.map(|m| (m, ModeSource::Default, None)));
+    let Some((mode, source, body_ask)) = chosen else {
+        return Ok(None);
+    };
+    let ask = ask.or(body_ask);
+
+    let policy = modes.policy(mode);
+    let mut allowed = policy.reasoning_budget;
+    if let Some(cap) = asks.domain.and_then(|d| policy.domain_budgets.get(d)) {
+        allowed = allowed.min(*cap);
+    }
+    let mut budget = Budget {
+        mode,
+        source,
+        off: mode == Mode::Instant,
+        reasoning: allowed,
+        reserve: policy.answer_reserve,
+        hint: policy.budget_hint,
+        clamped_from: None,
+        exclude,
+        notice,
+    };
+    match ask {
+        Some(0) => budget.off = true,
+        Some(n) if n > allowed => budget.clamped_from = Some(n),
+        Some(n) => budget.reasoning = n,
+        None => {}
+    }
+    // The client's own output cap wins; the answer keeps at least half of it.
+    if let Some(cap) = asks.client_cap {
+        if cap < budget.output_cap() {
+            budget.reserve = budget.reserve.min(cap - cap / 2).max(1);
+            budget.reasoning = budget.reasoning.min(cap.saturating_sub(budget.reserve));
+            if budget.reasoning == 0 {
+                budget.off = true;
+            }
+        }
+    }
+    Ok(Some(budget))
+}
+
+fn unknown_effort(field: &str, level: &str, modes: &Modes) -> String {
+    let known: Vec<&str> = modes.efforts.keys().map(String::as_str).collect();
+    format!(
+        "{field} `{level}` is not in the proxy's effort table ({}); it was ignored",
+        known.join(", ")
+    )
+}
+
+fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, ApiError> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(v) => v.to_str().map(|s| Some(s.trim())).map_err(|_| {
+            ApiError::invalid_request(format!("header {name} is not readable text"))
+                .with_code("invalid_header")
+        }),
+    }
+}
+
+fn header_mode(headers: &HeaderMap) -> Result<Option<Mode>, ApiError> {
+    let Some(text) = header_str(headers, "x-thinkgate-mode")? else {
+        return Ok(None);
+    };
+    Mode::parse(text).map(Some).ok_or_else(|| {
+        ApiError::invalid_request(format!(
+            "header x-thinkgate-mode `{text}` is not a reasoning mode; use instant, thinking or contemplating"
+        ))
+        .with_code("invalid_header")
+    })
+}
+
+fn header_budget(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(text) = header_str(headers, "x-thinkgate-reasoning-budget")? else {
+        return Ok(None);
+    };
+    text.parse().map(Some).map_err(|_| {
+        ApiError::invalid_request(format!(
+            "header x-thinkgate-reasoning-budget `{text}` is not a whole number of tokens"
+        ))
+        .with_code("invalid_header")
+    })
+}
+
+/// The budget hint for the system prompt.
+pub fn hint_text(modes: &Modes, budget: &Budget) -> String {
+    modes
+        .hint
+        .replace("{budget}", &budget.reasoning.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+    use serde_json::json;
+
+    fn modes() -> Modes {
+        let mut m = Modes {
+            default: Some(Mode::Thinking),
+            ..Modes::default()
+        };
+        m.domain_defaults.insert("health".into(), Mode::Instant);
+        m.policies[Mode::Thinking as usize]
+            .domain_budgets
+            .insert("math".into(), 2000);
+        m
+    }
+
+    fn resolve_with(
+        suffix: Option<Mode>,
+        headers: &[(&'static str, &'static str)],
+        body: Value,
+        domain: Option<&str>,
+    ) -> Budget {
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        let body = body.as_object().cloned().unwrap_or_default();
+        let client_cap = crate::providers::convert::max_tokens(&body);
+        let asks = Asks {
+            suffix,
+            headers: &h,
+            body: &body,
+            domain,
+            client_cap,
+        };
+        resolve(&modes(), &asks).unwrap().unwrap()
+    }
+
+    #[test]
+    fn precedence_runs_suffix_header_reasoning_effort_domain_default() {
+        let body = json!({"reasoning": {"enabled": false}, "reasoning_effort": "high"});
+        let b = resolve_with(
+            Some(Mode::Contemplating),
+            &[("x-thinkgate-mode", "thinking")],
+            body.clone(),
+            Some("health"),
+        );
+        assert_eq!(
+            (b.mode, b.source),
+            (Mode::Contemplating, ModeSource::Suffix)
+        );
+        let b = resolve_with(
+            None,
+            &[("x-thinkgate-mode", "thinking")],
+            body.clone(),
+            Some("health"),
+        );
+        assert_eq!((b.mode, b.source), (Mode::Thinking, ModeSource::Header));
+        let b = resolve_with(None, &[], body, Some("health"));
+        assert_eq!(
+            (b.mode, b.source, b.off),
+            (Mode::Instant, ModeSource::ReasoningObject, true)
+        );
+        let b = resolve_with(
+            None,
+            &[],
+            json!({"reasoning_effort": "xhigh"}),
+            Some("health"),
+        );
+        assert_eq!((b.mode, b.reasoning), (Mode::Contemplating, 16384));
+        let b = resolve_with(None, &[], json!({}), Some("health"));
+        assert_eq!(
+            (b.mode, b.source),
+            (Mode::Instant, ModeSource::DomainDefault)
+        );
+        let b = resolve_with(None, &[], json!({}), None);
+        assert_eq!((b.mode, b.source), (Mode::Thinking, ModeSource::Default));
+    }
+
+    #[test]
+    fn a_client_may_ask_for_less_never_more() {
+        let b = resolve_with(None, &[], json!({"reasoning": {"max_tokens": 1000}}), None);
+        assert_eq!((b.reasoning, b.clamped_from), (1000, None));
+        let b = resolve_with(None, &[], json!({"reasoning": {"max_tokens": 90000}}), None);
+        assert_eq!((b.reasoning, b.clamped_from), (4096, Some(90000)));
+        let b = resolve_with(
+            None,
+            &[("x-thinkgate-reasoning-budget", "512")],
+            json!({}),
+            None,
+        );
+        assert_eq!(b.reasoning, 512);
+        // A suffix names the mode; the body's effort still asks for a budget within it.
+        let b = resolve_with(
+            Some(Mode::Thinking),
+            &[],
+            json!({"reasoning_effort": "low"}),
+            None,
+        );
+        assert_eq!(b.reasoning, 1024);
+        // The tightest of mode and domain wins.
+        let b = resolve_with(None, &[], json!({}), Some("math"));
+        assert_eq!(b.reasoning, 2000);
+    }
+
+    #[test]
+    fn the_client_cap_keeps_room_for_the_answer() {
+        let b = resolve_with(None, &[], json!({"max_tokens": 1000}), None);
+        assert_eq!((b.reasoning, b.reserve, b.output_cap()), (500, 500, 1000));
+        let b = resolve_with(None, &[], json!({"max_completion_tokens": 1}), None);
+        assert!(b.off);
+    }
+
+    #[test]
+    fn unknown_effort_levels_are_noted_and_ignored() {
+        let b = resolve_with(None, &[], json!({"reasoning_effort": "ultra"}), None);
+        assert_eq!(b.source, ModeSource::Default);
+        assert!(b.notice.unwrap().contains("`ultra`"));
+        let b = resolve_with(None, &[], json!({"reasoning_effort": "none"}), None);
+        assert!(b.off && b.mode == Mode::Instant);
+    }
+
+    #[test]
+    fn no_mode_anywhere_means_no_policy() {
+        let h = HeaderMap::new();
+        let body = Map::new();
+        let asks = Asks {
+            suffix: None,
+            headers: &h,
+            body: &body,
+            domain: None,
+            client_cap: None,
+        };
+        assert_eq!(resolve(&Modes::default(), &asks).unwrap(), None);
+        let mut bad = HeaderMap::new();
+        bad.insert("x-thinkgate-mode", HeaderValue::from_static("deep"));
+        let asks = Asks {
+            headers: &bad,
+            ..asks
+        };
+        assert!(resolve(&Modes::default(), &asks)
+            .unwrap_err()
+            .message
+            .contains("`deep`"));
+    }
+}

@@ -1,0 +1,323 @@
+//! The budget in each upstream's own knob, within that vendor's rules, and what the proxy
+//! must watch for because the knob alone does not make the budget hold.
+//!
+//! | upstream | knob | off (instant) |
+//! |---|---|---|
+//! | OpenAI | `reasoning_effort` from the budget table; `max_completion_tokens` = budget + reserve | `none` where accepted, else the lowest level |
+//! | Anthropic | `thinking.enabled.budget_tokens` (≥ 1024, < `max_tokens`); `adaptive` + `output_config.effort` with knob `effort` | `disabled` |
+//! | Gemini | `thinkingBudget` clamped to the model's range; `thinkingLevel` with knob `effort` — never both | budget 0 |
+//! | vLLM | `thinking_token_budget` | `chat_template_kwargs.enable_thinking=false` |
+//! | SGLang, llama.cpp | none | `chat_template_kwargs.enable_thinking=false` |
+//! | DeepSeek | none | `thinking.type=disabled` |
+//! | Ollama, Muse Spark | `reasoning_effort` | `think: false` / `reasoning_effort: none` |
+//! | OpenRouter | `reasoning.max_tokens` | `reasoning.enabled=false` |
+//!
+//! Works on the upstream body after translation; knows nothing of the response.
+
+use serde_json::{json, Map, Value};
+use thinkgate_config::{Dialect, Knob, Model, Modes, Overrun, WireFormat};
+
+use crate::plan::budget::Budget;
+
+/// Anthropic refuses thinking budgets below this.
+const ANTHROPIC_MIN_BUDGET: u64 = 1024;
+
+/// The knob the upstream was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Native {
+    /// A token budget (soft or hard, as the vendor honours it).
+    Budget(u64),
+    /// An effort level.
+    Effort(String),
+    /// Thinking turned off.
+    Off,
+    /// The upstream has no knob: only the proxy's watch applies.
+    None,
+}
+
+/// How the budget is made to hold for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Control {
+    pub native: Native,
+    /// The most reasoning tokens the client gets (the guard's line).
+    pub limit: u64,
+    /// What to do at the line; `None` when the reasoning is hidden (only its count comes
+    /// back), so only the native knob and the output cap apply.
+    pub overrun: Option<Overrun>,
+}
+
+/// Which knob the model is controlled by when its config says `auto`.
+fn knob(format: WireFormat, dialect: Dialect, model: &Model) -> Knob {
+    match model.thinking.knob {
+        Knob::Auto => match (format, dialect) {
+            (WireFormat::Anthropic | WireFormat::Gemini, _) => Knob::Budget,
+            (_, Dialect::Vllm | Dialect::OpenRouter) => Knob::Budget,
+            (_, Dialect::OpenAi | Dialect::MuseSpark | Dialect::Ollama) => Knob::Effort,
+            _ => Knob::None,
+        },
+        k => k,
+    }
+}
+
+/// What the proxy does at the line, when the config does not say.
+fn default_overrun(format: WireFormat, dialect: Dialect) -> Option<Overrun> {
+    match (format, dialect) {
+        (WireFormat::Anthropic | WireFormat::Gemini, _) => Some(Overrun::Cut),
+        (_, Dialect::OpenAi) => None,
+        (_, Dialect::Vllm | Dialect::Sglang | Dialect::Llamacpp | Dialect::Ollama) => {
+            Some(Overrun::Force)
+        }
+        (_, Dialect::Deepseek) => Some(Overrun::Force),
+        (_, Dialect::OpenRouter | Dialect::MuseSpark) => Some(Overrun::Cut),
+        (_, Dialect::Generic) => Some(Overrun::Length),
+    }
+}
+
+/// The effort level for a budget: the last level of the table whose budget fits, among
+/// those the model accepts.
+pub fn effort_for(modes: &Modes, model: &Model, budget: u64) -> String {
+    let accepted = |level: &str| {
+        model
+            .thinking
+            .efforts
+            .as_ref()
+            .is_none_or(|l| l.iter().any(|a| a == level))
+    };
+    let usable: Vec<&(String, u64)> = modes
+        .upstream_efforts
+        .iter()
+        .filter(|(level, _)| accepted(level))
+        .collect();
+    usable
+        .iter()
+        .rev()
+        .find(|(_, from)| *from <= budget)
+        .or(usable.first())
+        .map(|(level, _)| level.clone())
+        .or_else(|| {
+            model
+                .thinking
+                .efforts
+                .as_ref()
+                .and_then(|l| l.first().cloned())
+        })
+        .unwrap_or_else(|| "low".to_string())
+}
+
+fn clamp(model: &Model, budget: u64, floor: u64) -> u64 {
+    let t = &model.thinking;
+    let b = budget.max(t.min_budget).max(floor);
+    t.max_budget.map_or(b, |max| b.min(max))
+}
+
+/// Whether the model can be told not to think, and the efforts accept `none`.
+fn can_turn_off(model: &Model, knob: Knob) -> bool {
+    let t = &model.thinking;
+    t.can_disable
+        && (knob != Knob::Effort
+            || t.efforts
+                .as_ref()
+                .is_none_or(|l| l.iter().any(|e| e == "none")))
+}
+
+/// Sets the budget in `body` (already in the upstream's format) and says how it is enforced.
+/// Models without the reasoning capability get nothing.
+pub fn apply(
+    body: &mut Map<String, Value>,
+    format: WireFormat,
+    dialect: Dialect,
+    model: &Model,
+    budget: &Budget,
+    modes: &Modes,
+) -> Option<Control> {
+    if !model.reasoning {
+        return None;
+    }
+    let knob = knob(format, dialect, model);
+    let has_switch = !(format == WireFormat::OpenAi && dialect == Dialect::Generic);
+    let off = budget.off && has_switch && can_turn_off(model, knob);
+    let limit = if budget.off && !off {
+        // Cannot be turned off: the smallest budget the model takes, within the backstop.
+        budget.reasoning.min(clamp(model, 0, 1)).max(1)
+    } else if off {
+        0
+    } else {
+        budget.reasoning
+    };
+    let overrun = model.thinking.overrun.or(default_overrun(format, dialect));
+    let reserve = budget.reserve;
+    let native = match format {
+        WireFormat::Anthropic => anthropic(body, model, knob, off, limit, reserve, modes),
+        WireFormat::Gemini => gemini(body, model, knob, off, limit, reserve, modes),
+        WireFormat::OpenAi => openai(body, dialect, model, knob, off, limit, reserve, modes),
+    };
+    // Hidden reasoning cannot be stopped at a line the proxy never sees.
+    let hidden = format == WireFormat::OpenAi && dialect == Dialect::OpenAi;
+    let overrun = if hidden { None } else { overrun };
+    Some(Control {
+        native,
+        limit,
+        overrun,
+    })
+}
+
+fn anthropic(
+    body: &mut Map<String, Value>,
+    model: &Model,
+    knob: Knob,
+    off: bool,
+    limit: u64,
+    reserve: u64,
+    modes: &Modes,
+) -> Native {
+    body.remove("output_config");
+    if off {
+        body.insert("thinking".into(), json!({"type": "disabled"}));
+        body.insert("max_tokens".into(), reserve.into());
+        return Native::Off;
+    }
+    match knob {
+        Knob::Effort => {
+            let level = effort_for(modes, model, limit);
+            body.insert("thinking".into(), json!({"type": "adaptive"}));
+            body.insert("output_config".into(), json!({ "effort": level }));
+            body.insert("max_tokens".into(), (limit + reserve).into());
+            Native::Effort(level)
+        }
+        Knob::None => {
+            body.remove("thinking");
+            body.insert("max_tokens".into(), (limit + reserve).into());
+            Native::None
+        }
+        _ => {
+            let native = clamp(model, limit, ANTHROPIC_MIN_BUDGET);
+            body.insert(
+                "thinking".into(),
+                json!({"type": "enabled", "budget_tokens": native}),
+            );
+            body.insert("max_tokens".into(), (native + reserve).into());
+            Native::Budget(native)
+        }
+    }
+}
+
+fn gemini(
+    body: &mut Map<String, Value>,
+    model: &Model,
+    knob: Knob,
+    off: bool,
+    limit: u64,
+    reserve: u64,
+    modes: &Modes,
+) -> Native {
+    let config = body
+        .entry("generationConfig")
+        .or_insert_with(|| Value::Object(Map::new()));
+    let Value::Object(config) = config else {
+        return Native::None;
+    };
+    let (thinking, native) = match knob {
+        _ if off => (json!({"thinkingBudget": 0}), Native::Off),
+        Knob::Effort => {
+            let level = effort_for(modes, model, limit);
+            (
+                json!({"includeThoughts": true, "thinkingLevel": level}),
+                Native::Effort(level),
+            )
+        }
+        Knob::None => (json!({"includeThoughts": true}), Native::None),
+        _ => {
+            let native = clamp(model, limit, 0);
+            (
+                json!({"includeThoughts": true, "thinkingBudget": native}),
+                Native::Budget(native),
+            )
+        }
+    };
+    let room = match &native {
+        Native::Budget(n) => n + reserve,
+        Native::Off => reserve,
+        _ => limit + reserve,
+    };
+    config.insert("thinkingConfig".into(), thinking);
+    config.insert("maxOutputTokens".into(), room.into());
+    native
+}
+
+/// Removes the reasoning knobs a client set in an OpenAI-format body: the policy's replace
+/// them.
+pub fn strip_client_knobs(body: &mut Map<String, Value>) {
+    for field in [
+        "reasoning_effort",
+        "reasoning",
+        "thinking_token_budget",
+        "think",
+        "thinking",
+    ] {
+        body.remove(field);
+    }
+    if let Some(Value::Object(kwargs)) = body.get_mut("chat_template_kwargs") {
+        kwargs.remove("enable_thinking");
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn openai(
+    body: &mut Map<String, Value>,
+    dialect: Dialect,
+    model: &Model,
+    knob: Knob,
+    off: bool,
+    limit: u64,
+    reserve: u64,
+    modes: &Modes,
+) -> Native {
+    strip_client_knobs(body);
+    let cap = if off { reserve } else { limit + reserve };
+    body.remove("max_tokens");
+    body.remove("max_completion_tokens");
+    let cap_field = if dialect == Dialect::OpenAi {
+        "max_completion_tokens"
+    } else {
+        "max_tokens"
+    };
+    body.insert(cap_field.into(), cap.into());
+    if off {
+        match dialect {
+            Dialect::OpenAi | Dialect::MuseSpark => {
+                body.insert("reasoning_effort".into(), "none".into())
+            }
+            Dialect::Ollama => body.insert("think".into(), false.into()),
+            Dialect::Deepseek => body.insert("thinking".into(), json!({"type": "disabled"})),
+            Dialect::OpenRouter => body.insert("reasoning".into(), json!({"enabled": false})),
+            Dialect::Vllm | Dialect::Sglang | Dialect::Llamacpp => {
+                let kwargs = body
+                    .entry("chat_template_kwargs")
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if let Value::Object(k) = kwargs {
+                    k.insert("enable_thinking".into(), false.into());
+                }
+                None
+            }
+            // No switch to turn it off; `apply` never asks for one here.
+            Dialect::Generic => return Native::None,
+        };
+        return Native::Off;
+    }
+    match knob {
+        Knob::Effort => {
+            let level = effort_for(modes, model, limit);
+            body.insert("reasoning_effort".into(), level.clone().into());
+            Native::Effort(level)
+        }
+        Knob::Budget if dialect == Dialect::OpenRouter => {
+            body.insert("reasoning".into(), json!({ "max_tokens": limit }));
+            Native::Budget(limit)
+        }
+        Knob::Budget => {
+            body.insert("thinking_token_budget".into(), limit.into());
+            Native::Budget(limit)
+        }
+        _ => Native::None,
+    }
+}
