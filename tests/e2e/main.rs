@@ -1,6 +1,7 @@
 //! End-to-end tests: the real server on loopback against the built-in simulator.
 
 mod anthropic;
+mod budgets;
 mod core;
 mod dialects;
 mod errors;

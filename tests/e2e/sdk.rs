@@ -87,6 +87,8 @@ async fn official_sdk_against_every_upstream_format_and_dialect() {
              context_window = 100000\ncapabilities = [\"tools\", \"reasoning\"]\n\n"
         ));
     }
+    // `<model>:thinking` runs under a budget below what the simulated models think (8).
+    extra.push_str("[modes.thinking]\nreasoning_budget = 5\nanswer_reserve = 64\n");
     let proxy = Proxy::start(&config_text(None, &extra)).await;
     // OpenAI hides reasoning (`!`): only its count arrives.
     let models: Vec<String> = UPSTREAMS
@@ -99,7 +101,10 @@ async fn official_sdk_against_every_upstream_format_and_dialect() {
     run_script(
         &proxy,
         "upstream_formats.py",
-        &[("THINKGATE_MODELS", &models.join(","))],
+        &[
+            ("THINKGATE_MODELS", &models.join(",")),
+            ("THINKGATE_BUDGET", "5"),
+        ],
     )
     .await;
 }

@@ -76,7 +76,47 @@ def check(model, shows_reasoning):
         pass
 
 
+def check_budget(model, budget):
+    """Under a thinking budget the upstream's reasoning is cut at it; every answer stays whole."""
+    m = f"{model}:thinking"
+    resp = client.chat.completions.create(model=m, messages=question)
+    assert resp.choices[0].message.content.strip(), (m, resp)
+    assert resp.usage.completion_tokens_details.reasoning_tokens <= budget, (m, resp.usage)
+    assert resp.model_extra["thinkgate"]["budget_enforcement"] in ("native", "forced", "cut"), resp
+
+    stream = client.chat.completions.create(
+        model=m, messages=question, stream=True, stream_options={"include_usage": True}
+    )
+    content, reasoning, usage, finish, ids = [], [], None, None, set()
+    for chunk in stream:
+        ids.add(chunk.id)
+        usage = chunk.usage or usage
+        for choice in chunk.choices:
+            content.append(choice.delta.content or "")
+            reasoning.append(reasoning_of(choice.delta))
+            finish = choice.finish_reason or finish
+    assert "".join(content).strip(), (m, content)
+    assert len("".join(reasoning).split()) <= budget, (m, reasoning)
+    assert finish == "stop" and len(ids) == 1, (m, finish, ids)
+    assert usage.completion_tokens_details.reasoning_tokens <= budget, (m, usage)
+
+    # The tool loop under the budget.
+    resp = client.chat.completions.create(model=m, messages=question, tools=tools)
+    assert resp.choices[0].finish_reason == "tool_calls", (m, resp)
+    turn = resp.choices[0].message
+    history = question + [turn.model_dump(exclude_none=True),
+                          {"role": "tool", "tool_call_id": turn.tool_calls[0].id, "content": "4"}]
+    answer = client.chat.completions.create(model=m, messages=history, tools=tools)
+    assert answer.choices[0].message.content.strip(), (m, answer)
+    with client.beta.chat.completions.stream(model=m, messages=question, tools=tools) as s:
+        final = s.get_final_completion()
+    assert "query" in json.loads(final.choices[0].message.tool_calls[0].function.arguments)
+
+
+budget = int(os.environ.get("THINKGATE_BUDGET", "0"))
 for entry in os.environ["THINKGATE_MODELS"].split(","):
     check(entry.rstrip("!"), shows_reasoning=not entry.endswith("!"))
+    if budget:
+        check_budget(entry.rstrip("!"), budget)
     print(f"{entry}: ok")
 print("upstream formats: all checks passed")

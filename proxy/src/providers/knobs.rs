@@ -138,7 +138,11 @@ pub fn apply(
     let off = budget.off && has_switch && can_turn_off(model, knob);
     let limit = if budget.off && !off {
         // Cannot be turned off: the smallest budget the model takes, within the backstop.
-        budget.reasoning.min(clamp(model, 0, 1)).max(1)
+        match model.thinking.min_budget {
+            0 => budget.reasoning,
+            min => min.min(budget.reasoning),
+        }
+        .max(1)
     } else if off {
         0
     } else {
@@ -171,7 +175,9 @@ fn anthropic(
     modes: &Modes,
 ) -> Native {
     body.remove("output_config");
-    if off {
+    // Anthropic refuses thinking when the tool-use turn being continued has no thinking
+    // block (as after a no-thinking answer the proxy asked for): that turn goes on without.
+    if off || tool_turn_without_thinking(body) {
         body.insert("thinking".into(), json!({"type": "disabled"}));
         body.insert("max_tokens".into(), reserve.into());
         return Native::Off;
@@ -199,6 +205,27 @@ fn anthropic(
             Native::Budget(native)
         }
     }
+}
+
+/// Whether the last assistant turn calls tools without starting with a thinking block.
+fn tool_turn_without_thinking(body: &Map<String, Value>) -> bool {
+    let messages = body.get("messages").and_then(Value::as_array);
+    let last_assistant = messages
+        .into_iter()
+        .flatten()
+        .rev()
+        .find(|m| m.get("role").and_then(Value::as_str) == Some("assistant"));
+    let Some(blocks) = last_assistant
+        .and_then(|m| m.get("content"))
+        .and_then(Value::as_array)
+    else {
+        return false;
+    };
+    let calls_tools = blocks.iter().any(|b| b["type"] == "tool_use");
+    let thinks_first = blocks
+        .first()
+        .is_some_and(|b| b["type"] == "thinking" || b["type"] == "redacted_thinking");
+    calls_tools && !thinks_first
 }
 
 fn gemini(
@@ -319,5 +346,229 @@ fn openai(
             Native::Budget(limit)
         }
         _ => Native::None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::budget::ModeSource;
+    use thinkgate_config::{Encoding, Mode, ModelThinking};
+
+    fn model(thinking: ModelThinking) -> Model {
+        Model {
+            id: "m".into(),
+            provider: "p".into(),
+            upstream_model: "m".into(),
+            context_window: 100_000,
+            vision: false,
+            tools: true,
+            reasoning: true,
+            price_input_per_mtok: 0.0,
+            price_output_per_mtok: 0.0,
+            encoding: Encoding::O200kBase,
+            thinking,
+        }
+    }
+
+    fn budget(reasoning: u64, off: bool) -> Budget {
+        Budget {
+            mode: if off { Mode::Instant } else { Mode::Thinking },
+            source: ModeSource::Default,
+            off,
+            reasoning,
+            reserve: 500,
+            hint: false,
+            clamped_from: None,
+            exclude: false,
+            notice: None,
+        }
+    }
+
+    fn run(format: WireFormat, dialect: Dialect, m: &Model, b: &Budget) -> (Value, Control) {
+        let mut body = Map::new();
+        body.insert("max_tokens".into(), 99.into());
+        body.insert("reasoning_effort".into(), "high".into());
+        let control = apply(&mut body, format, dialect, m, b, &Modes::default()).unwrap();
+        (Value::Object(body), control)
+    }
+
+    #[test]
+    fn openai_gets_an_effort_from_the_budget_and_a_cap_with_room_for_the_answer() {
+        let m = model(ModelThinking::default());
+        let (body, c) = run(
+            WireFormat::OpenAi,
+            Dialect::OpenAi,
+            &m,
+            &budget(4096, false),
+        );
+        assert_eq!(body["reasoning_effort"], "medium");
+        assert_eq!(body["max_completion_tokens"], 4596);
+        assert!(body.get("max_tokens").is_none());
+        assert_eq!(c.overrun, None, "hidden reasoning is not watched");
+        let (body, _) = run(
+            WireFormat::OpenAi,
+            Dialect::OpenAi,
+            &m,
+            &budget(2000, false),
+        );
+        assert_eq!(body["reasoning_effort"], "low");
+        let (body, c) = run(WireFormat::OpenAi, Dialect::OpenAi, &m, &budget(256, true));
+        assert_eq!(
+            (body["reasoning_effort"].as_str(), c.native),
+            (Some("none"), Native::Off)
+        );
+        // A model that rejects `none` gets its lowest level instead.
+        let picky = model(ModelThinking {
+            efforts: Some(vec!["low".into(), "high".into()]),
+            ..ModelThinking::default()
+        });
+        let (body, c) = run(
+            WireFormat::OpenAi,
+            Dialect::OpenAi,
+            &picky,
+            &budget(256, true),
+        );
+        assert_eq!(body["reasoning_effort"], "low");
+        assert_eq!(
+            c.limit, 256,
+            "the backstop applies when thinking cannot be off"
+        );
+    }
+
+    #[test]
+    fn anthropic_budgets_keep_the_vendors_rules() {
+        let m = model(ModelThinking::default());
+        let (body, c) = run(
+            WireFormat::Anthropic,
+            Dialect::Generic,
+            &m,
+            &budget(300, false),
+        );
+        assert_eq!(
+            body["thinking"],
+            json!({"type": "enabled", "budget_tokens": 1024})
+        );
+        assert_eq!(body["max_tokens"], 1524, "budget_tokens < max_tokens");
+        assert_eq!(
+            (c.limit, c.overrun),
+            (300, Some(Overrun::Cut)),
+            "the guard holds the smaller budget"
+        );
+        let (body, _) = run(
+            WireFormat::Anthropic,
+            Dialect::Generic,
+            &m,
+            &budget(300, true),
+        );
+        assert_eq!(body["thinking"], json!({"type": "disabled"}));
+        let adaptive = model(ModelThinking {
+            knob: Knob::Effort,
+            ..ModelThinking::default()
+        });
+        let (body, _) = run(
+            WireFormat::Anthropic,
+            Dialect::Generic,
+            &adaptive,
+            &budget(20000, false),
+        );
+        assert_eq!(body["thinking"], json!({"type": "adaptive"}));
+        assert_eq!(body["output_config"], json!({"effort": "high"}));
+    }
+
+    #[test]
+    fn gemini_gets_a_budget_in_range_or_a_level_never_both() {
+        let pro = model(ModelThinking {
+            min_budget: 128,
+            max_budget: Some(32768),
+            can_disable: false,
+            ..ModelThinking::default()
+        });
+        let (body, c) = run(
+            WireFormat::Gemini,
+            Dialect::Generic,
+            &pro,
+            &budget(100_000, false),
+        );
+        assert_eq!(
+            body["generationConfig"]["thinkingConfig"]["thinkingBudget"],
+            32768
+        );
+        assert_eq!(c.limit, 100_000);
+        let (body, c) = run(
+            WireFormat::Gemini,
+            Dialect::Generic,
+            &pro,
+            &budget(256, true),
+        );
+        assert_eq!(
+            body["generationConfig"]["thinkingConfig"]["thinkingBudget"], 128,
+            "cannot be off: the smallest budget"
+        );
+        assert_eq!(c.limit, 128);
+        let flash = model(ModelThinking::default());
+        let (body, c) = run(
+            WireFormat::Gemini,
+            Dialect::Generic,
+            &flash,
+            &budget(256, true),
+        );
+        assert_eq!(
+            body["generationConfig"]["thinkingConfig"]["thinkingBudget"],
+            0
+        );
+        assert_eq!(c.native, Native::Off);
+        let leveled = model(ModelThinking {
+            knob: Knob::Effort,
+            ..ModelThinking::default()
+        });
+        let (body, _) = run(
+            WireFormat::Gemini,
+            Dialect::Generic,
+            &leveled,
+            &budget(4096, false),
+        );
+        let config = &body["generationConfig"]["thinkingConfig"];
+        assert_eq!(config["thinkingLevel"], "medium");
+        assert!(config.get("thinkingBudget").is_none());
+    }
+
+    #[test]
+    fn open_model_servers_get_their_own_switches() {
+        let m = model(ModelThinking::default());
+        let (body, c) = run(WireFormat::OpenAi, Dialect::Vllm, &m, &budget(800, false));
+        assert_eq!(
+            (
+                body["thinking_token_budget"].as_u64(),
+                body["max_tokens"].as_u64()
+            ),
+            (Some(800), Some(1300))
+        );
+        assert!(
+            body.get("reasoning_effort").is_none(),
+            "the client's knob gives way"
+        );
+        assert_eq!(c.overrun, Some(Overrun::Force));
+        let (body, _) = run(WireFormat::OpenAi, Dialect::Sglang, &m, &budget(800, true));
+        assert_eq!(body["chat_template_kwargs"]["enable_thinking"], false);
+        let (body, _) = run(WireFormat::OpenAi, Dialect::Ollama, &m, &budget(800, true));
+        assert_eq!(body["think"], false);
+        let (body, _) = run(
+            WireFormat::OpenAi,
+            Dialect::Deepseek,
+            &m,
+            &budget(800, true),
+        );
+        assert_eq!(body["thinking"], json!({"type": "disabled"}));
+        let (body, _) = run(
+            WireFormat::OpenAi,
+            Dialect::OpenRouter,
+            &m,
+            &budget(800, false),
+        );
+        assert_eq!(body["reasoning"], json!({"max_tokens": 800}));
+        // A generic server has no switch: thinking stays on and the guard holds the backstop.
+        let (_, c) = run(WireFormat::OpenAi, Dialect::Generic, &m, &budget(64, true));
+        assert_eq!((c.native, c.limit), (Native::None, 64));
     }
 }

@@ -304,14 +304,26 @@ impl Upstream {
                 }
             }
             FollowUp::Retry => {
+                // A quarter of the thinking; what it frees goes to the answer, so the output
+                // cap stays what the policy allowed.
+                let reasoning = (budget.reasoning / 4).max(1);
                 let lower = Budget {
-                    reasoning: (budget.reasoning / 4).max(1),
+                    reasoning,
+                    reserve: budget.reserve + (budget.reasoning - reasoning),
                     ..budget.clone()
                 };
-                let (body, _) = self
-                    .body(req, model, Some((&lower, modes)))
-                    .map_err(|e| e.message)?;
-                Ok(body)
+                let knob = |b: &Budget| -> Result<_, String> {
+                    let (body, control) = self
+                        .body(req, model, Some((b, modes)))
+                        .map_err(|e| e.message)?;
+                    Ok((body, control.map(|c| c.native)))
+                };
+                let (body, native) = knob(&lower)?;
+                if native != knob(budget)?.1 {
+                    return Ok(body);
+                }
+                // Already the lowest level the table has: the lower effort is none.
+                Ok(knob(&Budget { off: true, ..lower })?.0)
             }
         }
     }

@@ -51,11 +51,12 @@ pub(super) fn parse(
     if thinking_on {
         signed_thinking_first(messages)?;
     }
-    let answers_a_tool = messages
-        .last()
-        .and_then(|m| m.get("content"))
-        .and_then(Value::as_array)
-        .is_some_and(|blocks| blocks.iter().any(|b| b["type"] == "tool_result"));
+    // One tool round per conversation: once a result is in the history, the model answers.
+    let answers_a_tool = messages.iter().any(|m| {
+        m.get("content")
+            .and_then(Value::as_array)
+            .is_some_and(|blocks| blocks.iter().any(|b| b["type"] == "tool_result"))
+    });
     Ok(RequestView {
         stream: request
             .get("stream")

@@ -78,11 +78,12 @@ pub(super) fn parse(
             "You can only set only one of thinking budget and thinking level.",
         ));
     }
-    let answers_a_tool = contents
-        .last()
-        .and_then(|c| c.get("parts"))
-        .and_then(Value::as_array)
-        .is_some_and(|parts| parts.iter().any(|p| p.get("functionResponse").is_some()));
+    // One tool round per conversation: once a result is in the history, the model answers.
+    let answers_a_tool = contents.iter().any(|c| {
+        c.get("parts")
+            .and_then(Value::as_array)
+            .is_some_and(|parts| parts.iter().any(|p| p.get("functionResponse").is_some()))
+    });
     Ok(RequestView {
         stream,
         // Gemini always reports usageMetadata.

@@ -396,11 +396,11 @@ impl Simulator {
             // Continuing an assistant turn whose thought is closed: the answer comes next.
             thinking = knobs::Thinking::Off;
         }
-        let last_is_tool = messages
-            .and_then(|m| m.last())
-            .and_then(|m| m.get("role"))
-            .and_then(Value::as_str)
-            == Some("tool");
+        // One tool round per conversation: once a result is in the history, the model answers.
+        let has_tool_result = messages.is_some_and(|list| {
+            list.iter()
+                .any(|m| m.get("role").and_then(Value::as_str) == Some("tool"))
+        });
         Ok(RequestView {
             stream: request
                 .get("stream")
@@ -419,7 +419,7 @@ impl Simulator {
                 .and_then(|t| t.first())
                 .and_then(|t| t.pointer("/function/name"))
                 .and_then(Value::as_str)
-                .filter(|_| !last_is_tool)
+                .filter(|_| !has_tool_result)
                 .map(str::to_string),
             prompt_tokens: self.prompt_tokens(messages.map(Vec::as_slice).unwrap_or(&[])),
             show_thoughts: true,
