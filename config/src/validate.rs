@@ -901,6 +901,79 @@ context_window = 1000
     }
 
     #[test]
+    fn modes_validate_with_file_line_and_key() {
+        let ok = format!(
+            "{MINIMAL}\n[models.m.thinking]\nknob = \"effort\"\nefforts = [\"low\", \"high\"]\noverrun = \"force\"\n\n[modes]\ndefault = \"thinking\"\n[modes.domain_defaults]\nhealth = \"instant\"\n[modes.thinking]\nreasoning_budget = 2048\n[modes.thinking.domains]\nmath = 1024\n[modes.efforts]\nturbo = {{ mode = \"contemplating\", reasoning_budget = 9000 }}\n"
+        );
+        let cfg = parse(&ok).expect("valid");
+        assert_eq!(cfg.modes.default, Some(Mode::Thinking));
+        assert_eq!(cfg.modes.policy(Mode::Thinking).reasoning_budget, 2048);
+        assert_eq!(
+            cfg.modes.policy(Mode::Thinking).domain_budgets["math"],
+            1024
+        );
+        assert_eq!(
+            cfg.modes.efforts.len(),
+            1,
+            "a table given replaces the built-in one"
+        );
+        assert_eq!(cfg.models[0].thinking.overrun, Some(Overrun::Force));
+
+        let bad = |text: String, key: &str, says: &str, line: usize| {
+            let err = parse(&text).unwrap_err();
+            assert_eq!(
+                err.key().map(|k| k.to_string()).as_deref(),
+                Some(key),
+                "{err}"
+            );
+            assert!(err.message().contains(says), "{err}");
+            assert_eq!(err.line(), line, "{err}");
+        };
+        bad(
+            format!("{MINIMAL}[modes]\ndefault = \"thinkin\"\n"),
+            "modes.default",
+            "did you mean `thinking`",
+            12,
+        );
+        bad(
+            format!("{MINIMAL}[modes.thinking]\nreasoning_budget = 0\n"),
+            "modes.thinking.reasoning_budget",
+            "use instant mode",
+            12,
+        );
+        bad(
+            format!("{MINIMAL}[modes.instant]\nanswer_reserve = 0\n"),
+            "modes.instant.answer_reserve",
+            "at least 1",
+            12,
+        );
+        bad(
+            format!("{MINIMAL}[modes]\nhint = \"be brief\"\n"),
+            "modes.hint",
+            "{budget}",
+            12,
+        );
+        bad(
+            format!("{MINIMAL}[modes.efforts]\nlow = {{ mode = \"fast\" }}\n"),
+            "modes.efforts.low.mode",
+            "is not one of",
+            12,
+        );
+        bad(
+            format!("{MINIMAL}\n[models.m.thinking]\noverrun = \"truncate\"\n"),
+            "models.m.thinking.overrun",
+            "`force`, `cut`, `length`",
+            13,
+        );
+        bad(
+            format!("{MINIMAL}\n[models.m.thinking]\nmin_budget = 128\nmax_budget = 64\n"),
+            "models.m.thinking.max_budget",
+            "at least min_budget",
+            14,
+        );
+    }
+
+    #[test]
     fn reserved_model_ids_and_missing_default() {
         let err = parse(&MINIMAL.replace("[models.m]", "[models.\"a:b\"]")).unwrap_err();
         assert!(err.message().contains("reserved"), "{err}");
