@@ -14,7 +14,7 @@ use thinkgate_metrics::Metrics;
 use crate::canonical::Usage;
 use crate::egress::Source;
 
-/// Mode label values. `default` until reasoning modes resolve a mode for every request.
+/// Mode label values. `default` for requests that ran under no mode.
 pub const MODES: [&str; 4] = ["default", "instant", "thinking", "contemplating"];
 /// Domain label values. `none` for requests that named a model; `general` for `auto`
 /// until domain routing classifies requests.
