@@ -13,10 +13,12 @@ const BUDGET: u64 = 40;
 const NATURAL: &str = "160";
 
 /// Upstreams by how they treat the budget, with the enforcement the response must report.
-const UPSTREAMS: [(&str, &str); 11] = [
+const UPSTREAMS: [(&str, &str); 12] = [
     ("vllm", "native"),
     ("sglang", "forced"),
-    ("llamacpp", "forced"),
+    ("llamacpp", "native"),
+    // A llama.cpp build without per-request budgets: forced by prefill.
+    ("llamacpp-legacy", "forced"),
     ("deepseek", "forced"),
     ("ollama", "native"),
     ("openrouter", "cut"),
@@ -52,6 +54,7 @@ budget_hint = true
         let speaks = match name {
             "anthropic" | "gemini" => format!("format = \"{name}\""),
             "generic" => String::new(),
+            "llamacpp-legacy" => "dialect = \"llamacpp\"".to_string(),
             d => format!("dialect = \"{d}\""),
         };
         extra.push_str(&format!(
@@ -69,6 +72,7 @@ capabilities = ["tools", "reasoning"]
 "#
         ));
     }
+    extra.push_str("\n[models.llamacpp-legacy.thinking]\nknob = \"none\"\n");
     config_text(None, &extra)
 }
 
@@ -181,7 +185,7 @@ async fn every_upstream_holds_the_budget_and_still_answers() {
 async fn forcing_shows_exactly_the_budget_then_the_continued_answer() {
     let proxy = Proxy::start(&config()).await;
     let url = proxy.url("/v1/chat/completions");
-    for model in ["sglang", "llamacpp", "deepseek"] {
+    for model in ["sglang", "llamacpp-legacy", "deepseek"] {
         let r = call(&url, ask(model, true, json!({})), &LONG).await;
         let s = r.streamed();
         // Every reasoning chunk comes before the first answer chunk.

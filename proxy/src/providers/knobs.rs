@@ -7,7 +7,8 @@
 //! | Anthropic | `thinking.enabled.budget_tokens` (≥ 1024, < `max_tokens`); `adaptive` + `output_config.effort` with knob `effort` | `disabled` |
 //! | Gemini | `thinkingBudget` clamped to the model's range; `thinkingLevel` with knob `effort` — never both | budget 0 |
 //! | vLLM | `thinking_token_budget` | `chat_template_kwargs.enable_thinking=false` |
-//! | SGLang, llama.cpp | none | `chat_template_kwargs.enable_thinking=false` |
+//! | llama.cpp | `thinking_budget_tokens` (per request, under the server's `--reasoning-budget`) | `chat_template_kwargs.enable_thinking=false` |
+//! | SGLang | none | `chat_template_kwargs.enable_thinking=false` |
 //! | DeepSeek | none | `thinking.type=disabled` |
 //! | Ollama, Muse Spark | `reasoning_effort` | `think: false` / `reasoning_effort: none` |
 //! | OpenRouter | `reasoning.max_tokens` | `reasoning.enabled=false` |
@@ -51,7 +52,7 @@ fn knob(format: WireFormat, dialect: Dialect, model: &Model) -> Knob {
     match model.thinking.knob {
         Knob::Auto => match (format, dialect) {
             (WireFormat::Anthropic | WireFormat::Gemini, _) => Knob::Budget,
-            (_, Dialect::Vllm | Dialect::OpenRouter) => Knob::Budget,
+            (_, Dialect::Vllm | Dialect::Llamacpp | Dialect::OpenRouter) => Knob::Budget,
             (_, Dialect::OpenAi | Dialect::MuseSpark | Dialect::Ollama) => Knob::Effort,
             _ => Knob::None,
         },
@@ -278,6 +279,7 @@ pub fn strip_client_knobs(body: &mut Map<String, Value>) {
         "reasoning_effort",
         "reasoning",
         "thinking_token_budget",
+        "thinking_budget_tokens",
         "think",
         "thinking",
     ] {
@@ -339,6 +341,10 @@ fn openai(
         }
         Knob::Budget if dialect == Dialect::OpenRouter => {
             body.insert("reasoning".into(), json!({ "max_tokens": limit }));
+            Native::Budget(limit)
+        }
+        Knob::Budget if dialect == Dialect::Llamacpp => {
+            body.insert("thinking_budget_tokens".into(), limit.into());
             Native::Budget(limit)
         }
         Knob::Budget => {
@@ -549,6 +555,13 @@ mod tests {
             "the client's knob gives way"
         );
         assert_eq!(c.overrun, Some(Overrun::Force));
+        let (body, _) = run(
+            WireFormat::OpenAi,
+            Dialect::Llamacpp,
+            &m,
+            &budget(800, false),
+        );
+        assert_eq!(body["thinking_budget_tokens"], 800);
         let (body, _) = run(WireFormat::OpenAi, Dialect::Sglang, &m, &budget(800, true));
         assert_eq!(body["chat_template_kwargs"]["enable_thinking"], false);
         let (body, _) = run(WireFormat::OpenAi, Dialect::Ollama, &m, &budget(800, true));

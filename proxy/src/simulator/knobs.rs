@@ -5,7 +5,8 @@
 //! |---|---|---|
 //! | OpenAI | `reasoning_effort` | effort (unknown values are a 400; `max_tokens` is refused) |
 //! | vLLM | `thinking_token_budget` | hard cap; `chat_template_kwargs.enable_thinking=false` turns it off |
-//! | SGLang, llama.cpp | `chat_template_kwargs.enable_thinking=false` | off; no per-request budget |
+//! | llama.cpp | `thinking_budget_tokens`; `chat_template_kwargs.enable_thinking=false` | hard cap (the sampler closes the thought) / off |
+//! | SGLang | `chat_template_kwargs.enable_thinking=false` | off; no per-request budget |
 //! | DeepSeek | `thinking.type=disabled`, `reasoning_effort` | off / effort; no token budget |
 //! | Ollama | `think` (`false` or a level), `reasoning_effort` | off / effort |
 //! | OpenRouter | `reasoning` {`enabled`, `max_tokens`, `effort`, `exclude`} | off / soft target / effort / hidden |
@@ -122,7 +123,14 @@ pub(super) fn openai_format(
             None => Thinking::Natural,
         },
         Dialect::Sglang | Dialect::Llamacpp if template_thinking_off(request) => Thinking::Off,
-        Dialect::Sglang | Dialect::Llamacpp => Thinking::Natural,
+        Dialect::Llamacpp => match request
+            .get("thinking_budget_tokens")
+            .and_then(Value::as_u64)
+        {
+            Some(budget) => Thinking::Hard(budget),
+            None => Thinking::Natural,
+        },
+        Dialect::Sglang => Thinking::Natural,
         Dialect::Deepseek => {
             if request.pointer("/thinking/type").and_then(Value::as_str) == Some("disabled") {
                 Thinking::Off
@@ -293,6 +301,11 @@ mod tests {
         assert_eq!(
             openai_format(Dialect::Deepseek, &vllm, true).unwrap().0,
             Thinking::Natural
+        );
+        let llamacpp = json!({"thinking_budget_tokens": 10});
+        assert_eq!(
+            openai_format(Dialect::Llamacpp, &llamacpp, true).unwrap().0,
+            Thinking::Hard(10)
         );
         let openai = json!({"reasoning_effort": "ultra"});
         let e = openai_format(Dialect::OpenAi, &openai, true).unwrap_err();
