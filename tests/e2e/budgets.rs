@@ -468,3 +468,30 @@ async fn the_stopped_call_is_cancelled_upstream_and_a_disconnect_cancels_everyth
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_that_cannot_stop_thinking_ends_at_the_budget_and_says_why() {
+    // Gemini 3 style: levels only, and thinking cannot be turned off, so no answer can be
+    // asked for without thinking once the budget is spent.
+    let text = config()
+        + "\n[providers.p-gemini3]\nkind = \"simulator\"\nformat = \"gemini\"\nforward_headers = [\"x-sim-*\"]\n\
+           [models.gemini3]\nprovider = \"p-gemini3\"\ncontext_window = 100000\ncapabilities = [\"reasoning\"]\n\
+           [models.gemini3.thinking]\nknob = \"effort\"\nefforts = [\"high\"]\ncan_disable = false\n";
+    let proxy = Proxy::start(&text).await;
+    let url = proxy.url("/v1/chat/completions");
+    let r = call(&url, ask("gemini3", false, json!({})), &LONG).await;
+    let v = r.json();
+    assert_eq!(r.status, StatusCode::OK, "{v}");
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+    assert_eq!(reasoning_of(&v["usage"]), BUDGET);
+    assert_eq!(r.header("x-thinkgate-budget-enforcement"), "cut");
+    assert!(
+        r.header("x-thinkgate-budget-note")
+            .contains("cannot be turned off"),
+        "{:?}",
+        r.headers
+    );
+    // Instant on it: the lowest level it takes, held to the instant backstop.
+    let r = call(&url, ask("gemini3:instant", false, json!({})), &LONG).await;
+    assert!(reasoning_of(&r.json()["usage"]) <= 8);
+}
