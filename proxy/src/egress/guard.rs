@@ -271,11 +271,14 @@ impl Watch {
                 let watching = first && self.guard.control.overrun.is_some();
                 let room = self.guard.control.limit.saturating_sub(self.counted);
                 let counter = self.ctx.route.counter;
-                let (kept, n, over) = if !watching {
-                    (text.as_str(), counter.count(&text) as u64, false)
+                let n = counter.count(&text) as u64;
+                let (kept, n, over) = if !watching || n <= room {
+                    (text.as_str(), n, false)
                 } else {
+                    // Only the delta that crosses the line is cut (encoding costs more than
+                    // counting, so it is done once per response).
                     let (kept, n) = counter.truncate(&text, room as usize);
-                    (kept, n as u64, kept.len() < text.len())
+                    (kept, n as u64, true)
                 };
                 if first {
                     self.counted += n;
