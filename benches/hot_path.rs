@@ -242,5 +242,64 @@ fn bench_accounting(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench, bench_counting, bench_accounting);
+/// Classifying a request whose last user turn is about 2,000 tokens (the bound:
+/// ≤ 50 µs p99), and a typical short one.
+fn bench_classify(c: &mut Criterion) {
+    let cfg = thinkgate_config::Config::parse(
+        "[routing]\ndefault_model = \"m\"\n[providers.s]\nkind = \"simulator\"\n[models.m]\nprovider = \"s\"\ncontext_window = 1000\n",
+        std::path::Path::new("bench.toml"),
+        &|_| None,
+    )
+    .expect("config");
+    let classifier =
+        thinkgate_proxy::plan::classify::Classifier::train(&cfg.domains, cfg.confidence_threshold);
+    let long_text = prose_100k_tokens();
+    let counter = thinkgate_metrics::TokenCounter::new(thinkgate_config::Encoding::O200kBase);
+    let (two_thousand, n) = counter.truncate(&long_text, 2000);
+    assert!(n >= 1990);
+    let long = serde_json::json!({"model": "auto", "messages": [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": two_thousand}]})
+    .to_string();
+    let long = thinkgate_proxy::ingress::parse_chat(long.as_bytes()).expect("request");
+    let short = thinkgate_proxy::ingress::parse_chat(&typical_request()).expect("request");
+    let mut g = c.benchmark_group("classify");
+    g.bench_function("2000_token_request", |b| {
+        b.iter(|| classifier.classify(&long))
+    });
+    g.bench_function("typical_request", |b| {
+        b.iter(|| classifier.classify(&short))
+    });
+    g.finish();
+    // The bound is on the p99, which criterion does not report: time single calls.
+    let mut times: Vec<u128> = (0..20_000)
+        .map(|_| {
+            let t = Instant::now();
+            std::hint::black_box(classifier.classify(std::hint::black_box(&long)));
+            t.elapsed().as_nanos()
+        })
+        .collect();
+    times.sort_unstable();
+    println!(
+        "classify/2000_token_request single calls: p50 {:.1} µs, p99 {:.1} µs (bound: 50 µs p99)",
+        times[times.len() / 2] as f64 / 1e3,
+        times[times.len() * 99 / 100] as f64 / 1e3
+    );
+    c.bench_function("classifier_training", |b| {
+        b.iter(|| {
+            thinkgate_proxy::plan::classify::Classifier::train(
+                &cfg.domains,
+                cfg.confidence_threshold,
+            )
+        })
+    });
+}
+
+criterion_group!(
+    benches,
+    bench,
+    bench_counting,
+    bench_accounting,
+    bench_classify
+);
 criterion_main!(benches);

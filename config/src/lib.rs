@@ -40,7 +40,25 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Reasoning modes and budgets.
     pub modes: Modes,
+    /// Task domains the classifier is trained on (built-in ones merged with the file's),
+    /// sorted by name; `general` is always one.
+    pub domains: Vec<Domain>,
+    /// Under this confidence a request goes to the `general` route.
+    pub confidence_threshold: f32,
 }
+
+/// A task domain: what it covers and the examples the classifier learns it from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Domain {
+    pub name: String,
+    pub description: String,
+    pub examples: Vec<String>,
+    pub keywords: Vec<String>,
+}
+
+/// The built-in domains (health, coding, math, science, reasoning, vision, agentic,
+/// shopping, general) with their training examples.
+pub const BUILTIN_DOMAINS: &str = include_str!("../domains.toml");
 
 /// Histogram buckets; `None` keeps the built-in default for that histogram.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -25,6 +25,8 @@ pub struct RawConfig {
     pub metrics: RawMetrics,
     #[serde(default)]
     pub modes: RawModes,
+    #[serde(default)]
+    pub domains: BTreeMap<String, RawDomain>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -100,6 +102,26 @@ pub struct RawServer {
 #[serde(deny_unknown_fields)]
 pub struct RawRouting {
     pub default_model: Option<String>,
+    pub confidence_threshold: Option<f64>,
+    pub builtin_domains: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawDomain {
+    pub description: Option<String>,
+    #[serde(default)]
+    pub examples: Vec<String>,
+    #[serde(default)]
+    pub keywords: Vec<String>,
+}
+
+/// The built-in domains file: only `[domains]`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawDomainsFile {
+    #[serde(default)]
+    pub domains: BTreeMap<String, RawDomain>,
 }
 
 #[derive(Debug, Deserialize)]

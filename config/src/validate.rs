@@ -10,12 +10,13 @@ use crate::error::{closest, ConfigError, KeyPath};
 use crate::locate::SourceMap;
 use crate::modes::{EffortAsk, Knob, Mode, ModePolicy, ModelThinking, Modes, Overrun};
 use crate::raw::{
-    RawConfig, RawModePolicy, RawModel, RawModelThinking, RawProvider, RawSimProfile,
+    RawConfig, RawDomain, RawDomainsFile, RawModePolicy, RawModel, RawModelThinking, RawProvider,
+    RawSimProfile,
 };
 use crate::{
-    ApiKey, Config, Dialect, Encoding, HeaderPattern, LogFormat, MetricsConfig, Model, Provider,
-    ProviderKind, ReasoningField, ReasoningStyle, Secret, Server, SimFaults, SimProfile, Simulator,
-    WireFormat,
+    ApiKey, Config, Dialect, Domain, Encoding, HeaderPattern, LogFormat, MetricsConfig, Model,
+    Provider, ProviderKind, ReasoningField, ReasoningStyle, Secret, Server, SimFaults, SimProfile,
+    Simulator, WireFormat,
 };
 
 /// Collects the context every error needs: the file and the source map.
@@ -196,6 +197,14 @@ fn validate(
 
     let simulator = validate_simulator(&raw, c)?;
     let modes = validate_modes(&raw, c)?;
+    let domains = validate_domains(&raw, c)?;
+    let threshold = raw.routing.confidence_threshold.unwrap_or(0.28);
+    if !(0.0..=1.0).contains(&threshold) {
+        return Err(c.error(
+            KeyPath::new(["routing", "confidence_threshold"]),
+            "must be between 0 and 1",
+        ));
+    }
     let buckets = |key: &str, v: &Option<Vec<f64>>| -> Result<Option<Vec<f64>>, ConfigError> {
         let Some(v) = v else { return Ok(None) };
         let increasing = v.windows(2).all(|w| w[0] < w[1]);
@@ -225,7 +234,63 @@ fn validate(
         simulator,
         metrics,
         modes,
+        domains,
+        confidence_threshold: threshold as f32,
     })
+}
+
+/// The built-in domains (unless turned off) with the file's merged in: examples and
+/// keywords added to a built-in domain of the same name, new domains added whole.
+fn validate_domains(raw: &RawConfig, c: &Checker<'_>) -> Result<Vec<Domain>, ConfigError> {
+    let mut merged: BTreeMap<String, RawDomain> = BTreeMap::new();
+    if raw.routing.builtin_domains.unwrap_or(true) {
+        let builtin: RawDomainsFile = toml::from_str(crate::BUILTIN_DOMAINS).map_err(|e| {
+            c.error(
+                KeyPath::new(["domains"]),
+                format!("the built-in domains do not parse: {e}"),
+            )
+        })?;
+        merged = builtin.domains;
+    }
+    for (name, d) in &raw.domains {
+        let key = KeyPath::new(["domains", name.as_str()]);
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_' || ch == '-')
+        {
+            return Err(c.error(key, "a domain name is lowercase letters, digits, `_` and `-` (it becomes a metric label)"));
+        }
+        let entry = merged.entry(name.clone()).or_default();
+        if d.description.is_some() {
+            entry.description = d.description.clone();
+        }
+        entry.examples.extend(d.examples.iter().cloned());
+        entry.keywords.extend(d.keywords.iter().cloned());
+    }
+    for (name, d) in &merged {
+        if d.examples.is_empty() && d.keywords.is_empty() {
+            return Err(c.error(
+                KeyPath::new(["domains", name.as_str(), "examples"]),
+                "a domain needs examples (or keywords) to be learned from",
+            ));
+        }
+    }
+    if !merged.contains_key("general") {
+        return Err(c.error(
+            KeyPath::new(["domains"]),
+            "a `general` domain is required: unsure requests go there",
+        ));
+    }
+    Ok(merged
+        .into_iter()
+        .map(|(name, d)| Domain {
+            name,
+            description: d.description.unwrap_or_default(),
+            examples: d.examples,
+            keywords: d.keywords,
+        })
+        .collect())
 }
 
 fn mode(c: &Checker<'_>, key: KeyPath, name: &str) -> Result<Mode, ConfigError> {

@@ -11,6 +11,7 @@ use thinkgate_config::{Config, Model};
 use thinkgate_metrics::{Buckets, Metrics, TokenCounter};
 
 use crate::account::ModelMetrics;
+use crate::plan::classify::Classifier;
 use crate::providers::Upstream;
 use crate::simulator::Simulator;
 
@@ -33,6 +34,8 @@ pub struct Runtime {
     routes: HashMap<String, Arc<Route>>,
     /// The `/v1/models` body, rendered once.
     pub models_body: Bytes,
+    /// The domain classifier, trained from the config's domains.
+    pub classifier: Arc<Classifier>,
 }
 
 /// The ids every config offers besides its models.
@@ -100,7 +103,9 @@ impl Runtime {
             |id| json!({"id": id, "object": "model", "created": created, "owned_by": "thinkgate"}),
         ));
         let models_body = Bytes::from(json!({"object": "list", "data": data}).to_string());
+        let classifier = Classifier::shared(&config.domains, config.confidence_threshold);
         Ok(Runtime {
+            classifier,
             config: Arc::new(config),
             metrics,
             simulator,

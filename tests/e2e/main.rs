@@ -2,6 +2,7 @@
 
 mod anthropic;
 mod budgets;
+mod classify;
 mod core;
 mod dialects;
 mod errors;

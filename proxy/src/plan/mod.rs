@@ -4,6 +4,7 @@
 //! until domain routing lands; [`budget`] resolves the mode and the reasoning budget.
 
 pub mod budget;
+pub mod classify;
 
 use std::sync::Arc;
 
