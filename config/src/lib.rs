@@ -45,6 +45,41 @@ pub struct Config {
     pub domains: Vec<Domain>,
     /// Under this confidence a request goes to the `general` route.
     pub confidence_threshold: f32,
+    /// How `auto` picks a model per domain.
+    pub routing: Routing,
+}
+
+/// How `auto` picks among the models that fit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Routing {
+    /// The policy of domains without their own.
+    pub policy: Policy,
+    pub policies: BTreeMap<String, Policy>,
+    /// `efficient` considers models within this many score points of the best.
+    pub efficient_margin: f64,
+    pub efficient_by: EfficientBy,
+}
+
+impl Routing {
+    pub fn policy(&self, domain: &str) -> &Policy {
+        self.policies.get(domain).unwrap_or(&self.policy)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Policy {
+    /// The highest score for the domain.
+    Best,
+    /// Within `efficient_margin` of the best, the most score per output token (or dollar).
+    Efficient,
+    /// These models in this order (those that fit).
+    Order(Vec<String>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EfficientBy {
+    Tokens,
+    Cost,
 }
 
 /// A task domain: what it covers and the examples the classifier learns it from.
@@ -353,6 +388,21 @@ pub struct Model {
     pub encoding: Encoding,
     /// How its thinking is controlled (meaningful for reasoning models).
     pub thinking: ModelThinking,
+    /// Published scores by domain; empty: not a candidate for `auto`.
+    pub scores: BTreeMap<String, f64>,
+    /// Output tokens (millions) for the AA Intelligence Index, when published.
+    pub output_tokens_mtok: Option<f64>,
+}
+
+impl Model {
+    /// The model's score for `domain`: its own, else its general score (never zero for a
+    /// missing figure). `None` when it has no scores at all.
+    pub fn score(&self, domain: &str) -> Option<f64> {
+        self.scores
+            .get(domain)
+            .or_else(|| self.scores.get("general"))
+            .copied()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -104,6 +104,19 @@ pub struct RawRouting {
     pub default_model: Option<String>,
     pub confidence_threshold: Option<f64>,
     pub builtin_domains: Option<bool>,
+    pub policy: Option<RawPolicy>,
+    pub efficient_margin: Option<f64>,
+    pub efficient_by: Option<String>,
+    #[serde(default)]
+    pub policies: BTreeMap<String, RawPolicy>,
+}
+
+/// A routing policy: `best`, `efficient`, or a fixed order of model ids.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub enum RawPolicy {
+    Named(String),
+    Order(Vec<String>),
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -153,6 +166,12 @@ pub struct RawModel {
     pub price_output_per_mtok: Option<f64>,
     pub encoding: Option<String>,
     pub thinking: Option<RawModelThinking>,
+    /// Published score per domain (`general` is the fallback for domains without one).
+    #[serde(default)]
+    pub scores: BTreeMap<String, f64>,
+    /// Output tokens (millions) the model used to run the AA Intelligence Index: how
+    /// wordy it is, for the `efficient` policy.
+    pub output_tokens_mtok: Option<f64>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -10,13 +10,13 @@ use crate::error::{closest, ConfigError, KeyPath};
 use crate::locate::SourceMap;
 use crate::modes::{EffortAsk, Knob, Mode, ModePolicy, ModelThinking, Modes, Overrun};
 use crate::raw::{
-    RawConfig, RawDomain, RawDomainsFile, RawModePolicy, RawModel, RawModelThinking, RawProvider,
-    RawSimProfile,
+    RawConfig, RawDomain, RawDomainsFile, RawModePolicy, RawModel, RawModelThinking, RawPolicy,
+    RawProvider, RawSimProfile,
 };
 use crate::{
-    ApiKey, Config, Dialect, Domain, Encoding, HeaderPattern, LogFormat, MetricsConfig, Model,
-    Provider, ProviderKind, ReasoningField, ReasoningStyle, Secret, Server, SimFaults, SimProfile,
-    Simulator, WireFormat,
+    ApiKey, Config, Dialect, Domain, EfficientBy, Encoding, HeaderPattern, LogFormat,
+    MetricsConfig, Model, Policy, Provider, ProviderKind, ReasoningField, ReasoningStyle, Routing,
+    Secret, Server, SimFaults, SimProfile, Simulator, WireFormat,
 };
 
 /// Collects the context every error needs: the file and the source map.
@@ -234,8 +234,81 @@ fn validate(
         simulator,
         metrics,
         modes,
+        routing: validate_routing(&raw, c)?,
         domains,
         confidence_threshold: threshold as f32,
+    })
+}
+
+fn policy(
+    c: &Checker<'_>,
+    key: KeyPath,
+    raw: &RawPolicy,
+    models: &BTreeMap<String, RawModel>,
+) -> Result<Policy, ConfigError> {
+    match raw {
+        RawPolicy::Named(name) => Ok(match c.one_of(key, name, &["best", "efficient"])? {
+            "best" => Policy::Best,
+            _ => Policy::Efficient,
+        }),
+        RawPolicy::Order(ids) => {
+            if ids.is_empty() {
+                return Err(c.error(key, "a fixed order names at least one model"));
+            }
+            for (i, id) in ids.iter().enumerate() {
+                if !models.contains_key(id) {
+                    let hint = closest(id, models.keys().map(String::as_str))
+                        .map(|s| format!("; did you mean `{s}`?"))
+                        .unwrap_or_default();
+                    return Err(c.error(
+                        key.child(i.to_string()),
+                        format!("`{id}` is not a configured model{hint}"),
+                    ));
+                }
+            }
+            Ok(Policy::Order(ids.clone()))
+        }
+    }
+}
+
+fn validate_routing(raw: &RawConfig, c: &Checker<'_>) -> Result<Routing, ConfigError> {
+    let r = &raw.routing;
+    let base = KeyPath::new(["routing"]);
+    let default = match &r.policy {
+        Some(p) => policy(c, base.child("policy"), p, &raw.models)?,
+        None => Policy::Best,
+    };
+    let mut policies = BTreeMap::new();
+    for (domain, p) in &r.policies {
+        policies.insert(
+            domain.clone(),
+            policy(
+                c,
+                base.child("policies").child(domain.as_str()),
+                p,
+                &raw.models,
+            )?,
+        );
+    }
+    let margin = r.efficient_margin.unwrap_or(3.0);
+    if !margin.is_finite() || margin < 0.0 {
+        return Err(c.error(
+            base.child("efficient_margin"),
+            "must be 0 or more score points",
+        ));
+    }
+    let by = match &r.efficient_by {
+        None => EfficientBy::Tokens,
+        Some(b) => match c.one_of(base.child("efficient_by"), b, &["tokens", "cost"])? {
+            "cost" => EfficientBy::Cost,
+            _ => EfficientBy::Tokens,
+        },
+    };
+    Ok(Routing {
+        policy: default,
+        policies,
+        efficient_margin: margin,
+        efficient_by: by,
     })
 }
 
@@ -706,7 +779,33 @@ fn validate_model(
         price_output_per_mtok: 0.0,
         encoding: default_encoding,
         thinking: ModelThinking::default(),
+        scores: BTreeMap::new(),
+        output_tokens_mtok: None,
     };
+    for (domain, score) in &m.scores {
+        if !score.is_finite() || *score <= 0.0 {
+            return Err(c.error(
+                base.child("scores").child(domain.as_str()),
+                "must be a positive published score (leave a domain out rather than write 0)",
+            ));
+        }
+        model.scores.insert(domain.clone(), *score);
+    }
+    if !model.scores.is_empty() && !model.scores.contains_key("general") {
+        return Err(c.error(
+            base.child("scores"),
+            "needs a `general` score: domains without their own score fall back to it",
+        ));
+    }
+    if let Some(t) = m.output_tokens_mtok {
+        if !t.is_finite() || t <= 0.0 {
+            return Err(c.error(
+                base.child("output_tokens_mtok"),
+                "must be a positive number",
+            ));
+        }
+        model.output_tokens_mtok = Some(t);
+    }
     if let Some(t) = &m.thinking {
         model.thinking = model_thinking(c, base.child("thinking"), t)?;
     }

@@ -12,8 +12,12 @@ use thinkgate_metrics::{Buckets, Metrics, TokenCounter};
 
 use crate::account::ModelMetrics;
 use crate::plan::classify::Classifier;
+use crate::plan::route::Table;
 use crate::providers::Upstream;
 use crate::simulator::Simulator;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 /// A model clients can name, with the upstream that serves it.
 #[derive(Debug)]
@@ -24,6 +28,53 @@ pub struct Route {
     /// `x-thinkgate-model`, precomputed.
     pub header: http::HeaderValue,
     pub metrics: Arc<ModelMetrics>,
+    /// Recent failures, for routing around an upstream that is down.
+    pub health: Health,
+}
+
+/// An upstream's recent failures: after [`Health::DOWN_AFTER`] in a row, `auto` leaves the
+/// model out for [`Health::COOL_DOWN`], then tries it again.
+#[derive(Debug, Default)]
+pub struct Health {
+    failures: AtomicU32,
+    /// Milliseconds since the process's clock origin until which the model is left out.
+    down_until: AtomicU64,
+}
+
+fn clock_ms() -> u64 {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    ORIGIN.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+impl Health {
+    pub const DOWN_AFTER: u32 = 3;
+    pub const COOL_DOWN: Duration = Duration::from_secs(15);
+
+    pub fn failed(&self) {
+        let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= Self::DOWN_AFTER {
+            let until = clock_ms() + Self::COOL_DOWN.as_millis() as u64;
+            self.down_until.store(until, Ordering::Relaxed);
+        }
+    }
+
+    pub fn succeeded(&self) {
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+            self.down_until.store(0, Ordering::Relaxed);
+        }
+    }
+
+    pub fn failures(&self) -> u32 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// How long the model is still left out, if it is.
+    pub fn down_for(&self) -> Option<Duration> {
+        let until = self.down_until.load(Ordering::Relaxed);
+        let now = clock_ms();
+        (until > now).then(|| Duration::from_millis(until - now))
+    }
 }
 
 pub struct Runtime {
@@ -36,6 +87,10 @@ pub struct Runtime {
     pub models_body: Bytes,
     /// The domain classifier, trained from the config's domains.
     pub classifier: Arc<Classifier>,
+    /// The models ranked per domain for `auto`.
+    pub table: Table,
+    /// Domain label values: `none`, then the config's domains in order.
+    pub domains: Arc<[String]>,
 }
 
 /// The ids every config offers besides its models.
@@ -72,6 +127,9 @@ impl Runtime {
             upstreams.insert(p.name.clone(), Arc::new(up));
         }
         TokenCounter::warm_up(config.models.iter().map(|m| m.encoding));
+        let domains: Arc<[String]> = std::iter::once("none".to_string())
+            .chain(config.domains.iter().map(|d| d.name.clone()))
+            .collect();
         let mut routes = HashMap::new();
         for m in &config.models {
             let upstream = upstreams
@@ -87,7 +145,8 @@ impl Runtime {
                     upstream,
                     counter: TokenCounter::new(m.encoding),
                     header,
-                    metrics: Arc::new(ModelMetrics::new(&metrics, m)),
+                    metrics: Arc::new(ModelMetrics::new(&metrics, m, domains.clone())),
+                    health: Health::default(),
                 }),
             );
         }
@@ -104,7 +163,10 @@ impl Runtime {
         ));
         let models_body = Bytes::from(json!({"object": "list", "data": data}).to_string());
         let classifier = Classifier::shared(&config.domains, config.confidence_threshold);
+        let table = Table::build(&config, &routes);
         Ok(Runtime {
+            table,
+            domains,
             classifier,
             config: Arc::new(config),
             metrics,

@@ -383,6 +383,7 @@ async fn empty_answers_and_disconnects_are_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn report_reads_a_live_endpoint_and_a_saved_scrape() {
     let proxy = Proxy::start(&config_text(None, "")).await;
+    let mut domain = String::new();
     for _ in 0..3 {
         let r = call(
             &proxy.url("/v1/chat/completions"),
@@ -391,6 +392,7 @@ async fn report_reads_a_live_endpoint_and_a_saved_scrape() {
         )
         .await;
         assert_eq!(r.status, StatusCode::OK);
+        domain = r.header("x-thinkgate-domain").to_string();
     }
     let run = |source: String| {
         let out = Command::new(env!("CARGO_BIN_EXE_thinkgate"))
@@ -419,7 +421,7 @@ async fn report_reads_a_live_endpoint_and_a_saved_scrape() {
         [
             "sim-model",
             "thinking",
-            "general",
+            domain.as_str(),
             "3",
             "33",
             "14",

@@ -16,9 +16,6 @@ use crate::egress::Source;
 
 /// Mode label values. `default` for requests that ran under no mode.
 pub const MODES: [&str; 4] = ["default", "instant", "thinking", "contemplating"];
-/// Domain label values. `none` for requests that named a model; `general` for `auto`
-/// until domain routing classifies requests.
-pub const DOMAINS: [&str; 2] = ["none", "general"];
 const KINDS: [&str; 3] = ["prompt", "output", "reasoning"];
 const SOURCES: [&str; 2] = ["upstream", "estimated"];
 pub const UPSTREAM_OUTCOMES: [&str; 6] = [
@@ -41,6 +38,8 @@ struct Slot {
 /// One model's pre-resolved handles, built with the runtime.
 pub struct ModelMetrics {
     model: String,
+    /// Domain label values: `none` (the request named a model) and the config's domains.
+    domains: Arc<[String]>,
     provider: String,
     price_input_per_token: f64,
     price_output_per_token: f64,
@@ -59,15 +58,16 @@ impl std::fmt::Debug for ModelMetrics {
 }
 
 impl ModelMetrics {
-    pub fn new(metrics: &Metrics, model: &thinkgate_config::Model) -> Self {
+    pub fn new(metrics: &Metrics, model: &thinkgate_config::Model, domains: Arc<[String]>) -> Self {
         ModelMetrics {
             model: model.id.clone(),
+            slots: (0..MODES.len() * domains.len())
+                .map(|_| OnceLock::new())
+                .collect(),
+            domains,
             provider: model.provider.clone(),
             price_input_per_token: model.price_input_per_mtok / 1e6,
             price_output_per_token: model.price_output_per_mtok / 1e6,
-            slots: (0..MODES.len() * DOMAINS.len())
-                .map(|_| OnceLock::new())
-                .collect(),
             upstream: Default::default(),
             upstream_duration: metrics
                 .upstream_duration
@@ -77,8 +77,13 @@ impl ModelMetrics {
     }
 
     fn slot(&self, metrics: &Metrics, mode: usize, domain: usize) -> &Slot {
-        self.slots[mode * DOMAINS.len() + domain].get_or_init(|| {
-            let (m, md, d) = (self.model.as_str(), MODES[mode], DOMAINS[domain]);
+        let domain = domain.min(self.domains.len() - 1);
+        self.slots[mode * self.domains.len() + domain].get_or_init(|| {
+            let (m, md, d) = (
+                self.model.as_str(),
+                MODES[mode],
+                self.domains[domain].as_str(),
+            );
             let tokens = |kind: usize| {
                 [0, 1].map(|s| {
                     metrics
@@ -173,6 +178,13 @@ impl Account {
         self.started
     }
 
+    /// Counts a call that failed before the first byte and was retried on another model.
+    pub fn failed_attempt(&self, model: &ModelMetrics, outcome: &str) {
+        if let Some(i) = UPSTREAM_OUTCOMES.iter().position(|o| *o == outcome) {
+            model.upstream(&self.metrics, i).inc();
+        }
+    }
+
     /// Marks the upstream call's outcome (the first one set wins).
     pub fn upstream_outcome(&mut self, outcome: &str) {
         if let (Some(call), Some(i)) = (
@@ -189,15 +201,14 @@ impl Account {
         let m = &*self.metrics;
         let elapsed = self.started.elapsed().as_secs_f64();
         let model = self.model.as_deref().map_or("none", |mm| mm.model.as_str());
+        let domain = self
+            .model
+            .as_deref()
+            .and_then(|mm| mm.domains.get(self.domain))
+            .map_or("none", String::as_str);
         let status = status_label(self.status);
         m.requests
-            .with_label_values(&[
-                self.endpoint,
-                model,
-                MODES[self.mode],
-                DOMAINS[self.domain],
-                status,
-            ])
+            .with_label_values(&[self.endpoint, model, MODES[self.mode], domain, status])
             .inc();
         let Some(mm) = self.model.as_deref() else {
             m.request_duration
@@ -209,7 +220,7 @@ impl Account {
         slot.duration.observe(elapsed);
         if self.routed {
             m.routing_decisions
-                .with_label_values(&[DOMAINS[self.domain], model])
+                .with_label_values(&[domain, model])
                 .inc();
         }
         if let Some(call) = self.upstream {

@@ -374,6 +374,8 @@ mod tests {
             price_output_per_mtok: 0.0,
             encoding: Encoding::O200kBase,
             thinking,
+            scores: Default::default(),
+            output_tokens_mtok: None,
         }
     }
 

@@ -1,24 +1,24 @@
-//! `POST /v1/chat/completions`: the stages in order — ingress, plan, provider, egress —
-//! with the request's [`Account`] carried through to whichever of them ends it.
+//! `POST /v1/chat/completions`: the stages in order — ingress, plan (classify, budget,
+//! route), provider, egress — with the request's [`Account`] carried through to whichever of
+//! them ends it. A routed request that fails before its first byte moves on to the next
+//! model that fits.
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use http::{HeaderValue, Request, Response};
+use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::account::{Account, UpstreamCall, DOMAINS, MODES};
+use crate::account::{Account, UpstreamCall, MODES};
 use crate::body::{self, Body};
-use crate::egress;
-use crate::egress::Guard;
+use crate::egress::{self, Guard};
 use crate::error::ApiError;
 use crate::ingress;
-use crate::plan::{
-    self,
-    budget::{self, Asks},
-};
-use crate::providers::convert;
-use crate::providers::{self, ApiErrorOrRaw, UpstreamError};
-use crate::runtime::Runtime;
+use crate::plan;
+use crate::plan::budget::{self, Asks};
+use crate::plan::route::{self, Routed};
+use crate::providers::{self, convert, ApiErrorOrRaw, UpstreamError};
+use crate::runtime::{Route, Runtime};
 
 pub async fn handle(
     runtime: &Runtime,
@@ -36,7 +36,7 @@ pub async fn handle(
         Ok(b) => b,
         Err(e) => return reject(account, e),
     };
-    let mut chat = match ingress::parse_chat(&bytes) {
+    let chat = match ingress::parse_chat(&bytes) {
         Ok(c) => c,
         Err(e) => return reject(account, e),
     };
@@ -44,18 +44,14 @@ pub async fn handle(
         Ok(p) => p,
         Err(e) => return reject(account, e),
     };
-    let route = plan.route;
-    account.model = Some(route.metrics.clone());
-    if plan.routed {
-        account.routed = true;
-        account.domain = DOMAINS.iter().position(|d| *d == "general").unwrap_or(0);
-    }
+    let decision = plan.routed.then(|| runtime.classifier.classify(&chat));
+    let domain = decision.as_ref().map(|d| d.domain.as_str());
     let modes = &runtime.config.modes;
     let asks = Asks {
         suffix: plan.mode,
         headers: &parts.headers,
         body: &chat.body,
-        domain: plan.routed.then_some("general"),
+        domain,
         client_cap: convert::max_tokens(&chat.body),
     };
     let budget = match budget::resolve(modes, &asks) {
@@ -68,125 +64,235 @@ pub async fn handle(
             .position(|n| *n == b.mode.as_str())
             .unwrap_or(0);
     }
-    if let Err(e) = plan::check_capabilities(&chat, &route.model) {
-        return reject(account, e);
-    }
-    // Only a reasoning model's thinking is watched; others are relayed as they are.
-    let budget = budget.filter(|_| route.model.reasoning);
-    if let Some(b) = budget.as_ref().filter(|b| b.hint && !b.off) {
-        chat.add_system_note(&budget::hint_text(modes, b));
-    }
-    // Under a budget the upstream is always streamed, so the guard can stop it in time.
-    let upstream_req = match &budget {
-        Some(_) if !chat.stream => chat.streaming(),
-        _ => chat.clone(),
-    };
-    let (upstream_body, control) = match route.upstream.body(
-        &upstream_req,
-        &route.model,
-        budget.as_ref().map(|b| (b, modes)),
-    ) {
-        Ok(b) => b,
-        Err(e) => return reject(account, e),
-    };
-    let prompt_estimate = plan::prompt_tokens(&chat, route.counter).await;
+    let prompt_estimate = plan::prompt_tokens(&chat, plan.route.counter).await;
 
-    account.upstream = Some(UpstreamCall {
-        sent: Instant::now(),
-        outcome: usize::MAX,
-    });
-    let sent = route
-        .upstream
-        .send(
-            upstream_body,
-            &route.model.upstream_model,
-            upstream_req.stream,
-            &request_id,
-            &parts.headers,
-        )
-        .await;
-    let resp = match sent {
-        Ok(r) => r,
-        Err(e) => {
-            account.upstream_outcome(match &e {
-                UpstreamError::Connect(_) | UpstreamError::Unusable(_) => "unreachable",
-                UpstreamError::Timeout(_) => "timeout",
-                UpstreamError::Broken(_) => "broken",
-            });
-            let err = e.into_api(&route.upstream.name);
-            tracing::warn!(model = %route.model.id, provider = %route.upstream.name, status = err.status.as_u16(), "Upstream request failed: {}.", err.message);
-            return reject(account, err);
-        }
+    // The models to try, in order: the one named, or those `auto` ranks that fit.
+    let routed: Option<Routed> =
+        decision.map(|d| route::choose(&runtime.table, &chat, d, budget.as_ref(), prompt_estimate));
+    let order: Vec<Arc<Route>> = match &routed {
+        Some(r) => r.order(),
+        None => vec![plan.route.clone()],
     };
-    let model_header = route.header.clone();
-    let upstream_format = route.upstream.format;
-    let mut out = if !resp.status().is_success() {
-        account.upstream_outcome("error_status");
-        account.status = resp.status().as_u16();
-        tracing::warn!(model = %route.model.id, provider = %route.upstream.name, status = account.status, "Upstream returned an error.");
-        match providers::error_response(&route.upstream.name, route.upstream.format, resp).await {
-            ApiErrorOrRaw::Api(e) => e.into_response(),
-            ApiErrorOrRaw::Raw(status, bytes) => body::json_response(status, bytes),
+    if let Some(r) = &routed {
+        account.routed = true;
+        account.domain = runtime
+            .domains
+            .iter()
+            .position(|d| *d == r.decision.domain)
+            .unwrap_or(0);
+        if order.is_empty() {
+            account.model = Some(plan.route.metrics.clone());
+            return reject(account, nothing_fits(r));
         }
-    } else {
-        let is_sse = resp
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
-        let ctx = egress::Context {
-            request_id,
-            route,
-            include_usage: chat.include_usage,
-            started: account.started(),
-            request_timeout: server.request_timeout,
-            prompt_estimate,
-            account,
-            format: upstream_format,
-            reasoning_field: server.reasoning_field,
+    }
+    let hinted = budget.as_ref().filter(|b| b.hint && !b.off).map(|b| {
+        let mut c = chat.clone();
+        c.add_system_note(&budget::hint_text(modes, b));
+        c
+    });
+
+    let mut skipped: Vec<&str> = Vec::new();
+    for (attempt, route) in order.iter().enumerate() {
+        let last = attempt + 1 == order.len();
+        account.model = Some(route.metrics.clone());
+        if !plan.routed {
+            if let Err(e) = plan::check_capabilities(&chat, &route.model) {
+                return reject(account, e);
+            }
+        }
+        // Only a reasoning model's thinking is watched; others are relayed as they are.
+        let budget = budget.clone().filter(|_| route.model.reasoning);
+        let request = match (&budget, &hinted) {
+            (Some(_), Some(h)) => h,
+            _ => &chat,
         };
-        match (budget.clone(), control) {
-            (Some(budget), Some(control)) if is_sse => {
-                let guard = Guard {
-                    budget,
-                    control,
-                    config: runtime.config.clone(),
-                    request: upstream_req,
-                    client_headers: parts.headers.clone(),
+        // Under a budget the upstream is always streamed, so the guard can stop it in time.
+        let upstream_req = match &budget {
+            Some(_) if !request.stream => request.streaming(),
+            _ => request.clone(),
+        };
+        let policy = budget.as_ref().map(|b| (b, modes));
+        let (upstream_body, control) = match route.upstream.body(
+            &upstream_req,
+            &route.model,
+            policy,
+        ) {
+            Ok(b) => b,
+            Err(e) if !last && plan.routed => {
+                tracing::info!(model = %route.model.id, "Skipping a model that cannot take the request: {}.", e.message);
+                skipped.push(&route.model.id);
+                continue;
+            }
+            Err(e) => return reject(account, e),
+        };
+        account.upstream = Some(UpstreamCall {
+            sent: Instant::now(),
+            outcome: usize::MAX,
+        });
+        let sent = route
+            .upstream
+            .send(
+                upstream_body,
+                &route.model.upstream_model,
+                upstream_req.stream,
+                &request_id,
+                &parts.headers,
+            )
+            .await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                let outcome = match &e {
+                    UpstreamError::Connect(_) | UpstreamError::Unusable(_) => "unreachable",
+                    UpstreamError::Timeout(_) => "timeout",
+                    UpstreamError::Broken(_) => "broken",
                 };
-                if chat.stream {
-                    egress::guarded_stream(ctx, guard, resp)
-                } else {
-                    egress::guarded_whole(ctx, guard, resp).await
+                route.health.failed();
+                let err = e.into_api(&route.upstream.name);
+                tracing::warn!(model = %route.model.id, provider = %route.upstream.name, status = err.status.as_u16(), "Upstream request failed: {}.", err.message);
+                if !last {
+                    account.failed_attempt(&route.metrics, outcome);
+                    skipped.push(&route.model.id);
+                    continue;
+                }
+                account.upstream_outcome(outcome);
+                return reject(account, err);
+            }
+        };
+        let status = resp.status();
+        let retryable = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
+        if retryable {
+            route.health.failed();
+        } else {
+            route.health.succeeded();
+        }
+        if retryable && !last {
+            tracing::warn!(model = %route.model.id, provider = %route.upstream.name, status = status.as_u16(), "Upstream refused; trying the next model.");
+            account.failed_attempt(&route.metrics, "error_status");
+            skipped.push(&route.model.id);
+            continue;
+        }
+        let mut out = if !status.is_success() {
+            account.upstream_outcome("error_status");
+            account.status = status.as_u16();
+            tracing::warn!(model = %route.model.id, provider = %route.upstream.name, status = account.status, "Upstream returned an error.");
+            match providers::error_response(&route.upstream.name, route.upstream.format, resp).await
+            {
+                ApiErrorOrRaw::Api(e) => e.into_response(),
+                ApiErrorOrRaw::Raw(status, bytes) => body::json_response(status, bytes),
+            }
+        } else {
+            let is_sse = resp
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("text/event-stream"));
+            let ctx = egress::Context {
+                request_id,
+                route: route.clone(),
+                include_usage: chat.include_usage,
+                started: account.started(),
+                request_timeout: server.request_timeout,
+                prompt_estimate,
+                account,
+                format: route.upstream.format,
+                reasoning_field: server.reasoning_field,
+            };
+            match (budget.clone(), control) {
+                (Some(budget), Some(control)) if is_sse => {
+                    let guard = Guard {
+                        budget,
+                        control,
+                        config: runtime.config.clone(),
+                        request: upstream_req,
+                        client_headers: parts.headers.clone(),
+                    };
+                    if chat.stream {
+                        egress::guarded_stream(ctx, guard, resp)
+                    } else {
+                        egress::guarded_whole(ctx, guard, resp).await
+                    }
+                }
+                _ if chat.stream && is_sse => egress::stream(ctx, resp),
+                _ => egress::whole(ctx, resp).await,
+            }
+        };
+        let headers = out.headers_mut();
+        headers.insert("x-thinkgate-model", route.header.clone());
+        if let Some(r) = &routed {
+            if let Ok(v) = HeaderValue::from_str(&r.decision.domain) {
+                headers.insert("x-thinkgate-domain", v);
+            }
+            let confidence = format!("{:.2}", r.decision.confidence);
+            if let Ok(v) = HeaderValue::from_str(&confidence) {
+                headers.insert("x-thinkgate-route-confidence", v);
+            }
+        }
+        if !skipped.is_empty() {
+            if let Ok(v) = HeaderValue::from_str(&skipped.join(", ")) {
+                headers.insert("x-thinkgate-fallback-from", v);
+            }
+        }
+        if let Some(b) = &budget {
+            headers.insert(
+                "x-thinkgate-mode",
+                HeaderValue::from_static(b.mode.as_str()),
+            );
+            headers.insert("x-thinkgate-reasoning-budget", b.reported().into());
+            if let Some(asked) = b.clamped_from {
+                let text = format!("asked {asked}, allowed {}", b.reasoning);
+                if let Ok(v) = HeaderValue::from_str(&text) {
+                    headers.insert("x-thinkgate-budget-clamped", v);
                 }
             }
-            _ if chat.stream && is_sse => egress::stream(ctx, resp),
-            _ => egress::whole(ctx, resp).await,
-        }
-    };
-    let headers = out.headers_mut();
-    headers.insert("x-thinkgate-model", model_header);
-    if let Some(b) = &budget {
-        headers.insert(
-            "x-thinkgate-mode",
-            HeaderValue::from_static(b.mode.as_str()),
-        );
-        headers.insert("x-thinkgate-reasoning-budget", b.reported().into());
-        if let Some(asked) = b.clamped_from {
-            let text = format!("asked {asked}, allowed {}", b.reasoning);
-            if let Ok(v) = HeaderValue::from_str(&text) {
-                headers.insert("x-thinkgate-budget-clamped", v);
+            if let Some(v) = b
+                .notice
+                .as_deref()
+                .and_then(|n| HeaderValue::from_str(n).ok())
+            {
+                headers.insert("x-thinkgate-notice", v);
             }
+        } else if let Some(mode) = plan.mode {
+            headers.insert("x-thinkgate-mode", HeaderValue::from_static(mode.as_str()));
         }
-        if let Some(v) = b
-            .notice
-            .as_deref()
-            .and_then(|n| HeaderValue::from_str(n).ok())
-        {
-            headers.insert("x-thinkgate-notice", v);
-        }
-    } else if let Some(mode) = plan.mode {
-        headers.insert("x-thinkgate-mode", HeaderValue::from_static(mode.as_str()));
+        return out;
     }
-    out
+    // Every model was skipped by its adapter; the loop returns on the last one otherwise.
+    let e = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "upstream_error",
+        "no model could take the request",
+    );
+    reject(account, e)
+}
+
+/// The error for a routed request no configured model can take, with each one's reason.
+fn nothing_fits(r: &Routed) -> ApiError {
+    let reasons: Vec<String> = r
+        .candidates
+        .iter()
+        .map(|c| {
+            format!(
+                "{}: {}",
+                c.route.model.id,
+                c.excluded.as_deref().unwrap_or("fits")
+            )
+        })
+        .collect();
+    let all_down = r.candidates.iter().all(|c| {
+        c.excluded
+            .as_deref()
+            .is_some_and(|w| w.starts_with("unhealthy") || w.starts_with("provider"))
+    });
+    let message = format!(
+        "no configured model can take this {} request ({})",
+        r.decision.domain,
+        reasons.join("; ")
+    );
+    if all_down {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "upstream_error", message)
+            .with_code("no_healthy_model")
+    } else {
+        ApiError::invalid_request(message).with_code("no_model_fits")
+    }
 }

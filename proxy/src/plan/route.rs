@@ -1,0 +1,193 @@
+//! Routing `auto`: the models ranked for the request's domain by the domain's policy (built
+//! once per config), then filtered by what fits this request — context window, vision and
+//! tools, a usable and healthy upstream. The first that fits answers; the rest, in order,
+//! are the fallbacks for a failure before the first byte. Pure apart from reading health.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use thinkgate_config::{Config, EfficientBy, Policy};
+
+use crate::canonical::ChatRequest;
+use crate::plan::budget::Budget;
+use crate::plan::classify::Decision;
+use crate::runtime::Route;
+
+/// The models ranked per domain, by that domain's policy. Built with the runtime.
+#[derive(Debug, Default)]
+pub struct Table {
+    ranked: HashMap<String, Vec<(Arc<Route>, f64)>>,
+    /// When no model has scores: `auto` is the default model.
+    fallback: Option<Arc<Route>>,
+}
+
+impl Table {
+    pub fn build(config: &Config, routes: &HashMap<String, Arc<Route>>) -> Table {
+        let scored: Vec<&Arc<Route>> = config
+            .models
+            .iter()
+            .filter(|m| !m.scores.is_empty())
+            .filter_map(|m| routes.get(&m.id))
+            .collect();
+        let fallback = routes.get(&config.default_model).cloned();
+        let mut ranked = HashMap::new();
+        for d in &config.domains {
+            ranked.insert(d.name.clone(), rank(config, &scored, &d.name));
+        }
+        Table { ranked, fallback }
+    }
+
+    /// The ranking for `domain` (the general one for a domain the table does not know).
+    pub fn ranked(&self, domain: &str) -> Vec<(Arc<Route>, f64)> {
+        match self
+            .ranked
+            .get(domain)
+            .or_else(|| self.ranked.get("general"))
+        {
+            Some(r) if !r.is_empty() => r.clone(),
+            _ => self.fallback.iter().map(|r| (r.clone(), 0.0)).collect(),
+        }
+    }
+}
+
+/// Orders the scored models for one domain by its policy.
+fn rank(config: &Config, scored: &[&Arc<Route>], domain: &str) -> Vec<(Arc<Route>, f64)> {
+    let mut out: Vec<(Arc<Route>, f64)> = scored
+        .iter()
+        .map(|r| ((*r).clone(), r.model.score(domain).unwrap_or(0.0)))
+        .collect();
+    // Best first; ties go to the model that writes fewer tokens, then the cheaper one.
+    let wordiness = |r: &Route| r.model.output_tokens_mtok.unwrap_or(f64::MAX);
+    out.sort_by(|a, b| {
+        b.1.total_cmp(&a.1)
+            .then(wordiness(&a.0).total_cmp(&wordiness(&b.0)))
+            .then(
+                a.0.model
+                    .price_output_per_mtok
+                    .total_cmp(&b.0.model.price_output_per_mtok),
+            )
+    });
+    let routing = &config.routing;
+    match routing.policy(domain) {
+        Policy::Best => {}
+        Policy::Efficient => {
+            let best = out.first().map_or(0.0, |c| c.1);
+            let value = |r: &Route, score: f64| {
+                let tokens = r.model.output_tokens_mtok.unwrap_or(f64::MAX);
+                match routing.efficient_by {
+                    EfficientBy::Tokens => score / tokens,
+                    EfficientBy::Cost => score / (tokens * r.model.price_output_per_mtok.max(1e-9)),
+                }
+            };
+            let (mut near, rest): (Vec<_>, Vec<_>) = out
+                .into_iter()
+                .partition(|c| c.1 >= best - routing.efficient_margin);
+            near.sort_by(|a, b| value(&b.0, b.1).total_cmp(&value(&a.0, a.1)));
+            out = near.into_iter().chain(rest).collect();
+        }
+        Policy::Order(ids) => {
+            out = ids
+                .iter()
+                .filter_map(|id| {
+                    scored
+                        .iter()
+                        .find(|r| &r.model.id == id)
+                        .map(|r| ((*r).clone(), r.model.score(domain).unwrap_or(0.0)))
+                })
+                .collect();
+        }
+    }
+    out
+}
+
+/// One model considered for a request.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub route: Arc<Route>,
+    pub score: f64,
+    /// Why it cannot take this request, if it cannot.
+    pub excluded: Option<String>,
+}
+
+/// The routing decision for one request.
+#[derive(Debug, Clone)]
+pub struct Routed {
+    pub decision: Decision,
+    /// Every ranked model, in policy order, with why it was left out.
+    pub candidates: Vec<Candidate>,
+}
+
+impl Routed {
+    /// The models that fit, best first: the first answers, the rest are fallbacks.
+    pub fn order(&self) -> Vec<Arc<Route>> {
+        self.candidates
+            .iter()
+            .filter(|c| c.excluded.is_none())
+            .map(|c| c.route.clone())
+            .collect()
+    }
+}
+
+/// Why `route` cannot take `req`, if so.
+pub fn misfit(
+    route: &Route,
+    req: &ChatRequest,
+    budget: Option<&Budget>,
+    prompt_tokens: u64,
+) -> Option<String> {
+    let m = &route.model;
+    if !m.vision && req.messages.iter().any(|msg| msg.has_image()) {
+        return Some("does not accept images".into());
+    }
+    if req.has_tools && !m.tools {
+        return Some("does not support tools".into());
+    }
+    let output = match budget {
+        Some(b) if m.reasoning => b.output_cap(),
+        Some(b) => b.reserve,
+        None => crate::providers::convert::max_tokens(&req.body).unwrap_or(0),
+    };
+    if prompt_tokens + output > m.context_window {
+        return Some(format!(
+            "context window {} < {prompt_tokens} prompt + {output} output tokens",
+            m.context_window
+        ));
+    }
+    if let Some(why) = &route.upstream.unusable {
+        return Some(format!(
+            "provider `{}` unusable: {why}",
+            route.upstream.name
+        ));
+    }
+    if let Some(left) = route.health.down_for() {
+        return Some(format!(
+            "unhealthy: {} failures in a row; retried in {}s",
+            route.health.failures(),
+            left.as_secs().max(1)
+        ));
+    }
+    None
+}
+
+/// Ranks the models for the decision's domain and marks those that cannot take `req`.
+pub fn choose(
+    table: &Table,
+    req: &ChatRequest,
+    decision: Decision,
+    budget: Option<&Budget>,
+    prompt_tokens: u64,
+) -> Routed {
+    let candidates = table
+        .ranked(&decision.domain)
+        .into_iter()
+        .map(|(route, score)| Candidate {
+            excluded: misfit(&route, req, budget, prompt_tokens),
+            route,
+            score,
+        })
+        .collect();
+    Routed {
+        decision,
+        candidates,
+    }
+}
