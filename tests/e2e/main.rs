@@ -9,5 +9,6 @@ mod errors;
 mod gemini;
 mod lifecycle;
 mod metrics;
+mod routing;
 mod sdk;
 mod support;

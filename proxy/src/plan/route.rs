@@ -50,11 +50,32 @@ impl Table {
     }
 }
 
+/// A model's score for `domain`. A model without a published figure for it gets its
+/// general score, carried onto the domain benchmark's scale by the models that have both
+/// (benchmarks differ in scale: HLE tops out near 45 where GPQA nears 95), so a missing
+/// figure neither wins nor loses by the scale of another benchmark.
+pub fn score(scored: &[&Arc<Route>], route: &Route, domain: &str) -> f64 {
+    let general = |r: &Route| r.model.scores.get("general").copied();
+    if let Some(own) = route.model.scores.get(domain) {
+        return *own;
+    }
+    let ratios: Vec<f64> = scored
+        .iter()
+        .filter_map(|r| Some(r.model.scores.get(domain)? / general(r)?))
+        .collect();
+    let ratio = if ratios.is_empty() {
+        1.0
+    } else {
+        ratios.iter().sum::<f64>() / ratios.len() as f64
+    };
+    general(route).unwrap_or(0.0) * ratio
+}
+
 /// Orders the scored models for one domain by its policy.
 fn rank(config: &Config, scored: &[&Arc<Route>], domain: &str) -> Vec<(Arc<Route>, f64)> {
     let mut out: Vec<(Arc<Route>, f64)> = scored
         .iter()
-        .map(|r| ((*r).clone(), r.model.score(domain).unwrap_or(0.0)))
+        .map(|r| ((*r).clone(), score(scored, r, domain)))
         .collect();
     // Best first; ties go to the model that writes fewer tokens, then the cheaper one.
     let wordiness = |r: &Route| r.model.output_tokens_mtok.unwrap_or(f64::MAX);
@@ -92,7 +113,7 @@ fn rank(config: &Config, scored: &[&Arc<Route>], domain: &str) -> Vec<(Arc<Route
                     scored
                         .iter()
                         .find(|r| &r.model.id == id)
-                        .map(|r| ((*r).clone(), r.model.score(domain).unwrap_or(0.0)))
+                        .map(|r| ((*r).clone(), score(scored, r, domain)))
                 })
                 .collect();
         }
