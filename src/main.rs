@@ -44,6 +44,25 @@ enum Command {
         #[arg(long)]
         metrics: String,
     },
+    /// Classify chat request bodies (JSON lines on stdin) into task domains: one JSON line
+    /// each, in order: {"domain", "confidence", "scores"}.
+    Classify {
+        /// The config whose domains to use (default: the built-in domains).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Show how one request (a chat body on stdin) would be planned: mode, budget, domain,
+    /// candidate models and why, the choice and the fallbacks.
+    Route {
+        /// Print the whole plan (the only output there is; kept for the documented form).
+        #[arg(long)]
+        explain: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, short, default_value = "config/thinkgate.toml")]
+        config: PathBuf,
+    },
     /// Run the built-in upstream simulator as an OpenAI-compatible HTTP server.
     Simulate {
         #[arg(long, default_value = "127.0.0.1:9090")]
@@ -58,6 +77,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(&config),
+        Command::Classify { config } => classify(config.as_deref()),
+        Command::Route { json, config, .. } => route(&config, json),
         Command::Report { metrics } => match read_scrape(&metrics) {
             Ok(text) => {
                 print!("{}", thinkgate_metrics::report::render(&text));
@@ -298,4 +319,128 @@ fn read_scrape(source: &str) -> Result<String, String> {
             .await
             .map_err(|_| format!("{source} did not answer within 10 s"))?
     })
+}
+
+/// A config with only the built-in domains, for `classify` without `--config`.
+const BUILTIN_ONLY: &str = "[routing]\ndefault_model = \"m\"\n[providers.s]\nkind = \"simulator\"\n[models.m]\nprovider = \"s\"\ncontext_window = 1000\n";
+
+fn load_or_builtin(path: Option<&std::path::Path>) -> Result<Config, String> {
+    match path {
+        Some(p) => Config::load(p).map_err(|e| e.to_string()),
+        None => Config::parse(
+            BUILTIN_ONLY,
+            std::path::Path::new("(built-in domains)"),
+            &|_| None,
+        )
+        .map_err(|e| e.to_string()),
+    }
+}
+
+fn classify(path: Option<&std::path::Path>) -> ExitCode {
+    use std::io::{BufRead, Write};
+    let cfg = match load_or_builtin(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let classifier =
+        thinkgate_proxy::plan::classify::Classifier::train(&cfg.domains, cfg.confidence_threshold);
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut failed = false;
+    for (n, line) in std::io::stdin().lock().lines().enumerate() {
+        let line = match line {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: stdin: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let row = match thinkgate_proxy::ingress::parse_chat(line.as_bytes()) {
+            Ok(req) => {
+                let d = classifier.classify(&req);
+                let scores: serde_json::Map<String, serde_json::Value> = d
+                    .scores
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            serde_json::json!((*v as f64 * 1000.0).round() / 1000.0),
+                        )
+                    })
+                    .collect();
+                serde_json::json!({
+                    "domain": d.domain,
+                    "confidence": (d.confidence as f64 * 1000.0).round() / 1000.0,
+                    "scores": scores,
+                })
+            }
+            Err(e) => {
+                // One line out per line in, so the output stays aligned with the input.
+                failed = true;
+                serde_json::json!({"error": format!("line {}: {}", n + 1, e.message)})
+            }
+        };
+        if writeln!(out, "{row}").is_err() {
+            return ExitCode::FAILURE;
+        }
+    }
+    let _ = out.flush();
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn route(path: &std::path::Path, as_json: bool) -> ExitCode {
+    use std::io::Read;
+    let cfg = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut body = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut body) {
+        eprintln!("error: stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match Runtime::build(cfg) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(thinkgate_proxy::plan::explain::explain(&runtime, &body)) {
+        Ok(plan) if as_json => {
+            println!("{plan}");
+            ExitCode::SUCCESS
+        }
+        Ok(plan) => {
+            print!("{}", thinkgate_proxy::plan::explain::render(&plan));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            ExitCode::from(1)
+        }
+    }
 }

@@ -138,3 +138,115 @@ fn under_the_threshold_a_request_goes_to_general() {
     assert_eq!((d.domain.as_str(), d.by), ("general", "threshold"));
     assert!(d.confidence < 0.999);
 }
+
+fn run_cli(args: &[&str], stdin: &str) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_thinkgate"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn classify_cli_answers_one_json_line_per_request_in_order() {
+    let lines = [
+        r#"{"model":"auto","messages":[{"role":"user","content":"My knee hurts after running, should I ice it?"}]}"#,
+        r#"{"model":"auto","messages":[{"role":"user","content":"Write a Go function to reverse a slice"}]}"#,
+        r#"{"model":"auto","messages":[{"role":"user","content":[{"type":"text","text":"what is this"},{"type":"image_url","image_url":{"url":"https://x/y.png"}}]}]}"#,
+    ];
+    let (code, out, err) = run_cli(
+        &["classify", "--config", "config/demo.toml"],
+        &(lines.join("\n") + "\n"),
+    );
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let domains: Vec<&str> = rows.iter().map(|r| r["domain"].as_str().unwrap()).collect();
+    assert_eq!(domains, ["health", "coding", "vision"]);
+    for r in &rows {
+        let c = r["confidence"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&c));
+        assert_eq!(r["scores"].as_object().unwrap().len(), 9);
+    }
+    // A bad line gets an error line in its place, and a failing exit code.
+    let (code, out, _) = run_cli(
+        &["classify"],
+        &format!("{}\nnot json\n{}\n", lines[0], lines[1]),
+    );
+    assert_eq!(code, 1);
+    let rows: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 3);
+    assert!(rows[1]["error"].as_str().unwrap().starts_with("line 2:"));
+}
+
+#[test]
+fn route_explain_shows_the_whole_plan() {
+    let body = r#"{"model":"auto","messages":[{"role":"user","content":"Prove that the square root of 3 is irrational."}]}"#;
+    let (code, out, err) = run_cli(
+        &[
+            "route",
+            "--explain",
+            "--json",
+            "--config",
+            "config/demo.toml",
+        ],
+        body,
+    );
+    assert_eq!(code, 0, "{err}");
+    let plan: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(plan["domain"]["domain"], "math");
+    assert_eq!(plan["mode"]["mode"], "thinking");
+    assert_eq!(plan["mode"]["from"], "config default");
+    let candidates = plan["candidates"].as_array().unwrap();
+    assert!(candidates.len() >= 4);
+    assert_eq!(plan["chosen"], candidates[0]["model"]);
+    assert_eq!(
+        plan["fallbacks"].as_array().unwrap().len(),
+        candidates.len() - 1
+    );
+    // Scores are in policy order.
+    let scores: Vec<f64> = candidates
+        .iter()
+        .map(|c| c["score"].as_f64().unwrap())
+        .collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+
+    let (code, text, _) = run_cli(
+        &["route", "--explain", "--config", "config/demo.toml"],
+        body,
+    );
+    assert_eq!(code, 0);
+    for part in [
+        "mode       thinking",
+        "domain     math",
+        "candidates",
+        "chosen",
+        "fallbacks",
+    ] {
+        assert!(text.contains(part), "{text}");
+    }
+    let (code, _, err) = run_cli(&["route", "--explain", "--config", "config/demo.toml"], "{");
+    assert_eq!(code, 1);
+    assert!(err.contains("not valid JSON"), "{err}");
+}

@@ -5,6 +5,7 @@
 
 pub mod budget;
 pub mod classify;
+pub mod explain;
 pub mod route;
 
 use std::sync::Arc;
