@@ -170,6 +170,14 @@ async fn serve(cfg: Config) -> Result<(), String> {
         tracing::warn!(providers = ?not_ready, "Some providers have no API key in the environment; their models answer 503.");
     }
     let runtime = Arc::new(ArcSwap::from_pointee(runtime));
+    // Edits to the file (and SIGHUP) reload it; a bad edit keeps the running config.
+    let _reloader = match server::reload::spawn(source.clone(), runtime.clone()) {
+        Ok(task) => Some(task),
+        Err(e) => {
+            tracing::warn!("Hot reload is off: {e}.");
+            None
+        }
+    };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;

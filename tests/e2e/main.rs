@@ -9,6 +9,7 @@ mod errors;
 mod gemini;
 mod lifecycle;
 mod metrics;
+mod reload;
 mod routing;
 mod sdk;
 mod support;

@@ -131,6 +131,17 @@ pub struct Binary {
     dir: std::path::PathBuf,
 }
 
+impl Drop for Binary {
+    /// A test that ends (or fails) with the server still up must not leave it running: it
+    /// would hold the test's output pipe open.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Binary {
     pub fn spawn(name: &str, config: &str, env: &[(&str, &str)]) -> Binary {
         use std::io::{BufRead, BufReader};
@@ -194,6 +205,33 @@ impl Binary {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The config file the server was started with.
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.dir.join("config.toml")
+    }
+
+    /// Sends a signal (`HUP`, `TERM`, ...) to the server.
+    pub fn signal(&self, name: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{name} failed");
+    }
+
+    /// Waits until a log line contains `needle`, returning it.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.logs.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no log line containing `{needle}`"),
+            }
+        }
+    }
+
     pub fn sigterm(&self) {
         let ok = std::process::Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
@@ -204,11 +242,14 @@ impl Binary {
 
     /// Waits for the process to exit and returns its exit code.
     pub async fn exit_code(mut self) -> Option<i32> {
-        let dir = self.dir.clone();
-        let code = tokio::task::spawn_blocking(move || self.child.wait().unwrap().code())
-            .await
-            .unwrap();
-        let _ = std::fs::remove_dir_all(dir);
+        let code = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break status.code(),
+                Ok(None) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(_) => break None,
+            }
+        };
+        let _ = std::fs::remove_dir_all(&self.dir);
         code
     }
 }

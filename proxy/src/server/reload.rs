@@ -1,0 +1,139 @@
+//! Hot reload: the config file is watched (through its parent directory, since editors and
+//! Kubernetes replace files by rename or symlink swap) and re-read on SIGHUP. Each change is
+//! debounced, validated whole and built into a new [`Runtime`] (classifier and routing table
+//! included) before it is swapped in atomically; requests in flight keep the runtime they
+//! started with. A bad edit is logged with its file, line and key, counted, and the old
+//! config keeps serving.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use notify::{RecursiveMode, Watcher};
+use thinkgate_config::Config;
+use tokio::sync::mpsc;
+
+use crate::runtime::Runtime;
+
+/// Quiet time after the last file event before reloading (an editor's save is several).
+const DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// Why a reload did not take effect.
+#[derive(Debug)]
+pub enum ReloadError {
+    /// The file is unchanged since the last load: nothing to do.
+    Unchanged,
+    /// The new config is invalid or cannot be built; the old one keeps serving.
+    Rejected(String),
+}
+
+/// Re-reads `path` and swaps in its runtime when it is valid and changed. The metrics
+/// registry is shared, so counters carry across.
+pub fn reload(
+    path: &Path,
+    runtime: &ArcSwap<Runtime>,
+    last: &mut Option<String>,
+) -> Result<(), ReloadError> {
+    let current = runtime.load_full();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ReloadError::Rejected(format!(
+            "{}: cannot read the config file: {e}",
+            path.display()
+        ))
+    })?;
+    if last.as_deref() == Some(text.as_str()) {
+        return Err(ReloadError::Unchanged);
+    }
+    let result = Config::parse(&text, path, &|var| std::env::var(var).ok())
+        .map_err(|e| e.to_string())
+        .and_then(|config| Runtime::build_with(config, current.metrics.clone()));
+    let counter = |result: &str| {
+        current
+            .metrics
+            .config_reloads
+            .with_label_values(&[result])
+            .inc()
+    };
+    match result {
+        Ok(next) => {
+            runtime.store(Arc::new(next));
+            *last = Some(text);
+            counter("ok");
+            tracing::info!(config = %path.display(), "Reloaded the config.");
+            Ok(())
+        }
+        Err(why) => {
+            *last = Some(text);
+            counter("error");
+            tracing::error!(config = %path.display(), "The config was not reloaded; the previous one keeps serving: {why}");
+            Err(ReloadError::Rejected(why))
+        }
+    }
+}
+
+/// Watches `path` and SIGHUP for as long as the returned task runs, reloading on each.
+pub fn spawn(
+    path: PathBuf,
+    runtime: Arc<ArcSwap<Runtime>>,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    // `true`: SIGHUP, which re-reads even an unchanged file (its `${VAR}`s may have changed).
+    let (tx, mut rx) = mpsc::channel::<bool>(16);
+    let file_tx = tx.clone();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok() {
+            let _ = file_tx.try_send(false);
+        }
+    })
+    .map_err(|e| format!("cannot watch the config: {e}"))?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    watcher
+        .watch(&dir, RecursiveMode::NonRecursive)
+        .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        let hup_tx = tx.clone();
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        tracing::info!("Received SIGHUP: reloading the config.");
+                        if hup_tx.send(true).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "SIGHUP cannot be caught; reload by editing the file.")
+            }
+        }
+    }
+    let mut last = std::fs::read_to_string(&path).ok();
+    Ok(tokio::spawn(async move {
+        // The watcher lives as long as this task.
+        let _watcher = watcher;
+        while let Some(mut forced) = rx.recv().await {
+            // Debounce: wait until the events stop.
+            while let Ok(Some(f)) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {
+                forced |= f;
+            }
+            let path = path.clone();
+            let rt = runtime.clone();
+            let mut prev = if forced { None } else { last.take() };
+            // Building a runtime trains the classifier: off the async workers.
+            let done = tokio::task::spawn_blocking(move || {
+                let r = reload(&path, &rt, &mut prev);
+                (r, prev)
+            })
+            .await;
+            if let Ok((_, prev)) = done {
+                last = prev;
+            }
+        }
+    }))
+}
