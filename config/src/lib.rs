@@ -22,7 +22,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{ConfigError, KeyPath};
-pub use modes::{EffortAsk, Knob, Mode, ModePolicy, ModelThinking, Modes, Overrun};
+pub use modes::{
+    AgentModels, Contemplating, EffortAsk, Knob, Mode, ModePolicy, ModelThinking, Modes, Overrun,
+};
 
 /// The validated configuration the proxy runs on.
 #[derive(Debug, Clone)]
@@ -47,6 +49,8 @@ pub struct Config {
     pub confidence_threshold: f32,
     /// How `auto` picks a model per domain.
     pub routing: Routing,
+    /// Contemplating mode's agents.
+    pub contemplating: Contemplating,
 }
 
 /// How `auto` picks among the models that fit.

@@ -198,3 +198,60 @@ impl Default for ModelThinking {
         }
     }
 }
+
+/// `[contemplating]`: the parallel agents of contemplating mode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Contemplating {
+    /// Agents per request, unless the domain says otherwise.
+    pub agents: usize,
+    pub domain_agents: BTreeMap<String, usize>,
+    /// The same model for every agent, or the domain's top models.
+    pub models: AgentModels,
+    /// Role prompts, given to the agents in turn.
+    pub roles: Vec<String>,
+    /// The model that writes the final answer (default: the best for the domain).
+    pub synthesis_model: Option<String>,
+    /// The share of the reasoning budget kept for the synthesis; the agents split the rest.
+    pub synthesis_share: f64,
+    /// Skip the synthesis when every agent's final answer is the same.
+    pub early_agreement: bool,
+    /// Agents still running then are cancelled.
+    pub deadline: std::time::Duration,
+    /// Answers needed for a synthesis.
+    pub quorum: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentModels {
+    Same,
+    Top,
+}
+
+impl Contemplating {
+    pub fn agents_for(&self, domain: Option<&str>) -> usize {
+        domain
+            .and_then(|d| self.domain_agents.get(d))
+            .copied()
+            .unwrap_or(self.agents)
+    }
+}
+
+impl Default for Contemplating {
+    fn default() -> Self {
+        Contemplating {
+            agents: 3,
+            domain_agents: BTreeMap::new(),
+            models: AgentModels::Same,
+            roles: vec![
+                "Solve the problem directly and carefully, then state your final answer on the last line.".into(),
+                "Solve the problem by a different method than the most obvious one, check the result, then state your final answer on the last line.".into(),
+                "Look for the flaw or trap in the obvious answer before settling on one, then state your final answer on the last line.".into(),
+            ],
+            synthesis_model: None,
+            synthesis_share: 0.25,
+            early_agreement: true,
+            deadline: std::time::Duration::from_secs(120),
+            quorum: 2,
+        }
+    }
+}

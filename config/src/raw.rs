@@ -27,6 +27,24 @@ pub struct RawConfig {
     pub modes: RawModes,
     #[serde(default)]
     pub domains: BTreeMap<String, RawDomain>,
+    #[serde(default)]
+    pub contemplating: RawContemplating,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawContemplating {
+    pub agents: Option<u64>,
+    pub models: Option<String>,
+    pub roles: Option<Vec<String>>,
+    pub synthesis_model: Option<String>,
+    pub synthesis_share: Option<f64>,
+    pub early_agreement: Option<bool>,
+    pub deadline: Option<String>,
+    pub quorum: Option<u64>,
+    /// Agents per domain.
+    #[serde(default)]
+    pub domains: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -15,6 +15,7 @@
 pub mod account;
 pub mod body;
 pub mod canonical;
+pub mod contemplate;
 pub mod egress;
 pub mod error;
 pub mod ingress;

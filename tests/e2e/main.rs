@@ -3,6 +3,7 @@
 mod anthropic;
 mod budgets;
 mod classify;
+mod contemplate;
 mod core;
 mod dialects;
 mod errors;

@@ -11,6 +11,7 @@ use hyper::body::Incoming;
 
 use crate::account::{Account, UpstreamCall, MODES};
 use crate::body::{self, Body};
+use crate::contemplate;
 use crate::egress::{self, Guard};
 use crate::error::ApiError;
 use crate::ingress;
@@ -19,9 +20,10 @@ use crate::plan::budget::{self, Asks};
 use crate::plan::route::{self, Routed};
 use crate::providers::{self, convert, ApiErrorOrRaw, UpstreamError};
 use crate::runtime::{Route, Runtime};
+use thinkgate_config::Mode;
 
 pub async fn handle(
-    runtime: &Runtime,
+    runtime: &Arc<Runtime>,
     req: Request<Incoming>,
     request_id: HeaderValue,
     mut account: Account,
@@ -90,6 +92,20 @@ pub async fn handle(
         c.add_system_note(&budget::hint_text(modes, b));
         c
     });
+
+    if let Some(b) = budget.as_ref().filter(|b| b.mode == Mode::Contemplating) {
+        account.model = order.first().map(|r| r.metrics.clone());
+        let req = contemplate::Request {
+            runtime: runtime.clone(),
+            budget: b.clone(),
+            domain: routed.as_ref().map(|r| r.decision.domain.clone()),
+            chat,
+            order,
+            request_id,
+            headers: parts.headers,
+        };
+        return contemplate::handle(req, account).await;
+    }
 
     let mut skipped: Vec<&str> = Vec::new();
     for (attempt, route) in order.iter().enumerate() {

@@ -58,7 +58,7 @@ fn endpoint_label(path: &str) -> &'static str {
     }
 }
 
-async fn route(runtime: &Runtime, req: Request<Incoming>) -> Response<Body> {
+async fn route(runtime: &Arc<Runtime>, req: Request<Incoming>) -> Response<Body> {
     let mut account = Account::open(runtime.metrics.clone(), endpoint_label(req.uri().path()));
     let path = req.uri().path();
     let resp = match (req.method(), path) {
