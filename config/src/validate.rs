@@ -1214,6 +1214,73 @@ context_window = 1000
     }
 
     #[test]
+    fn contemplating_and_routing_errors_name_the_key() {
+        let bad = |extra: &str, key: &str, says: &str| {
+            let err = parse(&format!("{MINIMAL}{extra}")).unwrap_err();
+            assert_eq!(
+                err.key().map(|k| k.to_string()).as_deref(),
+                Some(key),
+                "{err}"
+            );
+            assert!(err.message().contains(says), "{err}");
+        };
+        bad(
+            "[contemplating]\nagents = 0\n",
+            "contemplating.agents",
+            "between 1 and 16",
+        );
+        bad(
+            "[contemplating]\nagents = 2\nquorum = 3\n",
+            "contemplating.quorum",
+            "number of agents (2)",
+        );
+        bad(
+            "[contemplating]\nsynthesis_model = \"mm\"\n",
+            "contemplating.synthesis_model",
+            "did you mean `m`",
+        );
+        bad(
+            "[contemplating]\nsynthesis_share = 1.0\n",
+            "contemplating.synthesis_share",
+            "below 1",
+        );
+        bad(
+            "[contemplating]\nmodels = \"all\"\n",
+            "contemplating.models",
+            "`same`, `top`",
+        );
+        bad(
+            "[routing.policies]\nmath = [\"nope\"]\n",
+            "routing.policies.math.0",
+            "not a configured model",
+        );
+        bad(
+            "[routing.policies]\nmath = \"cheapest\"\n",
+            "routing.policies.math",
+            "`best`, `efficient`",
+        );
+        bad(
+            "\n[models.m.scores]\nmath = 40\n",
+            "models.m.scores",
+            "needs a `general` score",
+        );
+        bad(
+            "[domains.Legal]\nexamples = [\"x\"]\n",
+            "domains.Legal",
+            "lowercase",
+        );
+        bad(
+            "[domains.legal]\ndescription = \"law\"\n",
+            "domains.legal.examples",
+            "needs examples",
+        );
+        let ok = parse(&format!("{MINIMAL}[contemplating]\nagents = 4\nquorum = 3\ndeadline = \"30s\"\n[contemplating.domains]\nmath = 6\n")).unwrap();
+        assert_eq!(ok.contemplating.agents_for(Some("math")), 6);
+        assert_eq!(ok.contemplating.agents_for(Some("health")), 4);
+        assert_eq!(ok.contemplating.deadline, Duration::from_secs(30));
+    }
+
+    #[test]
     fn reserved_model_ids_and_missing_default() {
         let err = parse(&MINIMAL.replace("[models.m]", "[models.\"a:b\"]")).unwrap_err();
         assert!(err.message().contains("reserved"), "{err}");
