@@ -41,7 +41,7 @@ const UPSTREAMS: [(&str, &str); 11] = [
 
 fn config() -> Config {
     let mut text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nlog_level = \"error\"\n\
+        "auth = \"none\"\n[server]\nlisten = \"127.0.0.1:0\"\nlog_level = \"error\"\n\
          [routing]\ndefault_model = \"vllm\"\n\
          [modes.thinking]\nreasoning_budget = {BUDGET}\nanswer_reserve = 512\nbudget_hint = false\n\
          [simulator.default]\nreasoning_tokens = {NATURAL}\nanswer_tokens = 64\n"

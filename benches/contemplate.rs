@@ -21,6 +21,7 @@ use thinkgate_proxy::server::{self, ConnectionLimit};
 use thinkgate_proxy::Runtime;
 
 const CONFIG: &str = r#"
+auth = "none"
 [server]
 listen = "127.0.0.1:0"
 log_level = "error"

@@ -246,7 +246,7 @@ fn bench_accounting(c: &mut Criterion) {
 /// ≤ 50 µs p99), and a typical short one.
 fn bench_classify(c: &mut Criterion) {
     let cfg = thinkgate_config::Config::parse(
-        "[routing]\ndefault_model = \"m\"\n[providers.s]\nkind = \"simulator\"\n[models.m]\nprovider = \"s\"\ncontext_window = 1000\n",
+        "auth = \"none\"\n[routing]\ndefault_model = \"m\"\n[providers.s]\nkind = \"simulator\"\n[models.m]\nprovider = \"s\"\ncontext_window = 1000\n",
         std::path::Path::new("bench.toml"),
         &|_| None,
     )

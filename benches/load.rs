@@ -184,7 +184,7 @@ fn main() {
     let sim_cfg = dir.join("sim.toml");
     std::fs::write(
         &sim_cfg,
-        "[routing]\ndefault_model = \"m\"\n[providers.s]\nkind = \"simulator\"\n[models.m]\nprovider = \"s\"\ncontext_window = 1000\n\
+        "auth = \"none\"\n[routing]\ndefault_model = \"m\"\n[providers.s]\nkind = \"simulator\"\n[models.m]\nprovider = \"s\"\ncontext_window = 1000\n\
          [simulator.default]\nreasoning = \"reasoning_content\"\nreasoning_tokens = 16\nanswer_tokens = 16\n",
     )
     .unwrap();
@@ -199,7 +199,7 @@ fn main() {
     std::fs::write(
         &proxy_cfg,
         format!(
-            "[server]\nlog_level = \"warn\"\n[routing]\ndefault_model = \"bench\"\n\
+            "auth = \"none\"\n[server]\nlog_level = \"warn\"\n[routing]\ndefault_model = \"bench\"\n\
              [providers.sim]\nkind = \"openai-compatible\"\nbase_url = \"http://{}/v1\"\nforward_headers = [\"x-sim-*\"]\n\
              [models.bench]\nprovider = \"sim\"\nupstream_model = \"bench\"\ncontext_window = 100000\n",
             sim.addr

@@ -166,6 +166,11 @@ async fn serve(cfg: Config) -> Result<(), String> {
         .filter(|p| !p.usable())
         .map(|p| p.name.as_str())
         .collect();
+    if runtime.config.auth == thinkgate_config::Auth::None {
+        tracing::warn!("Running without client API keys (auth = \"none\"): anyone who can reach this address can use it.");
+    } else {
+        tracing::info!(keys = runtime.keys.len(), "Client API keys loaded.");
+    }
     if !not_ready.is_empty() {
         tracing::warn!(providers = ?not_ready, "Some providers have no API key in the environment; their models answer 503.");
     }
@@ -330,7 +335,7 @@ fn read_scrape(source: &str) -> Result<String, String> {
 }
 
 /// A config with only the built-in domains, for `classify` without `--config`.
-const BUILTIN_ONLY: &str = "[routing]\ndefault_model = \"m\"\n[providers.s]\nkind = \"simulator\"\n[models.m]\nprovider = \"s\"\ncontext_window = 1000\n";
+const BUILTIN_ONLY: &str = "auth = \"none\"\n[routing]\ndefault_model = \"m\"\n[providers.s]\nkind = \"simulator\"\n[models.m]\nprovider = \"s\"\ncontext_window = 1000\n";
 
 fn load_or_builtin(path: Option<&std::path::Path>) -> Result<Config, String> {
     match path {

@@ -51,6 +51,55 @@ pub struct Config {
     pub routing: Routing,
     /// Contemplating mode's agents.
     pub contemplating: Contemplating,
+    /// Client authentication.
+    pub auth: Auth,
+    /// Client API keys, sorted by name.
+    pub keys: Vec<ClientKey>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// No keys: said explicitly with `auth = "none"`.
+    None,
+    Keys,
+}
+
+/// A client API key: its name (the only thing logs and metrics show), the SHA-256 of its
+/// secret, what it may use and its limits.
+#[derive(Clone, PartialEq)]
+pub struct ClientKey {
+    pub name: String,
+    /// `None` when its `${VAR}` is not set: the key matches nothing.
+    pub digest: Option<[u8; 32]>,
+    /// Model ids (and `auto`) it may use; `None`: all.
+    pub models: Option<Vec<String>>,
+    pub modes: Option<Vec<Mode>>,
+    /// The most reasoning budget it may have per mode.
+    pub max_budget: BTreeMap<String, u64>,
+    pub limits: KeyLimits,
+}
+
+impl fmt::Debug for ClientKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientKey")
+            .field("name", &self.name)
+            .field("digest", &"[redacted]")
+            .finish_non_exhaustive()
+    }
+}
+
+/// Per-key limits; `None`/absent: unlimited. Mode maps take a mode name or `all`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyLimits {
+    pub requests_per_second: Option<u32>,
+    pub requests_per_minute: Option<u32>,
+    /// Requests allowed at once above the rate (default: the rate itself).
+    pub burst: Option<u32>,
+    /// Prompt + output tokens per minute.
+    pub tokens_per_minute: Option<u32>,
+    pub reasoning_tokens_per_minute: BTreeMap<String, u32>,
+    pub reasoning_tokens_per_day: BTreeMap<String, u64>,
+    pub output_tokens_per_day: Option<u64>,
 }
 
 /// How `auto` picks among the models that fit.
@@ -156,6 +205,8 @@ pub struct Server {
     pub log_level: String,
     /// Where translated responses put reasoning text: `reasoning_content` or `reasoning`.
     pub reasoning_field: ReasoningField,
+    /// With `auth = "none"`, listening beyond loopback was allowed explicitly.
+    pub allow_public_without_auth: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -396,6 +447,8 @@ pub struct Model {
     pub scores: BTreeMap<String, f64>,
     /// Output tokens (millions) for the AA Intelligence Index, when published.
     pub output_tokens_mtok: Option<f64>,
+    /// Requests per second to this model across all keys.
+    pub requests_per_second: Option<u32>,
 }
 
 impl Model {

@@ -11,6 +11,11 @@ use serde::Deserialize;
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// `"none"` runs without API keys (it must be said); `"keys"` (the default) needs
+    /// `[keys.<name>]`.
+    pub auth: Option<String>,
+    #[serde(default)]
+    pub keys: BTreeMap<String, RawKey>,
     #[serde(default)]
     pub server: RawServer,
     #[serde(default)]
@@ -114,6 +119,29 @@ pub struct RawServer {
     pub log_format: Option<String>,
     pub log_level: Option<String>,
     pub reasoning_field: Option<String>,
+    /// With `auth = "none"`, listen beyond loopback anyway.
+    pub allow_public_without_auth: Option<bool>,
+}
+
+/// A client API key and its limits.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    pub secret: Option<String>,
+    pub sha256: Option<String>,
+    pub models: Option<Vec<String>>,
+    pub modes: Option<Vec<String>>,
+    #[serde(default)]
+    pub max_budget: BTreeMap<String, u64>,
+    pub requests_per_second: Option<u32>,
+    pub requests_per_minute: Option<u32>,
+    pub burst: Option<u32>,
+    pub tokens_per_minute: Option<u32>,
+    #[serde(default)]
+    pub reasoning_tokens_per_minute: BTreeMap<String, u32>,
+    #[serde(default)]
+    pub reasoning_tokens_per_day: BTreeMap<String, u64>,
+    pub output_tokens_per_day: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -190,6 +218,8 @@ pub struct RawModel {
     /// Output tokens (millions) the model used to run the AA Intelligence Index: how
     /// wordy it is, for the `efficient` policy.
     pub output_tokens_mtok: Option<f64>,
+    /// A global limit on requests per second to this model, across all keys.
+    pub requests_per_second: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, Default)]

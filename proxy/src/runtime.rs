@@ -14,6 +14,7 @@ use crate::account::ModelMetrics;
 use crate::plan::classify::Classifier;
 use crate::plan::route::Table;
 use crate::providers::Upstream;
+use crate::server::keys::KeySet;
 use crate::simulator::Simulator;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -30,6 +31,8 @@ pub struct Route {
     pub metrics: Arc<ModelMetrics>,
     /// Recent failures, for routing around an upstream that is down.
     pub health: Health,
+    /// The model's global request limit across keys, if it has one.
+    pub limiter: Option<governor::DefaultDirectRateLimiter>,
 }
 
 /// An upstream's recent failures: after [`Health::DOWN_AFTER`] in a row, `auto` leaves the
@@ -91,6 +94,8 @@ pub struct Runtime {
     pub table: Table,
     /// Domain label values: `none`, then the config's domains in order.
     pub domains: Arc<[String]>,
+    /// Client keys and their limit state.
+    pub keys: KeySet,
 }
 
 /// The ids every config offers besides its models.
@@ -114,11 +119,16 @@ impl Runtime {
                 .clone()
                 .unwrap_or(defaults.reasoning_tokens),
         };
-        Runtime::build_with(config, Arc::new(Metrics::new(&buckets)))
+        Runtime::build_with(config, Arc::new(Metrics::new(&buckets)), None)
     }
 
-    /// Builds a runtime that records into an existing registry (a reload).
-    pub fn build_with(config: Config, metrics: Arc<Metrics>) -> Result<Runtime, String> {
+    /// Builds a runtime that records into an existing registry and keeps the limit state of
+    /// unchanged keys (a reload).
+    pub fn build_with(
+        config: Config,
+        metrics: Arc<Metrics>,
+        previous: Option<&Runtime>,
+    ) -> Result<Runtime, String> {
         let simulator = Arc::new(Simulator::new(config.simulator.clone()));
         let mut upstreams = HashMap::new();
         for p in &config.providers {
@@ -147,6 +157,10 @@ impl Runtime {
                     header,
                     metrics: Arc::new(ModelMetrics::new(&metrics, m, domains.clone())),
                     health: Health::default(),
+                    limiter: m.requests_per_second.and_then(|r| {
+                        std::num::NonZeroU32::new(r)
+                            .map(|r| governor::RateLimiter::direct(governor::Quota::per_second(r)))
+                    }),
                 }),
             );
         }
@@ -164,7 +178,9 @@ impl Runtime {
         let models_body = Bytes::from(json!({"object": "list", "data": data}).to_string());
         let classifier = Classifier::shared(&config.domains, config.confidence_threshold);
         let table = Table::build(&config, &routes);
+        let keys = KeySet::build(&config, previous.map(|p| &p.keys));
         Ok(Runtime {
+            keys,
             table,
             domains,
             classifier,

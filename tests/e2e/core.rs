@@ -297,6 +297,7 @@ async fn health_and_readiness() {
 
     // Only a provider whose key variable is unset: alive, but not ready.
     let text = r#"
+auth = "none"
 [routing]
 default_model = "m"
 [providers.p]

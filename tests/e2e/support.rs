@@ -23,6 +23,8 @@ use tokio::sync::oneshot;
 pub fn config_text(sim_url: Option<&str>, extra: &str) -> String {
     let mut text = String::from(
         r#"
+auth = "none"
+
 [server]
 listen = "127.0.0.1:0"
 max_body_bytes = 65536

@@ -13,6 +13,8 @@ use thinkgate_metrics::Metrics;
 
 use crate::canonical::Usage;
 use crate::egress::Source;
+use crate::server::keys::KeyState;
+use thinkgate_config::Mode;
 
 /// Mode label values. `default` for requests that ran under no mode.
 pub const MODES: [&str; 4] = ["default", "instant", "thinking", "contemplating"];
@@ -154,6 +156,8 @@ pub struct Account {
     pub tokens: Option<Tokens>,
     pub upstream: Option<UpstreamCall>,
     pub budget: Option<BudgetRecord>,
+    /// The client key to charge when the response ends, and the mode it ran in.
+    pub key: Option<(Arc<KeyState>, Option<Mode>)>,
 }
 
 impl Account {
@@ -171,6 +175,7 @@ impl Account {
             tokens: None,
             upstream: None,
             budget: None,
+            key: None,
         }
     }
 
@@ -183,6 +188,14 @@ impl Account {
         if let Some(i) = UPSTREAM_OUTCOMES.iter().position(|o| *o == outcome) {
             model.upstream(&self.metrics, i).inc();
         }
+    }
+
+    /// Counts a request refused by a limit of `key`.
+    pub fn rate_limited(&self, key: &str, limit: &str) {
+        self.metrics
+            .rate_limited
+            .with_label_values(&[key, limit])
+            .inc();
     }
 
     /// Marks the upstream call's outcome (the first one set wins).
@@ -234,6 +247,9 @@ impl Account {
                 .observe(call.sent.elapsed().as_secs_f64());
         }
         let Some(t) = self.tokens else { return };
+        if let Some((key, mode)) = &self.key {
+            key.settle(*mode, &t.usage);
+        }
         if let Some(ttft) = t.ttft {
             slot.ttft.observe(ttft.as_secs_f64());
         }

@@ -45,6 +45,8 @@ pub struct Request {
     pub budget: Budget,
     pub request_id: HeaderValue,
     pub headers: HeaderMap,
+    /// The client key every agent and the synthesis are charged to.
+    pub key: Option<Arc<crate::server::keys::KeyState>>,
 }
 
 /// One agent's work, as the response reports it.

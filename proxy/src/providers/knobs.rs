@@ -376,6 +376,7 @@ mod tests {
             thinking,
             scores: Default::default(),
             output_tokens_mtok: None,
+            requests_per_second: None,
         }
     }
 

@@ -20,6 +20,7 @@ use crate::plan::budget::{self, Asks};
 use crate::plan::route::{self, Routed};
 use crate::providers::{self, convert, ApiErrorOrRaw, UpstreamError};
 use crate::runtime::{Route, Runtime};
+use crate::server::keys::{self, KeyState};
 use thinkgate_config::Mode;
 
 pub async fn handle(
@@ -27,6 +28,7 @@ pub async fn handle(
     req: Request<Incoming>,
     request_id: HeaderValue,
     mut account: Account,
+    key: Option<Arc<KeyState>>,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let server = &runtime.config.server;
@@ -46,6 +48,17 @@ pub async fn handle(
         Ok(p) => p,
         Err(e) => return reject(account, e),
     };
+    let key_name = key.as_ref().map(|k| k.key.name.clone());
+    if let Some(k) = &key {
+        let asked = if plan.routed {
+            "auto"
+        } else {
+            plan.route.model.id.as_str()
+        };
+        if !k.allows_model(asked) {
+            return reject(account, keys::forbidden(&k.key.name, "model", asked));
+        }
+    }
     let decision = plan.routed.then(|| runtime.classifier.classify(&chat));
     let domain = decision.as_ref().map(|d| d.domain.as_str());
     let modes = &runtime.config.modes;
@@ -56,10 +69,25 @@ pub async fn handle(
         domain,
         client_cap: convert::max_tokens(&chat.body),
     };
-    let budget = match budget::resolve(modes, &asks) {
+    let mut budget = match budget::resolve(modes, &asks) {
         Ok(b) => b,
         Err(e) => return reject(account, e),
     };
+    if let (Some(k), Some(b)) = (&key, budget.as_mut()) {
+        if !k.allows_mode(b.mode) {
+            return reject(
+                account,
+                keys::forbidden(&k.key.name, "mode", b.mode.as_str()),
+            );
+        }
+        // The key's own cap: the tightest of mode, domain and key wins.
+        if let Some(cap) = k.max_budget(b.mode) {
+            if b.reasoning > cap {
+                b.clamped_from = Some(b.clamped_from.unwrap_or(b.reasoning).max(b.reasoning));
+                b.reasoning = cap;
+            }
+        }
+    }
     if let Some(b) = &budget {
         account.mode = MODES
             .iter()
@@ -71,10 +99,45 @@ pub async fn handle(
     // The models to try, in order: the one named, or those `auto` ranks that fit.
     let routed: Option<Routed> =
         decision.map(|d| route::choose(&runtime.table, &chat, d, budget.as_ref(), prompt_estimate));
+    let mut routed = routed;
+    if let (Some(k), Some(r)) = (&key, routed.as_mut()) {
+        // A key that names models may only be routed to those.
+        let names_models = k
+            .key
+            .models
+            .as_ref()
+            .is_some_and(|m| m.iter().any(|x| x != "auto"));
+        for c in r.candidates.iter_mut().filter(|c| c.excluded.is_none()) {
+            if names_models && !k.allows_model(&c.route.model.id) {
+                c.excluded = Some(format!("not allowed for key `{}`", k.key.name));
+            }
+        }
+    }
     let order: Vec<Arc<Route>> = match &routed {
         Some(r) => r.order(),
         None => vec![plan.route.clone()],
     };
+    // Limits are checked before anything is sent; the response's tokens are charged when it
+    // ends (the account settles them).
+    let mut admission = None;
+    if let Some(k) = &key {
+        match k.admit(budget.as_ref().map(|b| b.mode), prompt_estimate) {
+            Ok(a) => admission = Some(a),
+            Err(refusal) => {
+                account.rate_limited(&k.key.name, refusal.limit);
+                tracing::info!(key = %k.key.name, limit = refusal.limit, "Refused a request over a rate limit.");
+                let retry = refusal.retry_after.as_secs().max(1);
+                let mut resp = {
+                    account.status = 429;
+                    refusal.to_api(&k.key.name).into_response()
+                };
+                resp.headers_mut()
+                    .insert(http::header::RETRY_AFTER, retry.into());
+                return resp;
+            }
+        }
+        account.key = Some((k.clone(), budget.as_ref().map(|b| b.mode)));
+    }
     if let Some(r) = &routed {
         account.routed = true;
         account.domain = runtime
@@ -103,6 +166,7 @@ pub async fn handle(
             order,
             request_id,
             headers: parts.headers,
+            key: key.clone(),
         };
         return contemplate::handle(req, account).await;
     }
@@ -141,6 +205,30 @@ pub async fn handle(
             }
             Err(e) => return reject(account, e),
         };
+        if let Some(limiter) = &route.limiter {
+            if limiter.check().is_err() {
+                if !last {
+                    skipped.push(&route.model.id);
+                    continue;
+                }
+                let name = key_name.as_deref().unwrap_or("none");
+                account.rate_limited(name, "model requests per second");
+                let e = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    format!(
+                        "Rate limit reached for model `{}`: requests per second (limit {}).",
+                        route.model.id,
+                        route.model.requests_per_second.unwrap_or(0)
+                    ),
+                )
+                .with_code("rate_limit_exceeded");
+                let mut resp = reject(account, e);
+                resp.headers_mut()
+                    .insert(http::header::RETRY_AFTER, 1.into());
+                return resp;
+            }
+        }
         account.upstream = Some(UpstreamCall {
             sent: Instant::now(),
             outcome: usize::MAX,
@@ -235,6 +323,9 @@ pub async fn handle(
         };
         let headers = out.headers_mut();
         headers.insert("x-thinkgate-model", route.header.clone());
+        if let Some(a) = &admission {
+            a.headers(headers);
+        }
         if let Some(r) = &routed {
             if let Ok(v) = HeaderValue::from_str(&r.decision.domain) {
                 headers.insert("x-thinkgate-domain", v);

@@ -4,6 +4,7 @@
 //! The same accept loop serves the simulator (`thinkgate simulate`).
 
 mod chat;
+pub mod keys;
 pub mod reload;
 pub mod request_id;
 mod routes;

@@ -47,7 +47,7 @@ pub fn reload(
     }
     let result = Config::parse(&text, path, &|var| std::env::var(var).ok())
         .map_err(|e| e.to_string())
-        .and_then(|config| Runtime::build_with(config, current.metrics.clone()));
+        .and_then(|config| Runtime::build_with(config, current.metrics.clone(), Some(&current)));
     let counter = |result: &str| {
         current
             .metrics

@@ -61,6 +61,19 @@ fn endpoint_label(path: &str) -> &'static str {
 async fn route(runtime: &Arc<Runtime>, req: Request<Incoming>) -> Response<Body> {
     let mut account = Account::open(runtime.metrics.clone(), endpoint_label(req.uri().path()));
     let path = req.uri().path();
+    // The API needs a key (when keys are configured); health and metrics do not.
+    let key = if path.starts_with("/v1/") {
+        match runtime.keys.authenticate(req.headers()) {
+            Ok(k) => k,
+            Err(e) => {
+                account.status = e.status.as_u16();
+                tracing::info!(path, "Refused a request without a valid API key.");
+                return e.into_response();
+            }
+        }
+    } else {
+        None
+    };
     let resp = match (req.method(), path) {
         (&Method::POST, "/v1/chat/completions") => {
             let id = req
@@ -69,7 +82,7 @@ async fn route(runtime: &Arc<Runtime>, req: Request<Incoming>) -> Response<Body>
                 .map(|r| r.0.clone())
                 .unwrap_or(HeaderValue::from_static("unknown"));
             // The chat pipeline owns the account from here: a stream records when it ends.
-            return chat::handle(runtime, req, id, account).await;
+            return chat::handle(runtime, req, id, account, key).await;
         }
         (&Method::GET, "/metrics") => {
             let mut resp = Response::new(body::full(runtime.metrics.render()));
