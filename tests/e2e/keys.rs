@@ -351,3 +351,25 @@ fn running_without_keys_must_be_said_and_stays_on_loopback() {
     );
     let _ = json!(null);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contemplating_request_charges_every_agent_to_the_key() {
+    let proxy = start("reasoning_tokens_per_day = { contemplating = 20 }").await;
+    let (h, v) = bearer(SECRET);
+    let r = ask(&proxy, "sim-model:contemplating", &[(h, &v)]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let spent = r.json()["usage"]["completion_tokens_details"]["reasoning_tokens"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        spent > 20,
+        "three agents and a synthesis think more than one call: {spent}"
+    );
+    // All of it was charged: the quota is spent after one request.
+    let r = ask(&proxy, "sim-model:contemplating", &[(h, &v)]).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.error()["message"]
+        .as_str()
+        .unwrap()
+        .contains("contemplating quota 20"));
+}

@@ -186,6 +186,8 @@ async fn call(
     let runtime = &req.runtime;
     let modes = &runtime.config.modes;
     let mut account = Account::open(runtime.metrics.clone(), endpoint);
+    // Every agent and the synthesis is charged to the client's key, in contemplating mode.
+    account.key = req.key.clone().map(|k| (k, Some(Mode::Contemplating)));
     account.model = Some(route.metrics.clone());
     account.mode = MODES
         .iter()

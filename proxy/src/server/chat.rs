@@ -156,6 +156,7 @@ pub async fn handle(
         c
     });
 
+    let domain_header = routed.as_ref().map(|r| r.decision.domain.clone());
     if let Some(b) = budget.as_ref().filter(|b| b.mode == Mode::Contemplating) {
         account.model = order.first().map(|r| r.metrics.clone());
         let req = contemplate::Request {
@@ -168,7 +169,15 @@ pub async fn handle(
             headers: parts.headers,
             key: key.clone(),
         };
-        return contemplate::handle(req, account).await;
+        let mut resp = contemplate::handle(req, account).await;
+        let headers = resp.headers_mut();
+        if let Some(a) = &admission {
+            a.headers(headers);
+        }
+        if let Some(v) = domain_header.and_then(|d| HeaderValue::from_str(&d).ok()) {
+            headers.insert("x-thinkgate-domain", v);
+        }
+        return resp;
     }
 
     let mut skipped: Vec<&str> = Vec::new();
