@@ -7,6 +7,9 @@ use std::process::Command;
 use crate::support::*;
 
 fn venv_python() -> PathBuf {
+    // The SDK tests run in parallel; on a fresh checkout only one may build the virtualenv.
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
     let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sdk-venv");
     let python = venv.join("bin").join("python");
     let has_openai = |py: &Path| {
