@@ -354,7 +354,9 @@ fn validate_keys(
                 })
             }
             (None, Some(hex)) => {
-                let bytes: Option<Vec<u8>> = (hex.len() == 64)
+                // Checked as ASCII hex first: slicing by byte offsets must not split a character.
+                let is_hex = hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+                let bytes: Option<Vec<u8>> = is_hex
                     .then(|| {
                         (0..32)
                             .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
@@ -1462,6 +1464,33 @@ context_window = 1000
             "domains.legal.examples",
             "needs examples",
         );
+        let digest = "ab".repeat(32);
+        bad(
+            &format!("[keys.k]\nsha256 = \"{}\"\n", &digest[..62]),
+            "keys.k.sha256",
+            "64 hexadecimal",
+        );
+        // Multi-byte characters at 64 bytes long: refused, not a panic.
+        bad(
+            &format!(
+                "[keys.k]\nsha256 = \"{}é{}\"\n",
+                &digest[..31],
+                &digest[..31]
+            ),
+            "keys.k.sha256",
+            "64 hexadecimal",
+        );
+        bad(
+            "[keys.k]\nsecret = \"tg-literal\"\n",
+            "keys.k.secret",
+            "environment reference",
+        );
+        bad(
+            &format!("[keys.k]\nsecret = \"${{K}}\"\nsha256 = \"{digest}\"\n"),
+            "keys.k",
+            "exactly one",
+        );
+        assert!(parse(&format!("{MINIMAL}[keys.k]\nsha256 = \"{digest}\"\n")).is_ok());
         let ok = parse(&format!("{MINIMAL}[contemplating]\nagents = 4\nquorum = 3\ndeadline = \"30s\"\n[contemplating.domains]\nmath = 6\n")).unwrap();
         assert_eq!(ok.contemplating.agents_for(Some("math")), 6);
         assert_eq!(ok.contemplating.agents_for(Some("health")), 4);
