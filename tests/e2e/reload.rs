@@ -120,3 +120,15 @@ async fn edits_and_sighup_reload_under_load_and_bad_edits_keep_the_old_config() 
         "{m}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_file_that_disappears_keeps_the_running_config() {
+    let server = Binary::spawn("reload-gone", &config("\"best\""), &[("RUST_LOG", "info")]);
+    std::fs::remove_file(server.config_path()).unwrap();
+    let line = server.wait_for_log("was not reloaded");
+    assert!(line.contains("cannot read the config file"), "{line}");
+    let body = json!({"model": "auto", "messages": [{"role": "user", "content": "Write a Rust function that parses a CSV line."}]}).to_string();
+    let r = call(&server.url("/v1/chat/completions"), body, &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("x-thinkgate-model"), "alpha");
+}

@@ -36,8 +36,20 @@ pub fn reload(
     last: &mut Option<String>,
 ) -> Result<(), ReloadError> {
     let current = runtime.load_full();
+    let counter = |result: &str| {
+        current
+            .metrics
+            .config_reloads
+            .with_label_values(&[result])
+            .inc()
+    };
+    let rejected = |why: String| {
+        counter("error");
+        tracing::error!(config = %path.display(), "The config was not reloaded; the previous one keeps serving: {why}");
+        ReloadError::Rejected(why)
+    };
     let text = std::fs::read_to_string(path).map_err(|e| {
-        ReloadError::Rejected(format!(
+        rejected(format!(
             "{}: cannot read the config file: {e}",
             path.display()
         ))
@@ -48,13 +60,6 @@ pub fn reload(
     let result = Config::parse(&text, path, &|var| std::env::var(var).ok())
         .map_err(|e| e.to_string())
         .and_then(|config| Runtime::build_with(config, current.metrics.clone(), Some(&current)));
-    let counter = |result: &str| {
-        current
-            .metrics
-            .config_reloads
-            .with_label_values(&[result])
-            .inc()
-    };
     match result {
         Ok(next) => {
             runtime.store(Arc::new(next));
@@ -65,9 +70,7 @@ pub fn reload(
         }
         Err(why) => {
             *last = Some(text);
-            counter("error");
-            tracing::error!(config = %path.display(), "The config was not reloaded; the previous one keeps serving: {why}");
-            Err(ReloadError::Rejected(why))
+            Err(rejected(why))
         }
     }
 }
