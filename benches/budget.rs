@@ -7,19 +7,12 @@
 //! `cargo bench --bench budget` (`BUDGET_REQUESTS` sets requests per upstream and run; 20).
 //! Under `cargo test` it runs one request per upstream and checks the same invariants.
 
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
 
-use arc_swap::ArcSwap;
-use bytes::Bytes;
-use http::Request;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use thinkgate_config::Config;
-use thinkgate_proxy::server::{self, ConnectionLimit};
-use thinkgate_proxy::Runtime;
+
+use common::{post, HttpClient};
 
 const BUDGET: u64 = 1024;
 const NATURAL: u64 = 4 * BUDGET;
@@ -67,7 +60,7 @@ struct Seen {
 }
 
 async fn ask(
-    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    client: &HttpClient,
     url: &str,
     model: &str,
     i: usize,
@@ -79,18 +72,12 @@ async fn ask(
         "stream_options": {"include_usage": true},
         "messages": [{"role": "user", "content": format!("Question number {i}: how many primes are below {}?", 100 + i)}]
     });
-    let req = Request::post(url)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .expect("request");
-    let resp = client.request(req).await.expect("proxy answers");
-    let enforcement = resp
-        .headers()
+    let (_, headers, bytes) = post(client, url, &body).await;
+    let enforcement = headers
         .get("x-thinkgate-budget-enforcement")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
     let text = String::from_utf8_lossy(&bytes);
     let (usage, answer, report) = if stream {
         let mut usage = Value::Null;
@@ -144,34 +131,12 @@ fn main() {
     } else {
         1
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = common::runtime();
     rt.block_on(run(per_upstream, full));
 }
 
 async fn run(per_upstream: usize, full: bool) {
-    let runtime = Arc::new(ArcSwap::from_pointee(
-        Runtime::build(config()).expect("runtime"),
-    ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server::serve(
-        listener,
-        server::proxy_service(runtime),
-        ConnectionLimit::new(64),
-        async move {
-            let _ = stopped.await;
-        },
-        Duration::from_secs(1),
-    ));
-    let client = Client::builder(TokioExecutor::new()).build_http();
-    let url = format!("http://{addr}/v1/chat/completions");
+    let (url, client, _stop) = common::serve(config()).await;
 
     println!(
         "budget {BUDGET} reasoning tokens; every simulated model thinks {NATURAL} by itself; {per_upstream} request(s) per upstream and run, half streamed\n"

@@ -6,19 +6,14 @@
 //! `cargo bench --bench contemplate` (`CONTEMPLATE_ROUNDS` sets rounds; 5). Under `cargo test`
 //! it runs one round and checks the agents did not run one after another.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod common;
 
-use arc_swap::ArcSwap;
-use bytes::Bytes;
-use http::Request;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use std::time::Duration;
+
 use serde_json::{json, Value};
 use thinkgate_config::Config;
-use thinkgate_proxy::server::{self, ConnectionLimit};
-use thinkgate_proxy::Runtime;
+
+use common::{post, HttpClient};
 
 const CONFIG: &str = r#"
 auth = "none"
@@ -54,18 +49,9 @@ tokens_per_second = 600
 time_to_first_token = "100ms"
 "#;
 
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
-
 async fn ask(client: &HttpClient, url: &str, model: &str, round: usize) -> (Duration, Value) {
     let body = json!({"model": model, "messages": [{"role": "user", "content": format!("Round {round}: how many primes are below 1000?")}]});
-    let req = Request::post(url)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .expect("request");
-    let started = Instant::now();
-    let resp = client.request(req).await.expect("proxy answers");
-    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    let took = started.elapsed();
+    let (took, _, bytes) = post(client, url, &body).await;
     (took, serde_json::from_slice(&bytes).expect("JSON"))
 }
 
@@ -79,29 +65,11 @@ fn main() {
     } else {
         1
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = common::runtime();
     rt.block_on(async move {
         let config = Config::parse(CONFIG, std::path::Path::new("contemplate-bench.toml"), &|_| None)
             .unwrap_or_else(|e| panic!("{e}"));
-        let runtime = Arc::new(ArcSwap::from_pointee(Runtime::build(config).expect("runtime")));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(server::serve(
-            listener,
-            server::proxy_service(runtime),
-            ConnectionLimit::new(64),
-            async move {
-                let _ = stopped.await;
-            },
-            Duration::from_secs(1),
-        ));
-        let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
-        let url = format!("http://{addr}/v1/chat/completions");
+        let (url, client, _stop) = common::serve(config).await;
         let (mut single, mut contemplating, mut synthesis) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..rounds {
             // One agent's work: the same model under the same per-agent budget (300).

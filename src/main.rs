@@ -432,28 +432,15 @@ fn route(path: &std::path::Path, as_json: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(thinkgate_proxy::plan::explain::explain(&runtime, &body)) {
-        Ok(plan) if as_json => {
+    run(async move {
+        let plan = thinkgate_proxy::plan::explain::explain(&runtime, &body)
+            .await
+            .map_err(|e| e.message)?;
+        if as_json {
             println!("{plan}");
-            ExitCode::SUCCESS
-        }
-        Ok(plan) => {
+        } else {
             print!("{}", thinkgate_proxy::plan::explain::render(&plan));
-            ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("error: {}", e.message);
-            ExitCode::from(1)
-        }
-    }
+        Ok(())
+    })
 }

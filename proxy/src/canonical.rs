@@ -186,6 +186,17 @@ pub struct Usage {
     pub cached_tokens: Option<u64>,
 }
 
+impl Usage {
+    /// Adds another call's tokens to these (a follow-up, an agent); the cached-token figure
+    /// stays this call's.
+    pub fn add_call(&mut self, other: &Usage) {
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.reasoning_tokens =
+            Some(self.reasoning_tokens.unwrap_or(0) + other.reasoning_tokens.unwrap_or(0));
+    }
+}
+
 /// One piece of a response in the canonical form that translating providers produce and
 /// egress renders as OpenAI JSON or chunks.
 #[derive(Debug, Clone, PartialEq)]

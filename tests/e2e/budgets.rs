@@ -495,3 +495,24 @@ async fn a_model_that_cannot_stop_thinking_ends_at_the_budget_and_says_why() {
     let r = call(&url, ask("gemini3:instant", false, json!({})), &LONG).await;
     assert!(reasoning_of(&r.json()["usage"]) <= 8);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_breaks_under_a_budget_is_an_error_not_a_short_answer() {
+    let proxy = Proxy::start(&config()).await;
+    let url = proxy.url("/v1/chat/completions");
+    let broken = [
+        ("x-sim-reasoning-tokens", NATURAL),
+        ("x-sim-reset-after", "10"),
+    ];
+    let s = call(&url, ask("vllm", true, json!({})), &broken)
+        .await
+        .streamed();
+    assert!(!s.done);
+    assert_eq!(
+        s.chunks.last().unwrap()["error"]["code"],
+        "upstream_stream_broken"
+    );
+    let r = call(&url, ask("vllm", false, json!({})), &broken).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(r.error()["code"], "upstream_stream_broken");
+}

@@ -315,3 +315,21 @@ async fn a_client_that_leaves_cancels_every_agent() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_synthesis_is_an_error_whole_or_streamed() {
+    let proxy = Proxy::start(&config(
+        "agents = 2\nearly_agreement = false\nsynthesis_model = \"broken\"",
+    ))
+    .await;
+    let url = proxy.url("/v1/chat/completions");
+    let r = call(&url, ask("vllm:contemplating", false), &[]).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(r.error()["code"], "synthesis_failed");
+    let s = call(&url, ask("vllm:contemplating", true), &[])
+        .await
+        .streamed();
+    assert!(!s.done, "a failed stream does not end in [DONE]");
+    let last = s.chunks.last().unwrap();
+    assert_eq!(last["error"]["code"], "synthesis_failed", "{last}");
+}

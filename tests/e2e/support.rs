@@ -179,10 +179,15 @@ impl Binary {
             let line = logs
                 .recv_timeout(Duration::from_secs(30))
                 .expect("the server logs its address");
-            let found = line
-                .split("listen=")
-                .nth(1)
-                .or_else(|| line.split("\"listen\":\"").nth(1))
+            // The start-up line ("thinkgate is serving.") names the bound address; other
+            // lines may mention the configured one.
+            let found = Some(line.as_str())
+                .filter(|l| l.contains("is serving"))
+                .and_then(|l| {
+                    l.split("listen=")
+                        .nth(1)
+                        .or_else(|| l.split("\"listen\":\"").nth(1))
+                })
                 .map(|rest| {
                     rest.split(|c: char| c.is_whitespace() || c == '"')
                         .next()

@@ -32,7 +32,7 @@ use crate::canonical::{ChatRequest, Delta, Usage};
 use crate::egress::{self, sse_frame, Guard, Renderer};
 use crate::error::ApiError;
 use crate::plan::budget::Budget;
-use crate::providers::openai::patch_usage;
+use crate::providers::openai::{patch_usage, usage_from_json};
 use crate::runtime::{Route, Runtime};
 
 /// What the contemplating request needs from the chat handler.
@@ -81,20 +81,9 @@ fn usage_json(u: &Usage) -> Value {
     })
 }
 
-fn add(a: &mut Usage, b: &Usage) {
-    a.prompt_tokens += b.prompt_tokens;
-    a.completion_tokens += b.completion_tokens;
-    a.reasoning_tokens = Some(a.reasoning_tokens.unwrap_or(0) + b.reasoning_tokens.unwrap_or(0));
-}
-
+/// A response's usage object as canonical figures (zeros when it has none).
 fn usage_of(v: &Value) -> Usage {
-    let n = |p: &str| v.pointer(p).and_then(Value::as_u64).unwrap_or(0);
-    Usage {
-        prompt_tokens: n("/prompt_tokens"),
-        completion_tokens: n("/completion_tokens"),
-        reasoning_tokens: Some(n("/completion_tokens_details/reasoning_tokens")),
-        cached_tokens: None,
-    }
+    usage_from_json(v).unwrap_or_default()
 }
 
 /// The plan: who thinks, under which budget, and who writes the answer.
@@ -202,16 +191,16 @@ async fn call(
     chat.stream = stream;
     chat.body.insert("stream".into(), Value::Bool(stream));
     chat.include_usage = true;
+    let prompt_estimate = crate::plan::prompt_tokens(&chat, route.counter).await;
     let upstream_req = match &budget {
         Some(_) => chat.streaming(),
-        None => chat.clone(),
+        None => chat,
     };
     let policy = budget.as_ref().map(|b| (b, modes));
     let (body, control) = route
         .upstream
         .body(&upstream_req, &route.model, policy)
         .map_err(|e| e.message)?;
-    let prompt_estimate = crate::plan::prompt_tokens(&chat, route.counter).await;
     account.upstream = Some(crate::account::UpstreamCall {
         sent: Instant::now(),
         outcome: usize::MAX,
@@ -234,11 +223,6 @@ async fn call(
         return Err(format!("`{}` answered {}", route.model.id, resp.status()));
     }
     route.health.succeeded();
-    let is_sse = resp
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
     let server = &runtime.config.server;
     let ctx = egress::Context {
         request_id: req.request_id.clone(),
@@ -251,24 +235,14 @@ async fn call(
         format: route.upstream.format,
         reasoning_field: server.reasoning_field,
     };
-    Ok(match (budget, control) {
-        (Some(budget), Some(control)) if is_sse => {
-            let guard = Guard {
-                budget,
-                control,
-                config: runtime.config.clone(),
-                request: upstream_req,
-                client_headers: req.headers.clone(),
-            };
-            if stream {
-                egress::guarded_stream(ctx, guard, resp)
-            } else {
-                egress::guarded_whole(ctx, guard, resp).await
-            }
-        }
-        _ if stream && is_sse => egress::stream(ctx, resp),
-        _ => egress::whole(ctx, resp).await,
-    })
+    let guard = budget.zip(control).map(|(budget, control)| Guard {
+        budget,
+        control,
+        config: runtime.config.clone(),
+        request: upstream_req,
+        client_headers: req.headers.clone(),
+    });
+    Ok(egress::respond(ctx, resp, guard, stream).await)
 }
 
 /// Runs one agent to its answer.
@@ -504,7 +478,7 @@ async fn whole(req: &Request, cast: &Cast) -> Response<Body> {
     let reports = run_agents(req, cast, &None).await;
     let mut usage = Usage::default();
     for r in &reports {
-        add(&mut usage, &r.usage);
+        usage.add_call(&r.usage);
     }
     let ending = match decide(req, &reports) {
         Ok(e) => e,
@@ -530,15 +504,7 @@ async fn whole(req: &Request, cast: &Cast) -> Response<Body> {
             .await
             {
                 Ok(r) => r,
-                Err(why) => {
-                    return ApiError::new(
-                        StatusCode::BAD_GATEWAY,
-                        "upstream_error",
-                        format!("contemplating: the synthesis failed: {why}"),
-                    )
-                    .with_code("synthesis_failed")
-                    .into_response()
-                }
+                Err(why) => return synthesis_failed(why).into_response(),
             };
             let status = resp.status();
             let bytes = body::collect_limited(resp.into_body(), 16 << 20)
@@ -563,7 +529,7 @@ async fn whole(req: &Request, cast: &Cast) -> Response<Body> {
                 outcome: "answered".into(),
                 answer: None,
             };
-            add(&mut usage, &report.usage);
+            usage.add_call(&report.usage);
             (v, Some(report), "the synthesis wrote the answer")
         }
     };
@@ -575,6 +541,16 @@ async fn whole(req: &Request, cast: &Cast) -> Response<Body> {
         );
     }
     body::json_response(StatusCode::OK, json.to_string())
+}
+
+/// The error when the synthesis call fails.
+fn synthesis_failed(why: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        "upstream_error",
+        format!("contemplating: the synthesis failed: {why}"),
+    )
+    .with_code("synthesis_failed")
 }
 
 /// Aborts the orchestration when the client's stream is dropped.
@@ -643,7 +619,7 @@ fn stream(req: Request, cast: Cast, account: Account) -> Response<Body> {
         let reports = run_agents(&req, &cast, &progress).await;
         let mut usage = Usage::default();
         for rep in &reports {
-            add(&mut usage, &rep.usage);
+            usage.add_call(&rep.usage);
         }
         let ending = decide(&req, &reports);
         let ending = match ending {
@@ -671,7 +647,7 @@ fn stream(req: Request, cast: Cast, account: Account) -> Response<Body> {
                 if include_usage {
                     out.extend_from_slice(&sse_frame("", &r.usage_chunk(&usage)));
                 }
-                out.extend_from_slice(b"data: [DONE]\n\n");
+                out.extend_from_slice(egress::DONE);
                 let _ = send(out.freeze()).await;
             }
             Ending::Synthesis(chat) => {
@@ -694,24 +670,12 @@ fn stream(req: Request, cast: Cast, account: Account) -> Response<Body> {
                 .await
                 {
                     Ok(resp) if resp.status().is_success() => resp,
-                    Ok(resp) => {
-                        let status = resp.status();
-                        let e = ApiError::new(
-                            StatusCode::BAD_GATEWAY,
-                            "upstream_error",
-                            format!("contemplating: the synthesis failed with {status}"),
-                        )
-                        .with_code("synthesis_failed");
-                        let _ = send(sse_frame("", &e.to_json().to_string())).await;
-                        return;
-                    }
-                    Err(why) => {
-                        let e = ApiError::new(
-                            StatusCode::BAD_GATEWAY,
-                            "upstream_error",
-                            format!("contemplating: the synthesis failed: {why}"),
-                        )
-                        .with_code("synthesis_failed");
+                    failed => {
+                        let why = match failed {
+                            Ok(resp) => format!("it answered {}", resp.status()),
+                            Err(why) => why,
+                        };
+                        let e = synthesis_failed(why);
                         let _ = send(sse_frame("", &e.to_json().to_string())).await;
                         return;
                     }
@@ -807,7 +771,7 @@ async fn relay_synthesis(
             return;
         }
     }
-    add(&mut usage, &own);
+    usage.add_call(&own);
     let synthesis = Report {
         role: "synthesis".into(),
         model: cast.synthesis.model.id.clone(),
@@ -833,7 +797,7 @@ async fn relay_synthesis(
     if include_usage {
         out.extend_from_slice(&sse_frame("", &r.usage_chunk(&usage)));
     }
-    out.extend_from_slice(b"data: [DONE]\n\n");
+    out.extend_from_slice(egress::DONE);
     let _ = tx.send(out.freeze()).await;
 }
 

@@ -267,30 +267,31 @@ impl Watch {
         match d {
             Delta::Start { .. } if self.started => return Step::Go,
             Delta::Start { .. } => self.started = true,
-            Delta::Reasoning(text) => {
+            Delta::Reasoning(mut text) => {
                 let watching = first && self.guard.control.overrun.is_some();
                 let room = self.guard.control.limit.saturating_sub(self.counted);
                 let counter = self.ctx.route.counter;
-                let n = counter.count(&text) as u64;
-                let (kept, n, over) = if !watching || n <= room {
-                    (text.as_str(), n, false)
-                } else {
+                let mut n = counter.count(&text) as u64;
+                let over = watching && n > room;
+                if over {
                     // Only the delta that crosses the line is cut (encoding costs more than
-                    // counting, so it is done once per response).
-                    let (kept, n) = counter.truncate(&text, room as usize);
-                    (kept, n as u64, true)
-                };
+                    // counting, so it is done once per response); the rest pass as they came.
+                    let (kept, k) = counter.truncate(&text, room as usize);
+                    let len = kept.len();
+                    text.truncate(len);
+                    n = k as u64;
+                }
                 if first {
                     self.counted += n;
-                    self.shown.push_str(kept);
+                    self.shown.push_str(&text);
                 }
-                if !kept.is_empty() {
-                    let kept = Delta::Reasoning(kept.to_string());
-                    if let Some(e) = kept.event() {
-                        tally.observe(e, started);
-                    }
+                if !text.is_empty() {
+                    tally.observe(
+                        crate::canonical::Event::Reasoning(text.as_str().into()),
+                        started,
+                    );
                     if !self.guard.budget.exclude {
-                        out.push(kept);
+                        out.push(Delta::Reasoning(text));
                     }
                 }
                 return if over {
@@ -427,13 +428,7 @@ impl Watch {
         if self.followed {
             let estimate = self.ctx.prompt_estimate + self.counted + 32;
             let b = self.follow.tokens(counter, estimate);
-            let r = |u: &Usage| u.reasoning_tokens.unwrap_or(0);
-            t.usage = Usage {
-                prompt_tokens: a.usage.prompt_tokens + b.usage.prompt_tokens,
-                completion_tokens: a.usage.completion_tokens + b.usage.completion_tokens,
-                reasoning_tokens: Some(r(&a.usage) + r(&b.usage)),
-                cached_tokens: a.usage.cached_tokens,
-            };
+            t.usage.add_call(&b.usage);
             if b.output_source == super::Source::Estimated {
                 t.output_source = b.output_source;
             }

@@ -29,7 +29,7 @@ use crate::error::ApiError;
 use crate::providers::openai::{patch_usage, rename_reasoning, ChunkView};
 use crate::providers::{humanize, upstream_kind, Decoder, UpstreamError, WireFormat};
 use crate::runtime::Route;
-pub use guard::{stream as guarded_stream, whole as guarded_whole, Guard, GuardReport};
+pub use guard::{Guard, GuardReport};
 pub use tally::{Source, Tally};
 use thinkgate_config::ReasoningField;
 pub use translate::Renderer;
@@ -93,6 +93,28 @@ impl Context {
     fn fail_whole(&mut self, outcome: &str, err: UpstreamError) -> Response<Body> {
         self.account.upstream_outcome(outcome);
         err.into_api(&self.route.upstream.name).into_response()
+    }
+}
+
+/// Hands an upstream's successful response on: through the budget guard when one applies
+/// (and the upstream streams, as it is asked to under a budget), relayed event by event when
+/// the client streams, read whole otherwise.
+pub async fn respond(
+    ctx: Context,
+    resp: Response<Body>,
+    guard: Option<Guard>,
+    client_stream: bool,
+) -> Response<Body> {
+    let is_sse = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    match guard {
+        Some(guard) if is_sse && client_stream => guard::stream(ctx, guard, resp),
+        Some(guard) if is_sse => guard::whole(ctx, guard, resp).await,
+        _ if is_sse && client_stream => stream(ctx, resp),
+        _ => whole(ctx, resp).await,
     }
 }
 
@@ -205,7 +227,8 @@ struct Relay {
     meta: Option<(String, u64, String)>,
 }
 
-const DONE: &[u8] = b"data: [DONE]\n\n";
+/// The SSE event that ends an OpenAI stream.
+pub const DONE: &[u8] = b"data: [DONE]\n\n";
 
 impl Relay {
     /// The next frame for the client, or `None` when the stream is over.

@@ -283,24 +283,20 @@ fn words(text: &str, max: usize) -> (Vec<String>, Vec<char>) {
         if out.len() >= max {
             break;
         }
-        if c.is_ascii_alphabetic() {
+        // ASCII first: the common case, without Unicode tables.
+        let (letter, digit) = if c.is_ascii() {
+            (c.is_ascii_alphabetic(), c.is_ascii_digit())
+        } else {
+            (c.is_alphabetic(), c.is_numeric())
+        };
+        if letter {
             in_digits = false;
-            word.push(c.to_ascii_lowercase());
-        } else if c.is_ascii_digit() {
-            if !in_digits {
-                word.push('#');
-                in_digits = true;
+            if c.is_ascii() {
+                word.push(c.to_ascii_lowercase());
+            } else {
+                word.extend(c.to_lowercase());
             }
-        } else if c.is_ascii() {
-            in_digits = false;
-            flush(&mut word, &mut out);
-            if !c.is_ascii_whitespace() && marks.len() < 64 {
-                marks.push(c);
-            }
-        } else if c.is_alphabetic() {
-            in_digits = false;
-            word.extend(c.to_lowercase());
-        } else if c.is_numeric() {
+        } else if digit {
             if !in_digits {
                 word.push('#');
                 in_digits = true;

@@ -157,11 +157,8 @@ pub fn misfit(
     prompt_tokens: u64,
 ) -> Option<String> {
     let m = &route.model;
-    if !m.vision && req.messages.iter().any(|msg| msg.has_image()) {
-        return Some("does not accept images".into());
-    }
-    if req.has_tools && !m.tools {
-        return Some("does not support tools".into());
+    if let Err(e) = crate::plan::check_capabilities(req, m) {
+        return Some(e.message);
     }
     let output = match budget {
         Some(b) if m.reasoning => b.output_cap(),

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use thinkgate_config::{Dialect, ReasoningField};
 
 use crate::canonical::{ChatRequest, Delta, Event, Usage};
+use crate::providers::convert::str_field;
 
 /// The upstream request body: the client's body with `model` set to the upstream's name and,
 /// on streams, usage always requested (the proxy needs it to count; egress drops the usage
@@ -178,6 +179,13 @@ pub fn patch_usage(object: &mut Map<String, Value>, usage: &Usage) {
     }
 }
 
+/// A `usage` object already parsed as JSON, when it is one.
+pub fn usage_from_json(v: &Value) -> Option<Usage> {
+    v.is_object()
+        .then(|| UsageView::deserialize(v).ok().map(Usage::from))
+        .flatten()
+}
+
 impl From<UsageView> for Usage {
     fn from(u: UsageView) -> Usage {
         Usage {
@@ -260,31 +268,17 @@ impl StreamDecoder {
             serde_json::from_str(data).map_err(|e| format!("unreadable chunk: {e}"))?;
         let mut out = Vec::new();
         if let Some(error) = chunk.get("error").filter(|e| e.is_object()) {
-            let field = |k: &str| {
-                error
-                    .get(k)
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string()
-            };
             out.push(Delta::Error {
-                kind: field("type"),
-                message: field("message"),
+                kind: str_field(error, "type"),
+                message: str_field(error, "message"),
             });
             return Ok(out);
         }
         if !self.started {
             self.started = true;
-            let text = |k: &str| {
-                chunk
-                    .get(k)
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string()
-            };
             out.push(Delta::Start {
-                id: text("id"),
-                model: text("model"),
+                id: str_field(&chunk, "id"),
+                model: str_field(&chunk, "model"),
             });
         }
         let choice = chunk.pointer("/choices/0");
@@ -340,10 +334,8 @@ impl StreamDecoder {
         {
             out.push(Delta::Finish(reason.to_string()));
         }
-        if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
-            if let Ok(view) = serde_json::from_value::<UsageView>(usage.clone()) {
-                out.push(Delta::Usage(view.into()));
-            }
+        if let Some(usage) = chunk.get("usage").and_then(usage_from_json) {
+            out.push(Delta::Usage(usage));
         }
         Ok(out)
     }

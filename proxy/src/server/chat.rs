@@ -3,6 +3,7 @@
 //! them ends it. A routed request that fails before its first byte moves on to the next
 //! model that fits.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -197,8 +198,8 @@ pub async fn handle(
         };
         // Under a budget the upstream is always streamed, so the guard can stop it in time.
         let upstream_req = match &budget {
-            Some(_) if !request.stream => request.streaming(),
-            _ => request.clone(),
+            Some(_) if !request.stream => Cow::Owned(request.streaming()),
+            _ => Cow::Borrowed(request),
         };
         let policy = budget.as_ref().map(|b| (b, modes));
         let (upstream_body, control) = match route.upstream.body(
@@ -295,11 +296,6 @@ pub async fn handle(
                 ApiErrorOrRaw::Raw(status, bytes) => body::json_response(status, bytes),
             }
         } else {
-            let is_sse = resp
-                .headers()
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.starts_with("text/event-stream"));
             let ctx = egress::Context {
                 request_id,
                 route: route.clone(),
@@ -311,24 +307,14 @@ pub async fn handle(
                 format: route.upstream.format,
                 reasoning_field: server.reasoning_field,
             };
-            match (budget.clone(), control) {
-                (Some(budget), Some(control)) if is_sse => {
-                    let guard = Guard {
-                        budget,
-                        control,
-                        config: runtime.config.clone(),
-                        request: upstream_req,
-                        client_headers: parts.headers.clone(),
-                    };
-                    if chat.stream {
-                        egress::guarded_stream(ctx, guard, resp)
-                    } else {
-                        egress::guarded_whole(ctx, guard, resp).await
-                    }
-                }
-                _ if chat.stream && is_sse => egress::stream(ctx, resp),
-                _ => egress::whole(ctx, resp).await,
-            }
+            let guard = budget.clone().zip(control).map(|(budget, control)| Guard {
+                budget,
+                control,
+                config: runtime.config.clone(),
+                request: upstream_req.into_owned(),
+                client_headers: parts.headers.clone(),
+            });
+            egress::respond(ctx, resp, guard, chat.stream).await
         };
         let headers = out.headers_mut();
         headers.insert("x-thinkgate-model", route.header.clone());

@@ -214,6 +214,11 @@ impl KeyState {
         }
     }
 
+    fn has_daily_quotas(&self) -> bool {
+        let l = &self.key.limits;
+        l.output_tokens_per_day.is_some() || !l.reasoning_tokens_per_day.is_empty()
+    }
+
     /// Whether the key may use `model` (an id or `auto`).
     pub fn allows_model(&self, model: &str) -> bool {
         self.key
@@ -270,7 +275,7 @@ impl KeyState {
             }
         }
         // Daily quotas: refused once spent, until midnight UTC.
-        {
+        if self.has_daily_quotas() {
             let (day, until_midnight) = today();
             let mut d = self.day.lock().unwrap_or_else(|p| p.into_inner());
             if d.day != day {
@@ -347,6 +352,9 @@ impl KeyState {
             if let Some(bucket) = self.reasoning_per_minute.get(scope) {
                 bucket.debit(reasoning);
             }
+        }
+        if !self.has_daily_quotas() {
+            return;
         }
         let (day, _) = today();
         let mut d = self.day.lock().unwrap_or_else(|p| p.into_inner());
