@@ -14,14 +14,14 @@ use http::{HeaderValue, Response};
 use http_body_util::BodyExt;
 use thinkgate_config::{Config, Encoding};
 use thinkgate_metrics::TokenCounter;
-use thinkgate_proxy::account::{Account, Tokens, UpstreamCall};
 use thinkgate_proxy::body;
 use thinkgate_proxy::canonical::Usage;
-use thinkgate_proxy::egress;
-use thinkgate_proxy::egress::Source;
 use thinkgate_proxy::ingress::parse_chat;
-use thinkgate_proxy::providers::openai::request_body;
-use thinkgate_proxy::providers::WireFormat;
+use thinkgate_proxy::relay;
+use thinkgate_proxy::telemetry::Source;
+use thinkgate_proxy::telemetry::{Account, Tokens, UpstreamCall};
+use thinkgate_proxy::upstream::openai::request_body;
+use thinkgate_proxy::upstream::WireFormat;
 use thinkgate_proxy::Runtime;
 
 fn typical_request() -> Vec<u8> {
@@ -117,7 +117,7 @@ fn bench(c: &mut Criterion) {
         &|_| None,
     )
     .unwrap();
-    let runtime = Runtime::build(cfg).unwrap();
+    let runtime = Runtime::build(cfg, Some(thinkgate::simulator_factory(None))).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -134,7 +134,7 @@ fn bench(c: &mut Criterion) {
                     rt.block_on(async {
                         let body =
                             body::stream(futures_util::stream::iter(frames.into_iter().map(Ok)));
-                        let ctx = egress::Context {
+                        let ctx = relay::Context {
                             request_id: HeaderValue::from_static("bench"),
                             route: Arc::clone(&route),
                             include_usage: true,
@@ -145,7 +145,7 @@ fn bench(c: &mut Criterion) {
                             format,
                             reasoning_field: thinkgate_config::ReasoningField::ReasoningContent,
                         };
-                        let mut out = egress::stream(ctx, Response::new(body)).into_body();
+                        let mut out = relay::stream(ctx, Response::new(body)).into_body();
                         let mut n = 0;
                         while let Some(f) = out.frame().await {
                             n += f.unwrap().into_data().map_or(0, |d| d.len());
@@ -213,7 +213,7 @@ fn bench_accounting(c: &mut Criterion) {
         &|_| None,
     )
     .unwrap();
-    let runtime = Runtime::build(cfg).unwrap();
+    let runtime = Runtime::build(cfg, Some(thinkgate::simulator_factory(None))).unwrap();
     let route = runtime.route("muse-spark").unwrap().clone();
     let tokens = Tokens {
         usage: Usage {
@@ -315,7 +315,7 @@ fn bench_keys(c: &mut Criterion) {
         ));
     }
     let cfg = Config::parse(&text, std::path::Path::new("keys.toml"), &|_| None).expect("config");
-    let keys = thinkgate_proxy::server::keys::KeySet::build(&cfg, None);
+    let keys = thinkgate_proxy::auth::KeySet::build(&cfg, None);
     assert_eq!(keys.len(), 10_000);
     let headers: Vec<http::HeaderMap> = secrets
         .iter()

@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand};
+use thinkgate::simulator_factory;
 use thinkgate_config::{ApiKey, Config, LogFormat};
-use thinkgate_proxy::server::{self, ConnectionLimit};
-use thinkgate_proxy::simulator::Simulator;
+use thinkgate_proxy::http::{self as server, ConnectionLimit};
 use thinkgate_proxy::Runtime;
+use thinkgate_sim::Simulator;
 
 #[derive(Parser)]
 #[command(
@@ -155,7 +156,7 @@ async fn serve(cfg: Config) -> Result<(), String> {
     let grace = cfg.server.shutdown_grace;
     let limit = ConnectionLimit::new(cfg.server.max_connections);
     let source = cfg.source.clone();
-    let runtime = Runtime::build(cfg)?;
+    let runtime = Runtime::build(cfg, Some(simulator_factory(None)))?;
     for route in runtime.config.models.iter() {
         tracing::debug!(model = %route.id, provider = %route.provider, "Model configured.");
     }
@@ -208,7 +209,7 @@ async fn simulate(listen: SocketAddr, config: thinkgate_config::Simulator) -> Re
     tracing::info!(listen = %local, "The simulator is serving.");
     server::serve(
         listener,
-        thinkgate_proxy::simulator::service(sim),
+        thinkgate_sim::service(sim),
         ConnectionLimit::new(10_000),
         server::shutdown_signal(),
         std::time::Duration::from_secs(5),
@@ -425,7 +426,7 @@ fn route(path: &std::path::Path, as_json: bool) -> ExitCode {
         eprintln!("error: stdin: {e}");
         return ExitCode::FAILURE;
     }
-    let runtime = match Runtime::build(cfg) {
+    let runtime = match Runtime::build(cfg, Some(simulator_factory(None))) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
@@ -433,13 +434,13 @@ fn route(path: &std::path::Path, as_json: bool) -> ExitCode {
         }
     };
     run(async move {
-        let plan = thinkgate_proxy::plan::explain::explain(&runtime, &body)
+        let plan = thinkgate_proxy::explain::explain(&runtime, &body)
             .await
             .map_err(|e| e.message)?;
         if as_json {
             println!("{plan}");
         } else {
-            print!("{}", thinkgate_proxy::plan::explain::render(&plan));
+            print!("{}", thinkgate_proxy::explain::render(&plan));
         }
         Ok(())
     })

@@ -13,7 +13,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use thinkgate_config::Config;
-use thinkgate_proxy::server::{self, ConnectionLimit};
+use thinkgate_proxy::http::{self as server, ConnectionLimit};
 use thinkgate_proxy::Runtime;
 
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -22,7 +22,7 @@ pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 /// client for it.
 pub async fn serve(config: Config) -> (String, HttpClient, tokio::sync::oneshot::Sender<()>) {
     let runtime = Arc::new(ArcSwap::from_pointee(
-        Runtime::build(config).expect("runtime"),
+        Runtime::build(config, Some(thinkgate::simulator_factory(None))).expect("runtime"),
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -198,6 +198,12 @@ pub struct Server {
     pub max_connections: usize,
     /// Upper bound on a whole non-streaming request, upstream included.
     pub request_timeout: Duration,
+    /// Longest time a client may take to send its request body (slow clients hold slots).
+    pub body_read_timeout: Duration,
+    /// A keep-alive connection with no request in flight for this long is closed.
+    pub idle_timeout: Duration,
+    /// Upstream calls in flight at once, across every client and provider.
+    pub max_upstream_calls: usize,
     /// How long in-flight requests (streams too) may run after SIGTERM/SIGINT.
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
@@ -264,7 +270,7 @@ impl ProviderKind {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Provider {
     pub name: String,
     pub kind: ProviderKind,
@@ -380,7 +386,7 @@ impl Provider {
 }
 
 /// An upstream API key.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ApiKey {
     /// The upstream takes no key.
     None,

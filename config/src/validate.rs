@@ -37,21 +37,43 @@ impl Checker<'_> {
         }
     }
 
+    /// A duration of at most [`MAX_DURATION`] (longer ones overflow clocks and mean a typo).
     fn duration(
         &self,
         key: KeyPath,
         value: Option<&str>,
         default: Duration,
     ) -> Result<Duration, ConfigError> {
-        match value {
-            None => Ok(default),
-            Some(text) => humantime::parse_duration(text).map_err(|e| {
-                self.error(
-                    key,
-                    format!("`{text}` is not a duration ({e}); write e.g. \"30s\" or \"250ms\""),
-                )
-            }),
+        let Some(text) = value else {
+            return Ok(default);
+        };
+        let d = humantime::parse_duration(text).map_err(|e| {
+            self.error(
+                key.clone(),
+                format!("`{text}` is not a duration ({e}); write e.g. \"30s\" or \"250ms\""),
+            )
+        })?;
+        if d > MAX_DURATION {
+            return Err(self.error(
+                key,
+                format!("`{text}` is longer than the most allowed, 365 days"),
+            ));
         }
+        Ok(d)
+    }
+
+    /// A timeout or deadline: a duration that is not zero (zero would fail every request).
+    fn timeout(
+        &self,
+        key: KeyPath,
+        value: Option<&str>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let d = self.duration(key.clone(), value, default)?;
+        if d.is_zero() {
+            return Err(self.error(key, "must be longer than zero"));
+        }
+        Ok(d)
     }
 
     fn one_of<'v>(
@@ -511,7 +533,7 @@ fn validate_contemplating(raw: &RawConfig, c: &Checker<'_>) -> Result<Contemplat
         out.synthesis_share = share;
     }
     out.early_agreement = r.early_agreement.unwrap_or(out.early_agreement);
-    out.deadline = c.duration(base.child("deadline"), r.deadline.as_deref(), out.deadline)?;
+    out.deadline = c.timeout(base.child("deadline"), r.deadline.as_deref(), out.deadline)?;
     if let Some(q) = r.quorum {
         if q == 0 || q as usize > out.agents {
             return Err(c.error(
@@ -816,7 +838,7 @@ fn validate_server(raw: &RawConfig, c: &Checker<'_>) -> Result<Server, ConfigErr
         listen,
         max_body_bytes: max_body_bytes as usize,
         max_connections: max_connections as usize,
-        request_timeout: c.duration(
+        request_timeout: c.timeout(
             key("request_timeout"),
             s.request_timeout.as_deref(),
             Duration::from_secs(600),
@@ -826,10 +848,28 @@ fn validate_server(raw: &RawConfig, c: &Checker<'_>) -> Result<Server, ConfigErr
             s.shutdown_grace.as_deref(),
             Duration::from_secs(30),
         )?,
+        body_read_timeout: c.timeout(
+            key("body_read_timeout"),
+            s.body_read_timeout.as_deref(),
+            Duration::from_secs(30),
+        )?,
+        idle_timeout: c.timeout(
+            key("idle_timeout"),
+            s.idle_timeout.as_deref(),
+            Duration::from_secs(120),
+        )?,
+        max_upstream_calls: match s.max_upstream_calls {
+            Some(0) => return Err(c.error(key("max_upstream_calls"), "must be at least 1")),
+            Some(n) => n as usize,
+            None => 1024,
+        },
         log_format,
         log_level: s.log_level.clone().unwrap_or_else(|| "info".to_string()),
     })
 }
+
+/// The longest duration a config may set.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 fn validate_provider(
     name: &str,
@@ -974,17 +1014,17 @@ fn validate_provider(
         kind,
         base_url,
         api_key,
-        connect_timeout: c.duration(
+        connect_timeout: c.timeout(
             base.child("connect_timeout"),
             p.connect_timeout.as_deref(),
             Duration::from_secs(5),
         )?,
-        response_timeout: c.duration(
+        response_timeout: c.timeout(
             base.child("response_timeout"),
             p.response_timeout.as_deref(),
             Duration::from_secs(120),
         )?,
-        stream_idle_timeout: c.duration(
+        stream_idle_timeout: c.timeout(
             base.child("stream_idle_timeout"),
             p.stream_idle_timeout.as_deref(),
             Duration::from_secs(120),

@@ -39,12 +39,16 @@ impl std::fmt::Display for CollectError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CollectError::TooLarge(limit) => write!(f, "the body exceeds {limit} bytes"),
-            CollectError::Body(e) => write!(f, "{}", crate::providers::error_chain(&**e)),
+            CollectError::Body(e) => write!(f, "{}", error_chain(&**e)),
         }
     }
 }
 
 /// Reads a whole body of at most `limit` bytes.
+///
+/// A loop over frames rather than `Limited::new(..).collect()`: with this boxed body type
+/// that combinator makes every caller's future fail rustc's `Send` check (the compiler
+/// cannot prove `Limited`'s error conversion for every lifetime).
 pub async fn collect_limited(mut body: Body, limit: usize) -> Result<Bytes, CollectError> {
     let mut buf = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
@@ -57,6 +61,18 @@ pub async fn collect_limited(mut body: Body, limit: usize) -> Result<Bytes, Coll
         }
     }
     Ok(buf.freeze())
+}
+
+/// An error and its sources on one line: hyper's top-level messages alone say little.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 /// A complete JSON response.

@@ -1,28 +1,40 @@
 //! thinkgate's request path.
 //!
-//! Layout — one module per stage, in the order a request meets them:
-//! - [`server`]: accept loop, tower layers (request id), endpoint table, graceful shutdown;
+//! The crate is a stack: each module uses only those listed after it, so the import graph
+//! has no cycle (`shared/tools/module-cycles.py` checks it). In the order a request meets
+//! them:
+//! - [`http`]: accept loop, tower layers (request id), endpoint table, hot reload, shutdown;
+//!   `http/chat.rs` calls the stages below in order;
+//! - [`contemplate`]: contemplating mode — agents and the synthesis, each an attempt;
+//! - [`explain`]: `thinkgate route --explain`, rendering the plan the server would make;
+//! - [`pipeline`]: the attempt path — every upstream call, end to end, with fallback;
+//! - [`state`]: the [`Runtime`], everything built once per config load;
+//! - [`relay`]: the upstream's response → the client (pass-through, translate, budget guard);
+//! - [`plan`]: mode, budget, domain and the models to try (pure, no IO);
 //! - [`ingress`]: HTTP body → canonical [`canonical::ChatRequest`] (limits, precise 400s);
-//! - [`plan`]: which model answers and in which mode (pure, no IO);
-//! - [`providers`]: one [`providers::Upstream`] per provider, its transport and wire format;
-//! - [`egress`]: upstream response → client (lossless JSON, SSE relay), observed as events;
-//! - [`account`]: each request's metrics, recorded once when it ends;
-//! - [`simulator`]: the built-in OpenAI-compatible upstream for demos, tests and benchmarks.
+//! - [`models`]: each configured model joined to its upstream, health and limits;
+//! - [`upstream`]: one [`upstream::Upstream`] per provider, its transport and wire format;
+//! - [`telemetry`]: each request's metrics, recorded once when it ends;
+//! - [`auth`]: client keys, their limits and quotas.
 //!
-//! Shared: [`canonical`] (request and event types), [`runtime`] (everything built once per
-//! config load), [`error`] (OpenAI-shaped errors), [`body`] (the response body type).
+//! Shared by all: [`canonical`] (request, event and budget types), [`error`] (OpenAI-shaped
+//! errors), [`body`] (the response body type). The built-in simulator is its own crate
+//! (`thinkgate-sim`), plugged in through [`upstream::LocalUpstream`].
 
-pub mod account;
+pub mod auth;
 pub mod body;
 pub mod canonical;
 pub mod contemplate;
-pub mod egress;
 pub mod error;
+pub mod explain;
+pub mod http;
 pub mod ingress;
+pub mod models;
+pub mod pipeline;
 pub mod plan;
-pub mod providers;
-pub mod runtime;
-pub mod server;
-pub mod simulator;
+pub mod relay;
+pub mod state;
+pub mod telemetry;
+pub mod upstream;
 
-pub use runtime::Runtime;
+pub use state::Runtime;

@@ -173,15 +173,16 @@ async fn the_deadline_cancels_slow_agents_and_failures_are_reported() {
     .await
     .json();
     let agents = v["thinkgate"]["agents"].as_array().unwrap().clone();
-    let outcome = |model: &str| {
-        agents.iter().find(|a| a["model"] == model).unwrap()["outcome"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    assert_eq!(outcome("vllm"), "answered");
-    assert!(outcome("broken").starts_with("failed"), "{agents:?}");
-    assert_eq!(outcome("slow"), "cancelled at the deadline");
+    // Agents in rank order: vllm, broken, slow. The second agent's model fails before its
+    // first byte, so its call falls back (through the same attempt path as any request) to
+    // the next model that fits, and its report says which answered and which failed.
+    assert_eq!(agents[0]["model"], "vllm", "{agents:?}");
+    assert_eq!(agents[0]["outcome"], "answered");
+    assert_eq!(agents[1]["fallback_from"], "broken", "{agents:?}");
+    assert_eq!(agents[1]["model"], "vllm", "{agents:?}");
+    assert_eq!(agents[1]["outcome"], "answered");
+    assert_eq!(agents[2]["model"], "slow");
+    assert_eq!(agents[2]["outcome"], "cancelled at the deadline");
     // One answer under quorum 1: returned directly.
     assert!(!v["choices"][0]["message"]["content"]
         .as_str()
@@ -192,9 +193,9 @@ async fn the_deadline_cancels_slow_agents_and_failures_are_reported() {
     })
     .await;
 
-    // With quorum 2 and only one answer, the answering agent's answer comes back as is.
+    // With quorum 3 and two answers, the first answering agent's answer comes back as is.
     let proxy = Proxy::start(&config(
-        "agents = 3\nmodels = \"top\"\nquorum = 2\ndeadline = \"1s\"",
+        "agents = 3\nmodels = \"top\"\nquorum = 3\ndeadline = \"1s\"",
     ))
     .await;
     let v = call(

@@ -44,9 +44,7 @@ fn reload(proxy: &Proxy, text: &str) {
     let env = |v: &str| (v == "TG_ALPHA_KEY").then(|| SECRET.to_string());
     let next = thinkgate_config::Config::parse(text, std::path::Path::new("t.toml"), &env).unwrap();
     let current = proxy.runtime.load_full();
-    let rebuilt =
-        thinkgate_proxy::Runtime::build_with(next, current.metrics.clone(), Some(&current))
-            .unwrap();
+    let rebuilt = current.rebuild(next).unwrap();
     proxy.runtime.store(Arc::new(rebuilt));
 }
 

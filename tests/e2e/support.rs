@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -13,9 +14,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use thinkgate_config::Config;
-use thinkgate_proxy::server::{self, ConnectionLimit};
-use thinkgate_proxy::simulator::{self, Simulator};
+use thinkgate_proxy::http::{self as server, ConnectionLimit};
 use thinkgate_proxy::Runtime;
+use thinkgate_sim::{self as simulator, Simulator};
 use tokio::sync::oneshot;
 
 /// A config whose models are served by the in-process simulator and, when `sim_url` is
@@ -265,6 +266,8 @@ impl Binary {
 pub struct Proxy {
     pub addr: SocketAddr,
     pub runtime: Arc<ArcSwap<Runtime>>,
+    /// The in-process simulator serving the current runtime.
+    sim: Arc<ArcSwapOption<Simulator>>,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -285,12 +288,17 @@ impl Proxy {
     }
 
     pub async fn start_with(config: Config) -> Proxy {
-        let runtime = Arc::new(ArcSwap::from_pointee(Runtime::build(config).unwrap()));
+        let sim = Arc::new(ArcSwapOption::empty());
+        let local = thinkgate::simulator_factory(Some(sim.clone()));
+        let runtime = Arc::new(ArcSwap::from_pointee(
+            Runtime::build(config, Some(local)).unwrap(),
+        ));
         let service = server::proxy_service(runtime.clone());
         let (addr, stop) = serve_on_loopback(service, Duration::from_secs(5)).await;
         Proxy {
             addr,
             runtime,
+            sim,
             stop: Some(stop),
         }
     }
@@ -301,7 +309,10 @@ impl Proxy {
 
     /// The in-process simulator's counters.
     pub fn sim_stats(&self) -> Value {
-        self.runtime.load().simulator.stats().to_json()
+        match self.sim.load_full() {
+            Some(sim) => sim.stats().to_json(),
+            None => Value::Null,
+        }
     }
 }
 

@@ -20,33 +20,30 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use eventsource_stream::Eventsource;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http::{HeaderValue, Response, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{json, Map, Value};
 use thinkgate_config::{AgentModels, Mode};
 use tokio::sync::mpsc;
 
-use crate::account::{Account, MODES};
 use crate::body::{self, Body, BoxError};
-use crate::canonical::{ChatRequest, Delta, Usage};
-use crate::egress::{self, sse_frame, Guard, Renderer};
+use crate::canonical::{Budget, ChatRequest, Delta, Usage};
 use crate::error::ApiError;
-use crate::plan::budget::Budget;
-use crate::providers::openai::{patch_usage, usage_from_json};
-use crate::runtime::{Route, Runtime};
+use crate::models::Route;
+use crate::pipeline::{self, Ask, Call};
+use crate::relay::{self, sse_frame, Renderer};
+use crate::telemetry::Account;
+use crate::upstream::openai::{patch_usage, usage_from_json};
 
 /// What the contemplating request needs from the chat handler.
 pub struct Request {
-    pub runtime: Arc<Runtime>,
+    /// What every call of the request shares: runtime, id, headers, key, domain.
+    pub call: Call,
     pub chat: ChatRequest,
     /// The models that fit, best first (for `auto`), or the one named.
     pub order: Vec<Arc<Route>>,
     pub domain: Option<String>,
     pub budget: Budget,
-    pub request_id: HeaderValue,
-    pub headers: HeaderMap,
-    /// The client key every agent and the synthesis are charged to.
-    pub key: Option<Arc<crate::server::keys::KeyState>>,
 }
 
 /// One agent's work, as the response reports it.
@@ -59,6 +56,8 @@ struct Report {
     /// `answered`, `failed: …`, or `cancelled at the deadline`.
     outcome: String,
     answer: Option<String>,
+    /// The models that failed before `model` answered (the call's fallbacks).
+    fallback_from: Option<String>,
 }
 
 impl Report {
@@ -69,6 +68,7 @@ impl Report {
             "tokens": usage_json(&self.usage),
             "latency_ms": self.latency.as_millis() as u64,
             "outcome": self.outcome,
+            "fallback_from": self.fallback_from,
         })
     }
 }
@@ -94,7 +94,7 @@ struct Cast {
 }
 
 fn cast(req: &Request) -> Result<Cast, ApiError> {
-    let cfg = &req.runtime.config.contemplating;
+    let cfg = &req.call.runtime.config.contemplating;
     let n = cfg.agents_for(req.domain.as_deref());
     let first = req
         .order
@@ -107,7 +107,6 @@ fn cast(req: &Request) -> Result<Cast, ApiError> {
     let with = |route: &Route, reasoning: u64| {
         route.model.reasoning.then(|| Budget {
             reasoning,
-            hint: false,
             ..req.budget.clone()
         })
     };
@@ -125,7 +124,7 @@ fn cast(req: &Request) -> Result<Cast, ApiError> {
     let synthesis = cfg
         .synthesis_model
         .as_deref()
-        .and_then(|id| req.runtime.route(id).cloned())
+        .and_then(|id| req.call.runtime.route(id).cloned())
         .unwrap_or(first);
     let synthesis_budget = with(&synthesis, synthesis_share.max(1));
     Ok(Cast {
@@ -163,87 +162,66 @@ fn synthesis_request(chat: &ChatRequest, reports: &[&Report]) -> ChatRequest {
     chat.with_appended(vec![json!({"role": "user", "content": text})])
 }
 
-/// One upstream call run to the end as a whole response, recorded as its own call.
+/// One call of the request, run through the attempt path with `first` tried first and the
+/// other models that fit as its fallbacks, recorded as its own call.
 async fn call(
     req: &Request,
-    route: &Arc<Route>,
+    first: &Arc<Route>,
     chat: &ChatRequest,
     budget: Option<Budget>,
     endpoint: &'static str,
     stream: bool,
-) -> Result<Response<Body>, String> {
-    let runtime = &req.runtime;
-    let modes = &runtime.config.modes;
-    let mut account = Account::open(runtime.metrics.clone(), endpoint);
-    // Every agent and the synthesis is charged to the client's key, in contemplating mode.
-    account.key = req.key.clone().map(|k| (k, Some(Mode::Contemplating)));
-    account.model = Some(route.metrics.clone());
-    account.mode = MODES
-        .iter()
-        .position(|m| *m == "contemplating")
-        .unwrap_or(0);
-    account.domain = req
-        .domain
-        .as_deref()
-        .and_then(|d| runtime.domains.iter().position(|x| x == d))
-        .unwrap_or(0);
+) -> Response<Body> {
+    let account = req.call.sub_account(endpoint, Mode::Contemplating);
     let mut chat = chat.clone();
     chat.stream = stream;
     chat.body.insert("stream".into(), Value::Bool(stream));
     chat.include_usage = true;
-    let prompt_estimate = crate::plan::prompt_tokens(&chat, route.counter).await;
-    let upstream_req = match &budget {
-        Some(_) => chat.streaming(),
-        None => chat,
-    };
-    let policy = budget.as_ref().map(|b| (b, modes));
-    let (body, control) = route
-        .upstream
-        .body(&upstream_req, &route.model, policy)
-        .map_err(|e| e.message)?;
-    account.upstream = Some(crate::account::UpstreamCall {
-        sent: Instant::now(),
-        outcome: usize::MAX,
-    });
-    let resp = route
-        .upstream
-        .send(
-            body,
-            &route.model.upstream_model,
-            upstream_req.stream,
-            &req.request_id,
-            &req.headers,
-        )
-        .await
-        .map_err(|e| e.into_api(&route.upstream.name).message)?;
-    if !resp.status().is_success() {
-        account.upstream_outcome("error_status");
-        account.status = resp.status().as_u16();
-        route.health.failed();
-        return Err(format!("`{}` answered {}", route.model.id, resp.status()));
+    let prompt_tokens = crate::plan::prompt_tokens(&chat, first.counter).await;
+    // The other models that fit are fallbacks, except for a configured synthesis model,
+    // which the config names to write every answer.
+    let mut order = vec![first.clone()];
+    let pinned = endpoint == SYNTHESIS
+        && req
+            .call
+            .runtime
+            .config
+            .contemplating
+            .synthesis_model
+            .is_some();
+    if !pinned {
+        order.extend(req.order.iter().filter(|r| !Arc::ptr_eq(r, first)).cloned());
     }
-    route.health.succeeded();
-    let server = &runtime.config.server;
-    let ctx = egress::Context {
-        request_id: req.request_id.clone(),
-        route: route.clone(),
-        include_usage: true,
-        started: account.started(),
-        request_timeout: server.request_timeout,
-        prompt_estimate,
-        account,
-        format: route.upstream.format,
-        reasoning_field: server.reasoning_field,
+    let ask = Ask {
+        chat: &chat,
+        budget: budget.as_ref(),
+        suffix: Some(Mode::Contemplating),
+        prompt_tokens,
     };
-    let guard = budget.zip(control).map(|(budget, control)| Guard {
-        budget,
-        control,
-        config: runtime.config.clone(),
-        request: upstream_req,
-        client_headers: req.headers.clone(),
-    });
-    Ok(egress::respond(ctx, resp, guard, stream).await)
+    pipeline::answer(&req.call, &order, ask, account).await
 }
+
+/// A whole response's JSON, or why it has none.
+async fn read_whole(resp: Response<Body>) -> Result<Value, String> {
+    let status = resp.status();
+    let bytes = body::collect_limited(resp.into_body(), MAX_ANSWER_BYTES)
+        .await
+        .map_err(|e| format!("unreadable answer: {e}"))?;
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(v) if status.is_success() => Ok(v),
+        Ok(v) => Err(v["error"]["message"]
+            .as_str()
+            .map_or_else(|| format!("it answered {status}"), str::to_string)),
+        Err(e) => Err(format!("unreadable answer: {e}")),
+    }
+}
+
+/// The metrics endpoints of an agent's call and of the synthesis.
+const AGENT: &str = "contemplate_agent";
+const SYNTHESIS: &str = "contemplate_synthesis";
+
+/// Largest agent or synthesis answer read whole.
+const MAX_ANSWER_BYTES: usize = 16 << 20;
 
 /// Runs one agent to its answer.
 async fn agent(req: &Request, role: String, route: Arc<Route>, budget: Option<Budget>) -> Report {
@@ -256,24 +234,14 @@ async fn agent(req: &Request, role: String, route: Arc<Route>, budget: Option<Bu
         latency: Duration::ZERO,
         outcome: String::new(),
         answer: None,
+        fallback_from: None,
     };
-    let result = match call(req, &route, &chat, budget, "contemplate_agent", false).await {
-        Ok(resp) => {
-            let status = resp.status();
-            match body::collect_limited(resp.into_body(), 16 << 20).await {
-                Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
-                    Ok(v) if status.is_success() => Ok(v),
-                    Ok(v) => Err(v["error"]["message"]
-                        .as_str()
-                        .unwrap_or("failed")
-                        .to_string()),
-                    Err(e) => Err(format!("unreadable answer: {e}")),
-                },
-                Err(e) => Err(format!("unreadable answer: {e}")),
-            }
-        }
-        Err(why) => Err(why),
-    };
+    let resp = call(req, &route, &chat, budget, AGENT, false).await;
+    if let Some(answered_by) = header(&resp, "x-thinkgate-model") {
+        report.model = answered_by;
+    }
+    report.fallback_from = header(&resp, "x-thinkgate-fallback-from");
+    let result = read_whole(resp).await;
     report.latency = started.elapsed();
     match result {
         Ok(v) => {
@@ -321,7 +289,7 @@ async fn say(progress: &Progress, text: String) {
 
 /// Runs the agents side by side until they finish or the deadline passes.
 async fn run_agents(req: &Request, cast: &Cast, progress: &Progress) -> Vec<Report> {
-    let cfg = &req.runtime.config.contemplating;
+    let cfg = &req.call.runtime.config.contemplating;
     let deadline = tokio::time::Instant::now() + cfg.deadline;
     let mut running: FuturesUnordered<_> = cast
         .agents
@@ -386,6 +354,7 @@ async fn run_agents(req: &Request, cast: &Cast, progress: &Progress) -> Vec<Repo
                 latency: cfg.deadline,
                 outcome: "cancelled at the deadline".into(),
                 answer: None,
+                fallback_from: None,
             })
         })
         .collect()
@@ -400,7 +369,7 @@ enum Ending {
 }
 
 fn decide(req: &Request, reports: &[Report]) -> Result<Ending, ApiError> {
-    let cfg = &req.runtime.config.contemplating;
+    let cfg = &req.call.runtime.config.contemplating;
     let answered: Vec<&Report> = reports.iter().filter(|r| r.answer.is_some()).collect();
     if answered.is_empty() {
         let why: Vec<String> = reports
@@ -460,6 +429,8 @@ pub async fn handle(req: Request, mut account: Account) -> Response<Body> {
             return e.into_response();
         }
     };
+    let synthesis_header = cast.synthesis.header.clone();
+    let reported = req.budget.reported();
     let mut out = if req.chat.stream {
         stream(req, cast, account)
     } else {
@@ -467,10 +438,13 @@ pub async fn handle(req: Request, mut account: Account) -> Response<Body> {
         account.status = resp.status().as_u16();
         resp
     };
-    out.headers_mut().insert(
+    let headers = out.headers_mut();
+    headers.insert(
         "x-thinkgate-mode",
         HeaderValue::from_static(Mode::Contemplating.as_str()),
     );
+    headers.insert("x-thinkgate-model", synthesis_header);
+    headers.insert("x-thinkgate-reasoning-budget", reported.into());
     out
 }
 
@@ -487,39 +461,24 @@ async fn whole(req: &Request, cast: &Cast) -> Response<Body> {
     let model = &cast.synthesis.model.upstream_model;
     let (mut json, synthesis, note) = match ending {
         Ending::Direct(answer, note) => {
-            let mut r = Renderer::new(model, req.runtime.config.server.reasoning_field);
+            let mut r = Renderer::new(model, req.call.runtime.config.server.reasoning_field);
             let deltas = [Delta::Content(answer), Delta::Finish("stop".into())];
             (r.completion(&deltas, &usage), None, note)
         }
         Ending::Synthesis(chat) => {
             let started = Instant::now();
-            let resp = match call(
+            let resp = call(
                 req,
                 &cast.synthesis,
                 &chat,
                 cast.synthesis_budget.clone(),
-                "contemplate_synthesis",
+                SYNTHESIS,
                 false,
             )
-            .await
-            {
-                Ok(r) => r,
+            .await;
+            let v = match read_whole(resp).await {
+                Ok(v) => v,
                 Err(why) => return synthesis_failed(why).into_response(),
-            };
-            let status = resp.status();
-            let bytes = body::collect_limited(resp.into_body(), 16 << 20)
-                .await
-                .unwrap_or_default();
-            if !status.is_success() {
-                return body::json_response(status, bytes);
-            }
-            let Ok(v) = serde_json::from_slice::<Value>(&bytes) else {
-                return ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "upstream_error",
-                    "contemplating: the synthesis answer is unreadable",
-                )
-                .into_response();
             };
             let report = Report {
                 role: "synthesis".into(),
@@ -528,6 +487,7 @@ async fn whole(req: &Request, cast: &Cast) -> Response<Body> {
                 latency: started.elapsed(),
                 outcome: "answered".into(),
                 answer: None,
+                fallback_from: None,
             };
             usage.add_call(&report.usage);
             (v, Some(report), "the synthesis wrote the answer")
@@ -564,12 +524,12 @@ impl Drop for AbortOnDrop {
 
 fn stream(req: Request, cast: Cast, account: Account) -> Response<Body> {
     let (frames_tx, frames_rx) = mpsc::channel::<Bytes>(64);
-    let reasoning_field = req.runtime.config.server.reasoning_field;
+    let reasoning_field = req.call.runtime.config.server.reasoning_field;
     let include_usage = req.chat.include_usage;
     let exclude = req.budget.exclude;
     let task = tokio::spawn(async move {
         let mut r = Renderer::new(&cast.synthesis.model.upstream_model, reasoning_field);
-        r.id = format!("chatcmpl-tg{:016x}", rand_id());
+        r.id = format!("chatcmpl-tg{}", uuid::Uuid::new_v4().simple());
         let send = |b: Bytes| frames_tx.send(b);
         let frame = |r: &mut Renderer, d: &Delta| r.chunk_for(d).map(|c| sse_frame("", &c));
         let start = Delta::Start {
@@ -647,7 +607,7 @@ fn stream(req: Request, cast: Cast, account: Account) -> Response<Body> {
                 if include_usage {
                     out.extend_from_slice(&sse_frame("", &r.usage_chunk(&usage)));
                 }
-                out.extend_from_slice(egress::DONE);
+                out.extend_from_slice(relay::DONE);
                 let _ = send(out.freeze()).await;
             }
             Ending::Synthesis(chat) => {
@@ -659,27 +619,21 @@ fn stream(req: Request, cast: Cast, account: Account) -> Response<Body> {
                 drop(progress);
                 let _ = relay.await;
                 let started = Instant::now();
-                let resp = match call(
+                let resp = call(
                     &req,
                     &cast.synthesis,
                     &chat,
                     cast.synthesis_budget.clone(),
-                    "contemplate_synthesis",
+                    SYNTHESIS,
                     true,
                 )
-                .await
-                {
-                    Ok(resp) if resp.status().is_success() => resp,
-                    failed => {
-                        let why = match failed {
-                            Ok(resp) => format!("it answered {}", resp.status()),
-                            Err(why) => why,
-                        };
-                        let e = synthesis_failed(why);
-                        let _ = send(sse_frame("", &e.to_json().to_string())).await;
-                        return;
-                    }
-                };
+                .await;
+                if !resp.status().is_success() {
+                    let why = read_whole(resp).await.err().unwrap_or_default();
+                    let e = synthesis_failed(why);
+                    let _ = send(sse_frame("", &e.to_json().to_string())).await;
+                    return;
+                }
                 relay_synthesis(
                     resp,
                     &r,
@@ -696,11 +650,31 @@ fn stream(req: Request, cast: Cast, account: Account) -> Response<Body> {
         }
     });
     let guard = AbortOnDrop(task.abort_handle());
-    let state = (frames_rx, guard, account);
-    let frames = futures_util::stream::unfold(state, |(mut rx, guard, account)| async move {
-        let frame = rx.recv().await?;
-        Some((Ok::<_, BoxError>(frame), (rx, guard, account)))
-    });
+    let state = (Some(frames_rx), guard, account, false);
+    let frames =
+        futures_util::stream::unfold(state, |(rx, guard, mut account, ended)| async move {
+            let mut rx = rx?;
+            match rx.recv().await {
+                Some(frame) => {
+                    let ended = is_last_frame(&frame);
+                    Some((Ok::<_, BoxError>(frame), (Some(rx), guard, account, ended)))
+                }
+                None if ended => None,
+                // The orchestration stopped without a last frame ([DONE] or an error): it failed
+                // (a panic, say), and the client must not take what it got for a whole answer.
+                None => {
+                    account.status = 500;
+                    let e = ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "server_error",
+                        "contemplating stopped before the answer was complete",
+                    )
+                    .with_code("contemplating_failed");
+                    let frame = sse_frame("", &e.to_json().to_string());
+                    Some((Ok(frame), (None, guard, account, true)))
+                }
+            }
+        });
     body::sse_response(body::stream(frames))
 }
 
@@ -722,13 +696,15 @@ async fn relay_synthesis(
     let mut events = data.eventsource();
     let mut finish: Option<Map<String, Value>> = None;
     let mut own = Usage::default();
+    let mut complete = false;
     while let Some(event) = events.next().await {
         let Ok(event) = event else { break };
         if event.data == "[DONE]" {
+            complete = true;
             break;
         }
         let Ok(Value::Object(mut chunk)) = serde_json::from_str::<Value>(&event.data) else {
-            continue;
+            break;
         };
         if chunk.contains_key("error") {
             let _ = tx.send(sse_frame("", &event.data)).await;
@@ -771,6 +747,12 @@ async fn relay_synthesis(
             return;
         }
     }
+    let Some(mut chunk) = finish.filter(|_| complete) else {
+        // Cut off, or not a stream the proxy can read: never a made-up ending.
+        let e = synthesis_failed("its stream ended before the answer was complete");
+        let _ = tx.send(sse_frame("", &e.to_json().to_string())).await;
+        return;
+    };
     usage.add_call(&own);
     let synthesis = Report {
         role: "synthesis".into(),
@@ -779,11 +761,9 @@ async fn relay_synthesis(
         latency: started.elapsed(),
         outcome: "answered".into(),
         answer: None,
+        fallback_from: None,
     };
     let mut out = BytesMut::new();
-    let mut chunk = finish.unwrap_or_else(|| {
-        serde_json::from_str(&r.finish_chunk("stop", Value::Null)).unwrap_or_default()
-    });
     chunk.insert(
         "thinkgate".into(),
         extension(
@@ -797,13 +777,18 @@ async fn relay_synthesis(
     if include_usage {
         out.extend_from_slice(&sse_frame("", &r.usage_chunk(&usage)));
     }
-    out.extend_from_slice(egress::DONE);
+    out.extend_from_slice(relay::DONE);
     let _ = tx.send(out.freeze()).await;
 }
 
-fn rand_id() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    crate::simulator::Rng::new(nanos).next_u64()
+/// A frame that ends a contemplating stream: `[DONE]`, or an error event.
+fn is_last_frame(frame: &[u8]) -> bool {
+    frame.ends_with(relay::DONE) || frame.starts_with(b"data: {\"error\"")
+}
+
+fn header(resp: &Response<Body>, name: &str) -> Option<String> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }

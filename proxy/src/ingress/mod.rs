@@ -13,9 +13,14 @@ use serde_json::Value;
 use crate::canonical::{ChatRequest, Message};
 use crate::error::ApiError;
 
-/// Reads a request body, refusing one over `limit` bytes with 413 before reading it when
-/// `Content-Length` already says so.
-pub async fn read_body<B>(headers: &HeaderMap, body: B, limit: usize) -> Result<Bytes, ApiError>
+/// Reads a request body within `timeout`, refusing one over `limit` bytes with 413 (before
+/// reading it when `Content-Length` already says so) and a slow one with 408.
+pub async fn read_body<B>(
+    headers: &HeaderMap,
+    body: B,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, ApiError>
 where
     B: hyper::body::Body,
     B::Error: std::error::Error + Send + Sync + 'static,
@@ -35,7 +40,19 @@ where
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    match Limited::new(body, limit).collect().await {
+    let read = tokio::time::timeout(timeout, Limited::new(body, limit).collect());
+    let Ok(read) = read.await else {
+        return Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            format!(
+                "the request body was not received within {} ms",
+                timeout.as_millis()
+            ),
+        )
+        .with_code("request_timeout"));
+    };
+    match read {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Err(e) => Err(ApiError::invalid_request(format!(
@@ -168,6 +185,7 @@ fn field_error(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    const SECOND: std::time::Duration = std::time::Duration::from_secs(1);
 
     #[test]
     fn parses_a_plain_request_and_keeps_unknown_fields() {
@@ -212,19 +230,24 @@ mod tests {
             Ok::<_, std::io::Error>(hyper::body::Frame::data(Bytes::from(vec![b'x'; 100])))
         });
         let body = http_body_util::StreamBody::new(futures_util::stream::iter(chunks));
-        let err = read_body(&HeaderMap::new(), body, 512).await.unwrap_err();
+        let err = read_body(&HeaderMap::new(), body, 512, SECOND)
+            .await
+            .unwrap_err();
         assert_eq!(err.status, StatusCode::PAYLOAD_TOO_LARGE);
         let chunks = (0..3).map(|_| {
             Ok::<_, std::io::Error>(hyper::body::Frame::data(Bytes::from(vec![b'x'; 100])))
         });
         let body = http_body_util::StreamBody::new(futures_util::stream::iter(chunks));
         assert_eq!(
-            read_body(&HeaderMap::new(), body, 512).await.unwrap().len(),
+            read_body(&HeaderMap::new(), body, 512, SECOND)
+                .await
+                .unwrap()
+                .len(),
             300
         );
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_LENGTH, "100000".parse().unwrap());
-        let err = read_body(&headers, http_body_util::Empty::<Bytes>::new(), 512)
+        let err = read_body(&headers, http_body_util::Empty::<Bytes>::new(), 512, SECOND)
             .await
             .unwrap_err();
         assert_eq!(err.code, Some("request_too_large"));

@@ -12,74 +12,8 @@ use http::HeaderMap;
 use serde_json::{Map, Value};
 use thinkgate_config::{Mode, Modes};
 
+pub use crate::canonical::{Budget, ModeSource};
 use crate::error::ApiError;
-
-/// Where the mode came from, for logs and `route --explain`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ModeSource {
-    Suffix,
-    Header,
-    ReasoningObject,
-    ReasoningEffort,
-    DomainDefault,
-    Default,
-}
-
-impl ModeSource {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ModeSource::Suffix => "model suffix",
-            ModeSource::Header => "x-thinkgate-mode header",
-            ModeSource::ReasoningObject => "reasoning object",
-            ModeSource::ReasoningEffort => "reasoning_effort",
-            ModeSource::DomainDefault => "domain default",
-            ModeSource::Default => "config default",
-        }
-    }
-}
-
-/// The reasoning policy one request runs under.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Budget {
-    pub mode: Mode,
-    pub source: ModeSource,
-    /// Thinking is to be turned off wherever the model allows (instant mode, or a client
-    /// that asked for no reasoning). `reasoning` is then the backstop for models that think
-    /// anyway.
-    pub off: bool,
-    /// Reasoning tokens allowed.
-    pub reasoning: u64,
-    /// Output tokens kept for the answer.
-    pub reserve: u64,
-    /// Tell the model its budget in the prompt.
-    pub hint: bool,
-    /// The budget the client asked for, when it asked for more than the policy allows.
-    pub clamped_from: Option<u64>,
-    /// The client asked for the reasoning text to be left out of the response.
-    pub exclude: bool,
-    /// Something the client should know (an effort level the table does not know).
-    pub notice: Option<String>,
-}
-
-impl Budget {
-    /// The output cap to send upstream: the thinking plus the answer's reserve.
-    pub fn output_cap(&self) -> u64 {
-        if self.off {
-            self.reserve
-        } else {
-            self.reasoning + self.reserve
-        }
-    }
-
-    /// The budget as the response headers report it: 0 when thinking is off.
-    pub fn reported(&self) -> u64 {
-        if self.off {
-            0
-        } else {
-            self.reasoning
-        }
-    }
-}
 
 /// The request's fields and headers that bear on its mode.
 pub struct Asks<'a> {
@@ -264,7 +198,7 @@ mod tests {
             h.insert(*k, HeaderValue::from_static(v));
         }
         let body = body.as_object().cloned().unwrap_or_default();
-        let client_cap = crate::providers::convert::max_tokens(&body);
+        let client_cap = crate::upstream::convert::max_tokens(&body);
         let asks = Asks {
             suffix,
             headers: &h,

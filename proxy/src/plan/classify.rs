@@ -99,7 +99,7 @@ impl Classifier {
         // AdaGrad on the softmax loss; a fixed shuffle so a config always trains the same.
         let mut grad_sq = vec![1e-8f32; BUCKETS * n];
         let mut order: Vec<usize> = (0..data.len()).collect();
-        let mut rng = crate::simulator::Rng::new(0x7468_696e_6b67_6174);
+        let mut rng = SplitMix(0x7468_696e_6b67_6174);
         let mut probs = vec![0.0f32; n];
         for _ in 0..EPOCHS {
             for i in (1..order.len()).rev() {
@@ -385,4 +385,18 @@ fn features(texts: &[(&str, f32)]) -> Features {
         }
     }
     out
+}
+
+/// SplitMix64 for the training shuffle: tiny and stable across versions, so a config always
+/// trains the same classifier.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
 }

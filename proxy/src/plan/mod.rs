@@ -1,37 +1,148 @@
-//! Plan: decides, for one request, which model answers and in which reasoning mode.
+//! Plan: decides, for one request, in which reasoning mode it runs, under which budget, and
+//! which models may answer it, in order.
 //!
-//! Pure: reads the runtime's tables, does no IO. `auto` goes to the config's default model
-//! until domain routing lands; [`budget`] resolves the mode and the reasoning budget.
+//! Pure: reads the runtime's [`Tables`], does no IO. [`plan`] is the one entry: the server
+//! calls it for every request (each contemplating agent and the synthesis run under the plan
+//! it returns), and `thinkgate route --explain` prints what it returns.
 
 pub mod budget;
 pub mod classify;
-pub mod explain;
 pub mod route;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use http::StatusCode;
-
+use http::{HeaderMap, StatusCode};
+use thinkgate_config::Config;
 use thinkgate_metrics::TokenCounter;
 
-use crate::canonical::ChatRequest;
+use crate::auth::{self, KeyState};
+use crate::canonical::{Budget, ChatRequest};
 use crate::error::ApiError;
-use crate::runtime::{Route, Runtime};
+use crate::models::Route;
+use budget::Asks;
+use classify::Classifier;
+use route::{Routed, Table};
 
 pub use thinkgate_config::Mode;
+
+/// What the planner reads: borrowed from the runtime of the request.
+pub struct Tables<'a> {
+    pub config: &'a Config,
+    pub routes: &'a HashMap<String, Arc<Route>>,
+    pub classifier: &'a Classifier,
+    pub table: &'a Table,
+}
+
+/// Who asks: the request's headers and the client key, if keys are configured.
+pub struct Caller<'a> {
+    pub headers: &'a HeaderMap,
+    pub key: Option<&'a KeyState>,
+}
 
 /// What the request will do.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    pub route: Arc<Route>,
+    /// The model the request named, or the default model for `auto` (whose token counter
+    /// estimates the prompt).
+    pub named: Arc<Route>,
     /// The mode the model name asked for, if it did.
-    pub mode: Option<Mode>,
-    /// The client asked for `auto` and the proxy chose the model.
-    pub routed: bool,
+    pub suffix: Option<Mode>,
+    /// For `auto`: the domain decision and every ranked model with why it was left out.
+    pub routed: Option<Routed>,
+    /// The mode and budget, or `None` when no mode applies.
+    pub budget: Option<Budget>,
+    /// Prompt tokens as counted before the call.
+    pub prompt_tokens: u64,
+    /// The models to try, in order: the first answers, the rest are fallbacks.
+    pub order: Vec<Arc<Route>>,
+    /// Why no model can take the request, when `order` is empty.
+    pub refusal: Option<ApiError>,
 }
 
-/// Resolves the client's `model`: a model id, `auto`, or either with a `:<mode>` suffix.
-pub fn plan(runtime: &Runtime, requested: &str) -> Result<Plan, ApiError> {
+impl Plan {
+    /// The domain label, for routed requests.
+    pub fn domain(&self) -> Option<&str> {
+        self.routed.as_ref().map(|r| r.decision.domain.as_str())
+    }
+
+    pub fn mode(&self) -> Option<Mode> {
+        self.budget.as_ref().map(|b| b.mode).or(self.suffix)
+    }
+}
+
+/// Plans one request: the model asked for, its mode and budget (the key's caps applied), the
+/// domain for `auto`, and the models that fit, in order. A request the key may not make is
+/// an error; one no model can take is a plan with an empty order and its `refusal`.
+pub async fn plan(
+    tables: &Tables<'_>,
+    chat: &ChatRequest,
+    caller: &Caller<'_>,
+) -> Result<Plan, ApiError> {
+    let (named, suffix, is_auto) = resolve_model(tables, &chat.model)?;
+    if let Some(k) = caller.key {
+        let asked = if is_auto {
+            "auto"
+        } else {
+            named.model.id.as_str()
+        };
+        if !k.allows_model(asked) {
+            return Err(auth::forbidden(&k.key.name, "model", asked));
+        }
+    }
+    let decision = is_auto.then(|| tables.classifier.classify(chat));
+    let asks = Asks {
+        suffix,
+        headers: caller.headers,
+        body: &chat.body,
+        domain: decision.as_ref().map(|d| d.domain.as_str()),
+        client_cap: crate::upstream::convert::max_tokens(&chat.body),
+    };
+    let mut budget = budget::resolve(&tables.config.modes, &asks)?;
+    if let (Some(k), Some(b)) = (caller.key, budget.as_mut()) {
+        if !k.allows_mode(b.mode) {
+            return Err(auth::forbidden(&k.key.name, "mode", b.mode.as_str()));
+        }
+        // The key's own cap: the tightest of mode, domain and key wins.
+        if let Some(cap) = k.max_budget(b.mode) {
+            if b.reasoning > cap {
+                b.clamped_from = Some(b.clamped_from.unwrap_or(b.reasoning).max(b.reasoning));
+                b.reasoning = cap;
+            }
+        }
+    }
+    let prompt_tokens = prompt_tokens(chat, named.counter).await;
+    let (routed, order, refusal) = match decision {
+        Some(d) => {
+            let mut r = route::choose(tables.table, chat, d, budget.as_ref(), prompt_tokens);
+            if let Some(k) = caller.key {
+                exclude_for_key(&mut r, k);
+            }
+            let order = r.order();
+            let refusal = order.is_empty().then(|| nothing_fits(&r));
+            (Some(r), order, refusal)
+        }
+        None => match check_capabilities(chat, &named.model) {
+            Ok(()) => (None, vec![named.clone()], None),
+            Err(e) => (None, Vec::new(), Some(e)),
+        },
+    };
+    Ok(Plan {
+        named,
+        suffix,
+        routed,
+        budget,
+        prompt_tokens,
+        order,
+        refusal,
+    })
+}
+
+/// The client's `model`: a model id, `auto`, or either with a `:<mode>` suffix.
+fn resolve_model(
+    tables: &Tables<'_>,
+    requested: &str,
+) -> Result<(Arc<Route>, Option<Mode>, bool), ApiError> {
     let (base, mode) = match requested.rsplit_once(':') {
         Some((base, suffix)) => match Mode::parse(suffix) {
             Some(mode) => (base, Some(mode)),
@@ -47,20 +158,68 @@ pub fn plan(runtime: &Runtime, requested: &str) -> Result<Plan, ApiError> {
         None => (requested, None),
     };
     let id = if base == "auto" {
-        runtime.config.default_model.as_str()
+        tables.config.default_model.as_str()
     } else {
         base
     };
-    match runtime.route(id) {
-        Some(route) => Ok(Plan {
-            route: route.clone(),
-            mode,
-            routed: base == "auto",
-        }),
+    match tables.routes.get(id) {
+        Some(route) => Ok((route.clone(), mode, base == "auto")),
         None => Err(not_found(
             requested,
             "see GET /v1/models for the models this proxy serves".to_string(),
         )),
+    }
+}
+
+/// A key that names models may only be routed to those.
+fn exclude_for_key(routed: &mut Routed, key: &KeyState) {
+    let names_models = key
+        .key
+        .models
+        .as_ref()
+        .is_some_and(|m| m.iter().any(|x| x != "auto"));
+    if !names_models {
+        return;
+    }
+    for c in routed
+        .candidates
+        .iter_mut()
+        .filter(|c| c.excluded.is_none())
+    {
+        if !key.allows_model(&c.route.model.id) {
+            c.excluded = Some(format!("not allowed for key `{}`", key.key.name));
+        }
+    }
+}
+
+/// The error for a routed request no configured model can take, with each one's reason.
+fn nothing_fits(r: &Routed) -> ApiError {
+    let reasons: Vec<String> = r
+        .candidates
+        .iter()
+        .map(|c| {
+            format!(
+                "{}: {}",
+                c.route.model.id,
+                c.excluded.as_deref().unwrap_or("fits")
+            )
+        })
+        .collect();
+    let all_down = r.candidates.iter().all(|c| {
+        c.excluded
+            .as_deref()
+            .is_some_and(|w| w.starts_with("unhealthy") || w.starts_with("provider"))
+    });
+    let message = format!(
+        "no configured model can take this {} request ({})",
+        r.decision.domain,
+        reasons.join("; ")
+    );
+    if all_down {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "upstream_error", message)
+            .with_code("no_healthy_model")
+    } else {
+        ApiError::invalid_request(message).with_code("no_model_fits")
     }
 }
 

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use thinkgate_config::{Config, EfficientBy, Policy};
 
+use crate::canonical::Budget;
 use crate::canonical::ChatRequest;
-use crate::plan::budget::Budget;
+use crate::models::Route;
 use crate::plan::classify::Decision;
-use crate::runtime::Route;
 
 /// The models ranked per domain, by that domain's policy. Built with the runtime.
 #[derive(Debug, Default)]
@@ -163,7 +163,7 @@ pub fn misfit(
     let output = match budget {
         Some(b) if m.reasoning => b.output_cap(),
         Some(b) => b.reserve,
-        None => crate::providers::convert::max_tokens(&req.body).unwrap_or(0),
+        None => crate::upstream::convert::max_tokens(&req.body).unwrap_or(0),
     };
     if prompt_tokens + output > m.context_window {
         return Some(format!(

@@ -1,7 +1,7 @@
 //! The whole plan for one request, as `thinkgate route --explain` prints it: mode and budget
 //! with where they came from, the domain with every score, each candidate model with its
-//! score and why it was left out, the choice and the fallbacks. The same functions the
-//! server runs; nothing is sent anywhere.
+//! score and why it was left out, the choice and the fallbacks. It renders what
+//! [`crate::plan::plan`] returns, the same call the server makes; nothing is sent anywhere.
 
 use http::HeaderMap;
 use serde_json::{json, Value};
@@ -9,27 +9,19 @@ use thinkgate_config::Policy;
 
 use crate::error::ApiError;
 use crate::ingress;
-use crate::plan::budget::{self, Asks};
-use crate::plan::{self, route};
-use crate::providers::convert;
-use crate::runtime::Runtime;
+use crate::plan::{self, Caller};
+use crate::state::Runtime;
 
 /// The plan for one request body, as JSON.
 pub async fn explain(runtime: &Runtime, body: &[u8]) -> Result<Value, ApiError> {
     let chat = ingress::parse_chat(body)?;
-    let plan = plan::plan(runtime, &chat.model)?;
-    let decision = plan.routed.then(|| runtime.classifier.classify(&chat));
     let headers = HeaderMap::new();
-    let asks = Asks {
-        suffix: plan.mode,
+    let caller = Caller {
         headers: &headers,
-        body: &chat.body,
-        domain: decision.as_ref().map(|d| d.domain.as_str()),
-        client_cap: convert::max_tokens(&chat.body),
+        key: None,
     };
-    let budget = budget::resolve(&runtime.config.modes, &asks)?;
-    let prompt_tokens = plan::prompt_tokens(&chat, plan.route.counter).await;
-    let mode = budget.as_ref().map_or(Value::Null, |b| {
+    let plan = plan::plan(&runtime.tables(), &chat, &caller).await?;
+    let mode = plan.budget.as_ref().map_or(Value::Null, |b| {
         json!({
             "mode": b.mode.as_str(),
             "from": b.source.as_str(),
@@ -40,20 +32,21 @@ pub async fn explain(runtime: &Runtime, body: &[u8]) -> Result<Value, ApiError> 
             "notice": b.notice,
         })
     });
-    let (domain, candidates, order) = match decision {
-        Some(d) => {
-            let domain = json!({
-                "domain": d.domain,
-                "confidence": d.confidence,
-                "by": d.by,
-                "scores": d.scores.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
-            });
+    let (domain, candidates) = match &plan.routed {
+        Some(routed) => {
+            let d = &routed.decision;
             let policy = match runtime.config.routing.policy(&d.domain) {
                 Policy::Best => "best".to_string(),
                 Policy::Efficient => "efficient".to_string(),
                 Policy::Order(ids) => format!("fixed order: {}", ids.join(", ")),
             };
-            let routed = route::choose(&runtime.table, &chat, d, budget.as_ref(), prompt_tokens);
+            let domain = json!({
+                "domain": d.domain,
+                "confidence": d.confidence,
+                "by": d.by,
+                "scores": d.scores.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+                "policy": policy,
+            });
             let candidates: Vec<Value> = routed
                 .candidates
                 .iter()
@@ -67,34 +60,25 @@ pub async fn explain(runtime: &Runtime, body: &[u8]) -> Result<Value, ApiError> 
                     })
                 })
                 .collect();
-            let order: Vec<String> = routed.order().iter().map(|r| r.model.id.clone()).collect();
-            let mut domain = domain;
-            domain["policy"] = json!(policy);
-            (domain, candidates, order)
+            (domain, candidates)
         }
         None => {
-            let r = &plan.route;
-            let fits = plan::check_capabilities(&chat, &r.model)
-                .err()
-                .map(|e| e.message);
+            let r = &plan.named;
+            let excluded = plan.refusal.as_ref().map(|e| e.message.clone());
             let candidate = json!({
                 "model": r.model.id,
                 "provider": r.upstream.name,
                 "score": null,
-                "fits": fits.is_none(),
-                "excluded": fits,
+                "fits": excluded.is_none(),
+                "excluded": excluded,
             });
-            let order = if fits.is_none() {
-                vec![r.model.id.clone()]
-            } else {
-                Vec::new()
-            };
-            (Value::Null, vec![candidate], order)
+            (Value::Null, vec![candidate])
         }
     };
+    let order: Vec<&str> = plan.order.iter().map(|r| r.model.id.as_str()).collect();
     Ok(json!({
         "model_asked": chat.model,
-        "prompt_tokens": prompt_tokens,
+        "prompt_tokens": plan.prompt_tokens,
         "mode": mode,
         "domain": domain,
         "candidates": candidates,

@@ -1,10 +1,10 @@
-//! The server: accepts connections, runs the tower stack over them, and shuts down gracefully.
+//! The HTTP front: accepts connections, runs the tower stack over them, and shuts down
+//! gracefully.
 //!
 //! The stack, outermost first: [`RequestIdLayer`] → [`Router`] (which calls the stages).
 //! The same accept loop serves the simulator (`thinkgate simulate`).
 
 mod chat;
-pub mod keys;
 pub mod reload;
 pub mod request_id;
 mod routes;
@@ -26,7 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceBuilder;
 
 use crate::body::Body;
-use crate::runtime::Runtime;
+use crate::state::Runtime;
 pub use request_id::{RequestId, RequestIdLayer};
 pub use routes::Router;
 

@@ -12,10 +12,10 @@ use hyper::body::Incoming;
 
 use super::chat;
 use super::request_id::RequestId;
-use crate::account::Account;
 use crate::body::{self, Body};
 use crate::error::ApiError;
-use crate::runtime::Runtime;
+use crate::state::Runtime;
+use crate::telemetry::Account;
 
 /// The proxy's endpoints over the current runtime (swapped whole on reload).
 #[derive(Clone)]

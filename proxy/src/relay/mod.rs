@@ -22,15 +22,15 @@ use http::{HeaderValue, Response, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Map, Value};
 
-use crate::account::{Account, Tokens};
 use crate::body::{self, Body, BoxError};
 use crate::canonical::Delta;
 use crate::error::ApiError;
-use crate::providers::openai::{patch_usage, rename_reasoning, ChunkView};
-use crate::providers::{humanize, upstream_kind, Decoder, UpstreamError, WireFormat};
-use crate::runtime::Route;
-pub use guard::{Guard, GuardReport};
-pub use tally::{Source, Tally};
+use crate::models::Route;
+use crate::telemetry::{Account, Tokens};
+use crate::upstream::openai::{patch_usage, rename_reasoning, ChunkView};
+use crate::upstream::{humanize, upstream_kind, Decoder, UpstreamError, WireFormat};
+pub use guard::{FollowUpSender, Guard, GuardReport};
+pub use tally::Tally;
 use thinkgate_config::ReasoningField;
 pub use translate::Renderer;
 
@@ -92,7 +92,9 @@ impl Context {
 
     fn fail_whole(&mut self, outcome: &str, err: UpstreamError) -> Response<Body> {
         self.account.upstream_outcome(outcome);
-        err.into_api(&self.route.upstream.name).into_response()
+        let err = err.into_api(&self.route.upstream.name);
+        self.account.status = err.status.as_u16();
+        err.into_response()
     }
 }
 
@@ -113,9 +115,25 @@ pub async fn respond(
     match guard {
         Some(guard) if is_sse && client_stream => guard::stream(ctx, guard, resp),
         Some(guard) if is_sse => guard::whole(ctx, guard, resp).await,
-        _ if is_sse && client_stream => stream(ctx, resp),
-        _ => whole(ctx, resp).await,
+        // Asked for a stream (the client's, or the guard's): a whole body cannot be vouched
+        // for as one, nor held to a budget.
+        Some(_) => not_a_stream(ctx, &resp),
+        None if client_stream && !is_sse => not_a_stream(ctx, &resp),
+        None if is_sse && client_stream => stream(ctx, resp),
+        None => whole(ctx, resp).await,
     }
+}
+
+/// The error for a 200 that is not the stream the upstream was asked for.
+fn not_a_stream(mut ctx: Context, resp: &Response<Body>) -> Response<Body> {
+    let kind = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("no content type")
+        .to_string();
+    let why = format!("answered a streaming request with `{kind}` instead of an event stream");
+    ctx.fail_whole("broken", UpstreamError::Broken(why))
 }
 
 /// A whole (non-streamed) response: read it, observe it, forward its bytes.

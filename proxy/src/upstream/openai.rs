@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use thinkgate_config::{Dialect, ReasoningField};
 
 use crate::canonical::{ChatRequest, Delta, Event, Usage};
-use crate::providers::convert::str_field;
+use crate::upstream::convert::str_field;
 
 /// The upstream request body: the client's body with `model` set to the upstream's name and,
 /// on streams, usage always requested (the proxy needs it to count; egress drops the usage

@@ -1,4 +1,6 @@
-//! How bytes reach an upstream: a pooled hyper client, or the simulator in process.
+//! How bytes reach an upstream: a pooled hyper client, or an upstream that lives in this
+//! process ([`LocalUpstream`]: the binary plugs its simulator in here; the proxy crate knows
+//! only the trait).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -12,8 +14,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::body::{Body, BoxError};
-use crate::simulator::Simulator;
+use futures_util::future::BoxFuture;
+
+use crate::body::{error_chain, Body, BoxError};
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
@@ -21,8 +24,19 @@ type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 #[derive(Clone)]
 pub enum Transport {
     Http(Arc<HttpClients>),
-    InProcess(Arc<Simulator>),
+    InProcess(Arc<dyn LocalUpstream>),
 }
+
+/// An upstream served inside this process, such as the built-in simulator. It answers every
+/// request with a response (its refusals are error responses, as a server's would be).
+pub trait LocalUpstream: Send + Sync + 'static {
+    fn call(&self, req: Request<Full<Bytes>>) -> BoxFuture<'static, Response<Body>>;
+}
+
+/// Builds the in-process upstream for one config load (its settings live in the config, so
+/// a reload builds a new one).
+pub type LocalFactory =
+    Arc<dyn Fn(&thinkgate_config::Config) -> Arc<dyn LocalUpstream> + Send + Sync>;
 
 /// Why a request did not get a response.
 #[derive(Debug)]
@@ -81,7 +95,7 @@ impl HttpClients {
 impl Transport {
     pub async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<Body>, TransportError> {
         match self {
-            Transport::InProcess(sim) => Ok(sim.handle(req).await),
+            Transport::InProcess(local) => Ok(local.call(req).await),
             Transport::Http(clients) => match clients.pick().request(req).await {
                 Ok(resp) => Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync())),
                 Err(e) if e.is_connect() => Err(TransportError::Connect(error_chain(&e))),
@@ -89,16 +103,4 @@ impl Transport {
             },
         }
     }
-}
-
-/// An error and its sources on one line: hyper's top-level messages alone say little.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

@@ -14,7 +14,7 @@ use notify::{RecursiveMode, Watcher};
 use thinkgate_config::Config;
 use tokio::sync::mpsc;
 
-use crate::runtime::Runtime;
+use crate::state::Runtime;
 
 /// Quiet time after the last file event before reloading (an editor's save is several).
 const DEBOUNCE: Duration = Duration::from_millis(150);
@@ -59,7 +59,7 @@ pub fn reload(
     }
     let result = Config::parse(&text, path, &|var| std::env::var(var).ok())
         .map_err(|e| e.to_string())
-        .and_then(|config| Runtime::build_with(config, current.metrics.clone(), Some(&current)));
+        .and_then(|config| current.rebuild(config));
     match result {
         Ok(next) => {
             runtime.store(Arc::new(next));

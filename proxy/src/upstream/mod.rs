@@ -22,16 +22,15 @@ use http_body_util::Full;
 pub use thinkgate_config::WireFormat;
 use thinkgate_config::{ApiKey, Dialect, HeaderPattern, Provider, ProviderKind};
 
+use crate::canonical::Budget;
 use crate::canonical::{ChatRequest, Delta};
-use crate::plan::budget::Budget;
 pub use knobs::{Control, Native};
 use serde_json::{Map, Value};
 use thinkgate_config::Modes;
 
 use crate::body::Body;
 use crate::error::ApiError;
-use crate::simulator::Simulator;
-pub use transport::{error_chain, HttpClients, Transport, TransportError};
+pub use transport::{HttpClients, LocalFactory, LocalUpstream, Transport, TransportError};
 
 /// The follow-up call that turns a stopped response into an answer.
 #[derive(Debug, Clone, Copy)]
@@ -132,16 +131,28 @@ pub fn humanize(d: Duration) -> String {
 }
 
 impl Upstream {
-    /// Builds the upstream for `provider`. `simulator` serves providers of kind `simulator`.
-    pub fn build(provider: &Provider, simulator: &Arc<Simulator>) -> Result<Upstream, String> {
+    /// Builds the upstream for `provider`. `local` serves providers of kind `simulator`; without
+    /// one such a provider is unusable.
+    pub fn build(
+        provider: &Provider,
+        local: Option<&Arc<dyn LocalUpstream>>,
+    ) -> Result<Upstream, String> {
         let path = match provider.format {
             WireFormat::OpenAi => "chat/completions",
             WireFormat::Anthropic => "messages",
             WireFormat::Gemini => "models",
         };
-        let (transport, base) = match provider.kind {
-            ProviderKind::Simulator => (
-                Transport::InProcess(simulator.clone()),
+        let mut unusable = None;
+        let (transport, base) = match (provider.kind, local) {
+            (ProviderKind::Simulator, local) => (
+                match local {
+                    Some(local) => Transport::InProcess(local.clone()),
+                    None => {
+                        unusable =
+                            Some("no in-process simulator is linked into this program".to_string());
+                        Transport::Http(Arc::new(HttpClients::new(provider.connect_timeout, 1)))
+                    }
+                },
                 match (provider.format, provider.dialect) {
                     (WireFormat::Gemini, _) => "http://simulator.invalid/v1beta".to_string(),
                     (_, Dialect::Generic) => "http://simulator.invalid/v1".to_string(),
@@ -149,7 +160,7 @@ impl Upstream {
                     (_, dialect) => format!("http://simulator.invalid/{}/v1", dialect.as_str()),
                 },
             ),
-            _ => {
+            (_, _) => {
                 let clients = Arc::new(HttpClients::new(
                     provider.connect_timeout,
                     provider.http2_connections,
@@ -160,7 +171,7 @@ impl Upstream {
         let chat_uri: Uri = format!("{base}/{path}")
             .parse()
             .map_err(|e| format!("base_url `{base}` is not a URI: {e}"))?;
-        let (auth, unusable) = match &provider.api_key {
+        let (auth, key_unusable) = match &provider.api_key {
             ApiKey::None => (None, None),
             ApiKey::FromEnv { var, value: None } => (
                 None,
@@ -190,7 +201,7 @@ impl Upstream {
             chat_uri,
             base,
             auth,
-            unusable,
+            unusable: unusable.or(key_unusable),
             response_timeout: provider.response_timeout,
             stream_idle_timeout: provider.stream_idle_timeout,
             forward_headers: provider.forward_headers.clone(),
@@ -309,7 +320,7 @@ impl Upstream {
                 let reasoning = (budget.reasoning / 4).max(1);
                 let lower = Budget {
                     reasoning,
-                    reserve: budget.reserve + (budget.reasoning - reasoning),
+                    reserve: budget.reserve + budget.reasoning.saturating_sub(reasoning),
                     ..budget.clone()
                 };
                 let knob = |b: &Budget| -> Result<_, String> {

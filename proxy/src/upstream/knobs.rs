@@ -18,7 +18,7 @@
 use serde_json::{json, Map, Value};
 use thinkgate_config::{Dialect, Knob, Model, Modes, Overrun, WireFormat};
 
-use crate::plan::budget::Budget;
+use crate::canonical::Budget;
 
 /// Anthropic refuses thinking budgets below this.
 const ANTHROPIC_MIN_BUDGET: u64 = 1024;

@@ -11,10 +11,25 @@ use std::time::{Duration, Instant};
 use prometheus::{Counter, Histogram, IntCounter};
 use thinkgate_metrics::Metrics;
 
+use crate::auth::KeyState;
 use crate::canonical::Usage;
-use crate::egress::Source;
-use crate::server::keys::KeyState;
 use thinkgate_config::Mode;
+
+/// Where a token count came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Upstream,
+    Estimated,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Upstream => "upstream",
+            Source::Estimated => "estimated",
+        }
+    }
+}
 
 /// Mode label values. `default` for requests that ran under no mode.
 pub const MODES: [&str; 4] = ["default", "instant", "thinking", "contemplating"];

@@ -21,6 +21,8 @@
 //! It serves in process (provider kind `simulator`) or on a socket (`thinkgate simulate`).
 
 mod anthropic;
+pub mod body;
+mod error;
 mod gemini;
 mod knobs;
 mod script;
@@ -38,7 +40,7 @@ use thinkgate_metrics::TokenCounter;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::body::{self, Body, BoxError};
+use crate::body::{Body, BoxError};
 use crate::error::ApiError;
 pub use script::{Rng, Script, WORDS};
 

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use eventsource_stream::{EventStream, Eventsource};
+use futures_util::future::BoxFuture;
 use futures_util::stream::{BoxStream, StreamExt};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -26,12 +27,12 @@ use serde_json::{json, Value};
 use thinkgate_config::{Config, Overrun};
 
 use super::{sse_frame, Context, Renderer, Tally, DONE};
-use crate::account::{BudgetRecord, Tokens};
 use crate::body::{self, Body, BoxError};
+use crate::canonical::Budget;
 use crate::canonical::{ChatRequest, Delta, Usage};
 use crate::error::ApiError;
-use crate::plan::budget::Budget;
-use crate::providers::{humanize, upstream_kind, Control, Decoder, FollowUp, Native, WireFormat};
+use crate::telemetry::{BudgetRecord, Tokens};
+use crate::upstream::{humanize, upstream_kind, Control, Decoder, FollowUp, Native, WireFormat};
 
 /// What the guard needs besides the egress context.
 pub struct Guard {
@@ -40,7 +41,15 @@ pub struct Guard {
     pub config: Arc<Config>,
     /// The request as sent upstream, for the follow-up call.
     pub request: ChatRequest,
-    pub client_headers: HeaderMap,
+    /// Sends the follow-up through the attempt path's admission and send.
+    pub follow_ups: Box<dyn FollowUpSender>,
+}
+
+/// Sends a follow-up call for the guard. The pipeline implements it, so that a follow-up is
+/// admitted, sent and counted in the model's health like every other call; the guard itself
+/// reaches no upstream.
+pub trait FollowUpSender: Send + Sync {
+    fn send(&self, body: Bytes) -> BoxFuture<'_, Result<Response<Body>, String>>;
 }
 
 /// What enforcement did, as the response reports it.
@@ -176,6 +185,8 @@ struct Watch {
     phase: Phase,
     /// Reasoning tokens let through in the first call.
     counted: u64,
+    /// Reasoning tokens let through in the follow-up call.
+    follow_counted: u64,
     /// The reasoning text let through, for the follow-up.
     shown: String,
     answered: bool,
@@ -201,6 +212,7 @@ impl Watch {
             source: Some(source),
             phase: Phase::First,
             counted: 0,
+            follow_counted: 0,
             shown: String::new(),
             answered: false,
             finish: None,
@@ -268,8 +280,14 @@ impl Watch {
             Delta::Start { .. } if self.started => return Step::Go,
             Delta::Start { .. } => self.started = true,
             Delta::Reasoning(mut text) => {
-                let watching = first && self.guard.control.overrun.is_some();
-                let room = self.guard.control.limit.saturating_sub(self.counted);
+                // A native knob is trusted in the first call; a follow-up was asked not to
+                // think (or less), so whatever it thinks comes out of what is left.
+                let watching = !first || self.guard.control.overrun.is_some();
+                let room = self
+                    .guard
+                    .control
+                    .limit
+                    .saturating_sub(self.counted + self.follow_counted);
                 let counter = self.ctx.route.counter;
                 let mut n = counter.count(&text) as u64;
                 let over = watching && n > room;
@@ -284,6 +302,8 @@ impl Watch {
                 if first {
                     self.counted += n;
                     self.shown.push_str(&text);
+                } else {
+                    self.follow_counted += n;
                 }
                 if !text.is_empty() {
                     tally.observe(
@@ -332,6 +352,13 @@ impl Watch {
         // Dropping the source closes the upstream call: no more tokens are spent on it.
         self.source = None;
         self.finish = None;
+        if self.phase == Phase::FollowUp {
+            // One follow-up per response: one that thinks past the budget ends it there.
+            let budget = self.guard.budget.reported();
+            return self.end_with_length(format!(
+                "the follow-up call kept reasoning past the budget of {budget} tokens"
+            ));
+        }
         let overrun = self.guard.control.overrun;
         let follow_up = match (overrun, trip) {
             (Some(Overrun::Force), _) => Some(FollowUp::Force {
@@ -372,18 +399,8 @@ impl Watch {
                 ))
             }
         };
-        let sent = route
-            .upstream
-            .send(
-                body,
-                &route.model.upstream_model,
-                true,
-                &self.ctx.request_id,
-                &self.guard.client_headers,
-            )
-            .await;
-        match sent {
-            Ok(resp) if resp.status().is_success() => {
+        match self.guard.follow_ups.send(body).await {
+            Ok(resp) => {
                 self.note = Some(match (follow_up, trip) {
                     (FollowUp::Retry, _) => "the model left no room for the answer; retried once with a lower effort".to_string(),
                     (_, Trip::EmptyAnswer) => "the model stopped with reasoning and no answer; the answer was asked for separately".to_string(),
@@ -395,17 +412,9 @@ impl Watch {
                 self.phase = Phase::FollowUp;
                 self.followed = true;
             }
-            Ok(resp) => self.end_with_length(format!(
-                "reasoning was stopped at the budget and the follow-up call returned {}",
-                resp.status()
+            Err(why) => self.end_with_length(format!(
+                "reasoning was stopped at the budget and the follow-up call failed: {why}"
             )),
-            Err(e) => {
-                let err = e.into_api(&route.upstream.name);
-                self.end_with_length(format!(
-                    "reasoning was stopped at the budget and the follow-up call failed: {}",
-                    err.message
-                ))
-            }
         }
     }
 
@@ -429,10 +438,10 @@ impl Watch {
             let estimate = self.ctx.prompt_estimate + self.counted + 32;
             let b = self.follow.tokens(counter, estimate);
             t.usage.add_call(&b.usage);
-            if b.output_source == super::Source::Estimated {
+            if b.output_source == crate::telemetry::Source::Estimated {
                 t.output_source = b.output_source;
             }
-            if b.prompt_source == super::Source::Estimated {
+            if b.prompt_source == crate::telemetry::Source::Estimated {
                 t.prompt_source = b.prompt_source;
             }
             t.ttft = a.ttft.or(b.ttft);

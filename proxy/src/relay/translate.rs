@@ -5,7 +5,7 @@ use serde_json::{json, Map, Value};
 use thinkgate_config::ReasoningField;
 
 use crate::canonical::{Delta, Usage};
-use crate::providers::openai::patch_usage;
+use crate::upstream::openai::patch_usage;
 
 /// Renders one response's deltas; remembers the id and model for every chunk.
 pub struct Renderer {

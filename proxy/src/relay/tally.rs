@@ -3,8 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::account::Tokens;
 use crate::canonical::{Event, Usage};
+use crate::telemetry::Source;
+use crate::telemetry::Tokens;
 use thinkgate_metrics::TokenCounter;
 
 #[derive(Debug, Default)]
@@ -19,22 +20,6 @@ pub struct Tally {
     pub first_token: Option<Duration>,
     /// Chunks the proxy could not read (forwarded anyway).
     pub unreadable: u32,
-}
-
-/// Where a token count came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    Upstream,
-    Estimated,
-}
-
-impl Source {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Upstream => "upstream",
-            Source::Estimated => "estimated",
-        }
-    }
 }
 
 impl Tally {

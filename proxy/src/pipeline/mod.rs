@@ -1,0 +1,406 @@
+//! The attempt path: every upstream call the proxy makes is one [`Attempt`] — a plain
+//! request, each fallback, each contemplating agent, the synthesis — and each budget-guard
+//! follow-up goes through [`FollowUps`], the same admission, send and health steps.
+//!
+//! An attempt runs end to end: the per-model admission (its `requests_per_second`), the
+//! request in the upstream's format with the budget in its knob (and the budget hint), the
+//! send, the health bookkeeping, the relay (pass-through, translate or guard) and the
+//! account. [`answer`] tries the models of an order in turn until one answers: a model that
+//! cannot take the request, is at its limit, is unreachable or refuses (429, 5xx) before the
+//! first byte hands over to the next.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use thinkgate_config::Mode;
+
+use crate::auth::KeyState;
+use crate::body::{self, Body};
+use crate::canonical::{Budget, ChatRequest};
+use crate::error::ApiError;
+use crate::models::Route;
+use crate::plan::budget;
+use crate::relay::{self, FollowUpSender, Guard};
+use crate::state::Runtime;
+use crate::telemetry::{Account, UpstreamCall, MODES};
+use crate::upstream::{self, ApiErrorOrRaw, UpstreamError};
+
+/// What every attempt of one client request shares.
+pub struct Call {
+    pub runtime: Arc<Runtime>,
+    pub request_id: HeaderValue,
+    /// The client's request headers (some are forwarded, by each provider's patterns).
+    pub headers: HeaderMap,
+    /// The client key every call is charged to.
+    pub key: Option<Arc<KeyState>>,
+    /// The domain label index of a routed request (0: `none`).
+    pub domain: usize,
+}
+
+impl Call {
+    /// An account for one call of an orchestrated request (a contemplating agent or the
+    /// synthesis): recorded as its own call, charged to the client's key.
+    pub fn sub_account(&self, endpoint: &'static str, mode: Mode) -> Account {
+        let mut account = Account::open(self.runtime.metrics.clone(), endpoint);
+        account.key = self.key.clone().map(|k| (k, Some(mode)));
+        account.mode = mode_index(Some(mode));
+        account.domain = self.domain;
+        account
+    }
+}
+
+/// The mode label index of [`MODES`].
+pub fn mode_index(mode: Option<Mode>) -> usize {
+    mode.and_then(|m| MODES.iter().position(|n| *n == m.as_str()))
+        .unwrap_or(0)
+}
+
+/// What one call asks of whichever model answers it.
+#[derive(Clone, Copy)]
+pub struct Ask<'a> {
+    pub chat: &'a ChatRequest,
+    pub budget: Option<&'a Budget>,
+    /// The mode the model name asked for (reported when no budget applies).
+    pub suffix: Option<Mode>,
+    /// Prompt tokens counted before the call, for when the upstream reports none.
+    pub prompt_tokens: u64,
+}
+
+/// Tries `order` in turn until a model answers; the last one's failure is the response.
+pub async fn answer(
+    call: &Call,
+    order: &[Arc<Route>],
+    ask: Ask<'_>,
+    mut account: Account,
+) -> Response<Body> {
+    let mut skipped: Vec<&str> = Vec::new();
+    for (i, route) in order.iter().enumerate() {
+        let attempt = Attempt {
+            call,
+            route,
+            ask,
+            may_fall_back: i + 1 < order.len(),
+        };
+        match attempt.run(account).await {
+            Ok(mut resp) => {
+                if !skipped.is_empty() {
+                    if let Ok(v) = HeaderValue::from_str(&skipped.join(", ")) {
+                        resp.headers_mut().insert("x-thinkgate-fallback-from", v);
+                    }
+                }
+                return resp;
+            }
+            Err(next) => {
+                skipped.push(&route.model.id);
+                account = next;
+            }
+        }
+    }
+    // Only an empty order gets here: the last attempt answers even when it fails.
+    account.status = 503;
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "upstream_error",
+        "no model could take the request",
+    )
+    .with_code("no_model_fits")
+    .into_response()
+}
+
+/// One upstream call, end to end.
+pub struct Attempt<'a> {
+    pub call: &'a Call,
+    pub route: &'a Arc<Route>,
+    pub ask: Ask<'a>,
+    /// Another model follows: a failure before the first byte hands over to it.
+    pub may_fall_back: bool,
+}
+
+impl Attempt<'_> {
+    /// The response for the client, or the account back when the call failed before its
+    /// first byte and the next model should try.
+    pub async fn run(self, mut account: Account) -> Result<Response<Body>, Account> {
+        let route = self.route;
+        let runtime = &self.call.runtime;
+        let modes = &runtime.config.modes;
+        account.model = Some(route.metrics.clone());
+        // Only a reasoning model's thinking is watched; others are relayed as they are.
+        let budget = self.ask.budget.filter(|_| route.model.reasoning).cloned();
+        let request = upstream_request(self.ask.chat, budget.as_ref(), modes);
+        let policy = budget.as_ref().map(|b| (b, modes));
+        let (upstream_body, control) = match route.upstream.body(&request, &route.model, policy) {
+            Ok(b) => b,
+            Err(e) if self.may_fall_back => {
+                tracing::info!(model = %route.model.id, "Skipping a model that cannot take the request: {}.", e.message);
+                return Err(account);
+            }
+            Err(e) => return Ok(reject(account, e)),
+        };
+        let sent = match admit(route) {
+            Err(limited) => Err(limited),
+            Ok(()) => {
+                account.upstream = Some(UpstreamCall {
+                    sent: Instant::now(),
+                    outcome: usize::MAX,
+                });
+                let (id, headers) = (&self.call.request_id, &self.call.headers);
+                send(route, upstream_body, request.stream, id, headers).await
+            }
+        };
+        let resp = match sent {
+            Ok(resp) => resp,
+            Err(failure) => return self.failed(account, failure).await,
+        };
+        let ctx = relay::Context {
+            request_id: self.call.request_id.clone(),
+            route: route.clone(),
+            include_usage: self.ask.chat.include_usage,
+            started: account.started(),
+            request_timeout: runtime.config.server.request_timeout,
+            prompt_estimate: self.ask.prompt_tokens,
+            account,
+            format: route.upstream.format,
+            reasoning_field: runtime.config.server.reasoning_field,
+        };
+        let guard = budget.clone().zip(control).map(|(budget, control)| Guard {
+            budget,
+            control,
+            config: runtime.config.clone(),
+            request: request.into_owned(),
+            follow_ups: Box::new(FollowUps {
+                route: route.clone(),
+                request_id: self.call.request_id.clone(),
+                headers: self.call.headers.clone(),
+            }),
+        });
+        let mut out = relay::respond(ctx, resp, guard, self.ask.chat.stream).await;
+        attempt_headers(out.headers_mut(), route, budget.as_ref(), self.ask.suffix);
+        Ok(out)
+    }
+
+    /// A call that failed before its first byte: hand over, or answer with the failure.
+    async fn failed(
+        self,
+        mut account: Account,
+        failure: SendFailure,
+    ) -> Result<Response<Body>, Account> {
+        let route = self.route;
+        match failure {
+            SendFailure::Limited if self.may_fall_back => Err(account),
+            SendFailure::Limited => {
+                let name = self
+                    .call
+                    .key
+                    .as_ref()
+                    .map_or("none", |k| k.key.name.as_str());
+                account.rate_limited(name, "model requests per second");
+                let e = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    format!(
+                        "Rate limit reached for model `{}`: requests per second (limit {}).",
+                        route.model.id,
+                        route.model.requests_per_second.unwrap_or(0)
+                    ),
+                )
+                .with_code("rate_limit_exceeded");
+                let mut resp = reject(account, e);
+                resp.headers_mut()
+                    .insert(http::header::RETRY_AFTER, 1.into());
+                Ok(resp)
+            }
+            SendFailure::Unreachable(outcome, err) => {
+                tracing::warn!(model = %route.model.id, provider = %route.upstream.name, status = err.status.as_u16(), "Upstream request failed: {}.", err.message);
+                if self.may_fall_back {
+                    account.failed_attempt(&route.metrics, outcome);
+                    account.upstream = None;
+                    return Err(account);
+                }
+                account.upstream_outcome(outcome);
+                Ok(reject(account, err))
+            }
+            SendFailure::Refused(resp) if self.may_fall_back => {
+                tracing::warn!(model = %route.model.id, provider = %route.upstream.name, status = resp.status().as_u16(), "Upstream refused; trying the next model.");
+                account.failed_attempt(&route.metrics, "error_status");
+                account.upstream = None;
+                Err(account)
+            }
+            SendFailure::Refused(resp) | SendFailure::Error(resp) => {
+                account.upstream_outcome("error_status");
+                account.status = resp.status().as_u16();
+                tracing::warn!(model = %route.model.id, provider = %route.upstream.name, status = account.status, "Upstream returned an error.");
+                let mut out = match upstream::error_response(
+                    &route.upstream.name,
+                    route.upstream.format,
+                    resp,
+                )
+                .await
+                {
+                    ApiErrorOrRaw::Api(e) => e.into_response(),
+                    ApiErrorOrRaw::Raw(status, bytes) => body::json_response(status, bytes),
+                };
+                drop(account);
+                out.headers_mut()
+                    .insert("x-thinkgate-model", route.header.clone());
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// The request as the upstream gets it: the budget hint added when the mode asks for one,
+/// and always streamed under a budget, so the guard can stop it in time.
+fn upstream_request<'a>(
+    chat: &'a ChatRequest,
+    budget: Option<&Budget>,
+    modes: &thinkgate_config::Modes,
+) -> Cow<'a, ChatRequest> {
+    let mut request = Cow::Borrowed(chat);
+    if let Some(b) = budget {
+        if b.hint && !b.off {
+            request
+                .to_mut()
+                .add_system_note(&budget::hint_text(modes, b));
+        }
+        if !request.stream {
+            request = Cow::Owned(request.streaming());
+        }
+    }
+    request
+}
+
+fn reject(mut account: Account, e: ApiError) -> Response<Body> {
+    account.status = e.status.as_u16();
+    e.into_response()
+}
+
+/// What an attempt's response says about the model and its budget.
+fn attempt_headers(
+    headers: &mut HeaderMap,
+    route: &Route,
+    budget: Option<&Budget>,
+    suffix: Option<Mode>,
+) {
+    headers.insert("x-thinkgate-model", route.header.clone());
+    let Some(b) = budget else {
+        if let Some(mode) = suffix {
+            headers.insert("x-thinkgate-mode", HeaderValue::from_static(mode.as_str()));
+        }
+        return;
+    };
+    headers.insert(
+        "x-thinkgate-mode",
+        HeaderValue::from_static(b.mode.as_str()),
+    );
+    headers.insert("x-thinkgate-reasoning-budget", b.reported().into());
+    if let Some(asked) = b.clamped_from {
+        let text = format!("asked {asked}, allowed {}", b.reasoning);
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            headers.insert("x-thinkgate-budget-clamped", v);
+        }
+    }
+    if let Some(v) = b
+        .notice
+        .as_deref()
+        .and_then(|n| HeaderValue::from_str(n).ok())
+    {
+        headers.insert("x-thinkgate-notice", v);
+    }
+}
+
+/// Why a call produced no usable response head.
+enum SendFailure {
+    /// The model is at its `requests_per_second`; nothing was sent.
+    Limited,
+    /// No response (connect error, timeout, broken): the outcome label and the error.
+    Unreachable(&'static str, ApiError),
+    /// 429 or 5xx: another model may do better.
+    Refused(Response<Body>),
+    /// Another error status: the client's request is at fault, not the model.
+    Error(Response<Body>),
+}
+
+/// The model's admission: its `requests_per_second` across every key.
+fn admit(route: &Route) -> Result<(), SendFailure> {
+    match &route.limiter {
+        Some(l) if !l.check() => Err(SendFailure::Limited),
+        _ => Ok(()),
+    }
+}
+
+/// The send step every call shares: the send and the health bookkeeping.
+async fn send(
+    route: &Route,
+    body: Bytes,
+    stream: bool,
+    request_id: &HeaderValue,
+    headers: &HeaderMap,
+) -> Result<Response<Body>, SendFailure> {
+    let up = &route.upstream;
+    let resp = match up
+        .send(
+            body,
+            &route.model.upstream_model,
+            stream,
+            request_id,
+            headers,
+        )
+        .await
+    {
+        Ok(resp) => resp,
+        Err(e) => {
+            let outcome = match &e {
+                UpstreamError::Connect(_) | UpstreamError::Unusable(_) => "unreachable",
+                UpstreamError::Timeout(_) => "timeout",
+                UpstreamError::Broken(_) => "broken",
+            };
+            route.health.failed();
+            return Err(SendFailure::Unreachable(outcome, e.into_api(&up.name)));
+        }
+    };
+    let status = resp.status();
+    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        route.health.failed();
+        return Err(SendFailure::Refused(resp));
+    }
+    route.health.succeeded();
+    if !status.is_success() {
+        return Err(SendFailure::Error(resp));
+    }
+    Ok(resp)
+}
+
+/// The budget guard's follow-up calls, through the same send step as every attempt.
+struct FollowUps {
+    route: Arc<Route>,
+    request_id: HeaderValue,
+    headers: HeaderMap,
+}
+
+impl FollowUpSender for FollowUps {
+    fn send(&self, body: Bytes) -> BoxFuture<'_, Result<Response<Body>, String>> {
+        let route = &self.route;
+        Box::pin(async move {
+            let sent = match admit(route) {
+                Ok(()) => send(route, body, true, &self.request_id, &self.headers).await,
+                Err(limited) => Err(limited),
+            };
+            match sent {
+                Ok(resp) => Ok(resp),
+                Err(SendFailure::Limited) => Err(format!(
+                    "model `{}` is at its limit of {} requests per second",
+                    route.model.id,
+                    route.model.requests_per_second.unwrap_or(0)
+                )),
+                Err(SendFailure::Unreachable(_, e)) => Err(e.message),
+                Err(SendFailure::Refused(resp) | SendFailure::Error(resp)) => {
+                    Err(format!("it returned {}", resp.status()))
+                }
+            }
+        })
+    }
+}

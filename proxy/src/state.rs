@@ -1,0 +1,201 @@
+//! The runtime: everything built from one [`Config`] that requests read, built once per
+//! config load and swapped whole (arc-swap) so the hot path never locks or re-reads config.
+//!
+//! What a reload leaves unchanged is carried over rather than rebuilt: an upstream whose
+//! provider section is the same keeps its connection pools, a model keeps its health and (at
+//! the same rate) its request limiter, and a client key its limit state.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde_json::json;
+use thinkgate_config::{Config, Model, Provider};
+use thinkgate_metrics::{Buckets, Metrics, TokenCounter};
+
+use crate::auth::KeySet;
+use crate::models::{Health, ModelLimiter, Route};
+use crate::plan::classify::Classifier;
+use crate::plan::route::Table;
+use crate::plan::Tables;
+use crate::telemetry::ModelMetrics;
+use crate::upstream::{LocalFactory, LocalUpstream, Upstream};
+
+pub struct Runtime {
+    pub config: Arc<Config>,
+    /// Shared with the runtimes built by later reloads, so counters never reset.
+    pub metrics: Arc<Metrics>,
+    routes: HashMap<String, Arc<Route>>,
+    /// Each provider's upstream with the section it was built from, for reuse on reload.
+    upstreams: HashMap<String, (Provider, Arc<Upstream>)>,
+    /// The `/v1/models` body, rendered once.
+    pub models_body: Bytes,
+    /// The domain classifier, trained from the config's domains.
+    pub classifier: Arc<Classifier>,
+    /// The models ranked per domain for `auto`.
+    pub table: Table,
+    /// Domain label values: `none`, then the config's domains in order.
+    pub domains: Arc<[String]>,
+    /// Client keys and their limit state.
+    pub keys: KeySet,
+    /// Builds the in-process upstream (the binary's simulator) for each load.
+    local: Option<LocalFactory>,
+    /// The one built for this load, shared by its `simulator` providers.
+    pub local_upstream: Option<Arc<dyn LocalUpstream>>,
+}
+
+/// The ids every config offers besides its models.
+pub const VIRTUAL_MODELS: [&str; 4] = [
+    "auto",
+    "auto:instant",
+    "auto:thinking",
+    "auto:contemplating",
+];
+
+impl Runtime {
+    /// Builds the first runtime of a process, with a fresh metrics registry. `local` serves
+    /// the providers of kind `simulator`.
+    pub fn build(config: Config, local: Option<LocalFactory>) -> Result<Runtime, String> {
+        let defaults = Buckets::default();
+        let m = &config.metrics;
+        let buckets = Buckets {
+            latency: m.latency_buckets.clone().unwrap_or(defaults.latency),
+            ttft: m.ttft_buckets.clone().unwrap_or(defaults.ttft),
+            reasoning_tokens: m
+                .reasoning_token_buckets
+                .clone()
+                .unwrap_or(defaults.reasoning_tokens),
+        };
+        Runtime::assemble(config, Arc::new(Metrics::new(&buckets)), local, None)
+    }
+
+    /// The runtime for a reloaded config: same registry and in-process upstream factory,
+    /// with the state of what did not change carried over.
+    pub fn rebuild(&self, config: Config) -> Result<Runtime, String> {
+        Runtime::assemble(config, self.metrics.clone(), self.local.clone(), Some(self))
+    }
+
+    fn assemble(
+        config: Config,
+        metrics: Arc<Metrics>,
+        local: Option<LocalFactory>,
+        previous: Option<&Runtime>,
+    ) -> Result<Runtime, String> {
+        let local_upstream = local.as_ref().map(|f| f(&config));
+        let mut upstreams = HashMap::new();
+        for p in &config.providers {
+            let reused = previous
+                .and_then(|prev| prev.upstreams.get(&p.name))
+                // An in-process upstream is rebuilt with its config; pools are kept.
+                .filter(|(was, _)| was == p && p.kind != thinkgate_config::ProviderKind::Simulator)
+                .map(|(_, up)| up.clone());
+            let up = match reused {
+                Some(up) => up,
+                None => Arc::new(
+                    Upstream::build(p, local_upstream.as_ref())
+                        .map_err(|e| format!("provider `{}`: {e}", p.name))?,
+                ),
+            };
+            upstreams.insert(p.name.clone(), (p.clone(), up));
+        }
+        TokenCounter::warm_up(config.models.iter().map(|m| m.encoding));
+        let domains: Arc<[String]> = std::iter::once("none".to_string())
+            .chain(config.domains.iter().map(|d| d.name.clone()))
+            .collect();
+        let mut routes = HashMap::new();
+        for m in &config.models {
+            let upstream = upstreams
+                .get(&m.provider)
+                .map(|(_, up)| up.clone())
+                .ok_or_else(|| format!("model `{}`: provider `{}` is missing", m.id, m.provider))?;
+            let was = previous.and_then(|p| p.routes.get(&m.id));
+            let route = Route::new(m, upstream, &metrics, domains.clone(), was)?;
+            routes.insert(m.id.clone(), Arc::new(route));
+        }
+        let models_body = models_body(&config.models);
+        let classifier = Classifier::shared(&config.domains, config.confidence_threshold);
+        let table = Table::build(&config, &routes);
+        let keys = KeySet::build(&config, previous.map(|p| &p.keys));
+        Ok(Runtime {
+            keys,
+            table,
+            domains,
+            classifier,
+            config: Arc::new(config),
+            metrics,
+            routes,
+            upstreams,
+            models_body,
+            local,
+            local_upstream,
+        })
+    }
+
+    pub fn route(&self, id: &str) -> Option<&Arc<Route>> {
+        self.routes.get(id)
+    }
+
+    /// What the planner reads, borrowed from this runtime.
+    pub fn tables(&self) -> Tables<'_> {
+        Tables {
+            config: &self.config,
+            routes: &self.routes,
+            classifier: &self.classifier,
+            table: &self.table,
+        }
+    }
+
+    /// Ready when at least one model's upstream can take requests.
+    pub fn ready(&self) -> bool {
+        self.routes.values().any(|r| r.upstream.unusable.is_none())
+    }
+}
+
+impl Route {
+    /// The route for `model`, keeping the health and limiter of `was` (the same model id in
+    /// the previous runtime) where they still apply.
+    fn new(
+        model: &Model,
+        upstream: Arc<Upstream>,
+        metrics: &Metrics,
+        domains: Arc<[String]>,
+        was: Option<&Arc<Route>>,
+    ) -> Result<Route, String> {
+        let header = http::HeaderValue::from_str(&model.id)
+            .map_err(|_| format!("model id `{}` is not a valid header value", model.id))?;
+        let same_upstream = was.is_some_and(|w| Arc::ptr_eq(&w.upstream, &upstream));
+        let health = match was {
+            Some(w) if same_upstream => w.health.clone(),
+            _ => Arc::new(Health::default()),
+        };
+        let limiter = match was.and_then(|w| w.limiter.clone()) {
+            Some(l) if l.rate == model.requests_per_second => Some(l),
+            _ => ModelLimiter::new(model.requests_per_second).map(Arc::new),
+        };
+        Ok(Route {
+            model: model.clone(),
+            upstream,
+            counter: TokenCounter::new(model.encoding),
+            header,
+            metrics: Arc::new(ModelMetrics::new(metrics, model, domains)),
+            health,
+            limiter,
+        })
+    }
+}
+
+/// The `/v1/models` body: the configured models, then the virtual ids.
+fn models_body(models: &[Model]) -> Bytes {
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut data: Vec<_> = models
+        .iter()
+        .map(|m| json!({"id": m.id, "object": "model", "created": created, "owned_by": m.provider}))
+        .collect();
+    data.extend(VIRTUAL_MODELS.iter().map(
+        |id| json!({"id": id, "object": "model", "created": created, "owned_by": "thinkgate"}),
+    ));
+    Bytes::from(json!({"object": "list", "data": data}).to_string())
+}
