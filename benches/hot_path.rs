@@ -334,8 +334,12 @@ fn bench_keys(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % headers.len();
             let key = keys.authenticate(&headers[i]).expect("auth").expect("key");
-            key.admit(Some(thinkgate_config::Mode::Thinking), 120)
-                .expect("admitted")
+            key.admit(
+                Some(thinkgate_config::Mode::Thinking),
+                120,
+                Default::default(),
+            )
+            .expect("admitted")
         })
     });
 }

@@ -368,3 +368,43 @@ async fn a_contemplating_request_charges_every_agent_to_the_key() {
         .unwrap()
         .contains("contemplating quota 20"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_cannot_all_pass_a_daily_quota_only_one_fits_in() {
+    // Each request may write 60 tokens (its max_tokens); the quota is 100. Admitted requests
+    // hold what they may spend until they end, so of ten slow requests in flight at once at
+    // most two pass (the second holding only the 40 left), not all ten.
+    let proxy = start("output_tokens_per_day = 100").await;
+    let (h, v) = bearer(SECRET);
+    let url = proxy.url("/v1/chat/completions");
+    let body = serde_json::json!({
+        "model": "sim-model", "max_tokens": 60,
+        "messages": [{"role": "user", "content": "What is two plus two?"}]
+    })
+    .to_string();
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let (url, body, v) = (url.clone(), body.clone(), v.clone());
+            tokio::spawn(async move {
+                call(&url, body, &[(h, &v), ("x-sim-ttft-ms", "400")])
+                    .await
+                    .status
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for c in calls {
+        if c.await.unwrap() == StatusCode::OK {
+            ok += 1;
+        }
+    }
+    assert!(
+        (1..=2).contains(&ok),
+        "{ok} of 10 concurrent requests passed a quota of 100"
+    );
+    // Once they have ended, the holds are let go: what was spent (14 each) is what counts.
+    let r = ask(&proxy, "sim-model", &[(h, &v)]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let left: u64 = r.header("x-ratelimit-remaining-tokens").parse().unwrap();
+    assert_eq!(left, 100 - 14 * ok, "holds were let go");
+}

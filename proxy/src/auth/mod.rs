@@ -13,7 +13,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -25,6 +24,10 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use thinkgate_config::{Auth, ClientKey, Config, Mode};
+
+mod bucket;
+
+pub use bucket::TokenBucket;
 
 use crate::canonical::Usage;
 use crate::error::ApiError;
@@ -39,69 +42,44 @@ fn nz(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN)
 }
 
-/// A token limiter and what it is still owed.
-struct TokenBucket {
-    limiter: Limiter,
-    burst: u32,
-    debt: AtomicU64,
-}
-
-impl TokenBucket {
-    fn per_minute(n: u32) -> TokenBucket {
-        TokenBucket {
-            limiter: limiter(Quota::per_minute(nz(n))),
-            burst: n,
-            debt: AtomicU64::new(0),
-        }
-    }
-
-    /// Takes `n` now (with the debt first), or says how long until it could.
-    fn take(&self, n: u64) -> Result<u32, Duration> {
-        let want = n + self.debt.load(Ordering::Relaxed);
-        if want == 0 {
-            return Ok(self.remaining());
-        }
-        if want > self.burst as u64 {
-            // More than a minute's worth: wait for the debt to drain at the rate.
-            let per_token = Duration::from_secs(60) / self.burst.max(1);
-            return Err(per_token * (want - self.burst as u64).min(u32::MAX as u64) as u32);
-        }
-        match self.limiter.check_n(nz(want as u32)) {
-            Ok(Ok(snapshot)) => {
-                self.debt.store(0, Ordering::Relaxed);
-                Ok(snapshot.remaining_burst_capacity())
-            }
-            Ok(Err(not_until)) => Err(not_until.wait_time_from(DefaultClock::default().now())),
-            Err(_) => Err(Duration::from_secs(60)),
-        }
-    }
-
-    /// Charges `n` after the fact: taken if there is room, owed otherwise.
-    fn debit(&self, n: u64) {
-        if n == 0 {
-            return;
-        }
-        let taken =
-            n <= self.burst as u64 && matches!(self.limiter.check_n(nz(n as u32)), Ok(Ok(_)));
-        if !taken {
-            self.debt.fetch_add(n, Ordering::Relaxed);
-        }
-    }
-
-    fn remaining(&self) -> u32 {
-        // Peek without spending: a zero-cost check is not available, so report the burst
-        // less the debt; exact figures come with each check.
-        self.burst
-            .saturating_sub(self.debt.load(Ordering::Relaxed) as u32)
-    }
-}
-
 /// Daily counters, reset at midnight UTC.
 #[derive(Default)]
 struct Day {
     day: u64,
     output: u64,
     reasoning: BTreeMap<String, u64>,
+    /// Held by requests in flight, until they settle: what they may still spend.
+    held_output: u64,
+    held_reasoning: BTreeMap<String, u64>,
+}
+
+impl Day {
+    /// Today's counters (a new day starts from zero; holds of requests still in flight from
+    /// yesterday are dropped with it).
+    fn roll(&mut self, day: u64) {
+        if self.day != day {
+            *self = Day {
+                day,
+                ..Day::default()
+            };
+        }
+    }
+}
+
+/// What an admitted request holds against its key's daily quotas until it settles, so that
+/// concurrent requests cannot all pass a quota that only one of them fits in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Hold {
+    day: u64,
+    pub output: u64,
+    pub reasoning: u64,
+}
+
+/// The most a request may spend, as far as the plan knows (0 when it does not).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Expected {
+    pub output: u64,
+    pub reasoning: u64,
 }
 
 fn today() -> (u64, Duration) {
@@ -165,6 +143,8 @@ pub struct Admission {
     pub tokens_limit: Option<u32>,
     pub tokens_remaining: Option<u64>,
     pub tokens_reset: Option<Duration>,
+    /// What the request holds against the daily quotas until it settles.
+    pub hold: Hold,
 }
 
 impl Admission {
@@ -242,7 +222,12 @@ impl KeyState {
 
     /// Admits a request about to be sent, charging its request and its prompt tokens, or
     /// refuses it (nothing is charged for what is refused after the request counters).
-    pub fn admit(&self, mode: Option<Mode>, prompt_tokens: u64) -> Result<Admission, Refusal> {
+    pub fn admit(
+        &self,
+        mode: Option<Mode>,
+        prompt_tokens: u64,
+        expected: Expected,
+    ) -> Result<Admission, Refusal> {
         let mut a = Admission::default();
         for (limiter, name, rate, window) in [
             (
@@ -274,39 +259,10 @@ impl KeyState {
                 }
             }
         }
-        // Daily quotas: refused once spent, until midnight UTC.
+        // Daily quotas: refused once spent (or held by requests in flight), until midnight
+        // UTC; an admitted request holds what it may spend until it settles.
         if self.has_daily_quotas() {
-            let (day, until_midnight) = today();
-            let mut d = self.day.lock().unwrap_or_else(|p| p.into_inner());
-            if d.day != day {
-                *d = Day {
-                    day,
-                    ..Day::default()
-                };
-            }
-            if let Some(q) = self.key.limits.output_tokens_per_day {
-                if d.output >= q {
-                    return Err(Refusal {
-                        limit: "output tokens per day",
-                        retry_after: until_midnight,
-                        detail: format!("quota {q}"),
-                    });
-                }
-                a.tokens_remaining = Some(q - d.output);
-                a.tokens_reset = Some(until_midnight);
-            }
-            for scope in mode.map(Mode::as_str).into_iter().chain(["all"]) {
-                if let Some(q) = self.key.limits.reasoning_tokens_per_day.get(scope) {
-                    let used = d.reasoning.get(scope).copied().unwrap_or(0);
-                    if used >= *q {
-                        return Err(Refusal {
-                            limit: "reasoning tokens per day",
-                            retry_after: until_midnight,
-                            detail: format!("{scope} quota {q}"),
-                        });
-                    }
-                }
-            }
+            a.hold = self.hold(mode, expected, &mut a)?;
         }
         for scope in mode.map(Mode::as_str).into_iter().chain(["all"]) {
             if let Some(bucket) = self.reasoning_per_minute.get(scope) {
@@ -342,13 +298,70 @@ impl KeyState {
         Ok(a)
     }
 
-    /// Charges what a finished response spent beyond its prompt.
-    pub fn settle(&self, mode: Option<Mode>, usage: &Usage) {
-        let reasoning = usage.reasoning_tokens.unwrap_or(0);
-        if let Some(bucket) = &self.tokens {
-            bucket.debit(usage.completion_tokens);
+    /// Checks the daily quotas against what is spent and held, and holds `expected`.
+    fn hold(
+        &self,
+        mode: Option<Mode>,
+        expected: Expected,
+        a: &mut Admission,
+    ) -> Result<Hold, Refusal> {
+        let (day, until_midnight) = today();
+        let mut d = self.day.lock().unwrap_or_else(|p| p.into_inner());
+        d.roll(day);
+        let mut hold = Hold {
+            day,
+            ..Hold::default()
+        };
+        if let Some(q) = self.key.limits.output_tokens_per_day {
+            let spent = d.output + d.held_output;
+            if spent >= q {
+                return Err(Refusal {
+                    limit: "output tokens per day",
+                    retry_after: until_midnight,
+                    detail: format!(
+                        "quota {q}, {} spent, {} held by requests in flight",
+                        d.output, d.held_output
+                    ),
+                });
+            }
+            hold.output = expected.output.min(q - spent);
+            a.tokens_remaining = Some(q - spent);
+            a.tokens_reset = Some(until_midnight);
         }
-        for scope in mode.map(Mode::as_str).into_iter().chain(["all"]) {
+        let scopes = || mode.map(Mode::as_str).into_iter().chain(["all"]);
+        for scope in scopes() {
+            if let Some(q) = self.key.limits.reasoning_tokens_per_day.get(scope) {
+                let used = d.reasoning.get(scope).copied().unwrap_or(0);
+                let held = d.held_reasoning.get(scope).copied().unwrap_or(0);
+                if used + held >= *q {
+                    return Err(Refusal {
+                        limit: "reasoning tokens per day",
+                        retry_after: until_midnight,
+                        detail: format!(
+                            "{scope} quota {q}, {used} spent, {held} held by requests in flight"
+                        ),
+                    });
+                }
+                hold.reasoning = hold.reasoning.max(expected.reasoning.min(q - used - held));
+            }
+        }
+        d.held_output += hold.output;
+        for scope in scopes() {
+            *d.held_reasoning.entry(scope.to_string()).or_default() += hold.reasoning;
+        }
+        Ok(hold)
+    }
+
+    /// Charges what a finished response spent beyond its prompt (`usage`, when it has any)
+    /// and lets go of what its admission held.
+    pub fn settle(&self, mode: Option<Mode>, usage: Option<&Usage>, hold: Hold) {
+        let reasoning = usage.map_or(0, |u| u.reasoning_tokens.unwrap_or(0));
+        let output = usage.map_or(0, |u| u.completion_tokens);
+        if let Some(bucket) = &self.tokens {
+            bucket.debit(output);
+        }
+        let scopes = || mode.map(Mode::as_str).into_iter().chain(["all"]);
+        for scope in scopes() {
             if let Some(bucket) = self.reasoning_per_minute.get(scope) {
                 bucket.debit(reasoning);
             }
@@ -358,14 +371,17 @@ impl KeyState {
         }
         let (day, _) = today();
         let mut d = self.day.lock().unwrap_or_else(|p| p.into_inner());
-        if d.day != day {
-            *d = Day {
-                day,
-                ..Day::default()
-            };
+        if hold.day == d.day {
+            d.held_output = d.held_output.saturating_sub(hold.output);
+            for scope in scopes() {
+                if let Some(h) = d.held_reasoning.get_mut(scope) {
+                    *h = h.saturating_sub(hold.reasoning);
+                }
+            }
         }
-        d.output += usage.completion_tokens;
-        for scope in mode.map(Mode::as_str).into_iter().chain(["all"]) {
+        d.roll(day);
+        d.output += output;
+        for scope in scopes() {
             *d.reasoning.entry(scope.to_string()).or_default() += reasoning;
         }
     }

@@ -9,7 +9,7 @@ use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use thinkgate_config::Mode;
 
-use crate::auth::KeyState;
+use crate::auth::{Expected, KeyState};
 use crate::body::Body;
 use crate::contemplate;
 use crate::error::ApiError;
@@ -69,7 +69,16 @@ pub async fn handle(
     let mut admission = None;
     if let Some(k) = &key {
         let mode = plan.budget.as_ref().map(|b| b.mode);
-        match k.admit(mode, plan.prompt_tokens) {
+        let expected = Expected {
+            output: plan
+                .budget
+                .as_ref()
+                .map(|b| b.output_cap())
+                .or_else(|| crate::upstream::convert::max_tokens(&chat.body))
+                .unwrap_or(0),
+            reasoning: plan.budget.as_ref().map_or(0, |b| b.reported()),
+        };
+        match k.admit(mode, plan.prompt_tokens, expected) {
             Ok(a) => admission = Some(a),
             Err(refusal) => {
                 account.rate_limited(&k.key.name, refusal.limit);
@@ -82,6 +91,7 @@ pub async fn handle(
             }
         }
         account.key = Some((k.clone(), mode));
+        account.hold = admission.as_ref().map(|a| a.hold).unwrap_or_default();
     }
     let call = Call {
         runtime: runtime.clone(),

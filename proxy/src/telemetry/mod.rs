@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use prometheus::{Counter, Histogram, IntCounter};
 use thinkgate_metrics::Metrics;
 
-use crate::auth::KeyState;
+use crate::auth::{Hold, KeyState};
 use crate::canonical::Usage;
 use thinkgate_config::Mode;
 
@@ -173,6 +173,9 @@ pub struct Account {
     pub budget: Option<BudgetRecord>,
     /// The client key to charge when the response ends, and the mode it ran in.
     pub key: Option<(Arc<KeyState>, Option<Mode>)>,
+    /// What the request's admission holds against the key's daily quotas; let go when the
+    /// account records, whatever the outcome.
+    pub hold: Hold,
 }
 
 impl Account {
@@ -191,6 +194,7 @@ impl Account {
             upstream: None,
             budget: None,
             key: None,
+            hold: Hold::default(),
         }
     }
 
@@ -262,9 +266,6 @@ impl Account {
                 .observe(call.sent.elapsed().as_secs_f64());
         }
         let Some(t) = self.tokens else { return };
-        if let Some((key, mode)) = &self.key {
-            key.settle(*mode, &t.usage);
-        }
         if let Some(ttft) = t.ttft {
             slot.ttft.observe(ttft.as_secs_f64());
         }
@@ -308,6 +309,9 @@ impl Account {
 
 impl Drop for Account {
     fn drop(&mut self) {
+        if let Some((key, mode)) = &self.key {
+            key.settle(*mode, self.tokens.as_ref().map(|t| &t.usage), self.hold);
+        }
         self.record();
         self.metrics.in_flight.dec();
     }
