@@ -90,15 +90,12 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Serve { config, listen } => match Config::load(&config) {
+        Command::Serve { config, listen } => match Config::load_listening_on(&config, listen) {
             Err(e) => {
                 eprintln!("error: {e}");
                 ExitCode::from(2)
             }
-            Ok(mut cfg) => {
-                if let Some(addr) = listen {
-                    cfg.server.listen = addr;
-                }
+            Ok(cfg) => {
                 init_logging(cfg.server.log_format, &cfg.server.log_level);
                 run(serve(cfg))
             }
@@ -282,6 +279,15 @@ fn check(path: &std::path::Path) -> ExitCode {
             caps.join(", ")
         );
     }
+    match cfg.auth {
+        thinkgate_config::Auth::None => println!("client keys: none (auth = \"none\")"),
+        thinkgate_config::Auth::Keys => {
+            println!("client keys ({}):", cfg.keys.len());
+            for k in &cfg.keys {
+                println!("  {:<14} {}", k.name, key_summary(k));
+            }
+        }
+    }
     let unresolved: Vec<_> = cfg.providers.iter().filter(|p| !p.usable()).collect();
     if !unresolved.is_empty() {
         println!(
@@ -290,6 +296,42 @@ fn check(path: &std::path::Path) -> ExitCode {
         );
     }
     ExitCode::SUCCESS
+}
+
+/// What a client key may use and its limits, on one line (never its secret or digest).
+fn key_summary(k: &thinkgate_config::ClientKey) -> String {
+    let list = |v: Option<Vec<String>>| v.map_or("all".to_string(), |v| v.join(", "));
+    let modes = k
+        .modes
+        .as_ref()
+        .map(|m| m.iter().map(|m| m.as_str().to_string()).collect());
+    let l = &k.limits;
+    let mut limits = Vec::new();
+    let mut add = |name: &str, v: Option<String>| {
+        if let Some(v) = v {
+            limits.push(format!("{name} {v}"));
+        }
+    };
+    add("rps", l.requests_per_second.map(|v| v.to_string()));
+    add("rpm", l.requests_per_minute.map(|v| v.to_string()));
+    add("tpm", l.tokens_per_minute.map(|v| v.to_string()));
+    add("output/day", l.output_tokens_per_day.map(|v| v.to_string()));
+    for (scope, v) in &l.reasoning_tokens_per_minute {
+        add(&format!("reasoning/min ({scope})"), Some(v.to_string()));
+    }
+    for (scope, v) in &l.reasoning_tokens_per_day {
+        add(&format!("reasoning/day ({scope})"), Some(v.to_string()));
+    }
+    format!(
+        "models: {}; modes: {}; limits: {}",
+        list(k.models.clone()),
+        list(modes),
+        if limits.is_empty() {
+            "none".to_string()
+        } else {
+            limits.join(", ")
+        }
+    )
 }
 
 /// A scrape's text from a live `http://` endpoint or a file.

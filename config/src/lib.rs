@@ -69,8 +69,8 @@ pub enum Auth {
 #[derive(Clone, PartialEq)]
 pub struct ClientKey {
     pub name: String,
-    /// `None` when its `${VAR}` is not set: the key matches nothing.
-    pub digest: Option<[u8; 32]>,
+    /// The SHA-256 of the secret (a key whose `${VAR}` is unset is a config error).
+    pub digest: [u8; 32],
     /// Model ids (and `auto`) it may use; `None`: all.
     pub models: Option<Vec<String>>,
     pub modes: Option<Vec<Mode>>,
@@ -159,12 +159,21 @@ pub struct MetricsConfig {
 impl Config {
     /// Reads and validates `path`, resolving `${VAR}` references from the process environment.
     pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        Config::load_listening_on(path, None)
+    }
+
+    /// Loads a file with `server.listen` replaced by `listen` (the `--listen` flag) before
+    /// validation, so the address meets the same rules as one written in the file.
+    pub fn load_listening_on(
+        path: impl AsRef<Path>,
+        listen: Option<std::net::SocketAddr>,
+    ) -> Result<Config, ConfigError> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             file: path.to_path_buf(),
             source,
         })?;
-        Config::parse(&text, path, &|var| std::env::var(var).ok())
+        validate::parse_and_validate(&text, path, &|var| std::env::var(var).ok(), listen)
     }
 
     /// Validates `text` as if read from `path`, resolving `${VAR}` with `env`.
@@ -173,7 +182,7 @@ impl Config {
         path: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        validate::parse_and_validate(text, path, env)
+        validate::parse_and_validate(text, path, env, None)
     }
 
     pub fn model(&self, id: &str) -> Option<&Model> {

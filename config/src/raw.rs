@@ -124,6 +124,9 @@ pub struct RawServer {
     pub reasoning_field: Option<String>,
     /// With `auth = "none"`, listen beyond loopback anyway.
     pub allow_public_without_auth: Option<bool>,
+    /// `listen` came from the command line (`serve --listen`), not the file.
+    #[serde(skip)]
+    pub listen_from_flag: bool,
 }
 
 /// A client API key and its limits.

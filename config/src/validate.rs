@@ -112,12 +112,19 @@ pub(crate) fn parse_and_validate(
     text: &str,
     file: &Path,
     env: &dyn Fn(&str) -> Option<String>,
+    listen: Option<std::net::SocketAddr>,
 ) -> Result<Config, ConfigError> {
     let checker = Checker {
         file,
         map: SourceMap::new(text),
     };
-    let raw = parse_raw(text, &checker)?;
+    let mut raw = parse_raw(text, &checker)?;
+    if let Some(addr) = listen {
+        // The flag replaces the key before validation, so every rule about the address
+        // (loopback only without keys) holds for it too.
+        raw.server.listen = Some(addr.to_string());
+        raw.server.listen_from_flag = true;
+    }
     validate(raw, file, &checker, env)
 }
 
@@ -329,8 +336,9 @@ fn validate_keys(
         return Err(c.error(
             KeyPath::new(["server", "listen"]),
             format!(
-                "is {} but auth = \"none\": without keys the proxy listens on loopback only (set server.allow_public_without_auth = true to override)",
-                server.listen
+                "is {}{} but auth = \"none\": without keys the proxy listens on loopback only (set server.allow_public_without_auth = true to override)",
+                server.listen,
+                if raw.server.listen_from_flag { " (from --listen)" } else { "" }
             ),
         ));
     }
@@ -367,13 +375,19 @@ fn validate_keys(
                         "must be an environment reference such as \"${TEAM_KEY}\", or give the key's `sha256`; secrets are never written in the config file",
                     ));
                 };
-                env(var).filter(|v| !v.is_empty()).map(|v| {
-                    use sha2::Digest;
-                    let d = sha2::Sha256::digest(v.as_bytes());
-                    let mut out = [0u8; 32];
-                    out.copy_from_slice(&d);
-                    out
-                })
+                // A key whose secret is not there would refuse every request with a 401
+                // that looks like the client's fault: refuse the config instead.
+                let Some(value) = env(var).filter(|v| !v.is_empty()) else {
+                    return Err(c.error(
+                        base.child("secret"),
+                        format!("the environment variable {var} is not set (or is empty); set it, or remove this key"),
+                    ));
+                };
+                use sha2::Digest;
+                let d = sha2::Sha256::digest(value.as_bytes());
+                let mut out = [0u8; 32];
+                out.copy_from_slice(&d);
+                out
             }
             (None, Some(hex)) => {
                 // Checked as ASCII hex first: slicing by byte offsets must not split a character.
@@ -389,7 +403,7 @@ fn validate_keys(
                     Some(b) => {
                         let mut out = [0u8; 32];
                         out.copy_from_slice(&b);
-                        Some(out)
+                        out
                     }
                     None => {
                         return Err(c.error(

@@ -516,3 +516,27 @@ async fn an_upstream_that_breaks_under_a_budget_is_an_error_not_a_short_answer()
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
     assert_eq!(r.error()["code"], "upstream_stream_broken");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_token_cap_on_every_upstream_answers_cleanly() {
+    // max_tokens 1 leaves a budget of 0: the follow-ups (a retry at a quarter of nothing
+    // among them) must not underflow, and every response is whole or a clear error.
+    let proxy = Proxy::start(&config()).await;
+    let url = proxy.url("/v1/chat/completions");
+    for (model, _) in UPSTREAMS {
+        for stream in [false, true] {
+            let body = ask(model, stream, json!({"max_tokens": 1}));
+            let r = call(&url, body, &LONG).await;
+            assert!(
+                r.status == StatusCode::OK || r.status == StatusCode::BAD_REQUEST,
+                "{model} stream={stream}: {} {}",
+                r.status,
+                r.text()
+            );
+            if r.status == StatusCode::OK && stream {
+                let s = r.streamed();
+                assert!(s.done, "{model}: the stream ends in [DONE]");
+            }
+        }
+    }
+}

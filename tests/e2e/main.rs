@@ -8,6 +8,7 @@ mod core;
 mod dialects;
 mod errors;
 mod gemini;
+mod hardening;
 mod keys;
 mod lifecycle;
 mod metrics;

@@ -409,9 +409,7 @@ impl KeySet {
                 .filter(|old| old.key == *key)
                 .cloned()
                 .unwrap_or_else(|| Arc::new(KeyState::new(key.clone())));
-            if let Some(d) = key.digest {
-                set.by_digest.insert(d, state.clone());
-            }
+            set.by_digest.insert(key.digest, state.clone());
             set.by_name.insert(key.name.clone(), state);
         }
         set
@@ -440,14 +438,7 @@ impl KeySet {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         match self.by_digest.get(&digest) {
             // The map found it by digest; the comparison below is constant-time regardless.
-            Some(state)
-                if state
-                    .key
-                    .digest
-                    .is_some_and(|d| bool::from(d.ct_eq(&digest))) =>
-            {
-                Ok(Some(state.clone()))
-            }
+            Some(state) if state.key.digest.ct_eq(&digest).into() => Ok(Some(state.clone())),
             _ => Err(unauthorized("Incorrect API key provided.")),
         }
     }

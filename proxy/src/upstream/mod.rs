@@ -370,10 +370,11 @@ impl Upstream {
         *req.uri_mut() = self.chat_uri(upstream_model, stream)?;
         let headers = req.headers_mut();
         for (name, value) in client_headers {
-            if self
-                .forward_headers
-                .iter()
-                .any(|p| p.matches(name.as_str()))
+            if !never_forwarded(name.as_str())
+                && self
+                    .forward_headers
+                    .iter()
+                    .any(|p| p.matches(name.as_str()))
             {
                 headers.append(name.clone(), value.clone());
             }
@@ -419,6 +420,30 @@ impl Upstream {
             Ok(Ok(resp)) => Ok(resp),
         }
     }
+}
+
+/// Headers no `forward_headers` pattern sends upstream: the client's credentials for the
+/// proxy (its key must never reach a vendor) and what describes the client's own connection
+/// or body.
+const NEVER_FORWARDED: [&str; 13] = [
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+    "api-key",
+    "x-goog-api-key",
+    "cookie",
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "te",
+    "upgrade",
+];
+
+/// Whether `name` (lower case, as `http` stores names) is never forwarded.
+pub fn never_forwarded(name: &str) -> bool {
+    NEVER_FORWARDED.contains(&name) || name.starts_with("proxy-")
 }
 
 /// An upstream's own error, passed to the client with its status: its body as is when it is
@@ -542,5 +567,46 @@ impl Decoder {
             Decoder::Anthropic(d) => d.done,
             Decoder::Gemini(_) => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::canonical::ModeSource;
+    use thinkgate_config::{Config, Mode};
+
+    fn openai_upstream() -> (Upstream, Config) {
+        let text = "auth = \"none\"\n[routing]\ndefault_model = \"m\"\n[providers.p]\nkind = \"openai-compatible\"\nbase_url = \"http://127.0.0.1:9/v1\"\ndialect = \"openai\"\n[models.m]\nprovider = \"p\"\ncontext_window = 1000\ncapabilities = [\"reasoning\"]\n";
+        let cfg = Config::parse(text, std::path::Path::new("t.toml"), &|_| None).unwrap();
+        (Upstream::build(&cfg.providers[0], None).unwrap(), cfg)
+    }
+
+    #[test]
+    fn a_retry_follow_up_under_a_zero_budget_does_not_underflow() {
+        let (up, cfg) = openai_upstream();
+        let req = crate::ingress::parse_chat(
+            br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .unwrap();
+        let budget = Budget {
+            mode: Mode::Thinking,
+            source: ModeSource::Default,
+            off: false,
+            reasoning: 0,
+            reserve: 1,
+            hint: false,
+            clamped_from: None,
+            exclude: false,
+            notice: None,
+        };
+        let body = up
+            .follow_up_body(&req, &cfg.models[0], &budget, &cfg.modes, FollowUp::Retry)
+            .unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert!(
+            v["max_completion_tokens"].as_u64().is_some_and(|n| n >= 1),
+            "{v}"
+        );
     }
 }

@@ -1,0 +1,220 @@
+//! The holes a review found, each proven closed: addresses and secrets that configs and flags
+//! could slip past the checks, credentials forwarded upstream, slow and lying clients,
+//! budgets at their edges, and responses the proxy cannot vouch for.
+
+use std::time::Duration;
+
+use http::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::support::*;
+
+fn write_config(name: &str, text: &str) -> std::path::PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("thinkgate-hardening-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn run_binary(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_thinkgate"));
+    cmd.args(args).env_remove("RUST_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn listen_from_the_command_line_meets_the_loopback_rule() {
+    // auth = "none" may only listen on loopback; the flag must not get around that.
+    let path = write_config("listen", &config_text(None, ""));
+    let out = run_binary(
+        &[
+            "serve",
+            "--config",
+            path.to_str().unwrap(),
+            "--listen",
+            "0.0.0.0:0",
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("server.listen") && stderr.contains("(from --listen)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_client_key_whose_variable_is_unset_is_a_config_error_and_check_lists_keys() {
+    let text = config_text(None, "").replace("auth = \"none\"\n", "")
+        + "\n[keys.team-a]\nsecret = \"${TG_HARDENING_KEY}\"\nrequests_per_minute = 60\n";
+    let path = write_config("keys", &text);
+    let out = run_binary(&["check", "--config", path.to_str().unwrap()], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("keys.team-a.secret") && stderr.contains("TG_HARDENING_KEY is not set"),
+        "{stderr}"
+    );
+    let secret = "tg-hardening-secret-value";
+    let out = run_binary(
+        &["check", "--config", path.to_str().unwrap()],
+        &[("TG_HARDENING_KEY", secret)],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("client keys (1):"), "{stdout}");
+    assert!(
+        stdout.contains("team-a") && stdout.contains("rpm 60"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(secret));
+}
+
+/// A one-shot upstream on loopback: answers one chat completion and hands back the request
+/// head it received.
+async fn recording_upstream() -> (String, tokio::task::JoinHandle<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = socket.read(&mut buf).await.unwrap();
+            assert!(n > 0);
+            head.extend_from_slice(&buf[..n]);
+        }
+        let body = r#"{"id":"x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        socket.write_all(resp.as_bytes()).await.unwrap();
+        String::from_utf8_lossy(&head).to_lowercase()
+    });
+    (url, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefix_pattern_never_forwards_the_clients_credentials() {
+    let (url, upstream) = recording_upstream().await;
+    let secret = "tg-client-secret-0123456789";
+    let text = config_text(None, "").replace("auth = \"none\"\n", "")
+        + &format!(
+            "\n[keys.k]\nsecret = \"${{TG_FWD_KEY}}\"\n\n[providers.rec]\nkind = \"openai-compatible\"\nbase_url = \"{url}\"\nforward_headers = [\"x-*\", \"a*\", \"c*\", \"p*\"]\n\n[models.rec-model]\nprovider = \"rec\"\ncontext_window = 1000\n"
+        );
+    let proxy = Proxy::start_with_env(&text, &[("TG_FWD_KEY", secret)]).await;
+    let auth = format!("Bearer {secret}");
+    let r = call(
+        &proxy.url("/v1/chat/completions"),
+        chat("rec-model", false),
+        &[
+            ("authorization", &auth),
+            ("x-api-key", secret),
+            ("api-key", secret),
+            ("cookie", "session=tg-cookie"),
+            ("proxy-authorization", secret),
+            ("x-team", "search"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let head = upstream.await.unwrap();
+    assert!(head.contains("x-team: search"), "{head}");
+    assert!(
+        !head.contains(secret),
+        "the client's key went upstream: {head}"
+    );
+    assert!(!head.contains("tg-cookie"), "{head}");
+}
+
+/// Sends a raw HTTP/1.1 request head and part of a body, then reads what comes back.
+async fn raw_exchange(addr: &str, head: &str, body: &[u8], wait: Duration) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(wait, s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_or_short_body_gets_a_408_in_openais_shape() {
+    let text = config_text(None, "").replace(
+        "shutdown_grace = \"5s\"",
+        "shutdown_grace = \"5s\"\nbody_read_timeout = \"300ms\"",
+    );
+    let proxy = Proxy::start(&text).await;
+    let addr = proxy.addr.to_string();
+    // Content-Length says 200 bytes; 20 arrive and the client goes quiet.
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: 200\r\n\r\n"
+    );
+    let started = std::time::Instant::now();
+    let out = raw_exchange(
+        &addr,
+        &head,
+        b"{\"model\": \"sim-model",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    assert!(out.contains("\"code\":\"request_timeout\""), "{out}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_token_cap_is_a_clean_answer_not_a_panic() {
+    let proxy = Proxy::start(&config_text(None, "")).await;
+    let url = proxy.url("/v1/chat/completions");
+    for (model, stream) in [
+        ("sim-model:thinking", false),
+        ("sim-model:thinking", true),
+        ("sim-model:instant", false),
+    ] {
+        let body = serde_json::json!({
+            "model": model, "stream": stream, "max_tokens": 1,
+            "messages": [{"role": "user", "content": "What is two plus two?"}]
+        });
+        let r = call(&url, body.to_string(), &[]).await;
+        assert!(
+            r.status == StatusCode::OK || r.status == StatusCode::BAD_REQUEST,
+            "{model} stream={stream}: {} {}",
+            r.status,
+            r.text()
+        );
+    }
+    // The proxy is still serving.
+    let r = call(&url, chat("sim-model", false), &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[test]
+fn zero_and_overlong_durations_are_config_errors() {
+    for (key, value, why) in [
+        ("request_timeout", "0s", "longer than zero"),
+        ("body_read_timeout", "0ms", "longer than zero"),
+        ("request_timeout", "400days", "365 days"),
+    ] {
+        let text = config_text(None, "").replace(
+            "shutdown_grace = \"5s\"",
+            &format!("shutdown_grace = \"5s\"\n{key} = \"{value}\""),
+        );
+        let err = thinkgate_config::Config::parse(&text, std::path::Path::new("t.toml"), &|_| None)
+            .unwrap_err();
+        assert_eq!(err.key().unwrap().to_string(), format!("server.{key}"));
+        assert!(err.message().contains(why), "{err}");
+        assert!(err.line() > 0);
+    }
+    let text = config_text(None, "") + "\n[contemplating]\ndeadline = \"100000000000s\"\n";
+    let err = thinkgate_config::Config::parse(&text, std::path::Path::new("t.toml"), &|_| None)
+        .unwrap_err();
+    assert_eq!(err.key().unwrap().to_string(), "contemplating.deadline");
+}
