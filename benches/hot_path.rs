@@ -144,6 +144,11 @@ fn bench(c: &mut Criterion) {
                             account: Account::open(runtime.metrics.clone(), "chat_completions"),
                             format,
                             reasoning_field: thinkgate_config::ReasoningField::ReasoningContent,
+                            limits: relay::Limits {
+                                max_event_bytes: 4 << 20,
+                                max_response_bytes: 64 << 20,
+                            },
+                            permits: Vec::new(),
                         };
                         let mut out = relay::stream(ctx, Response::new(body)).into_body();
                         let mut n = 0;

@@ -213,6 +213,10 @@ pub struct Server {
     pub idle_timeout: Duration,
     /// Upstream calls in flight at once, across every client and provider.
     pub max_upstream_calls: usize,
+    /// Largest single event of an upstream's stream; a bigger one ends the response.
+    pub max_event_bytes: usize,
+    /// Largest whole upstream response (and guarded answer) the proxy reads.
+    pub max_response_bytes: usize,
     /// How long in-flight requests (streams too) may run after SIGTERM/SIGINT.
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
@@ -293,6 +297,8 @@ pub struct Provider {
     pub stream_idle_timeout: Duration,
     /// HTTP/2 connections to open in parallel (hyper opens one per host otherwise).
     pub http2_connections: usize,
+    /// Calls to this provider in flight at once (its account's concurrency), if capped.
+    pub max_concurrent_calls: Option<usize>,
     /// Client request headers copied to this upstream.
     pub forward_headers: Vec<HeaderPattern>,
     /// `max_tokens` sent when the client sets none (Anthropic requires one).
@@ -575,17 +581,25 @@ impl ReasoningStyle {
 mod shipped {
     use super::*;
 
-    /// The configs in the repository stay valid, keys set or not.
+    /// The configs in the repository stay valid with provider keys set or not; the
+    /// production one needs its client key's variable.
     #[test]
     fn shipped_configs_validate() {
+        let client_key = |v: &str| (v == "THINKGATE_API_KEY").then(|| "tg-local".to_string());
         for (name, text) in [
             ("demo.toml", include_str!("../demo.toml")),
             ("thinkgate.toml", include_str!("../thinkgate.toml")),
         ] {
             let cfg =
-                Config::parse(text, Path::new(name), &|_| None).unwrap_or_else(|e| panic!("{e}"));
+                Config::parse(text, Path::new(name), &client_key).unwrap_or_else(|e| panic!("{e}"));
             assert!(cfg.models.len() >= 5, "{name}");
         }
+        let unset = Config::parse(include_str!("../thinkgate.toml"), Path::new("t"), &|_| None)
+            .unwrap_err();
+        assert!(
+            unset.message().contains("THINKGATE_API_KEY is not set"),
+            "{unset}"
+        );
         let demo = Config::parse(
             include_str!("../demo.toml"),
             Path::new("demo.toml"),

@@ -62,6 +62,24 @@ impl Checker<'_> {
         Ok(d)
     }
 
+    /// A whole number within `range`, `default` when unset.
+    fn bounded(
+        &self,
+        key: KeyPath,
+        value: Option<u64>,
+        default: u64,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<usize, ConfigError> {
+        let v = value.unwrap_or(default);
+        if !range.contains(&v) {
+            return Err(self.error(
+                key,
+                format!("must be between {} and {}", range.start(), range.end()),
+            ));
+        }
+        Ok(v as usize)
+    }
+
     /// A timeout or deadline: a duration that is not zero (zero would fail every request).
     fn timeout(
         &self,
@@ -872,11 +890,24 @@ fn validate_server(raw: &RawConfig, c: &Checker<'_>) -> Result<Server, ConfigErr
             s.idle_timeout.as_deref(),
             Duration::from_secs(120),
         )?,
-        max_upstream_calls: match s.max_upstream_calls {
-            Some(0) => return Err(c.error(key("max_upstream_calls"), "must be at least 1")),
-            Some(n) => n as usize,
-            None => 1024,
-        },
+        max_upstream_calls: c.bounded(
+            key("max_upstream_calls"),
+            s.max_upstream_calls,
+            1024,
+            1..=1_000_000,
+        )?,
+        max_event_bytes: c.bounded(
+            key("max_event_bytes"),
+            s.max_event_bytes,
+            4 << 20,
+            1024..=1 << 30,
+        )?,
+        max_response_bytes: c.bounded(
+            key("max_response_bytes"),
+            s.max_response_bytes,
+            64 << 20,
+            1024..=1 << 32,
+        )?,
         log_format,
         log_level: s.log_level.clone().unwrap_or_else(|| "info".to_string()),
     })
@@ -1044,6 +1075,15 @@ fn validate_provider(
             Duration::from_secs(120),
         )?,
         http2_connections: http2_connections as usize,
+        max_concurrent_calls: match p.max_concurrent_calls {
+            None => None,
+            Some(n) => Some(c.bounded(
+                base.child("max_concurrent_calls"),
+                Some(n),
+                1,
+                1..=1_000_000,
+            )?),
+        },
         forward_headers,
         default_max_tokens,
         dialect,

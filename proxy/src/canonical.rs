@@ -235,6 +235,21 @@ pub enum Delta {
 }
 
 impl Delta {
+    /// About how many bytes the delta holds, for bounding what a response collects.
+    pub fn size(&self) -> usize {
+        match self {
+            Delta::Start { id, model } => id.len() + model.len(),
+            Delta::Reasoning(t) | Delta::Content(t) | Delta::Finish(t) => t.len(),
+            Delta::ReasoningBlock(v) => v.to_string().len(),
+            Delta::ToolCallStart { id, name, .. } => id.len() + name.len(),
+            Delta::ToolCallArguments { arguments, .. } => arguments.len(),
+            Delta::Usage(_) => 0,
+            Delta::Error { kind, message } => kind.len() + message.len(),
+        }
+    }
+}
+
+impl Delta {
     /// The observation this delta is, for counting.
     pub fn event(&self) -> Option<Event<'_>> {
         Some(match self {

@@ -43,6 +43,9 @@ pub struct Runtime {
     local: Option<LocalFactory>,
     /// The one built for this load, shared by its `simulator` providers.
     pub local_upstream: Option<Arc<dyn LocalUpstream>>,
+    /// `server.max_upstream_calls`: a slot per upstream call in flight, held until its
+    /// response ends (kept across reloads while the number is unchanged).
+    pub upstream_calls: Arc<tokio::sync::Semaphore>,
 }
 
 /// The ids every config offers besides its models.
@@ -117,7 +120,13 @@ impl Runtime {
         let classifier = Classifier::shared(&config.domains, config.confidence_threshold);
         let table = Table::build(&config, &routes);
         let keys = KeySet::build(&config, previous.map(|p| &p.keys));
+        let max_calls = config.server.max_upstream_calls;
+        let upstream_calls = previous
+            .filter(|p| p.config.server.max_upstream_calls == max_calls)
+            .map(|p| p.upstream_calls.clone())
+            .unwrap_or_else(|| Arc::new(tokio::sync::Semaphore::new(max_calls)));
         Ok(Runtime {
+            upstream_calls,
             keys,
             table,
             domains,

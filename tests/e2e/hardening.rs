@@ -218,3 +218,154 @@ fn zero_and_overlong_durations_are_config_errors() {
         .unwrap_err();
     assert_eq!(err.key().unwrap().to_string(), "contemplating.deadline");
 }
+
+/// An upstream on loopback that answers every connection with `response` (head and body as
+/// raw bytes), then closes it.
+async fn fixed_upstream(response: Vec<u8>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let response = response.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 8192];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = socket.write_all(&response).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    url
+}
+
+fn with_upstream(url: &str, server_extra: &str) -> String {
+    config_text(None, "").replace(
+        "shutdown_grace = \"5s\"",
+        &format!("shutdown_grace = \"5s\"\n{server_extra}"),
+    ) + &format!(
+        "\n[providers.fixed]\nkind = \"openai-compatible\"\nbase_url = \"{url}\"\n\n[models.fixed-model]\nprovider = \"fixed\"\ncontext_window = 100000\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_event_that_never_ends_is_cut_at_the_event_cap() {
+    // One `data:` line of 64 KiB that never gets its blank line.
+    let mut response =
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\ndata: {\"x\":\"".to_vec();
+    response.extend(std::iter::repeat_n(b'a', 64 * 1024));
+    let url = fixed_upstream(response).await;
+    let proxy = Proxy::start(&with_upstream(&url, "max_event_bytes = 4096")).await;
+    let r = call(
+        &proxy.url("/v1/chat/completions"),
+        chat("fixed-model", true),
+        &[],
+    )
+    .await;
+    let s = r.streamed();
+    assert!(!s.done);
+    let last = s.chunks.last().expect("an error event");
+    assert_eq!(last["error"]["code"], "upstream_stream_broken", "{last}");
+    assert!(
+        last["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("4096 bytes"),
+        "{last}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_response_over_the_cap_is_a_502_not_an_oom() {
+    let body = format!(
+        r#"{{"id":"x","object":"chat.completion","created":1,"model":"m","choices":[{{"index":0,"message":{{"role":"assistant","content":"{}"}},"finish_reason":"stop"}}]}}"#,
+        "b".repeat(8 * 1024)
+    );
+    let response = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let url = fixed_upstream(response.into_bytes()).await;
+    let proxy = Proxy::start(&with_upstream(&url, "max_response_bytes = 4096")).await;
+    let r = call(
+        &proxy.url("/v1/chat/completions"),
+        chat("fixed-model", false),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
+    assert!(
+        r.error()["message"]
+            .as_str()
+            .unwrap()
+            .contains("4096 bytes"),
+        "{}",
+        r.text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_answer_to_a_streaming_request_is_an_error_not_a_silent_json_body() {
+    let body = r#"{"id":"x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}"#;
+    let response = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let url = fixed_upstream(response.into_bytes()).await;
+    let proxy = Proxy::start(&with_upstream(&url, "")).await;
+    let r = call(
+        &proxy.url("/v1/chat/completions"),
+        chat("fixed-model", true),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
+    assert!(
+        r.error()["message"]
+            .as_str()
+            .unwrap()
+            .contains("instead of an event stream"),
+        "{}",
+        r.text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_at_its_concurrency_cap_answers_503_and_frees_the_slot() {
+    let text = config_text(None, "")
+        .replace("[providers.sim]\nkind = \"simulator\"", "[providers.sim]\nkind = \"simulator\"\nmax_concurrent_calls = 1\nresponse_timeout = \"300ms\"\nforward_headers = [\"x-sim-*\"]");
+    let proxy = Proxy::start(&text).await;
+    let url = proxy.url("/v1/chat/completions");
+    // A slow stream holds the provider's one slot for about a second.
+    let slow = {
+        let url = url.clone();
+        tokio::spawn(async move {
+            call(
+                &url,
+                chat("sim-model", true),
+                &[("x-sim-tokens-per-second", "12")],
+            )
+            .await
+        })
+    };
+    eventually("the slow stream has reached the upstream", || {
+        proxy.sim_stats()["started"].as_u64() >= Some(1)
+    })
+    .await;
+    let r = call(&url, chat("sim-model", false), &[]).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    assert_eq!(r.error()["code"], "upstream_overloaded");
+    assert_eq!(r.header("retry-after"), "1");
+    assert!(slow.await.unwrap().streamed().done);
+    // The slot is free once the stream has ended.
+    let r = call(&url, chat("sim-model", false), &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+}

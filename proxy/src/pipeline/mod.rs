@@ -17,6 +17,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use thinkgate_config::Mode;
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::auth::KeyState;
 use crate::body::{self, Body};
@@ -140,19 +141,24 @@ impl Attempt<'_> {
             }
             Err(e) => return Ok(reject(account, e)),
         };
-        let sent = match admit(route) {
+        let permits = match admit(route) {
+            Ok(()) => slots(&runtime.upstream_calls, route).await,
             Err(limited) => Err(limited),
-            Ok(()) => {
+        };
+        let sent = match permits {
+            Err(failure) => Err(failure),
+            Ok(permits) => {
                 account.upstream = Some(UpstreamCall {
                     sent: Instant::now(),
                     outcome: usize::MAX,
                 });
                 let (id, headers) = (&self.call.request_id, &self.call.headers);
-                send(route, upstream_body, request.stream, id, headers).await
+                let sent = send(route, upstream_body, request.stream, id, headers).await;
+                sent.map(|resp| (resp, permits))
             }
         };
-        let resp = match sent {
-            Ok(resp) => resp,
+        let (resp, permits) = match sent {
+            Ok(sent) => sent,
             Err(failure) => return self.failed(account, failure).await,
         };
         let ctx = relay::Context {
@@ -165,6 +171,11 @@ impl Attempt<'_> {
             account,
             format: route.upstream.format,
             reasoning_field: runtime.config.server.reasoning_field,
+            limits: relay::Limits {
+                max_event_bytes: runtime.config.server.max_event_bytes,
+                max_response_bytes: runtime.config.server.max_response_bytes,
+            },
+            permits,
         };
         let guard = budget.clone().zip(control).map(|(budget, control)| Guard {
             budget,
@@ -208,6 +219,22 @@ impl Attempt<'_> {
                     ),
                 )
                 .with_code("rate_limit_exceeded");
+                let mut resp = reject(account, e);
+                resp.headers_mut()
+                    .insert(http::header::RETRY_AFTER, 1.into());
+                Ok(resp)
+            }
+            SendFailure::Busy(_) if self.may_fall_back => Err(account),
+            SendFailure::Busy(which) => {
+                let e = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "upstream_error",
+                    format!(
+                        "model `{}` is busy: {which} has no free slot; retry shortly",
+                        route.model.id
+                    ),
+                )
+                .with_code("upstream_overloaded");
                 let mut resp = reject(account, e);
                 resp.headers_mut()
                     .insert(http::header::RETRY_AFTER, 1.into());
@@ -316,6 +343,8 @@ fn attempt_headers(
 enum SendFailure {
     /// The model is at its `requests_per_second`; nothing was sent.
     Limited,
+    /// No concurrency slot came free in time (which cap, for the error); nothing was sent.
+    Busy(&'static str),
     /// No response (connect error, timeout, broken): the outcome label and the error.
     Unreachable(&'static str, ApiError),
     /// 429 or 5xx: another model may do better.
@@ -330,6 +359,27 @@ fn admit(route: &Route) -> Result<(), SendFailure> {
         Some(l) if !l.check() => Err(SendFailure::Limited),
         _ => Ok(()),
     }
+}
+
+/// The call's concurrency slots: one of `server.max_upstream_calls`, and one of the
+/// provider's `max_concurrent_calls` when it has one. A call waits for them no longer than
+/// the provider's `response_timeout`.
+async fn slots(
+    global: &Arc<tokio::sync::Semaphore>,
+    route: &Route,
+) -> Result<Vec<OwnedSemaphorePermit>, SendFailure> {
+    let wait = route.upstream.response_timeout;
+    let take = |s: Arc<tokio::sync::Semaphore>, which: &'static str| async move {
+        match tokio::time::timeout(wait, s.acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(SendFailure::Busy(which)),
+        }
+    };
+    let mut permits = vec![take(global.clone(), "the proxy (server.max_upstream_calls)").await?];
+    if let Some(provider) = &route.upstream.concurrency {
+        permits.push(take(provider.clone(), "its provider (max_concurrent_calls)").await?);
+    }
+    Ok(permits)
 }
 
 /// The send step every call shares: the send and the health bookkeeping.
@@ -397,6 +447,7 @@ impl FollowUpSender for FollowUps {
                     route.model.requests_per_second.unwrap_or(0)
                 )),
                 Err(SendFailure::Unreachable(_, e)) => Err(e.message),
+                Err(SendFailure::Busy(which)) => Err(format!("{which} has no free slot")),
                 Err(SendFailure::Refused(resp) | SendFailure::Error(resp)) => {
                     Err(format!("it returned {}", resp.status()))
                 }

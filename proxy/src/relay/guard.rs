@@ -104,11 +104,11 @@ struct Source {
 }
 
 impl Source {
-    fn new(resp: Response<Body>, format: WireFormat, idle: Duration) -> Source {
+    fn new(resp: Response<Body>, format: WireFormat, idle: Duration, max_event: usize) -> Source {
         let data: BoxStream<'static, Result<Bytes, BoxError>> =
             resp.into_body().into_data_stream().boxed();
         Source {
-            events: data.eventsource(),
+            events: super::bounded_events(data, max_event).eventsource(),
             decoder: Decoder::canonical(format),
             idle,
         }
@@ -205,7 +205,13 @@ struct Watch {
 
 impl Watch {
     fn new(ctx: Context, guard: Guard, resp: Response<Body>) -> Watch {
-        let source = Source::new(resp, ctx.format, ctx.route.upstream.stream_idle_timeout);
+        let counter = ctx.route.counter;
+        let source = Source::new(
+            resp,
+            ctx.format,
+            ctx.route.upstream.stream_idle_timeout,
+            ctx.limits.max_event_bytes,
+        );
         Watch {
             ctx,
             guard,
@@ -216,8 +222,8 @@ impl Watch {
             shown: String::new(),
             answered: false,
             finish: None,
-            first: Tally::default(),
-            follow: Tally::default(),
+            first: Tally::new(counter),
+            follow: Tally::new(counter),
             acted: None,
             note: None,
             started: false,
@@ -408,7 +414,8 @@ impl Watch {
                     (_, Trip::Budget) => format!("reasoning reached the budget of {budget} tokens; the answer was asked for without further thinking"),
                 });
                 let idle = route.upstream.stream_idle_timeout;
-                self.source = Some(Source::new(resp, self.ctx.format, idle));
+                let max_event = self.ctx.limits.max_event_bytes;
+                self.source = Some(Source::new(resp, self.ctx.format, idle, max_event));
                 self.phase = Phase::FollowUp;
                 self.followed = true;
             }
@@ -431,12 +438,11 @@ impl Watch {
 
     /// The figures the client gets: every call summed.
     fn tokens(&self) -> (Tokens, GuardReport) {
-        let counter = &self.ctx.route.counter;
-        let a = self.first.tokens(counter, self.ctx.prompt_estimate);
+        let a = self.first.tokens(self.ctx.prompt_estimate);
         let mut t = a;
         if self.followed {
             let estimate = self.ctx.prompt_estimate + self.counted + 32;
-            let b = self.follow.tokens(counter, estimate);
+            let b = self.follow.tokens(estimate);
             t.usage.add_call(&b.usage);
             if b.output_source == crate::telemetry::Source::Estimated {
                 t.output_source = b.output_source;
@@ -570,13 +576,23 @@ pub fn stream(ctx: Context, guard: Guard, resp: Response<Body>) -> Response<Body
 pub async fn whole(ctx: Context, guard: Guard, resp: Response<Body>) -> Response<Body> {
     let deadline = ctx.request_timeout.saturating_sub(ctx.started.elapsed());
     let timeout = ctx.request_timeout;
+    let max_bytes = ctx.limits.max_response_bytes;
     let mut renderer = Renderer::new(&ctx.route.model.upstream_model, ctx.reasoning_field);
     let mut watch = Watch::new(ctx, guard, resp);
     let mut deltas = Vec::new();
+    let mut held = 0usize;
     let walk = async {
         loop {
             match watch.next_batch().await {
-                Batch::Deltas(d) => deltas.extend(d),
+                Batch::Deltas(d) => {
+                    held += d.iter().map(Delta::size).sum::<usize>();
+                    if held > max_bytes {
+                        let why =
+                            format!("sent a response larger than the limit of {max_bytes} bytes");
+                        return Batch::Fail("upstream_response_too_large", why);
+                    }
+                    deltas.extend(d)
+                }
                 other => return other,
             }
         }

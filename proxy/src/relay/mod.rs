@@ -8,6 +8,7 @@
 //! OpenAI-shaped error event rather than a `[DONE]` that would pass a truncated answer off as
 //! complete.
 
+mod bounded;
 mod guard;
 mod tally;
 mod translate;
@@ -29,13 +30,11 @@ use crate::models::Route;
 use crate::telemetry::{Account, Tokens};
 use crate::upstream::openai::{patch_usage, rename_reasoning, ChunkView};
 use crate::upstream::{humanize, upstream_kind, Decoder, UpstreamError, WireFormat};
+use bounded::bounded_events;
 pub use guard::{FollowUpSender, Guard, GuardReport};
 pub use tally::Tally;
 use thinkgate_config::ReasoningField;
 pub use translate::Renderer;
-
-/// Largest non-streamed upstream response the proxy accepts.
-const MAX_RESPONSE_BYTES: usize = 64 << 20;
 
 /// What egress needs to know about the request.
 pub struct Context {
@@ -53,13 +52,24 @@ pub struct Context {
     /// What the upstream speaks: OpenAI is relayed as is, others are translated.
     pub format: WireFormat,
     pub reasoning_field: ReasoningField,
+    /// Bounds on what the upstream sends: one stream event, and a whole response.
+    pub limits: Limits,
+    /// Held until the response ends: the concurrency slots of this upstream call.
+    pub permits: Vec<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// Bounds on what an upstream may make the proxy hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_event_bytes: usize,
+    pub max_response_bytes: usize,
 }
 
 impl Context {
     /// Works out the response's token figures, logs the request and hands the figures to the
     /// account. Called once, when the response is complete or abandoned.
     fn finish(&mut self, tally: &Tally, outcome: &str) -> Tokens {
-        let tokens = tally.tokens(&self.route.counter, self.prompt_estimate);
+        let tokens = tally.tokens(self.prompt_estimate);
         self.record(tokens, tally.finish_reason.as_deref(), outcome);
         tokens
     }
@@ -139,7 +149,7 @@ fn not_a_stream(mut ctx: Context, resp: &Response<Body>) -> Response<Body> {
 /// A whole (non-streamed) response: read it, observe it, forward its bytes.
 pub async fn whole(mut ctx: Context, resp: Response<Body>) -> Response<Body> {
     let left = ctx.request_timeout.saturating_sub(ctx.started.elapsed());
-    let read = body::collect_limited(resp.into_body(), MAX_RESPONSE_BYTES);
+    let read = body::collect_limited(resp.into_body(), ctx.limits.max_response_bytes);
     let bytes = match tokio::time::timeout(left, read).await {
         Err(_) => return ctx.fail_whole("timeout", UpstreamError::Timeout(ctx.request_timeout)),
         Ok(Err(e)) => {
@@ -151,7 +161,7 @@ pub async fn whole(mut ctx: Context, resp: Response<Body>) -> Response<Body> {
     if let Some(decoder) = Decoder::for_format(ctx.format) {
         return whole_translated(ctx, decoder, &bytes);
     }
-    let mut tally = Tally::default();
+    let mut tally = Tally::new(ctx.route.counter);
     let field = ctx.reasoning_field;
     let (needs_repair, misnamed) = match std::str::from_utf8(&bytes).ok().map(ChunkView::parse) {
         Some(Ok(view)) => {
@@ -189,7 +199,7 @@ fn whole_translated(mut ctx: Context, mut decoder: Decoder, bytes: &[u8]) -> Res
         Ok(d) => d,
         Err(why) => return ctx.fail_whole("broken", UpstreamError::Broken(why)),
     };
-    let mut tally = Tally::default();
+    let mut tally = Tally::new(ctx.route.counter);
     for d in &deltas {
         if let Some(e) = d.event() {
             tally.observe(e, ctx.started);
@@ -212,11 +222,12 @@ pub fn stream(ctx: Context, resp: Response<Body>) -> Response<Body> {
             Renderer::new(&ctx.route.model.upstream_model, ctx.reasoning_field),
         )
     });
+    let upstream = bounded_events(upstream, ctx.limits.max_event_bytes);
     let relay = Relay {
         translator,
         events: upstream.eventsource(),
+        tally: Tally::new(ctx.route.counter),
         ctx,
-        tally: Tally::default(),
         idle,
         finished: false,
         pending: None,
@@ -323,9 +334,7 @@ impl Relay {
                         }
                         usage_edit = Some(None);
                     } else if usage.needs_repair() {
-                        let tokens = self
-                            .tally
-                            .tokens(&self.ctx.route.counter, self.ctx.prompt_estimate);
+                        let tokens = self.tally.tokens(self.ctx.prompt_estimate);
                         usage_edit = Some(Some(tokens.usage));
                     }
                 }

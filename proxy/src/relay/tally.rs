@@ -8,11 +8,49 @@ use crate::telemetry::Source;
 use crate::telemetry::Tokens;
 use thinkgate_metrics::TokenCounter;
 
+/// Text is counted in pieces of this size as it arrives, so a long response keeps at most
+/// this much of it and no count at its end blocks a worker for long.
+const PIECE_BYTES: usize = 32 * 1024;
+
+/// One kind of text (reasoning, answer, tool arguments): its tokens so far, and the piece
+/// not yet counted.
 #[derive(Debug, Default)]
+struct Text {
+    counted: u64,
+    pending: String,
+    /// Some non-whitespace was seen (an answer that is only whitespace is none).
+    visible: bool,
+}
+
+impl Text {
+    fn push(&mut self, text: &str, counter: &TokenCounter) {
+        self.visible |= !text.trim().is_empty();
+        self.pending.push_str(text);
+        if self.pending.len() >= PIECE_BYTES {
+            self.counted += counter.count(&self.pending) as u64;
+            self.pending.clear();
+        }
+    }
+
+    fn tokens(&self, counter: &TokenCounter) -> u64 {
+        if self.pending.is_empty() {
+            self.counted
+        } else {
+            self.counted + counter.count(&self.pending) as u64
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.counted == 0 && self.pending.is_empty()
+    }
+}
+
+#[derive(Debug)]
 pub struct Tally {
-    reasoning: String,
-    content: String,
-    tool_text: String,
+    counter: TokenCounter,
+    reasoning: Text,
+    content: Text,
+    tool_text: Text,
     pub tool_calls: bool,
     pub usage: Option<Usage>,
     pub finish_reason: Option<String>,
@@ -23,25 +61,41 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// A tally counting with the model's tokenizer.
+    pub fn new(counter: TokenCounter) -> Tally {
+        Tally {
+            counter,
+            reasoning: Text::default(),
+            content: Text::default(),
+            tool_text: Text::default(),
+            tool_calls: false,
+            usage: None,
+            finish_reason: None,
+            first_token: None,
+            unreadable: 0,
+        }
+    }
+
     pub fn observe(&mut self, event: Event<'_>, started: Instant) {
         let first = |t: &mut Option<Duration>| {
             if t.is_none() {
                 *t = Some(started.elapsed());
             }
         };
+        let counter = &self.counter;
         match event {
             Event::Reasoning(text) => {
                 first(&mut self.first_token);
-                self.reasoning.push_str(&text);
+                self.reasoning.push(&text, counter);
             }
             Event::Content(text) => {
                 first(&mut self.first_token);
-                self.content.push_str(&text);
+                self.content.push(&text, counter);
             }
             Event::ToolCall(text) => {
                 first(&mut self.first_token);
                 self.tool_calls = true;
-                self.tool_text.push_str(&text);
+                self.tool_text.push(&text, counter);
             }
             Event::Usage(u) => self.usage = Some(u),
             Event::Finish(reason) => self.finish_reason = Some(reason.into_owned()),
@@ -51,14 +105,8 @@ impl Tally {
     /// The usage the client gets and where each figure came from: the upstream's report,
     /// repaired where it breaks an invariant, or counted from the text seen when the upstream
     /// reported none. Reasoning never exceeds completion; total is always prompt + completion.
-    pub fn tokens(&self, counter: &TokenCounter, prompt_estimate: u64) -> Tokens {
-        let count = |s: &str| {
-            if s.is_empty() {
-                0
-            } else {
-                counter.count(s) as u64
-            }
-        };
+    pub fn tokens(&self, prompt_estimate: u64) -> Tokens {
+        let count = |t: &Text| t.tokens(&self.counter);
         let (usage, prompt_source, output_source) = match self.usage {
             Some(u) => {
                 let mut u = u;
@@ -97,7 +145,7 @@ impl Tally {
     /// Why a finished response carries no answer, if it carries none.
     fn empty_reason(&self) -> Option<&'static str> {
         let finish = self.finish_reason.as_deref()?;
-        if !self.content.trim().is_empty() || self.tool_calls {
+        if self.content.visible || self.tool_calls {
             return None;
         }
         Some(match finish {

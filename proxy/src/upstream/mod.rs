@@ -67,6 +67,8 @@ pub struct Upstream {
     pub response_timeout: Duration,
     pub stream_idle_timeout: Duration,
     forward_headers: Vec<HeaderPattern>,
+    /// The provider's `max_concurrent_calls`, as slots each call holds until it ends.
+    pub concurrency: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -205,6 +207,9 @@ impl Upstream {
             response_timeout: provider.response_timeout,
             stream_idle_timeout: provider.stream_idle_timeout,
             forward_headers: provider.forward_headers.clone(),
+            concurrency: provider
+                .max_concurrent_calls
+                .map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
         })
     }
 
