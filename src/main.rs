@@ -151,7 +151,8 @@ fn init_logging(format: LogFormat, level: &str) {
 async fn serve(cfg: Config) -> Result<(), String> {
     let listen = cfg.server.listen;
     let grace = cfg.server.shutdown_grace;
-    let limit = ConnectionLimit::new(cfg.server.max_connections);
+    let limit =
+        ConnectionLimit::new(cfg.server.max_connections).with_idle_timeout(cfg.server.idle_timeout);
     let source = cfg.source.clone();
     let runtime = Runtime::build(cfg, Some(simulator_factory(None)))?;
     for route in runtime.config.models.iter() {

@@ -209,7 +209,8 @@ pub struct Server {
     pub request_timeout: Duration,
     /// Longest time a client may take to send its request body (slow clients hold slots).
     pub body_read_timeout: Duration,
-    /// A keep-alive connection with no request in flight for this long is closed.
+    /// A client connection silent this long (before its first request, between requests,
+    /// or while sending a request head) is closed.
     pub idle_timeout: Duration,
     /// Upstream calls in flight at once, across every client and provider.
     pub max_upstream_calls: usize,

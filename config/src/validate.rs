@@ -888,7 +888,7 @@ fn validate_server(raw: &RawConfig, c: &Checker<'_>) -> Result<Server, ConfigErr
         idle_timeout: c.timeout(
             key("idle_timeout"),
             s.idle_timeout.as_deref(),
-            Duration::from_secs(120),
+            Duration::from_secs(30),
         )?,
         max_upstream_calls: c.bounded(
             key("max_upstream_calls"),

@@ -120,6 +120,14 @@ impl Runtime {
         let classifier = Classifier::shared(&config.domains, config.confidence_threshold);
         let table = Table::build(&config, &routes);
         let keys = KeySet::build(&config, previous.map(|p| &p.keys));
+        for route in routes.values() {
+            route.metrics.touch(&metrics);
+        }
+        for key in &config.keys {
+            for limit in crate::auth::LIMITS {
+                metrics.rate_limited.with_label_values(&[&key.name, limit]);
+            }
+        }
         let max_calls = config.server.max_upstream_calls;
         let upstream_calls = previous
             .filter(|p| p.config.server.max_upstream_calls == max_calls)

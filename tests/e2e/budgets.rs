@@ -220,7 +220,7 @@ async fn forcing_shows_exactly_the_budget_then_the_continued_answer() {
             .rev()
             .find(|c| c["thinkgate"].is_object())
             .unwrap()["thinkgate"];
-        assert_eq!(report["reasoning_source"], "counted");
+        assert_eq!(report["reasoning_source"], "estimated");
         assert!(report["note"]
             .as_str()
             .unwrap()

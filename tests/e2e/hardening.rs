@@ -369,3 +369,47 @@ async fn a_provider_at_its_concurrency_cap_answers_503_and_frees_the_slot() {
     let r = call(&url, chat("sim-model", false), &[]).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_idle_connections_are_closed_at_the_idle_timeout() {
+    let text = config_text(None, "").replace(
+        "shutdown_grace = \"5s\"",
+        "shutdown_grace = \"5s\"\nidle_timeout = \"300ms\"",
+    );
+    let proxy = Proxy::start(&text).await;
+    let addr = proxy.addr.to_string();
+    // A connection that never sends a byte.
+    let mut silent = TcpStream::connect(&addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(3), silent.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0))),
+        "a silent connection is closed: {closed:?}"
+    );
+    // A keep-alive connection that goes quiet after one request.
+    let mut idle = TcpStream::connect(&addr).await.unwrap();
+    let req = format!("GET /healthz HTTP/1.1\r\nhost: {addr}\r\n\r\n");
+    idle.write_all(req.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(3), idle.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "an idle keep-alive connection is closed");
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_headers_get_a_431_in_openais_shape() {
+    let proxy = Proxy::start(&config_text(None, "")).await;
+    let addr = proxy.addr.to_string();
+    let mut head =
+        format!("POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 0\r\n");
+    for i in 0..200 {
+        head.push_str(&format!("x-filler-{i}: v\r\n"));
+    }
+    head.push_str("connection: close\r\n\r\n");
+    let out = raw_exchange(&addr, &head, b"", Duration::from_secs(3)).await;
+    assert!(out.starts_with("HTTP/1.1 431"), "{out}");
+    assert!(
+        out.contains("\"code\":\"request_header_fields_too_large\""),
+        "{out}"
+    );
+}

@@ -75,7 +75,12 @@ fn stream_body(model: &str, stream: bool) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scrape_after_mixed_traffic_passes_promtool_and_equals_client_usage() {
     let sim = SimServer::start().await;
-    let proxy = Proxy::start(&config_text(Some(&sim.url()), "")).await;
+    // sim-model is priced, so the scrape's cost can be checked against the usage served.
+    let text = config_text(Some(&sim.url()), "").replace(
+        "upstream_model = \"upstream-sim-model\"",
+        "upstream_model = \"upstream-sim-model\"\nprice_input_per_mtok = 2.0\nprice_output_per_mtok = 8.0",
+    );
+    let proxy = Proxy::start(&text).await;
     let url = proxy.url("/v1/chat/completions");
     let mut expected: BTreeMap<(String, String), u64> = BTreeMap::new();
     let mut add = |model: &str, usage: &Value| {
@@ -185,15 +190,26 @@ async fn scrape_after_mixed_traffic_passes_promtool_and_equals_client_usage() {
         2.0
     );
     assert!(
-        text.contains("thinkgate_in_flight_requests 1"),
-        "only the scrape itself is in flight"
+        text.contains("thinkgate_in_flight_requests 0"),
+        "nothing is in flight (the scrape is not traffic)"
     );
     assert!(text.contains(&format!(
         "thinkgate_build_info{{version=\"{}\"}} 1",
         env!("CARGO_PKG_VERSION")
     )));
     let cost = sum_by(&text, "thinkgate_cost_usd_total", &["model"]);
-    assert!(cost.is_empty() || cost.values().all(|c| *c >= 0.0));
+    let tokens = |kind: &str| expected[&("sim-model".to_string(), kind.to_string())] as f64;
+    let want = tokens("prompt") * 2e-6 + tokens("output") * 8e-6;
+    let got = cost[&vec!["sim-model".to_string()]];
+    assert!(
+        want > 0.0 && (got - want).abs() < 1e-9,
+        "cost {got}, served usage costs {want}"
+    );
+    assert_eq!(
+        cost[&vec!["net-model".to_string()]],
+        0.0,
+        "an unpriced model costs nothing"
+    );
 
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])
@@ -367,7 +383,7 @@ async fn empty_answers_and_disconnects_are_counted() {
         let text = scrape(&proxy).await;
         let up = sum_by(&text, "thinkgate_upstream_requests_total", &["outcome"]);
         if up.get(&vec!["cancelled".to_string()]) == Some(&1.0)
-            && text.contains("thinkgate_in_flight_requests 1")
+            && text.contains("thinkgate_in_flight_requests 0")
         {
             done = true;
             break;
@@ -439,4 +455,34 @@ async fn report_reads_a_live_endpoint_and_a_saved_scrape() {
         .unwrap();
     assert!(saved.contains("sim-model"), "{saved}");
     let _ = std::fs::remove_file(file);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_model_has_its_series_at_zero_before_any_traffic() {
+    let proxy = Proxy::start(&config_text(None, "")).await;
+    let text = scrape(&proxy).await;
+    let tokens = sum_by(&text, "thinkgate_tokens_total", &["model", "kind"]);
+    for kind in ["prompt", "output", "reasoning"] {
+        assert_eq!(
+            tokens.get(&vec!["sim-model".to_string(), kind.to_string()]),
+            Some(&0.0),
+            "{kind}"
+        );
+    }
+    let outcomes = sum_by(&text, "thinkgate_upstream_requests_total", &["outcome"]);
+    for outcome in [
+        "ok",
+        "error_status",
+        "unreachable",
+        "timeout",
+        "broken",
+        "cancelled",
+    ] {
+        assert_eq!(
+            outcomes.get(&vec![outcome.to_string()]),
+            Some(&0.0),
+            "{outcome}"
+        );
+    }
+    assert!(text.contains("thinkgate_in_flight_requests 0"));
 }

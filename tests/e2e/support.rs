@@ -93,7 +93,11 @@ pub fn parse_config(text: &str) -> Config {
 }
 
 /// Serves `service` on a fresh loopback port until the returned sender is dropped or fired.
-async fn serve_on_loopback<S, F>(service: S, grace: Duration) -> (SocketAddr, oneshot::Sender<()>)
+async fn serve_on_loopback<S, F>(
+    service: S,
+    grace: Duration,
+    limit: ConnectionLimit,
+) -> (SocketAddr, oneshot::Sender<()>)
 where
     S: tower::Service<
             Request<Incoming>,
@@ -114,13 +118,7 @@ where
     let shutdown = async move {
         let _ = stopped.await;
     };
-    tokio::spawn(server::serve(
-        listener,
-        service,
-        ConnectionLimit::new(1000),
-        shutdown,
-        grace,
-    ));
+    tokio::spawn(server::serve(listener, service, limit, shutdown, grace));
     (addr, stop)
 }
 
@@ -288,13 +286,15 @@ impl Proxy {
     }
 
     pub async fn start_with(config: Config) -> Proxy {
+        let idle = config.server.idle_timeout;
         let sim = Arc::new(ArcSwapOption::empty());
         let local = thinkgate::simulator_factory(Some(sim.clone()));
         let runtime = Arc::new(ArcSwap::from_pointee(
             Runtime::build(config, Some(local)).unwrap(),
         ));
         let service = server::proxy_service(runtime.clone());
-        let (addr, stop) = serve_on_loopback(service, Duration::from_secs(5)).await;
+        let limit = ConnectionLimit::new(1000).with_idle_timeout(idle);
+        let (addr, stop) = serve_on_loopback(service, Duration::from_secs(5), limit).await;
         Proxy {
             addr,
             runtime,
@@ -336,7 +336,8 @@ impl SimServer {
         let cfg = parse_config(&config_text(None, ""));
         let sim = Arc::new(Simulator::new(cfg.simulator));
         let service = simulator::service(sim.clone());
-        let (addr, stop) = serve_on_loopback(service, Duration::from_secs(1)).await;
+        let (addr, stop) =
+            serve_on_loopback(service, Duration::from_secs(1), ConnectionLimit::new(1000)).await;
         SimServer {
             addr,
             sim,
@@ -551,7 +552,8 @@ impl FixedUpstream {
                 Ok::<_, std::convert::Infallible>(resp)
             }
         });
-        let (addr, stop) = serve_on_loopback(service, Duration::from_secs(1)).await;
+        let (addr, stop) =
+            serve_on_loopback(service, Duration::from_secs(1), ConnectionLimit::new(1000)).await;
         FixedUpstream {
             addr,
             last_request,

@@ -387,6 +387,17 @@ impl KeyState {
     }
 }
 
+/// Every limit a key can be refused by: the `limit` label's values.
+pub const LIMITS: [&str; 7] = [
+    "requests per second",
+    "requests per minute",
+    "tokens per minute",
+    "reasoning tokens per minute",
+    "output tokens per day",
+    "reasoning tokens per day",
+    "model requests per second",
+];
+
 /// Every configured key, by the digest of its secret.
 #[derive(Debug, Default)]
 pub struct KeySet {

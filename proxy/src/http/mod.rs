@@ -30,19 +30,40 @@ use crate::state::Runtime;
 pub use request_id::{RequestId, RequestIdLayer};
 pub use routes::Router;
 
-/// At most this many open connections; the accept loop waits for a free slot.
+/// Limits on client connections: at most `max` open (the accept loop waits for a free
+/// slot), and each closed when the client stays silent for the idle timeout — before its
+/// first request (hyper's version detection would wait forever) and between requests
+/// (hyper's header read timeout).
 #[derive(Clone)]
-pub struct ConnectionLimit(Arc<Semaphore>);
+pub struct ConnectionLimit {
+    slots: Arc<Semaphore>,
+    idle: Duration,
+}
 
 impl ConnectionLimit {
+    pub const DEFAULT_IDLE: Duration = Duration::from_secs(30);
+
     pub fn new(max: usize) -> Self {
-        ConnectionLimit(Arc::new(Semaphore::new(max)))
+        ConnectionLimit {
+            slots: Arc::new(Semaphore::new(max)),
+            idle: Self::DEFAULT_IDLE,
+        }
+    }
+
+    pub fn with_idle_timeout(mut self, idle: Duration) -> Self {
+        self.idle = idle;
+        self
     }
 
     async fn acquire(&self) -> Option<OwnedSemaphorePermit> {
-        self.0.clone().acquire_owned().await.ok()
+        self.slots.clone().acquire_owned().await.ok()
     }
 }
+
+/// Largest request head the proxy reads: larger ones get a 431 in OpenAI's shape from the
+/// router. hyper's own limits sit above these (its refusals have no body).
+pub const MAX_HEADERS: usize = 128;
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// The proxy's service stack over a runtime.
 pub fn proxy_service(
@@ -77,10 +98,13 @@ pub async fn serve<S, F>(
 {
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    let idle = limit.idle;
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
+        .header_read_timeout(idle)
+        .max_headers(MAX_HEADERS * 8)
+        .max_buf_size(MAX_HEADER_BYTES * 8);
     builder.http2().timer(TokioTimer::new());
     tokio::pin!(shutdown);
     loop {
@@ -104,15 +128,24 @@ pub async fn serve<S, F>(
         };
         // Nagle's algorithm would hold small SSE chunks back for up to 40 ms.
         let _ = stream.set_nodelay(true);
-        let conn = builder
-            .serve_connection(
-                TokioIo::new(stream),
-                TowerToHyperService::new(service.clone()),
-            )
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let service = service.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            // The first request's bytes must come within the idle timeout: before them
+            // hyper's version detection has no timer of its own.
+            let mut first = [0u8; 1];
+            if !matches!(
+                tokio::time::timeout(idle, stream.peek(&mut first)).await,
+                Ok(Ok(1))
+            ) {
+                tracing::debug!(%peer, "Closed a connection that sent nothing.");
+                return;
+            }
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%peer, error = %e, "Connection ended with an error.");
             }
             drop(permit);

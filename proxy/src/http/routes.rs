@@ -59,8 +59,16 @@ fn endpoint_label(path: &str) -> &'static str {
 }
 
 async fn route(runtime: &Arc<Runtime>, req: Request<Incoming>) -> Response<Body> {
-    let mut account = Account::open(runtime.metrics.clone(), endpoint_label(req.uri().path()));
     let path = req.uri().path();
+    if path == "/metrics" && req.method() == Method::GET {
+        // The scrape is not traffic: it is neither counted nor in flight while it renders.
+        return metrics_response(runtime);
+    }
+    let mut account = Account::open(runtime.metrics.clone(), endpoint_label(path));
+    if let Err(e) = check_head(req.headers()) {
+        account.status = e.status.as_u16();
+        return e.into_response();
+    }
     // The API needs a key (when keys are configured); health and metrics do not.
     let key = if path.starts_with("/v1/") {
         match runtime.keys.authenticate(req.headers()) {
@@ -83,14 +91,6 @@ async fn route(runtime: &Arc<Runtime>, req: Request<Incoming>) -> Response<Body>
                 .unwrap_or(HeaderValue::from_static("unknown"));
             // The chat pipeline owns the account from here: a stream records when it ends.
             return chat::handle(runtime, req, id, account, key).await;
-        }
-        (&Method::GET, "/metrics") => {
-            let mut resp = Response::new(body::full(runtime.metrics.render()));
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(thinkgate_metrics::CONTENT_TYPE),
-            );
-            resp
         }
         (&Method::GET, "/v1/models") => {
             body::json_response(StatusCode::OK, runtime.models_body.clone())
@@ -125,4 +125,36 @@ async fn route(runtime: &Arc<Runtime>, req: Request<Incoming>) -> Response<Body>
     };
     account.status = resp.status().as_u16();
     resp
+}
+
+fn metrics_response(runtime: &Runtime) -> Response<Body> {
+    let mut resp = Response::new(body::full(runtime.metrics.render()));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(thinkgate_metrics::CONTENT_TYPE),
+    );
+    resp
+}
+
+/// Refuses a request head over the proxy's limits with a 431 in OpenAI's shape (hyper's own
+/// limits, set higher, answer with an empty body).
+fn check_head(headers: &http::HeaderMap) -> Result<(), ApiError> {
+    let bytes: usize = headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if headers.len() > super::MAX_HEADERS || bytes > super::MAX_HEADER_BYTES {
+        return Err(ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "invalid_request_error",
+            format!(
+                "the request has {} headers of {bytes} bytes; the limits are {} headers and {} bytes",
+                headers.len(),
+                super::MAX_HEADERS,
+                super::MAX_HEADER_BYTES
+            ),
+        )
+        .with_code("request_header_fields_too_large"));
+    }
+    Ok(())
 }

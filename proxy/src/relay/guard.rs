@@ -55,10 +55,11 @@ pub trait FollowUpSender: Send + Sync {
 /// What enforcement did, as the response reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GuardReport {
-    /// `native`, `forced`, `cut` or `none`.
+    /// `native`, `watched` (the guard needed not act), `forced` or `cut`.
     pub enforcement: &'static str,
     pub reasoning_tokens: u64,
-    /// `upstream` (the upstream's usage) or `counted` (the proxy's tokenizer).
+    /// `upstream` (the upstream's usage) or `estimated` (the proxy's tokenizer), the same
+    /// words as the token metrics' `source` label.
     pub reasoning_source: &'static str,
     pub note: Option<String>,
 }
@@ -462,12 +463,16 @@ impl Watch {
         let enforcement = match self.acted {
             Some(label) => label,
             None if self.guard.control.native != Native::None => "native",
-            None => "none",
+            None => "watched",
         };
         let report = GuardReport {
             enforcement,
             reasoning_tokens: reasoning,
-            reasoning_source: if from_upstream { "upstream" } else { "counted" },
+            reasoning_source: if from_upstream {
+                "upstream"
+            } else {
+                "estimated"
+            },
             note: self.note.clone(),
         };
         (t, report)
@@ -495,8 +500,14 @@ impl Watch {
             "Upstream stream failed: {why}."
         );
         self.record(code);
+        // The same status a relayed request gets for the same failure.
+        let status = if code == "upstream_timeout" {
+            StatusCode::GATEWAY_TIMEOUT
+        } else {
+            StatusCode::BAD_GATEWAY
+        };
         ApiError::new(
-            StatusCode::BAD_GATEWAY,
+            status,
             "upstream_error",
             format!("provider `{provider}` {why}"),
         )

@@ -93,6 +93,17 @@ impl ModelMetrics {
         }
     }
 
+    /// Creates the model's series at zero, so a dashboard shows 0 (not "No data") and an
+    /// `absent()` alert can tell an idle model from a broken scrape.
+    pub fn touch(&self, metrics: &Metrics) {
+        for outcome in 0..UPSTREAM_OUTCOMES.len() {
+            self.upstream(metrics, outcome);
+        }
+        for mode in 0..MODES.len() {
+            self.slot(metrics, mode, 0);
+        }
+    }
+
     fn slot(&self, metrics: &Metrics, mode: usize, domain: usize) -> &Slot {
         let domain = domain.min(self.domains.len() - 1);
         self.slots[mode * self.domains.len() + domain].get_or_init(|| {
@@ -146,7 +157,7 @@ pub struct Tokens {
 pub struct BudgetRecord {
     /// Reasoning tokens allowed.
     pub limit: u64,
-    /// `native`, `forced`, `cut` or `none` (a bounded label).
+    /// `native`, `watched`, `forced` or `cut` (a bounded label).
     pub method: &'static str,
 }
 
