@@ -52,15 +52,30 @@ pub struct SimStats {
     pub cancelled: AtomicU64,
     /// The `x-request-id` of the latest chat request.
     pub last_request_id: std::sync::Mutex<String>,
+    /// The last [`SimStats::RECENT`] chat request bodies, oldest first, for tests that check
+    /// what reached the upstream.
+    pub recent_bodies: std::sync::Mutex<std::collections::VecDeque<Value>>,
 }
 
 impl SimStats {
+    pub const RECENT: usize = 32;
+
+    fn remember(&self, body: &Value) {
+        if let Ok(mut recent) = self.recent_bodies.lock() {
+            if recent.len() == Self::RECENT {
+                recent.pop_front();
+            }
+            recent.push_back(body.clone());
+        }
+    }
+
     pub fn to_json(&self) -> Value {
         json!({
             "started": self.started.load(Ordering::Relaxed),
             "completed": self.completed.load(Ordering::Relaxed),
             "cancelled": self.cancelled.load(Ordering::Relaxed),
             "last_request_id": self.last_request_id.lock().map(|s| s.clone()).unwrap_or_default(),
+            "recent_bodies": self.recent_bodies.lock().map(|r| r.iter().cloned().collect::<Vec<_>>()).unwrap_or_default(),
         })
     }
 }
@@ -333,6 +348,7 @@ impl Simulator {
         }
 
         self.stats.started.fetch_add(1, Ordering::Relaxed);
+        self.stats.remember(&request);
         if let (Some(id), Ok(mut last)) = (
             headers.get("x-request-id").and_then(|v| v.to_str().ok()),
             self.stats.last_request_id.lock(),

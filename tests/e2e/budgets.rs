@@ -402,13 +402,39 @@ async fn hidden_reasoning_that_leaves_no_answer_is_retried_with_less_effort() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_budget_hint_goes_into_the_prompt_when_the_mode_says_so() {
+    // The hint names the budget each call runs under: read from what reached the upstream.
     let proxy = Proxy::start(&config()).await;
     let url = proxy.url("/v1/chat/completions");
-    let prompt = |r: Reply| r.json()["usage"]["prompt_tokens"].as_u64().unwrap();
-    let plain = prompt(call(&url, ask("vllm:thinking", false, json!({})), &[]).await);
-    let hinted = prompt(call(&url, ask("vllm:contemplating", false, json!({})), &[]).await);
-    // A new system message: 3 tokens of framing plus the sentence with the budget in it.
-    assert!(hinted >= plain + 15, "{plain} → {hinted}");
+    let hints = |bodies: &[Value]| -> Vec<String> {
+        bodies
+            .iter()
+            .flat_map(|b| b["messages"].as_array().cloned().unwrap_or_default())
+            .filter_map(|m| m["content"].as_str().map(str::to_string))
+            .filter(|t| t.contains("keep your reasoning under"))
+            .collect()
+    };
+    let recent = |proxy: &Proxy| -> Vec<Value> {
+        proxy.sim_stats()["recent_bodies"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    // Thinking says budget_hint = false: no hint.
+    let r = call(&url, ask("vllm:thinking", false, json!({})), &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(hints(&recent(&proxy)).is_empty(), "{:?}", recent(&proxy));
+    // Contemplating says true: every agent (and the synthesis) is told its own share.
+    let before = recent(&proxy).len();
+    let r = call(&url, ask("vllm:contemplating", false, json!({})), &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let calls: Vec<Value> = recent(&proxy).into_iter().skip(before).collect();
+    let agents = r.json()["thinkgate"]["agents"].as_array().unwrap().len();
+    let told = hints(&calls);
+    assert!(told.len() >= agents, "{agents} agents, hints: {told:?}");
+    assert!(
+        told.iter().all(|h| h.chars().any(|c| c.is_ascii_digit())),
+        "{told:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -413,3 +413,31 @@ async fn too_many_headers_get_a_431_in_openais_shape() {
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anthropic_provider_answering_with_other_json_is_a_502_not_an_empty_200() {
+    let body = r#"{"status":"ok","result":{"text":"hello"}}"#;
+    let response = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let url = fixed_upstream(response.into_bytes()).await;
+    let text = config_text(None, "")
+        + &format!("\n[providers.ant]\nkind = \"anthropic\"\nbase_url = \"{url}\"\n\n[models.ant-model]\nprovider = \"ant\"\ncontext_window = 100000\n");
+    let proxy = Proxy::start(&text).await;
+    let r = call(
+        &proxy.url("/v1/chat/completions"),
+        chat("ant-model", false),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
+    assert!(
+        r.error()["message"]
+            .as_str()
+            .unwrap()
+            .contains("not an Anthropic message"),
+        "{}",
+        r.text()
+    );
+}

@@ -81,7 +81,16 @@ async fn sigterm_lets_an_in_flight_stream_finish_then_exits_zero() {
     let mut seen = first.into_data().unwrap().to_vec();
 
     server.sigterm();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The server logs this once it has closed its listener.
+    loop {
+        let line = server
+            .logs
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the server says it stopped accepting");
+        if line.contains("no longer accepting") {
+            break;
+        }
+    }
     let refused = tokio::net::TcpStream::connect(&server.addr).await;
     assert!(
         refused.is_err(),

@@ -132,3 +132,36 @@ async fn a_config_file_that_disappears_keeps_the_running_config() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.header("x-thinkgate-model"), "alpha");
 }
+
+#[test]
+fn a_reload_keeps_the_pools_health_and_limits_of_what_did_not_change() {
+    let base = config_text(Some("http://127.0.0.1:9"), "").replace(
+        "[models.net-model]\nprovider = \"net\"",
+        "[models.net-model]\nprovider = \"net\"\nrequests_per_second = 1",
+    );
+    let runtime = thinkgate_proxy::Runtime::build(parse_config(&base), None).unwrap();
+    let before = runtime.route("net-model").unwrap().clone();
+    for _ in 0..3 {
+        before.health.failed();
+    }
+    assert!(
+        before.limiter.as_ref().unwrap().check(),
+        "the one request of this second"
+    );
+    // An edit elsewhere: the provider, its pools, the model's health and limiter carry over.
+    let edited = base.replace("shutdown_grace = \"5s\"", "shutdown_grace = \"6s\"");
+    let next = runtime.rebuild(parse_config(&edited)).unwrap();
+    let after = next.route("net-model").unwrap();
+    assert!(Arc::ptr_eq(&before.upstream, &after.upstream), "pools kept");
+    assert_eq!(after.health.failures(), 3, "health kept");
+    assert!(
+        !after.limiter.as_ref().unwrap().check(),
+        "the limiter's state kept"
+    );
+    // Editing the provider builds it anew, with fresh health.
+    let moved = edited.replace("response_timeout = \"2s\"", "response_timeout = \"3s\"");
+    let third = next.rebuild(parse_config(&moved)).unwrap();
+    let rebuilt = third.route("net-model").unwrap();
+    assert!(!Arc::ptr_eq(&after.upstream, &rebuilt.upstream));
+    assert_eq!(rebuilt.health.failures(), 0);
+}

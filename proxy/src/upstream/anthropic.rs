@@ -287,11 +287,14 @@ fn merge_usage(usage: &mut Usage, u: UsageWire) {
 
 #[derive(Deserialize)]
 struct MessageWire {
+    /// Always `message`: what tells a Messages response from any other JSON.
+    #[serde(rename = "type")]
+    kind: String,
     #[serde(default)]
     id: String,
     #[serde(default)]
     model: String,
-    #[serde(default)]
+    /// Required: a body without it is not an answer the proxy can vouch for.
     content: Vec<Value>,
     #[serde(default)]
     stop_reason: Option<String>,
@@ -303,6 +306,12 @@ struct MessageWire {
 pub fn decode_message(bytes: &[u8]) -> Result<Vec<Delta>, String> {
     let m: MessageWire =
         serde_json::from_slice(bytes).map_err(|e| format!("not an Anthropic message: {e}"))?;
+    if m.kind != "message" {
+        return Err(format!(
+            "not an Anthropic message: its type is `{}`",
+            m.kind
+        ));
+    }
     let mut out = vec![Delta::Start {
         id: m.id,
         model: m.model,
