@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use notify::{RecursiveMode, Watcher};
+use notify::RecursiveMode;
 use thinkgate_config::Config;
 use tokio::sync::mpsc;
 
@@ -83,12 +83,15 @@ pub fn spawn(
     // `true`: SIGHUP, which re-reads even an unchanged file (its `${VAR}`s may have changed).
     let (tx, mut rx) = mpsc::channel::<bool>(16);
     let file_tx = tx.clone();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+    // notify-debouncer-full waits for a quiet moment after an editor's burst of events
+    // (and follows renames), so each save is one reload.
+    let handler = move |events: notify_debouncer_full::DebounceEventResult| {
+        if events.is_ok_and(|e| !e.is_empty()) {
             let _ = file_tx.try_send(false);
         }
-    })
-    .map_err(|e| format!("cannot watch the config: {e}"))?;
+    };
+    let mut watcher = notify_debouncer_full::new_debouncer(DEBOUNCE, None, handler)
+        .map_err(|e| format!("cannot watch the config: {e}"))?;
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -121,8 +124,8 @@ pub fn spawn(
         // The watcher lives as long as this task.
         let _watcher = watcher;
         while let Some(mut forced) = rx.recv().await {
-            // Debounce: wait until the events stop.
-            while let Ok(Some(f)) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {
+            // A SIGHUP that came with the same edit forces the re-read.
+            while let Ok(f) = rx.try_recv() {
                 forced |= f;
             }
             let path = path.clone();
