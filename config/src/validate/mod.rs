@@ -1,0 +1,317 @@
+//! Raw → typed: every rule that a config must satisfy, each failure a [`ConfigError`]
+//! naming file, line and key path.
+
+mod contemplating;
+mod keys;
+mod models;
+mod modes;
+mod providers;
+mod routing;
+mod server;
+mod simulator;
+#[cfg(test)]
+mod tests;
+
+use contemplating::*;
+use keys::*;
+use models::*;
+use modes::*;
+use providers::*;
+use routing::*;
+use server::*;
+use simulator::*;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::error::{closest, ConfigError, KeyPath};
+use crate::locate::SourceMap;
+use crate::modes::{
+    AgentModels, Contemplating, EffortAsk, Knob, Mode, ModePolicy, ModelThinking, Modes, Overrun,
+};
+use crate::raw::{
+    RawConfig, RawDomain, RawDomainsFile, RawModePolicy, RawModel, RawModelThinking, RawPolicy,
+    RawProvider, RawSimProfile,
+};
+use crate::{
+    ApiKey, Auth, ClientKey, Config, Dialect, Domain, EfficientBy, Encoding, HeaderPattern,
+    KeyLimits, LogFormat, MetricsConfig, Model, Policy, Provider, ProviderKind, ReasoningField,
+    ReasoningStyle, Routing, Secret, Server, SimFaults, SimProfile, Simulator, WireFormat,
+};
+
+/// Collects the context every error needs: the file and the source map.
+struct Checker<'a> {
+    file: &'a Path,
+    map: SourceMap<'a>,
+}
+
+impl Checker<'_> {
+    fn error(&self, key: KeyPath, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.to_path_buf(),
+            line: self.map.line_of_key(&key.0),
+            key,
+            message: message.into(),
+        }
+    }
+
+    /// A duration of at most [`MAX_DURATION`] (longer ones overflow clocks and mean a typo).
+    fn duration(
+        &self,
+        key: KeyPath,
+        value: Option<&str>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let Some(text) = value else {
+            return Ok(default);
+        };
+        let d = humantime::parse_duration(text).map_err(|e| {
+            self.error(
+                key.clone(),
+                format!("`{text}` is not a duration ({e}); write e.g. \"30s\" or \"250ms\""),
+            )
+        })?;
+        if d > MAX_DURATION {
+            return Err(self.error(
+                key,
+                format!("`{text}` is longer than the most allowed, 365 days"),
+            ));
+        }
+        Ok(d)
+    }
+
+    /// A whole number within `range`, `default` when unset.
+    fn bounded(
+        &self,
+        key: KeyPath,
+        value: Option<u64>,
+        default: u64,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<usize, ConfigError> {
+        let v = value.unwrap_or(default);
+        if !range.contains(&v) {
+            return Err(self.error(
+                key,
+                format!("must be between {} and {}", range.start(), range.end()),
+            ));
+        }
+        Ok(v as usize)
+    }
+
+    /// A timeout or deadline: a duration that is not zero (zero would fail every request).
+    fn timeout(
+        &self,
+        key: KeyPath,
+        value: Option<&str>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let d = self.duration(key.clone(), value, default)?;
+        if d.is_zero() {
+            return Err(self.error(key, "must be longer than zero"));
+        }
+        Ok(d)
+    }
+
+    fn one_of<'v>(
+        &self,
+        key: KeyPath,
+        value: &str,
+        valid: &[&'v str],
+    ) -> Result<&'v str, ConfigError> {
+        if let Some(v) = valid.iter().find(|v| **v == value) {
+            return Ok(v);
+        }
+        let hint = match closest(value, valid.iter().copied()) {
+            Some(s) => format!("; did you mean `{s}`?"),
+            None => String::new(),
+        };
+        Err(self.error(
+            key,
+            format!("`{value}` is not one of {}{hint}", list(valid.iter())),
+        ))
+    }
+}
+
+fn list<I, S>(items: I) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: std::fmt::Display,
+{
+    items
+        .into_iter()
+        .map(|s| format!("`{s}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub(crate) fn parse_and_validate(
+    text: &str,
+    file: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    listen: Option<std::net::SocketAddr>,
+) -> Result<Config, ConfigError> {
+    let checker = Checker {
+        file,
+        map: SourceMap::new(text),
+    };
+    let mut raw = parse_raw(text, &checker)?;
+    if let Some(addr) = listen {
+        // The flag replaces the key before validation, so every rule about the address
+        // (loopback only without keys) holds for it too.
+        raw.server.listen = Some(addr.to_string());
+        raw.server.listen_from_flag = true;
+    }
+    validate(raw, file, &checker, env)
+}
+
+fn parse_raw(text: &str, checker: &Checker<'_>) -> Result<RawConfig, ConfigError> {
+    let deserializer = toml::Deserializer::new(text);
+    serde_path_to_error::deserialize::<_, RawConfig>(deserializer).map_err(|err| {
+        let mut key: Vec<String> = err
+            .path()
+            .iter()
+            .filter_map(|seg| match seg {
+                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+                serde_path_to_error::Segment::Enum { variant } => Some(variant.clone()),
+                serde_path_to_error::Segment::Unknown => None,
+            })
+            .collect();
+        let inner = err.into_inner();
+        let mut message = inner.message().trim().to_string();
+        if let Some((field, expected)) = unknown_field(&message) {
+            if key.last().map(String::as_str) != Some(field.as_str()) {
+                key.push(field.clone());
+            }
+            message = match closest(&field, expected.iter().map(String::as_str)) {
+                Some(s) => format!("unknown key `{field}`; did you mean `{s}`?"),
+                None => format!("unknown key `{field}`; valid keys: {}", list(&expected)),
+            };
+        }
+        let line = match inner.span() {
+            Some(span) if key.is_empty() => checker.map.line_of(span.start),
+            _ => checker.map.line_of_key(&key),
+        };
+        let line = if line == 0 {
+            inner.span().map_or(0, |s| checker.map.line_of(s.start))
+        } else {
+            line
+        };
+        ConfigError::Invalid {
+            file: checker.file.to_path_buf(),
+            line,
+            key: KeyPath(key),
+            message,
+        }
+    })
+}
+
+/// Splits serde's "unknown field `x`, expected one of `a`, `b`" into `x` and `[a, b]`.
+fn unknown_field(message: &str) -> Option<(String, Vec<String>)> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (field, rest) = rest.split_once('`')?;
+    let expected = rest
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
+    Some((field.to_string(), expected))
+}
+
+fn validate(
+    raw: RawConfig,
+    file: &Path,
+    c: &Checker<'_>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let server = validate_server(&raw, c)?;
+
+    let mut providers = Vec::with_capacity(raw.providers.len());
+    for (name, p) in &raw.providers {
+        providers.push(validate_provider(name, p, c, env)?);
+    }
+
+    let default_encoding = match &raw.metrics.default_encoding {
+        None => Encoding::O200kBase,
+        Some(e) => encoding(c, KeyPath::new(["metrics", "default_encoding"]), e)?,
+    };
+    let mut models = Vec::with_capacity(raw.models.len());
+    for (id, m) in &raw.models {
+        models.push(validate_model(id, m, &raw.providers, default_encoding, c)?);
+    }
+    if models.is_empty() {
+        return Err(c.error(
+            KeyPath::new(["models"]),
+            "no models are configured; add at least one [models.\"<id>\"] table",
+        ));
+    }
+
+    let default_key = KeyPath::new(["routing", "default_model"]);
+    let default_model = match &raw.routing.default_model {
+        Some(id) if raw.models.contains_key(id) => id.clone(),
+        Some(id) => {
+            let hint = closest(id, raw.models.keys().map(String::as_str))
+                .map(|s| format!("; did you mean `{s}`?"))
+                .unwrap_or_default();
+            return Err(c.error(
+                default_key,
+                format!("`{id}` is not a configured model{hint}"),
+            ));
+        }
+        None => return Err(c.error(default_key, "is required: the model `auto` resolves to")),
+    };
+
+    let simulator = validate_simulator(&raw, c)?;
+    let modes = validate_modes(&raw, c)?;
+    let (auth, keys) = validate_keys(&raw, c, env, &server)?;
+    let domains = validate_domains(&raw, c)?;
+    let threshold = raw.routing.confidence_threshold.unwrap_or(0.28);
+    if !(0.0..=1.0).contains(&threshold) {
+        return Err(c.error(
+            KeyPath::new(["routing", "confidence_threshold"]),
+            "must be between 0 and 1",
+        ));
+    }
+    let buckets = |key: &str, v: &Option<Vec<f64>>| -> Result<Option<Vec<f64>>, ConfigError> {
+        let Some(v) = v else { return Ok(None) };
+        let increasing = v.windows(2).all(|w| w[0] < w[1]);
+        if v.is_empty() || !increasing || v.iter().any(|b| !b.is_finite()) {
+            return Err(c.error(
+                KeyPath::new(["metrics", key]),
+                "must be a non-empty list of finite numbers in increasing order",
+            ));
+        }
+        Ok(Some(v.clone()))
+    };
+    let metrics = MetricsConfig {
+        latency_buckets: buckets("latency_buckets", &raw.metrics.latency_buckets)?,
+        ttft_buckets: buckets("ttft_buckets", &raw.metrics.ttft_buckets)?,
+        reasoning_token_buckets: buckets(
+            "reasoning_token_buckets",
+            &raw.metrics.reasoning_token_buckets,
+        )?,
+    };
+
+    Ok(Config {
+        source: file.to_path_buf(),
+        server,
+        default_model,
+        providers,
+        models,
+        simulator,
+        metrics,
+        modes,
+        routing: validate_routing(&raw, c)?,
+        contemplating: validate_contemplating(&raw, c)?,
+        auth,
+        keys,
+        domains,
+        confidence_threshold: threshold as f32,
+    })
+}
+
+/// The longest duration a config may set.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);

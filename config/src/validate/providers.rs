@@ -1,0 +1,205 @@
+//! The `[providers.<name>]` sections: kinds, URLs, secrets, timeouts, headers.
+
+use super::*;
+
+pub(super) fn validate_provider(
+    name: &str,
+    p: &RawProvider,
+    c: &Checker<'_>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Provider, ConfigError> {
+    let base = KeyPath::new(["providers", name]);
+    let kind = match c.one_of(base.child("kind"), &p.kind, &ProviderKind::NAMES)? {
+        "openai" => ProviderKind::OpenAi,
+        "openai-compatible" => ProviderKind::OpenAiCompatible,
+        "anthropic" => ProviderKind::Anthropic,
+        "gemini" => ProviderKind::Gemini,
+        _ => ProviderKind::Simulator,
+    };
+
+    let base_url = match (&p.base_url, kind) {
+        (Some(url), _) => {
+            let trimmed = url.trim_end_matches('/');
+            let valid = (trimmed.starts_with("http://") || trimmed.starts_with("https://"))
+                && trimmed.parse::<http_uri_check::Uri>().is_ok();
+            if !valid {
+                return Err(c.error(
+                    base.child("base_url"),
+                    format!("`{url}` is not an http:// or https:// URL"),
+                ));
+            }
+            trimmed.to_string()
+        }
+        (None, ProviderKind::Simulator) => String::new(),
+        (None, ProviderKind::OpenAi) => "https://api.openai.com/v1".to_string(),
+        (None, ProviderKind::Anthropic) => "https://api.anthropic.com/v1".to_string(),
+        (None, ProviderKind::Gemini) => {
+            "https://generativelanguage.googleapis.com/v1beta".to_string()
+        }
+        (None, ProviderKind::OpenAiCompatible) => {
+            return Err(c.error(
+                base.child("base_url"),
+                "is required for kind `openai-compatible`",
+            ))
+        }
+    };
+
+    let api_key = match &p.api_key {
+        None => ApiKey::None,
+        Some(text) => {
+            let var = text
+                .strip_prefix("${")
+                .and_then(|r| r.strip_suffix('}'))
+                .filter(|v| {
+                    !v.is_empty() && v.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+                });
+            match var {
+                Some(var) => ApiKey::FromEnv {
+                    var: var.to_string(),
+                    value: env(var).filter(|v| !v.is_empty()).map(Secret::new),
+                },
+                // The literal is not echoed: it may be a real key pasted by mistake.
+                None => {
+                    return Err(c.error(
+                        base.child("api_key"),
+                        "must be an environment reference such as \"${OPENAI_API_KEY}\"; \
+                         secrets are never written in the config file",
+                    ))
+                }
+            }
+        }
+    };
+
+    let http2_connections = p.http2_connections.unwrap_or(4);
+    if !(1..=64).contains(&http2_connections) {
+        return Err(c.error(base.child("http2_connections"), "must be between 1 and 64"));
+    }
+
+    let format = match (kind, p.format.as_deref()) {
+        (ProviderKind::Anthropic, None) => WireFormat::Anthropic,
+        (ProviderKind::Gemini, None) => WireFormat::Gemini,
+        (_, None) => WireFormat::OpenAi,
+        (ProviderKind::Simulator, Some(f)) => {
+            match c.one_of(base.child("format"), f, &WireFormat::NAMES)? {
+                "anthropic" => WireFormat::Anthropic,
+                "gemini" => WireFormat::Gemini,
+                _ => WireFormat::OpenAi,
+            }
+        }
+        (_, Some(_)) => {
+            return Err(c.error(
+                base.child("format"),
+                "is only for `simulator` providers; the kind sets the format of the others",
+            ))
+        }
+    };
+    let dialect = match (kind, format, p.dialect.as_deref()) {
+        (ProviderKind::OpenAi, _, None) => Dialect::OpenAi,
+        (_, _, None) => Dialect::Generic,
+        (ProviderKind::OpenAiCompatible | ProviderKind::Simulator, WireFormat::OpenAi, Some(d)) => {
+            let name = c.one_of(base.child("dialect"), d, &Dialect::NAMES)?;
+            Dialect::parse(name).unwrap_or(Dialect::Generic)
+        }
+        (_, _, Some(_)) => return Err(c.error(
+            base.child("dialect"),
+            "is only for `openai-compatible` providers (and simulators speaking the OpenAI format)",
+        )),
+    };
+    let default_max_tokens = p.default_max_tokens.unwrap_or(4096);
+    if !(1..=1_000_000).contains(&default_max_tokens) {
+        return Err(c.error(
+            base.child("default_max_tokens"),
+            "must be between 1 and 1000000",
+        ));
+    }
+    let mut forward_headers = Vec::new();
+    let patterns: Vec<String> = if p.forward_headers.is_empty() && kind == ProviderKind::Simulator {
+        vec!["x-sim-*".to_string()]
+    } else {
+        p.forward_headers.clone()
+    };
+    for (i, h) in patterns.iter().enumerate() {
+        let lower = h.to_ascii_lowercase();
+        let (name_part, pattern) = match lower.strip_suffix('*') {
+            Some(prefix) => (
+                prefix.to_string(),
+                HeaderPattern::Prefix(prefix.to_string()),
+            ),
+            None => (lower.clone(), HeaderPattern::Exact(lower.clone())),
+        };
+        let token = !name_part.is_empty()
+            && name_part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !token || matches!(name_part.as_str(), "authorization" | "x-api-key" | "host") {
+            return Err(c.error(
+                base.child("forward_headers").child(i.to_string()),
+                format!("`{h}` is not a header name that may be forwarded"),
+            ));
+        }
+        forward_headers.push(pattern);
+    }
+
+    Ok(Provider {
+        name: name.to_string(),
+        kind,
+        base_url,
+        api_key,
+        connect_timeout: c.timeout(
+            base.child("connect_timeout"),
+            p.connect_timeout.as_deref(),
+            Duration::from_secs(5),
+        )?,
+        response_timeout: c.timeout(
+            base.child("response_timeout"),
+            p.response_timeout.as_deref(),
+            Duration::from_secs(120),
+        )?,
+        stream_idle_timeout: c.timeout(
+            base.child("stream_idle_timeout"),
+            p.stream_idle_timeout.as_deref(),
+            Duration::from_secs(120),
+        )?,
+        http2_connections: http2_connections as usize,
+        max_concurrent_calls: match p.max_concurrent_calls {
+            None => None,
+            Some(n) => Some(c.bounded(
+                base.child("max_concurrent_calls"),
+                Some(n),
+                1,
+                1..=1_000_000,
+            )?),
+        },
+        forward_headers,
+        default_max_tokens,
+        dialect,
+        format,
+    })
+}
+
+/// Just enough URI checking to reject garbage without pulling in `http` here.
+mod http_uri_check {
+    pub struct Uri;
+
+    impl std::str::FromStr for Uri {
+        type Err = ();
+
+        fn from_str(s: &str) -> Result<Self, ()> {
+            let rest = s
+                .strip_prefix("https://")
+                .or_else(|| s.strip_prefix("http://"))
+                .ok_or(())?;
+            let host = rest.split('/').next().unwrap_or("");
+            let ok = !host.is_empty()
+                && !s.contains(char::is_whitespace)
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b));
+            if ok {
+                Ok(Uri)
+            } else {
+                Err(())
+            }
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! Validation tests: every rule, and the file, line and key of each error.
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("t.toml"), &|v| {
+        (v == "SET_KEY").then(|| "sk-secret-value".to_string())
+    })
+}
+
+const MINIMAL: &str = r#"auth = "none"
+[routing]
+default_model = "m"
+
+[providers.sim]
+kind = "simulator"
+
+[models.m]
+provider = "sim"
+context_window = 1000
+"#;
+
+#[test]
+fn minimal_config_is_valid() {
+    let cfg = parse(MINIMAL).expect("valid");
+    assert_eq!(cfg.default_model, "m");
+    assert_eq!(cfg.models[0].upstream_model, "m");
+    assert_eq!(
+        cfg.providers[0].forward_headers,
+        vec![HeaderPattern::Prefix("x-sim-".into())]
+    );
+}
+
+#[test]
+fn unknown_key_names_line_key_and_suggestion() {
+    let text = format!("{MINIMAL}\n[server]\nlisten = \"127.0.0.1:1\"\nlog_fromat = \"json\"\n");
+    let err = parse(&text).unwrap_err();
+    assert_eq!(err.key().unwrap().to_string(), "server.log_fromat");
+    assert!(err.message().contains("did you mean `log_format`"), "{err}");
+    assert_eq!(
+        err.line(),
+        text.lines()
+            .position(|l| l.starts_with("log_fromat"))
+            .unwrap()
+            + 1
+    );
+    assert!(err.to_string().starts_with("t.toml:"), "{err}");
+}
+
+#[test]
+fn wrong_type_names_the_key() {
+    let text = MINIMAL.replace("context_window = 1000", "context_window = \"big\"");
+    let err = parse(&text).unwrap_err();
+    assert_eq!(err.key().unwrap().to_string(), "models.m.context_window");
+    assert_eq!(err.line(), 10);
+}
+
+#[test]
+fn syntax_error_has_a_line() {
+    let err = parse("[server\nlisten = 1").unwrap_err();
+    assert_eq!(err.line(), 1, "{err}");
+}
+
+#[test]
+fn unknown_provider_reference_is_suggested() {
+    let err = parse(&MINIMAL.replace("provider = \"sim\"", "provider = \"simm\"")).unwrap_err();
+    assert!(err.message().contains("did you mean `sim`"), "{err}");
+    assert_eq!(err.key().unwrap().to_string(), "models.m.provider");
+    assert_eq!(err.line(), 9);
+}
+
+#[test]
+fn secrets_resolve_from_env_and_never_print() {
+    let text = format!(
+        "{MINIMAL}\n[providers.a]\nkind = \"openai\"\napi_key = \"${{SET_KEY}}\"\n\
+         [providers.b]\nkind = \"openai\"\napi_key = \"${{UNSET_KEY}}\"\n"
+    );
+    let cfg = parse(&text).expect("valid");
+    let a = cfg.provider("a").unwrap();
+    assert!(a.usable());
+    assert!(!cfg.provider("b").unwrap().usable());
+    assert!(!format!("{cfg:?}").contains("sk-secret-value"));
+}
+
+#[test]
+fn literal_secret_is_rejected_without_echo() {
+    let text = format!("{MINIMAL}\n[providers.a]\nkind = \"openai\"\napi_key = \"sk-live-123\"\n");
+    let err = parse(&text).unwrap_err();
+    assert_eq!(err.key().unwrap().to_string(), "providers.a.api_key");
+    assert!(!err.to_string().contains("sk-live-123"));
+}
+
+#[test]
+fn bad_enum_value_lists_choices() {
+    let text = MINIMAL.replace("kind = \"simulator\"", "kind = \"openia\"");
+    let err = parse(&text).unwrap_err();
+    assert!(err.message().contains("did you mean `openai`"), "{err}");
+    assert_eq!(err.line(), 6);
+}
+
+#[test]
+fn modes_validate_with_file_line_and_key() {
+    let ok = format!(
+        "{MINIMAL}\n[models.m.thinking]\nknob = \"effort\"\nefforts = [\"low\", \"high\"]\noverrun = \"force\"\n\n[modes]\ndefault = \"thinking\"\n[modes.domain_defaults]\nhealth = \"instant\"\n[modes.thinking]\nreasoning_budget = 2048\n[modes.thinking.domains]\nmath = 1024\n[modes.efforts]\nturbo = {{ mode = \"contemplating\", reasoning_budget = 9000 }}\n"
+    );
+    let cfg = parse(&ok).expect("valid");
+    assert_eq!(cfg.modes.default, Some(Mode::Thinking));
+    assert_eq!(cfg.modes.policy(Mode::Thinking).reasoning_budget, 2048);
+    assert_eq!(
+        cfg.modes.policy(Mode::Thinking).domain_budgets["math"],
+        1024
+    );
+    assert_eq!(
+        cfg.modes.efforts.len(),
+        1,
+        "a table given replaces the built-in one"
+    );
+    assert_eq!(cfg.models[0].thinking.overrun, Some(Overrun::Force));
+
+    let bad = |text: String, key: &str, says: &str, line: usize| {
+        let err = parse(&text).unwrap_err();
+        assert_eq!(
+            err.key().map(|k| k.to_string()).as_deref(),
+            Some(key),
+            "{err}"
+        );
+        assert!(err.message().contains(says), "{err}");
+        assert_eq!(err.line(), line, "{err}");
+    };
+    bad(
+        format!("{MINIMAL}[modes]\ndefault = \"thinkin\"\n"),
+        "modes.default",
+        "did you mean `thinking`",
+        12,
+    );
+    bad(
+        format!("{MINIMAL}[modes.thinking]\nreasoning_budget = 0\n"),
+        "modes.thinking.reasoning_budget",
+        "use instant mode",
+        12,
+    );
+    bad(
+        format!("{MINIMAL}[modes.instant]\nanswer_reserve = 0\n"),
+        "modes.instant.answer_reserve",
+        "at least 1",
+        12,
+    );
+    bad(
+        format!("{MINIMAL}[modes]\nhint = \"be brief\"\n"),
+        "modes.hint",
+        "{budget}",
+        12,
+    );
+    bad(
+        format!("{MINIMAL}[modes.efforts]\nlow = {{ mode = \"fast\" }}\n"),
+        "modes.efforts.low.mode",
+        "is not one of",
+        12,
+    );
+    bad(
+        format!("{MINIMAL}\n[models.m.thinking]\noverrun = \"truncate\"\n"),
+        "models.m.thinking.overrun",
+        "`force`, `cut`, `length`",
+        13,
+    );
+    bad(
+        format!("{MINIMAL}\n[models.m.thinking]\nmin_budget = 128\nmax_budget = 64\n"),
+        "models.m.thinking.max_budget",
+        "at least min_budget",
+        14,
+    );
+}
+
+#[test]
+fn contemplating_and_routing_errors_name_the_key() {
+    let bad = |extra: &str, key: &str, says: &str| {
+        let err = parse(&format!("{MINIMAL}{extra}")).unwrap_err();
+        assert_eq!(
+            err.key().map(|k| k.to_string()).as_deref(),
+            Some(key),
+            "{err}"
+        );
+        assert!(err.message().contains(says), "{err}");
+    };
+    bad(
+        "[contemplating]\nagents = 0\n",
+        "contemplating.agents",
+        "between 1 and 16",
+    );
+    bad(
+        "[contemplating]\nagents = 2\nquorum = 3\n",
+        "contemplating.quorum",
+        "number of agents (2)",
+    );
+    bad(
+        "[contemplating]\nsynthesis_model = \"mm\"\n",
+        "contemplating.synthesis_model",
+        "did you mean `m`",
+    );
+    bad(
+        "[contemplating]\nsynthesis_share = 1.0\n",
+        "contemplating.synthesis_share",
+        "below 1",
+    );
+    bad(
+        "[contemplating]\nmodels = \"all\"\n",
+        "contemplating.models",
+        "`same`, `top`",
+    );
+    bad(
+        "[routing.policies]\nmath = [\"nope\"]\n",
+        "routing.policies.math.0",
+        "not a configured model",
+    );
+    bad(
+        "[routing.policies]\nmath = \"cheapest\"\n",
+        "routing.policies.math",
+        "`best`, `efficient`",
+    );
+    bad(
+        "\n[models.m.scores]\nmath = 40\n",
+        "models.m.scores",
+        "needs a `general` score",
+    );
+    bad(
+        "[domains.Legal]\nexamples = [\"x\"]\n",
+        "domains.Legal",
+        "lowercase",
+    );
+    bad(
+        "[domains.legal]\ndescription = \"law\"\n",
+        "domains.legal.examples",
+        "needs examples",
+    );
+    let digest = "ab".repeat(32);
+    bad(
+        &format!("[keys.k]\nsha256 = \"{}\"\n", &digest[..62]),
+        "keys.k.sha256",
+        "64 hexadecimal",
+    );
+    // Multi-byte characters at 64 bytes long: refused, not a panic.
+    bad(
+        &format!(
+            "[keys.k]\nsha256 = \"{}é{}\"\n",
+            &digest[..31],
+            &digest[..31]
+        ),
+        "keys.k.sha256",
+        "64 hexadecimal",
+    );
+    bad(
+        "[keys.k]\nsecret = \"tg-literal\"\n",
+        "keys.k.secret",
+        "environment reference",
+    );
+    bad(
+        &format!("[keys.k]\nsecret = \"${{K}}\"\nsha256 = \"{digest}\"\n"),
+        "keys.k",
+        "exactly one",
+    );
+    assert!(parse(&format!("{MINIMAL}[keys.k]\nsha256 = \"{digest}\"\n")).is_ok());
+    let ok = parse(&format!("{MINIMAL}[contemplating]\nagents = 4\nquorum = 3\ndeadline = \"30s\"\n[contemplating.domains]\nmath = 6\n")).unwrap();
+    assert_eq!(ok.contemplating.agents_for(Some("math")), 6);
+    assert_eq!(ok.contemplating.agents_for(Some("health")), 4);
+    assert_eq!(ok.contemplating.deadline, Duration::from_secs(30));
+}
+
+#[test]
+fn reserved_model_ids_and_missing_default() {
+    let err = parse(&MINIMAL.replace("[models.m]", "[models.\"a:b\"]")).unwrap_err();
+    assert!(err.message().contains("reserved"), "{err}");
+    let err =
+        parse(&MINIMAL.replace("default_model = \"m\"", "default_model = \"n\"")).unwrap_err();
+    assert_eq!(err.key().unwrap().to_string(), "routing.default_model");
+}
+
+#[test]
+fn simulator_profiles_inherit_the_default() {
+    let text = format!(
+        "{MINIMAL}\n[simulator.default]\nreasoning_tokens = 7\n[simulator.models.x]\nreasoning = \"hidden\"\n"
+    );
+    let cfg = parse(&text).expect("valid");
+    let p = cfg.simulator.profile("x");
+    assert_eq!(p.reasoning, ReasoningStyle::Hidden);
+    assert_eq!(p.reasoning_tokens, 7);
+    assert_eq!(cfg.simulator.profile("other").reasoning_tokens, 7);
+}
+
+#[test]
+fn histogram_buckets_must_increase() {
+    let err = parse(&format!(
+        "{MINIMAL}\n[metrics]\nttft_buckets = [1.0, 0.5]\n"
+    ))
+    .unwrap_err();
+    assert_eq!(err.key().unwrap().to_string(), "metrics.ttft_buckets");
+    let cfg = parse(&format!(
+        "{MINIMAL}\n[metrics]\nttft_buckets = [0.5, 1.0]\n"
+    ))
+    .unwrap();
+    assert_eq!(cfg.metrics.ttft_buckets, Some(vec![0.5, 1.0]));
+}
+
+#[test]
+fn bad_duration_is_explained() {
+    let text = format!("{MINIMAL}\n[server]\nshutdown_grace = \"soon\"\n");
+    let err = parse(&text).unwrap_err();
+    assert!(err.message().contains("not a duration"), "{err}");
+}
