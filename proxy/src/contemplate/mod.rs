@@ -524,174 +524,181 @@ impl Drop for AbortOnDrop {
 
 fn stream(req: Request, cast: Cast, account: Account) -> Response<Body> {
     let (frames_tx, frames_rx) = mpsc::channel::<Bytes>(64);
-    let reasoning_field = req.call.runtime.config.server.reasoning_field;
-    let include_usage = req.chat.include_usage;
-    let exclude = req.budget.exclude;
-    let task = tokio::spawn(async move {
-        let mut r = Renderer::new(&cast.synthesis.model.upstream_model, reasoning_field);
-        r.id = format!("chatcmpl-tg{}", uuid::Uuid::new_v4().simple());
-        let send = |b: Bytes| frames_tx.send(b);
-        let frame = |r: &mut Renderer, d: &Delta| r.chunk_for(d).map(|c| sse_frame("", &c));
-        let start = Delta::Start {
-            id: r.id.clone(),
-            model: String::new(),
-        };
-        if let Some(f) = frame(&mut r, &start) {
-            let _ = send(f).await;
-        }
-        // Progress as reasoning text, relayed as it comes.
-        let (ptx, mut prx) = mpsc::channel::<String>(16);
-        let progress: Progress = (!exclude).then_some(ptx);
-        let roles: Vec<String> = cast
-            .agents
-            .iter()
-            .map(|(role, route, _)| {
-                format!(
-                    "{} — {}",
-                    route.model.id,
-                    role.split(',').next().unwrap_or(role)
-                )
-            })
-            .collect();
-        say(
-            &progress,
-            format!(
-                "Contemplating with {} agents in parallel:\n{}\n",
-                cast.agents.len(),
-                roles.iter().map(|r| format!("- {r}\n")).collect::<String>()
-            ),
-        )
-        .await;
-        let relay_tx = frames_tx.clone();
-        let mut relay_r = Renderer::new(&cast.synthesis.model.upstream_model, reasoning_field);
-        relay_r.id = r.id.clone();
-        relay_r.created = r.created;
-        let relay = tokio::spawn(async move {
-            while let Some(text) = prx.recv().await {
-                if let Some(c) = relay_r.chunk_for(&Delta::Reasoning(text)) {
-                    if relay_tx.send(sse_frame("", &c)).await.is_err() {
-                        break;
-                    }
-                }
+    let task = tokio::spawn(orchestrate(req, cast, frames_tx));
+    let guard = AbortOnDrop(task.abort_handle());
+    body::sse_response(body::stream(until_last_frame(frames_rx, guard, account)))
+}
+
+/// The client's frames as the orchestration sends them; when it stops without a last frame
+/// (`[DONE]` or an error) it failed — a panic, say — and the client gets an error event
+/// rather than a stream that looks complete. Dropping the body aborts the orchestration.
+fn until_last_frame(
+    rx: mpsc::Receiver<Bytes>,
+    guard: AbortOnDrop,
+    account: Account,
+) -> impl futures_util::Stream<Item = Result<Bytes, BoxError>> {
+    let state = (Some(rx), guard, account, false);
+    futures_util::stream::unfold(state, |(rx, guard, mut account, ended)| async move {
+        let mut rx = rx?;
+        match rx.recv().await {
+            Some(frame) => {
+                let ended = is_last_frame(&frame);
+                Some((Ok::<_, BoxError>(frame), (Some(rx), guard, account, ended)))
             }
-        });
-        let _relay_guard = AbortOnDrop(relay.abort_handle());
-        let reports = run_agents(&req, &cast, &progress).await;
-        let mut usage = Usage::default();
-        for rep in &reports {
-            usage.add_call(&rep.usage);
+            None if ended => None,
+            None => {
+                account.status = 500;
+                let e = ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "contemplating stopped before the answer was complete",
+                )
+                .with_code("contemplating_failed");
+                let frame = sse_frame("", &e.to_json().to_string());
+                Some((Ok(frame), (None, guard, account, true)))
+            }
         }
-        let ending = decide(&req, &reports);
-        let ending = match ending {
-            Ok(e) => e,
-            Err(e) => {
-                drop(progress);
-                let _ = relay.await;
-                let _ = send(sse_frame("", &e.to_json().to_string())).await;
+    })
+}
+
+/// The streamed orchestration: the opening chunk, progress while the agents think, then
+/// the ending — an agent's answer, or the synthesis relayed.
+async fn orchestrate(req: Request, cast: Cast, tx: mpsc::Sender<Bytes>) {
+    let reasoning_field = req.call.runtime.config.server.reasoning_field;
+    let mut r = Renderer::new(&cast.synthesis.model.upstream_model, reasoning_field);
+    r.id = format!("chatcmpl-tg{}", uuid::Uuid::new_v4().simple());
+    let start = Delta::Start {
+        id: r.id.clone(),
+        model: String::new(),
+    };
+    if let Some(c) = r.chunk_for(&start) {
+        let _ = tx.send(sse_frame("", &c)).await;
+    }
+    let (progress, relay) = progress_relay(&r, req.budget.exclude, reasoning_field, &tx);
+    let _relay_guard = AbortOnDrop(relay.abort_handle());
+    say(&progress, opening(&cast)).await;
+    let reports = run_agents(&req, &cast, &progress).await;
+    let mut usage = Usage::default();
+    for rep in &reports {
+        usage.add_call(&rep.usage);
+    }
+    let ending = decide(&req, &reports);
+    let last_word = match &ending {
+        Ok(Ending::Direct(_, note)) => Some(format!("{note}.\n")),
+        Ok(Ending::Synthesis(_)) => Some(format!(
+            "Writing the answer with {}.\n",
+            cast.synthesis.model.id
+        )),
+        Err(_) => None,
+    };
+    if let Some(text) = last_word {
+        say(&progress, text).await;
+    }
+    // Progress ends before the answer starts.
+    drop(progress);
+    let _ = relay.await;
+    match ending {
+        Err(e) => {
+            let _ = tx.send(sse_frame("", &e.to_json().to_string())).await;
+        }
+        Ok(Ending::Direct(answer, note)) => {
+            let mut out = BytesMut::new();
+            if let Some(c) = r.chunk_for(&Delta::Content(answer)) {
+                out.extend_from_slice(&sse_frame("", &c));
+            }
+            let extra = extension(&req, &reports, None, note);
+            out.extend_from_slice(&sse_frame("", &r.finish_chunk("stop", extra)));
+            if req.chat.include_usage {
+                out.extend_from_slice(&sse_frame("", &r.usage_chunk(&usage)));
+            }
+            out.extend_from_slice(relay::DONE);
+            let _ = tx.send(out.freeze()).await;
+        }
+        Ok(Ending::Synthesis(chat)) => {
+            let started = Instant::now();
+            let budget = cast.synthesis_budget.clone();
+            let resp = call(&req, &cast.synthesis, &chat, budget, SYNTHESIS, true).await;
+            if !resp.status().is_success() {
+                let why = read_whole(resp).await.err().unwrap_or_default();
+                let e = synthesis_failed(why);
+                let _ = tx.send(sse_frame("", &e.to_json().to_string())).await;
                 return;
             }
-        };
-        match ending {
-            Ending::Direct(answer, note) => {
-                say(&progress, format!("{note}.\n")).await;
-                drop(progress);
-                let _ = relay.await;
-                let mut out = BytesMut::new();
-                if let Some(f) = frame(&mut r, &Delta::Content(answer)) {
-                    out.extend_from_slice(&f);
+            let done = Done {
+                reports: &reports,
+                usage,
+                started,
+            };
+            relay_synthesis(resp, &r, &req, &cast, done, &tx).await;
+        }
+    }
+}
+
+/// The first progress text: who thinks, with which approach.
+fn opening(cast: &Cast) -> String {
+    let roles: String = cast
+        .agents
+        .iter()
+        .map(|(role, route, _)| {
+            let approach = role.split(',').next().unwrap_or(role);
+            format!("- {} — {approach}\n", route.model.id)
+        })
+        .collect();
+    format!(
+        "Contemplating with {} agents in parallel:\n{roles}\n",
+        cast.agents.len()
+    )
+}
+
+/// Progress text as reasoning chunks under the response's id, relayed by a task of its own
+/// so agents never wait on the client; `None` when the client asked for no reasoning.
+fn progress_relay(
+    r: &Renderer,
+    exclude: bool,
+    reasoning_field: thinkgate_config::ReasoningField,
+    tx: &mpsc::Sender<Bytes>,
+) -> (Progress, tokio::task::JoinHandle<()>) {
+    let (ptx, mut prx) = mpsc::channel::<String>(16);
+    let relay_tx = tx.clone();
+    let mut relay_r = Renderer::new(&r.model, reasoning_field);
+    relay_r.id = r.id.clone();
+    relay_r.created = r.created;
+    let relay = tokio::spawn(async move {
+        while let Some(text) = prx.recv().await {
+            if let Some(c) = relay_r.chunk_for(&Delta::Reasoning(text)) {
+                if relay_tx.send(sse_frame("", &c)).await.is_err() {
+                    break;
                 }
-                out.extend_from_slice(&sse_frame(
-                    "",
-                    &r.finish_chunk("stop", extension(&req, &reports, None, note)),
-                ));
-                if include_usage {
-                    out.extend_from_slice(&sse_frame("", &r.usage_chunk(&usage)));
-                }
-                out.extend_from_slice(relay::DONE);
-                let _ = send(out.freeze()).await;
-            }
-            Ending::Synthesis(chat) => {
-                say(
-                    &progress,
-                    format!("Writing the answer with {}.\n", cast.synthesis.model.id),
-                )
-                .await;
-                drop(progress);
-                let _ = relay.await;
-                let started = Instant::now();
-                let resp = call(
-                    &req,
-                    &cast.synthesis,
-                    &chat,
-                    cast.synthesis_budget.clone(),
-                    SYNTHESIS,
-                    true,
-                )
-                .await;
-                if !resp.status().is_success() {
-                    let why = read_whole(resp).await.err().unwrap_or_default();
-                    let e = synthesis_failed(why);
-                    let _ = send(sse_frame("", &e.to_json().to_string())).await;
-                    return;
-                }
-                relay_synthesis(
-                    resp,
-                    &r,
-                    &req,
-                    &reports,
-                    usage,
-                    started,
-                    &cast,
-                    include_usage,
-                    &frames_tx,
-                )
-                .await;
             }
         }
     });
-    let guard = AbortOnDrop(task.abort_handle());
-    let state = (Some(frames_rx), guard, account, false);
-    let frames =
-        futures_util::stream::unfold(state, |(rx, guard, mut account, ended)| async move {
-            let mut rx = rx?;
-            match rx.recv().await {
-                Some(frame) => {
-                    let ended = is_last_frame(&frame);
-                    Some((Ok::<_, BoxError>(frame), (Some(rx), guard, account, ended)))
-                }
-                None if ended => None,
-                // The orchestration stopped without a last frame ([DONE] or an error): it failed
-                // (a panic, say), and the client must not take what it got for a whole answer.
-                None => {
-                    account.status = 500;
-                    let e = ApiError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "server_error",
-                        "contemplating stopped before the answer was complete",
-                    )
-                    .with_code("contemplating_failed");
-                    let frame = sse_frame("", &e.to_json().to_string());
-                    Some((Ok(frame), (None, guard, account, true)))
-                }
-            }
-        });
-    body::sse_response(body::stream(frames))
+    ((!exclude).then_some(ptx), relay)
+}
+
+/// What the agents did, for the last chunk of the synthesis.
+struct Done<'a> {
+    reports: &'a [Report],
+    /// The agents' usage, summed.
+    usage: Usage,
+    started: Instant,
 }
 
 /// Forwards the synthesis stream under the request's id, with the summed usage and the
 /// agents' report on the last chunk.
-#[allow(clippy::too_many_arguments)]
 async fn relay_synthesis(
     resp: Response<Body>,
     r: &Renderer,
     req: &Request,
-    reports: &[Report],
-    mut usage: Usage,
-    started: Instant,
     cast: &Cast,
-    include_usage: bool,
+    done: Done<'_>,
     tx: &mpsc::Sender<Bytes>,
 ) {
+    let Done {
+        reports,
+        mut usage,
+        started,
+    } = done;
+    let include_usage = req.chat.include_usage;
     let data = resp.into_body().into_data_stream();
     let mut events = data.eventsource();
     let mut finish: Option<Map<String, Value>> = None;
@@ -791,4 +798,36 @@ fn header(resp: &Response<Body>, name: &str) -> Option<String> {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+    use thinkgate_metrics::{Buckets, Metrics};
+
+    async fn frames_when(sent: Vec<&'static [u8]>) -> Vec<Bytes> {
+        let (tx, rx) = mpsc::channel::<Bytes>(8);
+        let task = tokio::spawn(async move {
+            for f in sent {
+                let _ = tx.send(Bytes::from_static(f)).await;
+            }
+            // Dropping `tx` here is the orchestration ending (or dying).
+        });
+        let account = Account::open(Arc::new(Metrics::new(&Buckets::default())), "test");
+        let out: Vec<_> = until_last_frame(rx, AbortOnDrop(task.abort_handle()), account)
+            .map(|f| f.unwrap())
+            .collect()
+            .await;
+        out
+    }
+
+    #[tokio::test]
+    async fn an_orchestration_that_stops_early_ends_with_an_error_event() {
+        let out = frames_when(vec![b"data: {\"choices\":[]}\n\n"]).await;
+        assert_eq!(out.len(), 2);
+        assert!(out[1].starts_with(b"data: {\"error\""), "{:?}", out[1]);
+        let done = frames_when(vec![b"data: {\"choices\":[]}\n\n", relay::DONE]).await;
+        assert_eq!(done.len(), 2, "a finished stream gets nothing more");
+    }
 }

@@ -9,13 +9,14 @@ use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use thinkgate_config::Mode;
 
-use crate::auth::{Expected, KeyState};
+use crate::auth::{Admission, Expected, KeyState, Refusal};
 use crate::body::Body;
+use crate::canonical::ChatRequest;
 use crate::contemplate;
 use crate::error::ApiError;
 use crate::ingress;
 use crate::pipeline::{self, mode_index, Ask, Call};
-use crate::plan::{self, Caller};
+use crate::plan::{self, Caller, Plan};
 use crate::state::Runtime;
 use crate::telemetry::Account;
 
@@ -34,15 +35,10 @@ pub async fn handle(
         server.max_body_bytes,
         server.body_read_timeout,
     );
-    let bytes = match read.await {
-        Ok(b) => b,
-        Err(e) => return reject(account, e),
-    };
-    let chat = match ingress::parse_chat(&bytes) {
+    let chat = match read.await.and_then(|bytes| ingress::parse_chat(&bytes)) {
         Ok(c) => c,
         Err(e) => return reject(account, e),
     };
-    drop(bytes);
     let caller = Caller {
         headers: &parts.headers,
         key: key.as_deref(),
@@ -51,6 +47,34 @@ pub async fn handle(
         Ok(p) => p,
         Err(e) => return reject(account, e),
     };
+    label(&mut account, runtime, &plan);
+    if let Some(refusal) = plan.refusal.clone() {
+        account.model = Some(plan.named.metrics.clone());
+        return reject(account, refusal);
+    }
+    // Limits are checked before anything is sent; the response's tokens are charged when it
+    // ends (the account settles them).
+    let admission = match &key {
+        Some(k) => match admit(k, &plan, &chat, &mut account) {
+            Ok(a) => Some(a),
+            Err(refused) => return reject_limited(account, k, refused),
+        },
+        None => None,
+    };
+    let call = Call {
+        runtime: runtime.clone(),
+        request_id,
+        headers: parts.headers,
+        key,
+        domain: account.domain,
+    };
+    let mut resp = answer(call, &plan, chat, account).await;
+    request_headers(resp.headers_mut(), &plan, admission.as_ref());
+    resp
+}
+
+/// The account's labels: the mode, and the domain of a routed request.
+fn label(account: &mut Account, runtime: &Runtime, plan: &Plan) {
     account.mode = mode_index(plan.budget.as_ref().map(|b| b.mode));
     if let Some(r) = &plan.routed {
         account.routed = true;
@@ -60,52 +84,45 @@ pub async fn handle(
             .position(|d| *d == r.decision.domain)
             .unwrap_or(0);
     }
-    if let Some(refusal) = plan.refusal.clone() {
-        account.model = Some(plan.named.metrics.clone());
-        return reject(account, refusal);
-    }
-    // Limits are checked before anything is sent; the response's tokens are charged when it
-    // ends (the account settles them).
-    let mut admission = None;
-    if let Some(k) = &key {
-        let mode = plan.budget.as_ref().map(|b| b.mode);
-        let expected = Expected {
-            output: plan
-                .budget
-                .as_ref()
-                .map(|b| b.output_cap())
-                .or_else(|| crate::upstream::convert::max_tokens(&chat.body))
-                .unwrap_or(0),
-            reasoning: plan.budget.as_ref().map_or(0, |b| b.reported()),
-        };
-        match k.admit(mode, plan.prompt_tokens, expected) {
-            Ok(a) => admission = Some(a),
-            Err(refusal) => {
-                account.rate_limited(&k.key.name, refusal.limit);
-                tracing::info!(key = %k.key.name, limit = refusal.limit, "Refused a request over a rate limit.");
-                let retry = refusal.retry_after.as_secs().max(1);
-                let mut resp = reject(account, refusal.to_api(&k.key.name));
-                resp.headers_mut()
-                    .insert(http::header::RETRY_AFTER, retry.into());
-                return resp;
-            }
-        }
-        account.key = Some((k.clone(), mode));
-        account.hold = admission.as_ref().map(|a| a.hold).unwrap_or_default();
-    }
-    let call = Call {
-        runtime: runtime.clone(),
-        request_id,
-        headers: parts.headers,
-        key,
-        domain: account.domain,
+}
+
+/// The key's limits and quotas for this request, holding what it may spend; the account is
+/// charged to the key from here on.
+fn admit(
+    key: &Arc<KeyState>,
+    plan: &Plan,
+    chat: &ChatRequest,
+    account: &mut Account,
+) -> Result<Admission, Refusal> {
+    let mode = plan.budget.as_ref().map(|b| b.mode);
+    let expected = Expected {
+        output: plan
+            .budget
+            .as_ref()
+            .map(|b| b.output_cap())
+            .or_else(|| crate::upstream::convert::max_tokens(&chat.body))
+            .unwrap_or(0),
+        reasoning: plan.budget.as_ref().map_or(0, |b| b.reported()),
     };
+    let admission = key.admit(mode, plan.prompt_tokens, expected)?;
+    account.key = Some((key.clone(), mode));
+    account.hold = admission.hold;
+    Ok(admission)
+}
+
+/// The answer: contemplating's orchestration, or the attempt path over the plan's order.
+async fn answer(
+    call: Call,
+    plan: &Plan,
+    chat: ChatRequest,
+    mut account: Account,
+) -> Response<Body> {
     let contemplating = plan
         .budget
         .as_ref()
         .filter(|b| b.mode == Mode::Contemplating)
         .cloned();
-    let mut resp = match contemplating {
+    match contemplating {
         Some(budget) => {
             account.model = plan.order.first().map(|r| r.metrics.clone());
             let req = contemplate::Request {
@@ -126,9 +143,12 @@ pub async fn handle(
             };
             pipeline::answer(&call, &plan.order, ask, account).await
         }
-    };
-    let headers = resp.headers_mut();
-    if let Some(a) = &admission {
+    }
+}
+
+/// What the response says about the whole request: the key's limits and the routing.
+fn request_headers(headers: &mut http::HeaderMap, plan: &Plan, admission: Option<&Admission>) {
+    if let Some(a) = admission {
         a.headers(headers);
     }
     if let Some(r) = &plan.routed {
@@ -140,10 +160,20 @@ pub async fn handle(
             headers.insert("x-thinkgate-route-confidence", v);
         }
     }
-    resp
 }
 
 fn reject(mut account: Account, e: ApiError) -> Response<Body> {
     account.status = e.status.as_u16();
     e.into_response()
+}
+
+/// A 429 for a key over a limit, with `Retry-After`.
+fn reject_limited(account: Account, key: &KeyState, refusal: Refusal) -> Response<Body> {
+    account.rate_limited(&key.key.name, refusal.limit);
+    tracing::info!(key = %key.key.name, limit = refusal.limit, "Refused a request over a rate limit.");
+    let retry = refusal.retry_after.as_secs().max(1);
+    let mut resp = reject(account, refusal.to_api(&key.key.name));
+    resp.headers_mut()
+        .insert(http::header::RETRY_AFTER, retry.into());
+    resp
 }
