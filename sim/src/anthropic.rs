@@ -10,8 +10,8 @@ use thinkgate_config::ReasoningStyle;
 use thinkgate_metrics::TokenCounter;
 
 use super::{knobs, Frames, Job, RequestView};
-use crate::body::{self, Body};
-use crate::error::ApiError;
+use thinkgate_wire::body::{self, Body};
+use thinkgate_wire::ApiError;
 
 /// Checks and reads a Messages request the way the real API does.
 pub(super) fn parse(

@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 use thinkgate_metrics::TokenCounter;
 
 use super::{knobs, Frames, Job, RequestView};
-use crate::body::{self, Body};
-use crate::error::ApiError;
+use thinkgate_wire::body::{self, Body};
+use thinkgate_wire::ApiError;
 
 /// Splits `models/{model}:{method}` into the model and whether it streams.
 pub(super) fn route(path: &str) -> Option<(&str, bool)> {

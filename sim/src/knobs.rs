@@ -21,7 +21,7 @@
 use serde_json::Value;
 use thinkgate_config::Dialect;
 
-use crate::error::ApiError;
+use thinkgate_wire::ApiError;
 
 /// How much a request lets the simulated model think.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -21,8 +21,6 @@
 //! It serves in process (provider kind `simulator`) or on a socket (`thinkgate simulate`).
 
 mod anthropic;
-pub mod body;
-mod error;
 mod gemini;
 mod knobs;
 mod script;
@@ -40,9 +38,9 @@ use thinkgate_metrics::TokenCounter;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::body::{Body, BoxError};
-use crate::error::ApiError;
 pub use script::{Rng, Script, WORDS};
+use thinkgate_wire::body::{self, Body, BoxError};
+use thinkgate_wire::ApiError;
 
 /// Counters tests read to see what reached the simulated upstream.
 #[derive(Debug, Default)]

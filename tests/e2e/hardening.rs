@@ -77,34 +77,9 @@ fn a_client_key_whose_variable_is_unset_is_a_config_error_and_check_lists_keys()
     assert!(!stdout.contains(secret));
 }
 
-/// A one-shot upstream on loopback: answers one chat completion and hands back the request
-/// head it received.
-async fn recording_upstream() -> (String, tokio::task::JoinHandle<String>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    let task = tokio::spawn(async move {
-        let (mut socket, _) = listener.accept().await.unwrap();
-        let mut head = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = socket.read(&mut buf).await.unwrap();
-            assert!(n > 0);
-            head.extend_from_slice(&buf[..n]);
-        }
-        let body = r#"{"id":"x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
-        let resp = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        socket.write_all(resp.as_bytes()).await.unwrap();
-        String::from_utf8_lossy(&head).to_lowercase()
-    });
-    (url, task)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prefix_pattern_never_forwards_the_clients_credentials() {
-    let (url, upstream) = recording_upstream().await;
+    let (url, mut heads) = fixed_upstream(json_200(&completion("hi"))).await;
     let secret = "tg-client-secret-0123456789";
     let text = config_text(None, "").replace("auth = \"none\"\n", "")
         + &format!(
@@ -126,7 +101,7 @@ async fn a_prefix_pattern_never_forwards_the_clients_credentials() {
     )
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    let head = upstream.await.unwrap();
+    let head = heads.recv().await.unwrap().to_lowercase();
     assert!(head.contains("x-team: search"), "{head}");
     assert!(
         !head.contains(secret),
@@ -220,16 +195,19 @@ fn zero_and_overlong_durations_are_config_errors() {
 }
 
 /// An upstream on loopback that answers every connection with `response` (head and body as
-/// raw bytes), then closes it.
-async fn fixed_upstream(response: Vec<u8>) -> String {
+/// raw bytes), then closes it; each request head it read comes out of the receiver.
+async fn fixed_upstream(
+    response: Vec<u8>,
+) -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let (heads_tx, heads) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         loop {
             let Ok((mut socket, _)) = listener.accept().await else {
                 return;
             };
-            let response = response.clone();
+            let (response, heads_tx) = (response.clone(), heads_tx.clone());
             tokio::spawn(async move {
                 let mut buf = [0u8; 8192];
                 let mut head = Vec::new();
@@ -239,12 +217,40 @@ async fn fixed_upstream(response: Vec<u8>) -> String {
                         Ok(n) => head.extend_from_slice(&buf[..n]),
                     }
                 }
+                let _ = heads_tx.send(String::from_utf8_lossy(&head).into_owned());
                 let _ = socket.write_all(&response).await;
                 let _ = socket.shutdown().await;
             });
         }
     });
-    url
+    (url, heads)
+}
+
+/// A chat completion whose answer is `content`.
+fn completion(content: &str) -> String {
+    serde_json::json!({
+        "id": "x", "object": "chat.completion", "created": 1, "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
+    })
+    .to_string()
+}
+
+/// A 200 with a JSON body, as raw HTTP/1.1.
+fn json_200(body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Asks `model` (whole or streamed) and expects a 502 whose message says `why`.
+async fn expect_502(proxy: &Proxy, model: &str, stream: bool, why: &str) {
+    let r = call(&proxy.url("/v1/chat/completions"), chat(model, stream), &[]).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
+    let message = r.error()["message"].as_str().unwrap_or("").to_string();
+    assert!(message.contains(why), "{}", r.text());
 }
 
 fn with_upstream(url: &str, server_extra: &str) -> String {
@@ -262,7 +268,7 @@ async fn an_upstream_event_that_never_ends_is_cut_at_the_event_cap() {
     let mut response =
         b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\ndata: {\"x\":\"".to_vec();
     response.extend(std::iter::repeat_n(b'a', 64 * 1024));
-    let url = fixed_upstream(response).await;
+    let (url, _) = fixed_upstream(response).await;
     let proxy = Proxy::start(&with_upstream(&url, "max_event_bytes = 4096")).await;
     let r = call(
         &proxy.url("/v1/chat/completions"),
@@ -285,57 +291,16 @@ async fn an_upstream_event_that_never_ends_is_cut_at_the_event_cap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_response_over_the_cap_is_a_502_not_an_oom() {
-    let body = format!(
-        r#"{{"id":"x","object":"chat.completion","created":1,"model":"m","choices":[{{"index":0,"message":{{"role":"assistant","content":"{}"}},"finish_reason":"stop"}}]}}"#,
-        "b".repeat(8 * 1024)
-    );
-    let response = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let url = fixed_upstream(response.into_bytes()).await;
+    let (url, _) = fixed_upstream(json_200(&completion(&"b".repeat(8 * 1024)))).await;
     let proxy = Proxy::start(&with_upstream(&url, "max_response_bytes = 4096")).await;
-    let r = call(
-        &proxy.url("/v1/chat/completions"),
-        chat("fixed-model", false),
-        &[],
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
-    assert!(
-        r.error()["message"]
-            .as_str()
-            .unwrap()
-            .contains("4096 bytes"),
-        "{}",
-        r.text()
-    );
+    expect_502(&proxy, "fixed-model", false, "4096 bytes").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_json_answer_to_a_streaming_request_is_an_error_not_a_silent_json_body() {
-    let body = r#"{"id":"x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}"#;
-    let response = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let url = fixed_upstream(response.into_bytes()).await;
+    let (url, _) = fixed_upstream(json_200(&completion("hi"))).await;
     let proxy = Proxy::start(&with_upstream(&url, "")).await;
-    let r = call(
-        &proxy.url("/v1/chat/completions"),
-        chat("fixed-model", true),
-        &[],
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
-    assert!(
-        r.error()["message"]
-            .as_str()
-            .unwrap()
-            .contains("instead of an event stream"),
-        "{}",
-        r.text()
-    );
+    expect_502(&proxy, "fixed-model", true, "instead of an event stream").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -416,28 +381,9 @@ async fn too_many_headers_get_a_431_in_openais_shape() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_anthropic_provider_answering_with_other_json_is_a_502_not_an_empty_200() {
-    let body = r#"{"status":"ok","result":{"text":"hello"}}"#;
-    let response = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let url = fixed_upstream(response.into_bytes()).await;
+    let (url, _) = fixed_upstream(json_200(r#"{"status":"ok","result":{"text":"hello"}}"#)).await;
     let text = config_text(None, "")
         + &format!("\n[providers.ant]\nkind = \"anthropic\"\nbase_url = \"{url}\"\n\n[models.ant-model]\nprovider = \"ant\"\ncontext_window = 100000\n");
     let proxy = Proxy::start(&text).await;
-    let r = call(
-        &proxy.url("/v1/chat/completions"),
-        chat("ant-model", false),
-        &[],
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
-    assert!(
-        r.error()["message"]
-            .as_str()
-            .unwrap()
-            .contains("not an Anthropic message"),
-        "{}",
-        r.text()
-    );
+    expect_502(&proxy, "ant-model", false, "not an Anthropic message").await;
 }

@@ -1,5 +1,4 @@
-//! The simulator's response bodies: the same boxed body type the proxy's transports carry,
-//! so an in-process answer and one read from a socket are interchangeable.
+//! The one body type every response of the proxy and the simulator uses.
 
 use std::convert::Infallible;
 
@@ -9,16 +8,18 @@ use hyper::body::Frame;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A boxed, streaming-capable body.
+/// A boxed, streaming-capable body. `Unsync` because streams that own upstream bodies
+/// need only `Send`.
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
+/// A complete body from bytes.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
         .map_err(|never: Infallible| match never {})
         .boxed_unsync()
 }
 
-/// Each item becomes one frame, written as soon as it is produced (token pacing shows).
+/// A streamed body: each item becomes one frame, written as soon as it is produced.
 pub fn stream<S>(frames: S) -> Body
 where
     S: futures_util::Stream<Item = Result<Bytes, BoxError>> + Send + 'static,
@@ -27,6 +28,7 @@ where
     StreamBody::new(frames.map(|r| r.map(Frame::data))).boxed_unsync()
 }
 
+/// A complete JSON response.
 pub fn json_response(status: http::StatusCode, json: impl Into<Bytes>) -> http::Response<Body> {
     let mut resp = http::Response::new(full(json));
     *resp.status_mut() = status;
@@ -37,6 +39,7 @@ pub fn json_response(status: http::StatusCode, json: impl Into<Bytes>) -> http::
     resp
 }
 
+/// A 200 server-sent-events response over `body`.
 pub fn sse_response(body: Body) -> http::Response<Body> {
     let mut resp = http::Response::new(body);
     let h = resp.headers_mut();

@@ -1,13 +1,13 @@
-//! The simulated server's refusals, in OpenAI's error shape as the real servers send them.
-//! (Anthropic- and Gemini-shaped errors are rendered by their own files.)
+//! Errors as clients see them: always OpenAI's `{"error": {message, type, param, code}}` —
+//! the proxy's own, and the simulated OpenAI-format servers'.
 
 use http::{Response, StatusCode};
 use serde_json::json;
 
 use crate::body::{json_response, Body};
 
-/// A refusal of the simulated upstream.
-#[derive(Debug, Clone)]
+/// One client-facing error. Built by each stage; rendered only here.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
@@ -41,10 +41,26 @@ impl ApiError {
         self
     }
 
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "error": {
+                "message": self.message,
+                "type": self.kind,
+                "param": self.param,
+                "code": self.code,
+            }
+        })
+    }
+
     pub fn into_response(self) -> Response<Body> {
-        let body = json!({"error": {
-            "message": self.message, "type": self.kind, "param": self.param, "code": self.code,
-        }});
-        json_response(self.status, body.to_string())
+        json_response(self.status, self.to_json().to_string())
     }
 }
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.status)
+    }
+}
+
+impl std::error::Error for ApiError {}
