@@ -408,3 +408,26 @@ async fn concurrent_requests_cannot_all_pass_a_daily_quota_only_one_fits_in() {
     let left: u64 = r.header("x-ratelimit-remaining-tokens").parse().unwrap();
     assert_eq!(left, 100 - 14 * ok, "holds were let go");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_its_models_limit_refuses_is_not_charged_to_the_key() {
+    // The key may make two requests a minute; the model takes one a second.
+    let text = config("requests_per_minute = 2").replace(
+        "capabilities = [\"tools\", \"reasoning\"]\n\n[simulator]",
+        "capabilities = [\"tools\", \"reasoning\"]\nrequests_per_second = 1\n\n[simulator]",
+    );
+    assert!(text.contains("requests_per_second = 1"), "{text}");
+    let proxy = Proxy::start_with_env(&text, &[("TG_ALPHA_KEY", SECRET)]).await;
+    let (h, v) = bearer(SECRET);
+    assert_eq!(
+        ask(&proxy, "sim-model", &[(h, &v)]).await.status,
+        StatusCode::OK
+    );
+    let r = ask(&proxy, "sim-model", &[(h, &v)]).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.text().contains("model `sim-model`"), "{}", r.text());
+    // The model's second has passed; the key still has its second request of the minute.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let r = ask(&proxy, "sim-model", &[(h, &v)]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+}

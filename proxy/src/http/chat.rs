@@ -9,13 +9,13 @@ use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use thinkgate_config::Mode;
 
-use crate::auth::{Admission, Expected, KeyState, Refusal};
+use crate::auth::{Admission, Expected, KeyState};
 use crate::body::Body;
 use crate::canonical::ChatRequest;
 use crate::contemplate;
 use crate::error::ApiError;
 use crate::ingress;
-use crate::pipeline::{self, mode_index, Ask, Call};
+use crate::pipeline::{self, mode_index, Ask, Call, KeyAdmission};
 use crate::plan::{self, Caller, Plan};
 use crate::state::Runtime;
 use crate::telemetry::Account;
@@ -52,14 +52,12 @@ pub async fn handle(
         account.model = Some(plan.named.metrics.clone());
         return reject(account, refusal);
     }
-    // Limits are checked before anything is sent; the response's tokens are charged when it
-    // ends (the account settles them).
-    let admission = match &key {
-        Some(k) => match admit(k, &plan, &chat, &mut account) {
-            Ok(a) => Some(a),
-            Err(refused) => return reject_limited(account, k, refused),
-        },
-        None => None,
+    // The key's limits are checked before anything is sent (by the first attempt whose
+    // model admits the request; up front for contemplating, whose stream starts at once);
+    // the response's tokens are charged when it ends (the account settles them).
+    let admission = KeyAdmission {
+        pending: key.as_ref().map(|_| expected(&plan, &chat)),
+        admitted: Default::default(),
     };
     let call = Call {
         runtime: runtime.clone(),
@@ -67,10 +65,9 @@ pub async fn handle(
         headers: parts.headers,
         key,
         domain: account.domain,
+        admission,
     };
-    let mut resp = answer(call, &plan, chat, account).await;
-    request_headers(resp.headers_mut(), &plan, admission.as_ref());
-    resp
+    answer(call, &plan, chat, account).await
 }
 
 /// The account's labels: the mode, and the domain of a routed request.
@@ -86,28 +83,18 @@ fn label(account: &mut Account, runtime: &Runtime, plan: &Plan) {
     }
 }
 
-/// The key's limits and quotas for this request, holding what it may spend; the account is
-/// charged to the key from here on.
-fn admit(
-    key: &Arc<KeyState>,
-    plan: &Plan,
-    chat: &ChatRequest,
-    account: &mut Account,
-) -> Result<Admission, Refusal> {
-    let mode = plan.budget.as_ref().map(|b| b.mode);
+/// What the key is asked to admit: the mode, the prompt, and the most the request may spend.
+fn expected(plan: &Plan, chat: &ChatRequest) -> (Option<Mode>, u64, Expected) {
+    let budget = plan.budget.as_ref();
+    let output = budget
+        .map(|b| b.output_cap())
+        .or_else(|| crate::upstream::convert::max_tokens(&chat.body))
+        .unwrap_or(0);
     let expected = Expected {
-        output: plan
-            .budget
-            .as_ref()
-            .map(|b| b.output_cap())
-            .or_else(|| crate::upstream::convert::max_tokens(&chat.body))
-            .unwrap_or(0),
-        reasoning: plan.budget.as_ref().map_or(0, |b| b.reported()),
+        output,
+        reasoning: budget.map_or(0, |b| b.reported()),
     };
-    let admission = key.admit(mode, plan.prompt_tokens, expected)?;
-    account.key = Some((key.clone(), mode));
-    account.hold = admission.hold;
-    Ok(admission)
+    (budget.map(|b| b.mode), plan.prompt_tokens, expected)
 }
 
 /// The answer: contemplating's orchestration, or the attempt path over the plan's order.
@@ -122,28 +109,35 @@ async fn answer(
         .as_ref()
         .filter(|b| b.mode == Mode::Contemplating)
         .cloned();
-    match contemplating {
-        Some(budget) => {
-            account.model = plan.order.first().map(|r| r.metrics.clone());
-            let req = contemplate::Request {
-                call,
-                budget,
-                domain: plan.domain().map(str::to_string),
-                chat,
-                order: plan.order.clone(),
-            };
-            contemplate::handle(req, account).await
-        }
-        None => {
-            let ask = Ask {
-                chat: &chat,
-                budget: plan.budget.as_ref(),
-                suffix: plan.suffix,
-                prompt_tokens: plan.prompt_tokens,
-            };
-            pipeline::answer(&call, &plan.order, ask, account).await
+    let Some(budget) = contemplating else {
+        let ask = Ask {
+            chat: &chat,
+            budget: plan.budget.as_ref(),
+            suffix: plan.suffix,
+            prompt_tokens: plan.prompt_tokens,
+        };
+        let mut resp = pipeline::answer(&call, &plan.order, ask, account).await;
+        request_headers(resp.headers_mut(), plan, call.admission.admitted.get());
+        return resp;
+    };
+    // Its stream starts at once, so the key admits the whole request first.
+    if let Err(refusal) = call.admit_key(&mut account) {
+        if let Some(key) = &call.key {
+            return pipeline::reject_limited(account, key, refusal);
         }
     }
+    let admitted = call.admission.admitted.get().cloned();
+    account.model = plan.order.first().map(|r| r.metrics.clone());
+    let req = contemplate::Request {
+        call,
+        budget,
+        domain: plan.domain().map(str::to_string),
+        chat,
+        order: plan.order.clone(),
+    };
+    let mut resp = contemplate::handle(req, account).await;
+    request_headers(resp.headers_mut(), plan, admitted.as_ref());
+    resp
 }
 
 /// What the response says about the whole request: the key's limits and the routing.
@@ -165,15 +159,4 @@ fn request_headers(headers: &mut http::HeaderMap, plan: &Plan, admission: Option
 fn reject(mut account: Account, e: ApiError) -> Response<Body> {
     account.status = e.status.as_u16();
     e.into_response()
-}
-
-/// A 429 for a key over a limit, with `Retry-After`.
-fn reject_limited(account: Account, key: &KeyState, refusal: Refusal) -> Response<Body> {
-    account.rate_limited(&key.key.name, refusal.limit);
-    tracing::info!(key = %key.key.name, limit = refusal.limit, "Refused a request over a rate limit.");
-    let retry = refusal.retry_after.as_secs().max(1);
-    let mut resp = reject(account, refusal.to_api(&key.key.name));
-    resp.headers_mut()
-        .insert(http::header::RETRY_AFTER, retry.into());
-    resp
 }

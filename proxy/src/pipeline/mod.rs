@@ -19,7 +19,7 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use thinkgate_config::Mode;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::auth::KeyState;
+use crate::auth::{Admission, Expected, KeyState, Refusal};
 use crate::body::{self, Body};
 use crate::canonical::{Budget, ChatRequest};
 use crate::error::ApiError;
@@ -40,9 +40,39 @@ pub struct Call {
     pub key: Option<Arc<KeyState>>,
     /// The domain label index of a routed request (0: `none`).
     pub domain: usize,
+    /// The key's admission: asked for by the first attempt whose model admits it (so a key
+    /// is not charged for a request its model's limit refuses), or made up front.
+    pub admission: KeyAdmission,
+}
+
+/// The client key's admission of one request.
+#[derive(Default)]
+pub struct KeyAdmission {
+    /// What to ask the key for, until it is asked.
+    pub pending: Option<(Option<Mode>, u64, Expected)>,
+    /// What the key admitted.
+    pub admitted: std::sync::OnceLock<Admission>,
 }
 
 impl Call {
+    /// Admits the request with its key once, before the first upstream call is sent; the
+    /// account is charged to the key from then on.
+    pub fn admit_key(&self, account: &mut Account) -> Result<(), Refusal> {
+        let (Some(key), Some((mode, prompt_tokens, expected))) =
+            (&self.key, self.admission.pending)
+        else {
+            return Ok(());
+        };
+        if self.admission.admitted.get().is_some() {
+            return Ok(());
+        }
+        let admitted = key.admit(mode, prompt_tokens, expected)?;
+        account.key = Some((key.clone(), mode));
+        account.hold = admitted.hold;
+        let _ = self.admission.admitted.set(admitted);
+        Ok(())
+    }
+
     /// An account for one call of an orchestrated request (a contemplating agent or the
     /// synthesis): recorded as its own call, charged to the client's key.
     pub fn sub_account(&self, endpoint: &'static str, mode: Mode) -> Account {
@@ -141,10 +171,17 @@ impl Attempt<'_> {
             }
             Err(e) => return Ok(reject(account, e)),
         };
-        let permits = match admit(route) {
-            Ok(()) => slots(&runtime.upstream_calls, route).await,
-            Err(limited) => Err(limited),
-        };
+        if let Err(limited) = admit(route) {
+            return self.failed(account, limited).await;
+        }
+        if let Err(refusal) = self.call.admit_key(&mut account) {
+            let key = self.call.key.as_deref();
+            return Ok(match key {
+                Some(key) => reject_limited(account, key, refusal),
+                None => reject(account, refusal.to_api("none")),
+            });
+        }
+        let permits = slots(&runtime.upstream_calls, route).await;
         let sent = match permits {
             Err(failure) => Err(failure),
             Ok(permits) => {
@@ -303,6 +340,17 @@ fn upstream_request<'a>(
 fn reject(mut account: Account, e: ApiError) -> Response<Body> {
     account.status = e.status.as_u16();
     e.into_response()
+}
+
+/// A 429 for a key over a limit, with `Retry-After`; nothing was sent upstream.
+pub fn reject_limited(account: Account, key: &KeyState, refusal: Refusal) -> Response<Body> {
+    account.rate_limited(&key.key.name, refusal.limit);
+    tracing::info!(key = %key.key.name, limit = refusal.limit, "Refused a request over a rate limit.");
+    let retry = refusal.retry_after.as_secs().max(1);
+    let mut resp = reject(account, refusal.to_api(&key.key.name));
+    resp.headers_mut()
+        .insert(http::header::RETRY_AFTER, retry.into());
+    resp
 }
 
 /// What an attempt's response says about the model and its budget.
