@@ -418,6 +418,10 @@ async fn slots(
 ) -> Result<Vec<OwnedSemaphorePermit>, SendFailure> {
     let wait = route.upstream.response_timeout;
     let take = |s: Arc<tokio::sync::Semaphore>, which: &'static str| async move {
+        // A free slot is taken without arming a timer (the common case).
+        if let Ok(permit) = s.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
         match tokio::time::timeout(wait, s.acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
             _ => Err(SendFailure::Busy(which)),
