@@ -10,7 +10,10 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use thinkgate_config::Mode;
 
-/// A chat completion request: the typed fields the proxy reads, plus the body as sent.
+/// A chat completion request: the few typed fields the proxy reads, plus the body as sent.
+///
+/// The body is the one copy of the conversation: the typed [`Message`]s are read from it
+/// when a stage needs them, borrowing its strings, so a large request is held once.
 #[derive(Debug, Clone)]
 pub struct ChatRequest {
     /// The `model` the client asked for (an id, `auto`, or `<id>:<mode>`).
@@ -18,13 +21,21 @@ pub struct ChatRequest {
     pub stream: bool,
     /// The client asked for the streamed usage chunk (`stream_options.include_usage`).
     pub include_usage: bool,
-    pub messages: Vec<Message>,
     pub has_tools: bool,
     /// The whole JSON object the client sent, in its order; forwarded minus what the proxy owns.
+    /// Its `messages` were checked at ingress to read as [`Message`]s.
     pub body: Map<String, Value>,
 }
 
 impl ChatRequest {
+    /// The conversation, typed, borrowing the body's strings.
+    pub fn messages(&self) -> Vec<Message<'_>> {
+        match self.body.get("messages") {
+            Some(list) => Vec::<Message<'_>>::deserialize(list).unwrap_or_default(),
+            None => Vec::new(),
+        }
+    }
+
     /// The same request, asked as a stream (the proxy streams from the upstream whenever it
     /// watches the reasoning, whatever the client asked for).
     pub fn streaming(&self) -> ChatRequest {
@@ -34,16 +45,16 @@ impl ChatRequest {
         req
     }
 
-    /// The same request with `messages` appended to the conversation.
+    /// The same request with `messages` appended to the conversation (those that do not read
+    /// as messages are left out).
     pub fn with_appended(&self, messages: Vec<Value>) -> ChatRequest {
         let mut req = self.clone();
-        for m in messages {
-            if let Ok(typed) = serde_json::from_value::<Message>(m.clone()) {
-                req.messages.push(typed);
-                if let Some(Value::Array(list)) = req.body.get_mut("messages") {
-                    list.push(m);
-                }
-            }
+        if let Some(Value::Array(list)) = req.body.get_mut("messages") {
+            list.extend(
+                messages
+                    .into_iter()
+                    .filter(|m| Message::deserialize(m).is_ok()),
+            );
         }
         req
     }
@@ -54,52 +65,35 @@ impl ChatRequest {
         let Some(Value::Array(list)) = self.body.get_mut("messages") else {
             return;
         };
-        let first_is_text_system = matches!(
-            list.first(),
-            Some(Value::Object(m)) if m.get("role").and_then(Value::as_str) == Some("system")
-                && m.get("content").is_some_and(Value::is_string)
-        );
-        if first_is_text_system {
-            if let (Some(Value::Object(m)), Some(typed)) =
-                (list.first_mut(), self.messages.first_mut())
-            {
-                let text = format!(
-                    "{}\n\n{note}",
-                    m.get("content").and_then(Value::as_str).unwrap_or("")
-                );
-                typed.content = Some(Content::Text(text.clone()));
-                m.insert("content".into(), Value::String(text));
+        if let Some(Value::Object(m)) = list.first_mut() {
+            let is_system = m.get("role").and_then(Value::as_str) == Some("system");
+            if let (true, Some(Value::String(text))) = (is_system, m.get_mut("content")) {
+                text.push_str("\n\n");
+                text.push_str(note);
+                return;
             }
-            return;
         }
         let mut m = Map::new();
         m.insert("role".into(), "system".into());
         m.insert("content".into(), note.into());
         list.insert(0, Value::Object(m));
-        self.messages.insert(
-            0,
-            Message {
-                role: "system".into(),
-                content: Some(Content::Text(note.to_string())),
-                tool_calls: None,
-                tool_call_id: None,
-                thinking_blocks: None,
-            },
-        );
     }
 }
 
+/// One message of the conversation, borrowing the request body's strings.
 #[derive(Debug, Clone, Deserialize)]
-pub struct Message {
-    pub role: String,
-    #[serde(default)]
-    pub content: Option<Content>,
+pub struct Message<'a> {
+    /// Checked at ingress to be one of the known roles (absent reads as empty, refused there).
+    #[serde(default, borrow)]
+    pub role: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub content: Option<Content<'a>>,
     /// An assistant turn's tool calls.
-    #[serde(default)]
-    pub tool_calls: Option<Vec<ToolCallIn>>,
+    #[serde(default, borrow)]
+    pub tool_calls: Option<Vec<ToolCallIn<'a>>>,
     /// A tool turn's answer to this call.
-    #[serde(default)]
-    pub tool_call_id: Option<String>,
+    #[serde(default, borrow)]
+    pub tool_call_id: Option<Cow<'a, str>>,
     /// An assistant turn's signed reasoning blocks, as the proxy handed them out (Anthropic
     /// requires them back unchanged in tool-use loops). Opaque to the proxy.
     #[serde(default)]
@@ -108,43 +102,47 @@ pub struct Message {
 
 /// A tool call in the conversation history.
 #[derive(Debug, Clone, Deserialize)]
-pub struct ToolCallIn {
-    pub id: String,
-    pub function: FunctionIn,
+pub struct ToolCallIn<'a> {
+    #[serde(borrow)]
+    pub id: Cow<'a, str>,
+    #[serde(borrow)]
+    pub function: FunctionIn<'a>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct FunctionIn {
-    pub name: String,
+pub struct FunctionIn<'a> {
+    #[serde(borrow)]
+    pub name: Cow<'a, str>,
     /// JSON text, as OpenAI sends it.
-    #[serde(default)]
-    pub arguments: String,
+    #[serde(default, borrow)]
+    pub arguments: Cow<'a, str>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-pub enum Content {
-    Text(String),
-    Parts(Vec<Part>),
+pub enum Content<'a> {
+    Text(#[serde(borrow)] Cow<'a, str>),
+    Parts(#[serde(borrow)] Vec<Part<'a>>),
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct Part {
-    #[serde(rename = "type")]
-    pub kind: String,
-    #[serde(default)]
-    pub text: Option<String>,
-    #[serde(default)]
-    pub image_url: Option<ImageUrl>,
+pub struct Part<'a> {
+    #[serde(rename = "type", borrow)]
+    pub kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub text: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub image_url: Option<ImageUrl<'a>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct ImageUrl {
+pub struct ImageUrl<'a> {
     /// An `https://` URL or a `data:<media type>;base64,<data>` URL.
-    pub url: String,
+    #[serde(borrow)]
+    pub url: Cow<'a, str>,
 }
 
-impl Message {
+impl Message<'_> {
     /// The message's text, parts joined; images and other parts contribute nothing.
     pub fn text(&self) -> Cow<'_, str> {
         match &self.content {

@@ -10,6 +10,8 @@ use http_body_util::{BodyExt, Limited};
 use serde::Deserialize;
 use serde_json::Value;
 
+use std::borrow::Cow;
+
 use crate::canonical::{ChatRequest, Message};
 use crate::error::ApiError;
 
@@ -40,7 +42,10 @@ where
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    let read = tokio::time::timeout(timeout, Limited::new(body, limit).collect());
+    // Into one buffer sized from Content-Length: `collect().to_bytes()` would copy a body
+    // that came in many frames once more.
+    let capacity = declared.unwrap_or(0).min(limit as u64) as usize;
+    let read = tokio::time::timeout(timeout, gather(Limited::new(body, limit), capacity));
     let Ok(read) = read.await else {
         return Err(ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
@@ -53,7 +58,7 @@ where
         .with_code("request_timeout"));
     };
     match read {
-        Ok(collected) => Ok(collected.to_bytes()),
+        Ok(bytes) => Ok(bytes),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Err(e) => Err(ApiError::invalid_request(format!(
             "the request body could not be read: {e}"
@@ -61,17 +66,41 @@ where
     }
 }
 
-/// The fields of a chat request the proxy reads; everything else passes through untouched.
+/// A body's data frames, appended into one buffer.
+async fn gather<B>(body: B, capacity: usize) -> Result<Bytes, B::Error>
+where
+    B: hyper::body::Body,
+{
+    use bytes::Buf;
+    let mut body = std::pin::pin!(body);
+    let mut buf = bytes::BytesMut::with_capacity(capacity);
+    while let Some(frame) = body.frame().await {
+        if let Ok(mut data) = frame?.into_data() {
+            while data.has_remaining() {
+                let chunk = data.chunk();
+                buf.extend_from_slice(chunk);
+                let n = chunk.len();
+                data.advance(n);
+            }
+        }
+    }
+    Ok(buf.freeze())
+}
+
+/// The fields of a chat request the proxy reads, borrowed from the parsed body (no string is
+/// copied); everything else passes through untouched.
 #[derive(Deserialize)]
-struct View {
-    model: String,
-    messages: Vec<Message>,
+struct View<'a> {
+    #[serde(default, borrow)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    messages: Option<Vec<Message<'a>>>,
     #[serde(default)]
     stream: Option<bool>,
     #[serde(default)]
     stream_options: Option<StreamOptions>,
     #[serde(default)]
-    tools: Option<Vec<Value>>,
+    tools: Option<Vec<serde::de::IgnoredAny>>,
     // Read only to type-check them; the upstream gets them as sent.
     #[serde(default)]
     #[allow(dead_code)]
@@ -118,67 +147,74 @@ pub fn parse_chat(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
     if !value.is_object() {
         return Err(not_object());
     }
-    let view: View = serde_path_to_error::deserialize(&value).map_err(field_error)?;
+    let view: View<'_> = serde_path_to_error::deserialize(&value).map_err(field_error)?;
+    let checked = check(view)?;
     let Value::Object(body) = value else {
         return Err(not_object());
     };
-    finish(view, body)
+    Ok(ChatRequest {
+        model: checked.model,
+        stream: checked.stream,
+        include_usage: checked.include_usage,
+        has_tools: checked.has_tools,
+        body,
+    })
 }
 
-fn finish(view: View, body: serde_json::Map<String, Value>) -> Result<ChatRequest, ApiError> {
-    if view.messages.is_empty() {
+/// What the checks found, owning only small values.
+struct Checked {
+    model: String,
+    stream: bool,
+    include_usage: bool,
+    has_tools: bool,
+}
+
+fn check(view: View<'_>) -> Result<Checked, ApiError> {
+    let required =
+        |field: &str| ApiError::invalid_request(format!("`{field}` is required")).with_param(field);
+    let messages = view.messages.ok_or_else(|| required("messages"))?;
+    if messages.is_empty() {
         return Err(
             ApiError::invalid_request("`messages` must contain at least one message")
                 .with_param("messages"),
         );
     }
-    for (i, m) in view.messages.iter().enumerate() {
-        if !ROLES.contains(&m.role.as_str()) {
+    for (i, m) in messages.iter().enumerate() {
+        if !ROLES.contains(&m.role.as_ref()) {
+            let shown = if m.role.is_empty() {
+                "(missing)"
+            } else {
+                m.role.as_ref()
+            };
             return Err(ApiError::invalid_request(format!(
-                "messages[{i}].role `{}` is not one of {}",
-                m.role,
+                "messages[{i}].role `{shown}` is not one of {}",
                 ROLES.join(", ")
             ))
             .with_param(format!("messages[{i}].role")));
         }
     }
-    if view.model.is_empty() {
+    let model = view.model.ok_or_else(|| required("model"))?;
+    if model.is_empty() {
         return Err(ApiError::invalid_request("`model` must not be empty").with_param("model"));
     }
     let stream = view.stream.unwrap_or(false);
-    Ok(ChatRequest {
-        model: view.model,
+    Ok(Checked {
+        model: model.into_owned(),
         stream,
         include_usage: stream
             && view
                 .stream_options
                 .and_then(|o| o.include_usage)
                 .unwrap_or(false),
-        messages: view.messages,
         has_tools: view.tools.is_some_and(|t| !t.is_empty()),
-        body,
     })
 }
 
-/// Turns a typed-view failure into a 400 that names the field.
+/// Turns a typed-view failure into a 400 that names the field by its path (required fields
+/// are optional in the view and checked after, so serde's message is never parsed).
 fn field_error(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
-    let path = err.path().to_string();
-    let inner = err.into_inner().to_string();
-    // serde reports a missing field at its parent; name the field itself.
-    let missing = inner
-        .strip_prefix("missing field `")
-        .and_then(|r| r.split('`').next())
-        .map(str::to_string);
-    let param = match (missing, path.as_str()) {
-        (Some(field), ".") => field,
-        (Some(field), parent) => format!("{parent}.{field}"),
-        (None, p) => p.to_string(),
-    };
-    let detail = inner
-        .split(" at line ")
-        .next()
-        .unwrap_or(&inner)
-        .to_string();
+    let param = err.path().to_string();
+    let detail = err.into_inner();
     ApiError::invalid_request(format!("invalid field `{param}`: {detail}")).with_param(param)
 }
 
@@ -197,7 +233,7 @@ mod tests {
         assert_eq!(req.model, "m");
         assert!(req.stream && req.include_usage);
         assert_eq!(req.body["future_field"]["x"], 1);
-        assert_eq!(req.messages[0].text(), "hi");
+        assert_eq!(req.messages()[0].text(), "hi");
     }
 
     #[test]

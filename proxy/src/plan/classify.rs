@@ -206,7 +206,8 @@ impl Classifier {
 
     /// Classifies a chat request: structure first, then its user turns' text.
     pub fn classify(&self, req: &ChatRequest) -> Decision {
-        let last_user = req.messages.iter().rposition(|m| m.role == "user");
+        let messages = req.messages();
+        let last_user = messages.iter().rposition(|m| m.role == "user");
         let structural = |domain: &str, by| {
             self.domains.iter().position(|d| d == domain).map(|i| {
                 let scores = self
@@ -223,7 +224,7 @@ impl Classifier {
                 }
             })
         };
-        if last_user.is_some_and(|i| req.messages[i].has_image()) {
+        if last_user.is_some_and(|i| messages[i].has_image()) {
             if let Some(d) = structural("vision", "image") {
                 return d;
             }
@@ -238,8 +239,7 @@ impl Classifier {
                 return d;
             }
         }
-        let texts: Vec<_> = req
-            .messages
+        let texts: Vec<_> = messages
             .iter()
             .filter(|m| m.role == "user")
             .map(|m| m.text())

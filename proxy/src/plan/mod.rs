@@ -241,16 +241,19 @@ const BLOCKING_COUNT_BYTES: usize = 32 * 1024;
 
 /// Prompt tokens as OpenAI counts chat: each message's text plus a few tokens of framing.
 pub async fn prompt_tokens(req: &ChatRequest, counter: TokenCounter) -> u64 {
-    let framing: u64 = 3 + 3 * req.messages.len() as u64;
-    let images: u64 = req.messages.iter().filter(|m| m.has_image()).count() as u64 * IMAGE_TOKENS;
-    let size: usize = req.messages.iter().map(|m| m.text().len()).sum();
+    let messages = req.messages();
+    let framing: u64 = 3 + 3 * messages.len() as u64;
+    let images: u64 = messages.iter().filter(|m| m.has_image()).count() as u64 * IMAGE_TOKENS;
+    let size: usize = messages.iter().map(|m| m.text().len()).sum();
     let text_tokens = if size <= BLOCKING_COUNT_BYTES {
-        req.messages
+        messages
             .iter()
             .map(|m| counter.count(&m.text()) as u64)
             .sum()
     } else {
-        let texts: Vec<String> = req.messages.iter().map(|m| m.text().into_owned()).collect();
+        // Owned for the blocking pool: the one copy of a large prompt the proxy makes.
+        let texts: Vec<String> = messages.iter().map(|m| m.text().into_owned()).collect();
+        drop(messages);
         tokio::task::spawn_blocking(move || texts.iter().map(|t| counter.count(t) as u64).sum())
             .await
             .unwrap_or(0)
@@ -264,7 +267,7 @@ pub fn check_capabilities(
     model: &thinkgate_config::Model,
 ) -> Result<(), ApiError> {
     if !model.vision {
-        if let Some(i) = req.messages.iter().position(|m| m.has_image()) {
+        if let Some(i) = req.messages().iter().position(|m| m.has_image()) {
             return Err(ApiError::invalid_request(format!(
                 "model `{}` does not accept images (messages[{i}] has one); use a model with the vision capability",
                 model.id

@@ -67,8 +67,8 @@ pub fn request_body(
     let max_tokens = convert::max_tokens(body).unwrap_or(default_max_tokens);
     out.insert("max_tokens".into(), max_tokens.into());
 
-    let system: Vec<String> = req
-        .messages
+    let history = req.messages();
+    let system: Vec<String> = history
         .iter()
         .filter(|m| m.role == "system" || m.role == "developer")
         .map(|m| m.text().into_owned())
@@ -77,7 +77,7 @@ pub fn request_body(
     if !system.is_empty() {
         out.insert("system".into(), system.join("\n\n").into());
     }
-    out.insert("messages".into(), Value::Array(messages(&req.messages)?));
+    out.insert("messages".into(), Value::Array(messages(&history)?));
 
     let stop = convert::stop_list(body);
     if !stop.is_empty() {
@@ -151,7 +151,7 @@ fn tool_choice(body: &Map<String, Value>) -> Option<Value> {
 fn messages(history: &[Message]) -> Result<Vec<Value>, ApiError> {
     let mut out: Vec<(String, Vec<Value>)> = Vec::new();
     for (i, m) in history.iter().enumerate() {
-        let (role, blocks) = match m.role.as_str() {
+        let (role, blocks) = match m.role.as_ref() {
             "system" | "developer" => continue,
             "user" => ("user", content_blocks(m, i)?),
             "assistant" => {
@@ -210,7 +210,7 @@ fn content_blocks(m: &Message, i: usize) -> Result<Vec<Value>, ApiError> {
         Some(Content::Text(t)) => blocks.push(json!({"type": "text", "text": t})),
         Some(Content::Parts(parts)) => {
             for (j, p) in parts.iter().enumerate() {
-                match (p.kind.as_str(), &p.text, &p.image_url) {
+                match (p.kind.as_ref(), &p.text, &p.image_url) {
                     ("text", Some(t), _) => blocks.push(json!({"type": "text", "text": t})),
                     ("image_url", _, Some(image)) => {
                         blocks.push(image_block(&image.url).ok_or_else(|| {

@@ -54,9 +54,9 @@ pub fn request_body(req: &ChatRequest, reasoning: bool) -> Result<Map<String, Va
     convert::refuse_fields(body, &UNSUPPORTED)?;
 
     let mut out = Map::new();
-    out.insert("contents".into(), Value::Array(contents(&req.messages)?));
-    let system: Vec<Value> = req
-        .messages
+    let history = req.messages();
+    out.insert("contents".into(), Value::Array(contents(&history)?));
+    let system: Vec<Value> = history
         .iter()
         .filter(|m| m.role == "system" || m.role == "developer")
         .map(|m| m.text().into_owned())
@@ -178,7 +178,7 @@ fn split_call_id(id: &str) -> (&str, Option<&str>) {
 fn contents(history: &[Message]) -> Result<Vec<Value>, ApiError> {
     let mut out: Vec<(&str, Vec<Value>)> = Vec::new();
     for (i, m) in history.iter().enumerate() {
-        let (role, parts) = match m.role.as_str() {
+        let (role, parts) = match m.role.as_ref() {
             "system" | "developer" => continue,
             "user" => ("user", content_parts(m, i)?),
             "assistant" => {
@@ -247,7 +247,7 @@ fn called_function<'a>(earlier: &'a [Message], call_id: &str) -> Option<&'a str>
             .iter()
             .flatten()
             .find(|c| c.id == call_id)
-            .map(|c| c.function.name.as_str())
+            .map(|c| c.function.name.as_ref())
     })
 }
 
@@ -259,7 +259,7 @@ fn content_parts(m: &Message, i: usize) -> Result<Vec<Value>, ApiError> {
         Some(Content::Text(t)) => parts.push(json!({ "text": t })),
         Some(Content::Parts(list)) => {
             for (j, p) in list.iter().enumerate() {
-                match (p.kind.as_str(), &p.text, &p.image_url) {
+                match (p.kind.as_ref(), &p.text, &p.image_url) {
                     ("text", Some(t), _) => parts.push(json!({ "text": t })),
                     ("image_url", _, Some(image)) => parts.push(image_part(&image.url, i, j)?),
                     (other, _, _) => return Err(convert::bad_part(i, j, other, "Gemini")),

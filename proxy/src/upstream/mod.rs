@@ -240,10 +240,21 @@ impl Upstream {
         model: &thinkgate_config::Model,
         budget: Option<(&Budget, &Modes)>,
     ) -> Result<(Bytes, Option<Control>), ApiError> {
+        let knob = |body: &mut Map<String, Value>| {
+            budget.and_then(|(budget, modes)| {
+                knobs::apply(body, self.format, self.dialect, model, budget, modes)
+            })
+        };
+        if self.format == WireFormat::OpenAi {
+            // The conversation is written from the client's body, not copied first.
+            let (mut head, messages) =
+                openai::request_parts(req, &model.upstream_model, self.dialect);
+            let control = knob(&mut head);
+            let bytes = openai::serialize(&req.body, &head, messages.as_deref());
+            return Ok((Bytes::from(bytes), control));
+        }
         let mut body = self.translate(req, model)?;
-        let control = budget.and_then(|(budget, modes)| {
-            knobs::apply(&mut body, self.format, self.dialect, model, budget, modes)
-        });
+        let control = knob(&mut body);
         Ok((to_bytes(body), control))
     }
 

@@ -25,25 +25,68 @@ pub fn request_body(
     upstream_model: &str,
     dialect: Dialect,
 ) -> Map<String, Value> {
-    let mut body = req.body.clone();
-    body.insert("model".into(), Value::String(upstream_model.to_string()));
+    let (mut head, messages) = request_parts(req, upstream_model, dialect);
+    let mut messages = messages.map(Cow::into_owned);
+    let order: Vec<String> = in_order(&req.body, &head).cloned().collect();
+    order
+        .into_iter()
+        .filter_map(|k| {
+            let v = match k.as_str() {
+                "messages" => messages.take(),
+                _ => head.remove(&k),
+            };
+            v.map(|v| (k, v))
+        })
+        .collect()
+}
+
+/// The keys of the edited body in the client's order; keys the proxy added come last.
+fn in_order<'a>(
+    original: &'a Map<String, Value>,
+    head: &'a Map<String, Value>,
+) -> impl Iterator<Item = &'a String> {
+    let kept = original
+        .keys()
+        .filter(|k| *k == "messages" || head.contains_key(*k));
+    kept.chain(head.keys().filter(|k| !original.contains_key(*k)))
+}
+
+/// The request body as the proxy edits it: every key but `messages` (a small map for the
+/// knobs to edit), and the messages — borrowed from the client's body unless the dialect
+/// renames a field in them. [`serialize`] writes the two back in the client's key order.
+pub fn request_parts<'a>(
+    req: &'a ChatRequest,
+    upstream_model: &str,
+    dialect: Dialect,
+) -> (Map<String, Value>, Option<Cow<'a, Value>>) {
+    let mut head: Map<String, Value> = req
+        .body
+        .iter()
+        .filter(|(k, _)| *k != "messages")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    head.insert("model".into(), Value::String(upstream_model.to_string()));
     if dialect == Dialect::OpenAi {
-        if let Some(max) = body.remove("max_tokens") {
-            body.entry("max_completion_tokens").or_insert(max);
+        if let Some(max) = head.remove("max_tokens") {
+            head.entry("max_completion_tokens").or_insert(max);
         }
     }
-    if let (Some(field), Some(Value::Array(messages))) =
-        (dialect.reasoning_field(), body.get_mut("messages"))
-    {
+    let mut messages = req.body.get("messages").map(Cow::Borrowed);
+    if let (Some(field), Some(list)) = (dialect.reasoning_field(), messages.as_mut()) {
         let (to, from) = field_names(field);
-        for m in messages.iter_mut().filter_map(Value::as_object_mut) {
-            if let Some(text) = m.remove(from) {
-                m.entry(to).or_insert(text);
+        let renames = list
+            .as_array()
+            .is_some_and(|l| l.iter().any(|m| m.get(from).is_some()));
+        if let (true, Value::Array(list)) = (renames, list.to_mut()) {
+            for m in list.iter_mut().filter_map(Value::as_object_mut) {
+                if let Some(text) = m.remove(from) {
+                    m.entry(to).or_insert(text);
+                }
             }
         }
     }
     if req.stream {
-        let options = body
+        let options = head
             .entry("stream_options")
             .or_insert_with(|| Value::Object(Map::new()));
         if !options.is_object() {
@@ -53,7 +96,39 @@ pub fn request_body(
             o.insert("include_usage".into(), Value::Bool(true));
         }
     }
-    body
+    (head, messages)
+}
+
+/// Writes `head` and `messages` as one JSON object, keys in the order of `original` (the
+/// client's body); keys the proxy added come last.
+pub fn serialize(
+    original: &Map<String, Value>,
+    head: &Map<String, Value>,
+    messages: Option<&Value>,
+) -> Vec<u8> {
+    struct Body<'a>(
+        &'a Map<String, Value>,
+        &'a Map<String, Value>,
+        Option<&'a Value>,
+    );
+    impl serde::Serialize for Body<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeMap;
+            let Body(original, head, messages) = *self;
+            let mut map = s.serialize_map(None)?;
+            for key in in_order(original, head) {
+                let value = match key.as_str() {
+                    "messages" => messages,
+                    _ => head.get(key),
+                };
+                if let Some(v) = value {
+                    map.serialize_entry(key, v)?;
+                }
+            }
+            map.end()
+        }
+    }
+    serde_json::to_vec(&Body(original, head, messages)).unwrap_or_default()
 }
 
 /// A response or stream chunk, read for what the proxy observes.
@@ -380,6 +455,11 @@ mod tests {
         )
         .unwrap();
         let out: Value = Value::Object(request_body(&req, "up-model", Dialect::Generic));
+        // The bytes sent are the same object, written without copying the messages.
+        let (head, messages) = request_parts(&req, "up-model", Dialect::Generic);
+        assert!(matches!(messages, Some(Cow::Borrowed(_))));
+        let sent = serialize(&req.body, &head, messages.as_deref());
+        assert_eq!(sent, serde_json::to_vec(&out).unwrap());
         assert_eq!(out["model"], "up-model");
         assert_eq!(out["stream_options"]["include_usage"], true);
         assert_eq!(out["stream_options"]["other"], 1);
