@@ -693,99 +693,125 @@ async fn relay_synthesis(
     done: Done<'_>,
     tx: &mpsc::Sender<Bytes>,
 ) {
-    let Done {
-        reports,
-        mut usage,
-        started,
-    } = done;
-    let include_usage = req.chat.include_usage;
-    let data = resp.into_body().into_data_stream();
-    let mut events = data.eventsource();
+    let mut events = resp.into_body().into_data_stream().eventsource();
     let mut finish: Option<Map<String, Value>> = None;
     let mut own = Usage::default();
     let mut complete = false;
-    while let Some(event) = events.next().await {
-        let Ok(event) = event else { break };
+    while let Some(Ok(event)) = events.next().await {
         if event.data == "[DONE]" {
             complete = true;
             break;
         }
-        let Ok(Value::Object(mut chunk)) = serde_json::from_str::<Value>(&event.data) else {
+        let Ok(Value::Object(chunk)) = serde_json::from_str::<Value>(&event.data) else {
             break;
         };
-        if chunk.contains_key("error") {
-            let _ = tx.send(sse_frame("", &event.data)).await;
-            return;
-        }
-        chunk.insert("id".into(), r.id.clone().into());
-        chunk.insert("created".into(), r.created.into());
-        // The client already had its role chunk; the synthesis's own is dropped.
-        let delta = chunk
-            .get_mut("choices")
-            .and_then(|c| c.get_mut(0))
-            .and_then(|c| c.get_mut("delta"));
-        if let Some(Value::Object(delta)) = delta {
-            if delta.remove("role").is_some()
-                && delta.get("content").is_none_or(|c| c.as_str() == Some(""))
-                && delta.len() <= 1
-            {
+        let frame = match sort(chunk, r) {
+            Synth::Error => {
+                let _ = tx.send(sse_frame("", &event.data)).await;
+                return;
+            }
+            Synth::Skip => continue,
+            Synth::Usage(u) => {
+                own = u;
                 continue;
             }
-        }
-        if let Some(u) = chunk.get("usage").filter(|u| u.is_object()) {
-            own = usage_of(u);
-            continue;
-        }
-        let finishes = chunk
-            .get("choices")
-            .and_then(|c| c.get(0))
-            .and_then(|c| c.get("finish_reason"))
-            .is_some_and(|f| !f.is_null());
-        if finishes {
             // Held until the usage is known.
-            finish = Some(chunk);
-            continue;
-        }
-        if tx
-            .send(sse_frame("", &Value::Object(chunk).to_string()))
-            .await
-            .is_err()
-        {
+            Synth::Finish(chunk) => {
+                finish = Some(chunk);
+                continue;
+            }
+            Synth::Forward(chunk) => sse_frame("", &Value::Object(chunk).to_string()),
+        };
+        if tx.send(frame).await.is_err() {
             return;
         }
     }
-    let Some(mut chunk) = finish.filter(|_| complete) else {
+    let frames = match finish.filter(|_| complete) {
+        Some(chunk) => last_frames(chunk, own, r, req, cast, done),
         // Cut off, or not a stream the proxy can read: never a made-up ending.
-        let e = synthesis_failed("its stream ended before the answer was complete");
-        let _ = tx.send(sse_frame("", &e.to_json().to_string())).await;
-        return;
+        None => sse_frame(
+            "",
+            &synthesis_failed("its stream ended before the answer was complete")
+                .to_json()
+                .to_string(),
+        ),
     };
+    let _ = tx.send(frames).await;
+}
+
+/// What one chunk of the synthesis stream is to the client's stream.
+enum Synth {
+    /// The upstream's error: passed on, and the stream ends.
+    Error,
+    /// The synthesis's own role chunk (the client had its own).
+    Skip,
+    Usage(Usage),
+    /// The chunk with the finish reason.
+    Finish(Map<String, Value>),
+    /// Passed on under the request's id.
+    Forward(Map<String, Value>),
+}
+
+fn sort(mut chunk: Map<String, Value>, r: &Renderer) -> Synth {
+    if chunk.contains_key("error") {
+        return Synth::Error;
+    }
+    chunk.insert("id".into(), r.id.clone().into());
+    chunk.insert("created".into(), r.created.into());
+    let choice = chunk.get_mut("choices").and_then(|c| c.get_mut(0));
+    if let Some(Value::Object(delta)) = choice.and_then(|c| c.get_mut("delta")) {
+        if delta.remove("role").is_some()
+            && delta.get("content").is_none_or(|c| c.as_str() == Some(""))
+            && delta.len() <= 1
+        {
+            return Synth::Skip;
+        }
+    }
+    if let Some(u) = chunk.get("usage").filter(|u| u.is_object()) {
+        return Synth::Usage(usage_of(u));
+    }
+    let finishes = chunk
+        .get("choices")
+        .and_then(|c| c.get(0))
+        .and_then(|c| c.get("finish_reason"))
+        .is_some_and(|f| !f.is_null());
+    if finishes {
+        Synth::Finish(chunk)
+    } else {
+        Synth::Forward(chunk)
+    }
+}
+
+/// The finish chunk with the agents' report, the summed usage, and `[DONE]`.
+fn last_frames(
+    mut chunk: Map<String, Value>,
+    own: Usage,
+    r: &Renderer,
+    req: &Request,
+    cast: &Cast,
+    done: Done<'_>,
+) -> Bytes {
+    let mut usage = done.usage;
     usage.add_call(&own);
     let synthesis = Report {
         role: "synthesis".into(),
         model: cast.synthesis.model.id.clone(),
         usage: own,
-        latency: started.elapsed(),
+        latency: done.started.elapsed(),
         outcome: "answered".into(),
         answer: None,
         fallback_from: None,
     };
+    let note = "the synthesis wrote the answer";
+    let extra = extension(req, done.reports, Some(&synthesis), note);
+    chunk.insert("thinkgate".into(), extra);
     let mut out = BytesMut::new();
-    chunk.insert(
-        "thinkgate".into(),
-        extension(
-            req,
-            reports,
-            Some(&synthesis),
-            "the synthesis wrote the answer",
-        ),
-    );
     out.extend_from_slice(&sse_frame("", &Value::Object(chunk).to_string()));
-    if include_usage {
+    if req.chat.include_usage {
         out.extend_from_slice(&sse_frame("", &r.usage_chunk(&usage)));
     }
     out.extend_from_slice(relay::DONE);
-    let _ = tx.send(out.freeze()).await;
+    out.freeze()
 }
 
 /// A frame that ends a contemplating stream: `[DONE]`, or an error event.

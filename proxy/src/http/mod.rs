@@ -97,15 +97,8 @@ pub async fn serve<S, F>(
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
     let idle = limit.idle;
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(idle)
-        .max_headers(MAX_HEADERS * 8)
-        .max_buf_size(MAX_HEADER_BYTES * 8);
-    builder.http2().timer(TokioTimer::new());
+    let builder = connection_builder(idle);
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -152,9 +145,27 @@ pub async fn serve<S, F>(
         });
     }
     drop(listener);
-    let open = graceful.count();
+    drain(graceful, grace).await;
+}
+
+/// HTTP/1 and HTTP/2 with timers: hyper's header read timeout is the idle timeout, and its
+/// head limits sit above the router's (which answer in OpenAI's shape).
+fn connection_builder(idle: Duration) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(idle)
+        .max_headers(MAX_HEADERS * 8)
+        .max_buf_size(MAX_HEADER_BYTES * 8);
+    builder.http2().timer(TokioTimer::new());
+    builder
+}
+
+/// Lets open requests (streams too) finish for up to `grace`, then cuts them.
+async fn drain(graceful: GracefulShutdown, grace: Duration) {
     tracing::info!(
-        open_connections = open,
+        open_connections = graceful.count(),
         grace_ms = grace.as_millis() as u64,
         "Shutting down: no longer accepting; letting open requests finish."
     );

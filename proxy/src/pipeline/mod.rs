@@ -237,14 +237,19 @@ impl Attempt<'_> {
         failure: SendFailure,
     ) -> Result<Response<Body>, Account> {
         let route = self.route;
+        if self.may_fall_back && failure.hands_over() {
+            failure.count_hand_over(&mut account, route);
+            return Err(account);
+        }
+        let retry_later = |mut resp: Response<Body>| {
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, 1.into());
+            resp
+        };
         match failure {
-            SendFailure::Limited if self.may_fall_back => Err(account),
             SendFailure::Limited => {
-                let name = self
-                    .call
-                    .key
-                    .as_ref()
-                    .map_or("none", |k| k.key.name.as_str());
+                let key = self.call.key.as_ref();
+                let name = key.map_or("none", |k| k.key.name.as_str());
                 account.rate_limited(name, "model requests per second");
                 let e = ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -256,12 +261,8 @@ impl Attempt<'_> {
                     ),
                 )
                 .with_code("rate_limit_exceeded");
-                let mut resp = reject(account, e);
-                resp.headers_mut()
-                    .insert(http::header::RETRY_AFTER, 1.into());
-                Ok(resp)
+                Ok(retry_later(reject(account, e)))
             }
-            SendFailure::Busy(_) if self.may_fall_back => Err(account),
             SendFailure::Busy(which) => {
                 let e = ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -272,48 +273,37 @@ impl Attempt<'_> {
                     ),
                 )
                 .with_code("upstream_overloaded");
-                let mut resp = reject(account, e);
-                resp.headers_mut()
-                    .insert(http::header::RETRY_AFTER, 1.into());
-                Ok(resp)
+                Ok(retry_later(reject(account, e)))
             }
             SendFailure::Unreachable(outcome, err) => {
                 tracing::warn!(model = %route.model.id, provider = %route.upstream.name, status = err.status.as_u16(), "Upstream request failed: {}.", err.message);
-                if self.may_fall_back {
-                    account.failed_attempt(&route.metrics, outcome);
-                    account.upstream = None;
-                    return Err(account);
-                }
                 account.upstream_outcome(outcome);
                 Ok(reject(account, err))
             }
-            SendFailure::Refused(resp) if self.may_fall_back => {
-                tracing::warn!(model = %route.model.id, provider = %route.upstream.name, status = resp.status().as_u16(), "Upstream refused; trying the next model.");
-                account.failed_attempt(&route.metrics, "error_status");
-                account.upstream = None;
-                Err(account)
-            }
             SendFailure::Refused(resp) | SendFailure::Error(resp) => {
-                account.upstream_outcome("error_status");
-                account.status = resp.status().as_u16();
-                tracing::warn!(model = %route.model.id, provider = %route.upstream.name, status = account.status, "Upstream returned an error.");
-                let mut out = match upstream::error_response(
-                    &route.upstream.name,
-                    route.upstream.format,
-                    resp,
-                )
-                .await
-                {
-                    ApiErrorOrRaw::Api(e) => e.into_response(),
-                    ApiErrorOrRaw::Raw(status, bytes) => body::json_response(status, bytes),
-                };
-                drop(account);
-                out.headers_mut()
-                    .insert("x-thinkgate-model", route.header.clone());
-                Ok(out)
+                Ok(upstream_error(account, route, resp).await)
             }
         }
     }
+}
+
+/// An upstream's own error status, passed to the client in OpenAI's shape.
+async fn upstream_error(
+    mut account: Account,
+    route: &Route,
+    resp: Response<Body>,
+) -> Response<Body> {
+    account.upstream_outcome("error_status");
+    account.status = resp.status().as_u16();
+    tracing::warn!(model = %route.model.id, provider = %route.upstream.name, status = account.status, "Upstream returned an error.");
+    let up = &route.upstream;
+    let mut out = match upstream::error_response(&up.name, up.format, resp).await {
+        ApiErrorOrRaw::Api(e) => e.into_response(),
+        ApiErrorOrRaw::Raw(status, bytes) => body::json_response(status, bytes),
+    };
+    out.headers_mut()
+        .insert("x-thinkgate-model", route.header.clone());
+    out
 }
 
 /// The request as the upstream gets it: the budget hint added when the mode asks for one,
@@ -399,6 +389,31 @@ enum SendFailure {
     Refused(Response<Body>),
     /// Another error status: the client's request is at fault, not the model.
     Error(Response<Body>),
+}
+
+impl SendFailure {
+    /// Whether another model may do better: everything but the client's own error.
+    fn hands_over(&self) -> bool {
+        !matches!(self, SendFailure::Error(_))
+    }
+
+    /// Logs and counts a failure the next model takes over from.
+    fn count_hand_over(&self, account: &mut Account, route: &Route) {
+        let outcome = match self {
+            SendFailure::Unreachable(outcome, err) => {
+                tracing::warn!(model = %route.model.id, provider = %route.upstream.name, status = err.status.as_u16(), "Upstream request failed: {}; trying the next model.", err.message);
+                outcome
+            }
+            SendFailure::Refused(resp) => {
+                tracing::warn!(model = %route.model.id, provider = %route.upstream.name, status = resp.status().as_u16(), "Upstream refused; trying the next model.");
+                "error_status"
+            }
+            // Nothing was sent.
+            _ => return,
+        };
+        account.failed_attempt(&route.metrics, outcome);
+        account.upstream = None;
+    }
 }
 
 /// The model's admission: its `requests_per_second` across every key.

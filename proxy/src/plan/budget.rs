@@ -28,42 +28,16 @@ pub struct Asks<'a> {
 /// The mode and budget for a request, or `None` when no mode applies (no knob in the request
 /// and no default in the config): such requests are relayed without a budget policy.
 pub fn resolve(modes: &Modes, asks: &Asks<'_>) -> Result<Option<Budget>, ApiError> {
-    let mut notice = None;
     let mut ask: Option<u64> = header_budget(asks.headers)?;
     let reasoning = asks.body.get("reasoning").and_then(Value::as_object);
     let exclude = reasoning.and_then(|r| r.get("exclude")) == Some(&Value::Bool(true));
 
     // Each source names a mode (or not) and may ask for a budget within it.
-    let mut chosen: Option<(Mode, ModeSource, Option<u64>)> = asks
+    let mut chosen: Option<Choice> = asks
         .suffix
         .map(|m| (m, ModeSource::Suffix, None))
         .or(header_mode(asks.headers)?.map(|m| (m, ModeSource::Header, None)));
-    let mut candidates: Vec<(Mode, ModeSource, Option<u64>)> = Vec::new();
-    if let Some(r) = reasoning {
-        if r.get("enabled") == Some(&Value::Bool(false)) {
-            candidates.push((Mode::Instant, ModeSource::ReasoningObject, Some(0)));
-        } else if let Some(n) = r.get("max_tokens").and_then(Value::as_u64) {
-            let mode = if n == 0 {
-                Mode::Instant
-            } else {
-                Mode::Thinking
-            };
-            candidates.push((mode, ModeSource::ReasoningObject, Some(n)));
-        } else if let Some(level) = r.get("effort").and_then(Value::as_str) {
-            match modes.efforts.get(level) {
-                Some(e) => {
-                    candidates.push((e.mode, ModeSource::ReasoningObject, e.reasoning_budget))
-                }
-                None => notice = Some(unknown_effort("reasoning.effort", level, modes)),
-            }
-        }
-    }
-    if let Some(level) = asks.body.get("reasoning_effort").and_then(Value::as_str) {
-        match modes.efforts.get(level) {
-            Some(e) => candidates.push((e.mode, ModeSource::ReasoningEffort, e.reasoning_budget)),
-            None => notice = Some(unknown_effort("reasoning_effort", level, modes)),
-        }
-    }
+    let (candidates, notice) = body_asks(modes, asks.body);
     match &mut chosen {
         // A mode named outright still takes a budget the body asks for within that mode.
         Some((mode, _, _)) => {
@@ -83,8 +57,6 @@ pub fn resolve(modes: &Modes, asks: &Asks<'_>) -> Result<Option<Budget>, ApiErro
     let Some((mode, source, body_ask)) = chosen else {
         return Ok(None);
     };
-    let ask = ask.or(body_ask);
-
     let policy = modes.policy(mode);
     let mut allowed = policy.reasoning_budget;
     if let Some(cap) = asks.domain.and_then(|d| policy.domain_budgets.get(d)) {
@@ -101,23 +73,73 @@ pub fn resolve(modes: &Modes, asks: &Asks<'_>) -> Result<Option<Budget>, ApiErro
         exclude,
         notice,
     };
-    match ask {
+    match ask.or(body_ask) {
         Some(0) => budget.off = true,
         Some(n) if n > allowed => budget.clamped_from = Some(n),
         Some(n) => budget.reasoning = n,
         None => {}
     }
-    // The client's own output cap wins; the answer keeps at least half of it.
     if let Some(cap) = asks.client_cap {
-        if cap < budget.output_cap() {
-            budget.reserve = budget.reserve.min(cap - cap / 2).max(1);
-            budget.reasoning = budget.reasoning.min(cap.saturating_sub(budget.reserve));
-            if budget.reasoning == 0 {
-                budget.off = true;
-            }
-        }
+        within_client_cap(&mut budget, cap);
     }
     Ok(Some(budget))
+}
+
+/// A mode, where it came from, and the budget asked for within it.
+type Choice = (Mode, ModeSource, Option<u64>);
+
+/// The modes the body's own knobs ask for, in precedence order (OpenRouter's `reasoning`
+/// object, then `reasoning_effort`), and a notice for an effort level the table lacks.
+fn body_asks(modes: &Modes, body: &Map<String, Value>) -> (Vec<Choice>, Option<String>) {
+    let mut notice = None;
+    let mut candidates = Vec::new();
+    let mut effort =
+        |field: &str, level: &str, source: ModeSource, out: &mut Vec<Choice>| match modes
+            .efforts
+            .get(level)
+        {
+            Some(e) => out.push((e.mode, source, e.reasoning_budget)),
+            None => notice = Some(unknown_effort(field, level, modes)),
+        };
+    if let Some(r) = body.get("reasoning").and_then(Value::as_object) {
+        if r.get("enabled") == Some(&Value::Bool(false)) {
+            candidates.push((Mode::Instant, ModeSource::ReasoningObject, Some(0)));
+        } else if let Some(n) = r.get("max_tokens").and_then(Value::as_u64) {
+            let mode = if n == 0 {
+                Mode::Instant
+            } else {
+                Mode::Thinking
+            };
+            candidates.push((mode, ModeSource::ReasoningObject, Some(n)));
+        } else if let Some(level) = r.get("effort").and_then(Value::as_str) {
+            effort(
+                "reasoning.effort",
+                level,
+                ModeSource::ReasoningObject,
+                &mut candidates,
+            );
+        }
+    }
+    if let Some(level) = body.get("reasoning_effort").and_then(Value::as_str) {
+        effort(
+            "reasoning_effort",
+            level,
+            ModeSource::ReasoningEffort,
+            &mut candidates,
+        );
+    }
+    (candidates, notice)
+}
+
+/// The client's own output cap wins; the answer keeps at least half of it.
+fn within_client_cap(budget: &mut Budget, cap: u64) {
+    if cap < budget.output_cap() {
+        budget.reserve = budget.reserve.min(cap - cap / 2).max(1);
+        budget.reasoning = budget.reasoning.min(cap.saturating_sub(budget.reserve));
+        if budget.reasoning == 0 {
+            budget.off = true;
+        }
+    }
 }
 
 fn unknown_effort(field: &str, level: &str, modes: &Modes) -> String {

@@ -374,74 +374,16 @@ impl StreamDecoder {
         match kind {
             "message_start" => {
                 let m = v.get("message").cloned().unwrap_or_default();
-                if let Some(u) = m.get("usage") {
-                    merge_usage(
-                        &mut self.usage,
-                        serde_json::from_value(u.clone()).unwrap_or_default(),
-                    );
-                }
+                self.merge_usage(m.get("usage"));
                 out.push(Delta::Start {
                     id: str_field(&m, "id"),
                     model: str_field(&m, "model"),
                 });
             }
-            "content_block_start" => {
-                let block = v.get("content_block").cloned().unwrap_or_default();
-                let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
-                match block.get("type").and_then(Value::as_str) {
-                    Some("tool_use") => {
-                        let call = self.calls;
-                        self.calls += 1;
-                        self.tool_blocks.insert(index, call);
-                        out.push(Delta::ToolCallStart {
-                            index: call,
-                            id: str_field(&block, "id"),
-                            name: str_field(&block, "name"),
-                        });
-                    }
-                    Some("text") if !str_field(&block, "text").is_empty() => {
-                        out.push(Delta::Content(str_field(&block, "text")))
-                    }
-                    Some("thinking") => self.thinking.clear(),
-                    Some("redacted_thinking") => out.push(Delta::ReasoningBlock(block)),
-                    _ => {}
-                }
-            }
-            "content_block_delta" => {
-                let delta = v.get("delta").cloned().unwrap_or_default();
-                let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
-                match delta.get("type").and_then(Value::as_str) {
-                    Some("text_delta") => out.push(Delta::Content(str_field(&delta, "text"))),
-                    Some("thinking_delta") => {
-                        let text = str_field(&delta, "thinking");
-                        self.thinking.push_str(&text);
-                        out.push(Delta::Reasoning(text))
-                    }
-                    // The signature closes a thinking block: the client gets the block whole,
-                    // to send back in its next turn.
-                    Some("signature_delta") => out.push(Delta::ReasoningBlock(json!({
-                        "type": "thinking",
-                        "thinking": std::mem::take(&mut self.thinking),
-                        "signature": str_field(&delta, "signature"),
-                    }))),
-                    Some("input_json_delta") => {
-                        if let Some(call) = self.tool_blocks.get(&index) {
-                            out.push(Delta::ToolCallArguments {
-                                index: *call,
-                                arguments: str_field(&delta, "partial_json"),
-                            });
-                        }
-                    }
-                    _ => {}
-                }
-            }
+            "content_block_start" => self.block_start(&v, &mut out),
+            "content_block_delta" => self.block_delta(&v, &mut out),
             "message_delta" => {
-                if let Some(u) = v.get("usage") {
-                    merge_usage(
-                        &mut self.usage,
-                        serde_json::from_value(u.clone()).unwrap_or_default(),
-                    );
-                }
+                self.merge_usage(v.get("usage"));
                 out.push(Delta::Usage(self.usage));
                 if let Some(reason) = v.pointer("/delta/stop_reason").and_then(Value::as_str) {
                     out.push(Delta::Finish(finish_reason(reason).to_string()));
@@ -464,6 +406,67 @@ impl StreamDecoder {
             _ => {}
         }
         Ok(out)
+    }
+
+    fn merge_usage(&mut self, usage: Option<&Value>) {
+        if let Some(u) = usage {
+            merge_usage(
+                &mut self.usage,
+                serde_json::from_value(u.clone()).unwrap_or_default(),
+            );
+        }
+    }
+
+    fn block_start(&mut self, v: &Value, out: &mut Vec<Delta>) {
+        let block = v.get("content_block").cloned().unwrap_or_default();
+        let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+        match block.get("type").and_then(Value::as_str) {
+            Some("tool_use") => {
+                let call = self.calls;
+                self.calls += 1;
+                self.tool_blocks.insert(index, call);
+                out.push(Delta::ToolCallStart {
+                    index: call,
+                    id: str_field(&block, "id"),
+                    name: str_field(&block, "name"),
+                });
+            }
+            Some("text") if !str_field(&block, "text").is_empty() => {
+                out.push(Delta::Content(str_field(&block, "text")))
+            }
+            Some("thinking") => self.thinking.clear(),
+            Some("redacted_thinking") => out.push(Delta::ReasoningBlock(block)),
+            _ => {}
+        }
+    }
+
+    fn block_delta(&mut self, v: &Value, out: &mut Vec<Delta>) {
+        let delta = v.get("delta").cloned().unwrap_or_default();
+        let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+        match delta.get("type").and_then(Value::as_str) {
+            Some("text_delta") => out.push(Delta::Content(str_field(&delta, "text"))),
+            Some("thinking_delta") => {
+                let text = str_field(&delta, "thinking");
+                self.thinking.push_str(&text);
+                out.push(Delta::Reasoning(text))
+            }
+            // The signature closes a thinking block: the client gets the block whole, to
+            // send back in its next turn.
+            Some("signature_delta") => out.push(Delta::ReasoningBlock(json!({
+                "type": "thinking",
+                "thinking": std::mem::take(&mut self.thinking),
+                "signature": str_field(&delta, "signature"),
+            }))),
+            Some("input_json_delta") => {
+                if let Some(call) = self.tool_blocks.get(&index) {
+                    out.push(Delta::ToolCallArguments {
+                        index: *call,
+                        arguments: str_field(&delta, "partial_json"),
+                    });
+                }
+            }
+            _ => {}
+        }
     }
 }
 

@@ -268,91 +268,115 @@ impl Upstream {
         modes: &Modes,
         follow_up: FollowUp<'_>,
     ) -> Result<Bytes, String> {
-        let t = &model.thinking;
         match follow_up {
-            FollowUp::Force { reasoning } => {
-                if self.format != WireFormat::OpenAi {
-                    return Err("budget forcing needs an OpenAI-format server".into());
-                }
-                // The thought so far, closed, as the start of the assistant's turn.
-                let mut turn = Map::new();
-                turn.insert("role".into(), "assistant".into());
-                if self.dialect == Dialect::Deepseek {
-                    // DeepSeek continues a prefix turn (`prefix: true`) after its reasoning.
-                    turn.insert("content".into(), "".into());
-                    let text = format!("{reasoning}{}", t.stop_phrase);
-                    turn.insert("reasoning_content".into(), text.into());
-                    turn.insert("prefix".into(), true.into());
-                } else {
-                    let text = format!(
-                        "{}{reasoning}{}{}",
-                        t.think_start, t.stop_phrase, t.think_end
-                    );
-                    turn.insert("content".into(), text.into());
-                }
-                let next = req.with_appended(vec![Value::Object(turn)]);
-                let mut body = self.translate(&next, model).map_err(|e| e.message)?;
-                knobs::strip_client_knobs(&mut body);
-                body.remove("max_completion_tokens");
-                body.insert("max_tokens".into(), budget.reserve.into());
-                if matches!(
-                    self.dialect,
-                    Dialect::Vllm | Dialect::Sglang | Dialect::Generic
-                ) {
-                    body.insert("continue_final_message".into(), true.into());
-                    body.insert("add_generation_prompt".into(), false.into());
-                }
-                Ok(to_bytes(body))
-            }
-            FollowUp::Cut { reasoning } => {
-                let context = if reasoning.trim().is_empty() {
-                    Vec::new()
-                } else {
-                    vec![
-                        serde_json::json!({"role": "assistant", "content": format!("(My reasoning so far.) {}", reasoning.trim())}),
-                    ]
-                };
-                let mut turns = context;
-                turns.push(serde_json::json!({"role": "user", "content": CUT_INSTRUCTION}));
-                let next = req.with_appended(turns);
-                let off = Budget {
-                    off: true,
-                    ..budget.clone()
-                };
-                let (body, control) = self
-                    .body(&next, model, Some((&off, modes)))
-                    .map_err(|e| e.message)?;
-                match control.map(|c| c.native) {
-                    Some(knobs::Native::Off) => Ok(body),
-                    _ => Err(format!(
-                        "thinking cannot be turned off for model `{}`",
-                        model.id
-                    )),
-                }
-            }
-            FollowUp::Retry => {
-                // A quarter of the thinking; what it frees goes to the answer, so the output
-                // cap stays what the policy allowed.
-                let reasoning = (budget.reasoning / 4).max(1);
-                let lower = Budget {
-                    reasoning,
-                    reserve: budget.reserve + budget.reasoning.saturating_sub(reasoning),
-                    ..budget.clone()
-                };
-                let knob = |b: &Budget| -> Result<_, String> {
-                    let (body, control) = self
-                        .body(req, model, Some((b, modes)))
-                        .map_err(|e| e.message)?;
-                    Ok((body, control.map(|c| c.native)))
-                };
-                let (body, native) = knob(&lower)?;
-                if native != knob(budget)?.1 {
-                    return Ok(body);
-                }
-                // Already the lowest level the table has: the lower effort is none.
-                Ok(knob(&Budget { off: true, ..lower })?.0)
-            }
+            FollowUp::Force { reasoning } => self.force_body(req, model, budget, reasoning),
+            FollowUp::Cut { reasoning } => self.cut_body(req, model, budget, modes, reasoning),
+            FollowUp::Retry => self.retry_body(req, model, budget, modes),
         }
+    }
+
+    /// Continues the same answer after the thought so far, closed with the stop phrase and
+    /// the end-of-thinking delimiter, as the start of the assistant's turn.
+    fn force_body(
+        &self,
+        req: &ChatRequest,
+        model: &thinkgate_config::Model,
+        budget: &Budget,
+        reasoning: &str,
+    ) -> Result<Bytes, String> {
+        if self.format != WireFormat::OpenAi {
+            return Err("budget forcing needs an OpenAI-format server".into());
+        }
+        let t = &model.thinking;
+        let mut turn = Map::new();
+        turn.insert("role".into(), "assistant".into());
+        if self.dialect == Dialect::Deepseek {
+            // DeepSeek continues a prefix turn (`prefix: true`) after its reasoning.
+            turn.insert("content".into(), "".into());
+            let text = format!("{reasoning}{}", t.stop_phrase);
+            turn.insert("reasoning_content".into(), text.into());
+            turn.insert("prefix".into(), true.into());
+        } else {
+            let text = format!(
+                "{}{reasoning}{}{}",
+                t.think_start, t.stop_phrase, t.think_end
+            );
+            turn.insert("content".into(), text.into());
+        }
+        let next = req.with_appended(vec![Value::Object(turn)]);
+        let mut body = self.translate(&next, model).map_err(|e| e.message)?;
+        knobs::strip_client_knobs(&mut body);
+        body.remove("max_completion_tokens");
+        body.insert("max_tokens".into(), budget.reserve.into());
+        if matches!(
+            self.dialect,
+            Dialect::Vllm | Dialect::Sglang | Dialect::Generic
+        ) {
+            body.insert("continue_final_message".into(), true.into());
+            body.insert("add_generation_prompt".into(), false.into());
+        }
+        Ok(to_bytes(body))
+    }
+
+    /// Asks again with thinking off and the thought so far as context.
+    fn cut_body(
+        &self,
+        req: &ChatRequest,
+        model: &thinkgate_config::Model,
+        budget: &Budget,
+        modes: &Modes,
+        reasoning: &str,
+    ) -> Result<Bytes, String> {
+        let mut turns = Vec::new();
+        if !reasoning.trim().is_empty() {
+            let thought = format!("(My reasoning so far.) {}", reasoning.trim());
+            turns.push(serde_json::json!({"role": "assistant", "content": thought}));
+        }
+        turns.push(serde_json::json!({"role": "user", "content": CUT_INSTRUCTION}));
+        let next = req.with_appended(turns);
+        let off = Budget {
+            off: true,
+            ..budget.clone()
+        };
+        let (body, control) = self
+            .body(&next, model, Some((&off, modes)))
+            .map_err(|e| e.message)?;
+        match control.map(|c| c.native) {
+            Some(knobs::Native::Off) => Ok(body),
+            _ => Err(format!(
+                "thinking cannot be turned off for model `{}`",
+                model.id
+            )),
+        }
+    }
+
+    /// Asks again with a quarter of the thinking; what it frees goes to the answer, so the
+    /// output cap stays what the policy allowed.
+    fn retry_body(
+        &self,
+        req: &ChatRequest,
+        model: &thinkgate_config::Model,
+        budget: &Budget,
+        modes: &Modes,
+    ) -> Result<Bytes, String> {
+        let reasoning = (budget.reasoning / 4).max(1);
+        let lower = Budget {
+            reasoning,
+            reserve: budget.reserve + budget.reasoning.saturating_sub(reasoning),
+            ..budget.clone()
+        };
+        let knob = |b: &Budget| -> Result<_, String> {
+            let (body, control) = self
+                .body(req, model, Some((b, modes)))
+                .map_err(|e| e.message)?;
+            Ok((body, control.map(|c| c.native)))
+        };
+        let (body, native) = knob(&lower)?;
+        if native != knob(budget)?.1 {
+            return Ok(body);
+        }
+        // Already the lowest level the table has: the lower effort is none.
+        Ok(knob(&Budget { off: true, ..lower })?.0)
     }
 
     /// Where a request for `upstream_model` goes.
