@@ -387,3 +387,20 @@ async fn an_anthropic_provider_answering_with_other_json_is_a_502_not_an_empty_2
     let proxy = Proxy::start(&text).await;
     expect_502(&proxy, "ant-model", false, "not an Anthropic message").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_hyper_cannot_parse_get_a_400_in_openais_shape() {
+    let proxy = Proxy::start(&config_text(None, "")).await;
+    let addr = proxy.addr.to_string();
+    let duplicate = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n"
+    );
+    for head in ["NOT HTTP AT ALL\r\n\r\n", duplicate.as_str()] {
+        let out = raw_exchange(&addr, head, b"", Duration::from_secs(3)).await;
+        assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+        let (_, body) = out.split_once("\r\n\r\n").unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {out}"));
+        assert_eq!(v["error"]["code"], "malformed_http", "{out}");
+    }
+}

@@ -5,6 +5,7 @@
 //! The same accept loop serves the simulator (`thinkgate simulate`).
 
 mod chat;
+mod error_bodies;
 pub mod reload;
 pub mod request_id;
 mod routes;
@@ -136,7 +137,10 @@ pub async fn serve<S, F>(
                 return;
             }
             let conn = builder
-                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                .serve_connection(
+                    TokioIo::new(error_bodies::ErrorBodies::new(stream)),
+                    TowerToHyperService::new(service),
+                )
                 .into_owned();
             if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%peer, error = %e, "Connection ended with an error.");
