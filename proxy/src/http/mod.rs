@@ -99,7 +99,8 @@ pub async fn serve<S, F>(
 {
     let graceful = GracefulShutdown::new();
     let idle = limit.idle;
-    let builder = connection_builder(idle);
+    // Shared by the connections' tasks (a clone each would hold its own copy per connection).
+    let builder = Arc::new(connection_builder(idle));
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
