@@ -21,23 +21,40 @@ impl std::fmt::Display for CollectError {
     }
 }
 
-/// Reads a whole body of at most `limit` bytes.
-///
-/// A loop over frames rather than `Limited::new(..).collect()`: with this boxed body type
-/// that combinator makes every caller's future fail rustc's `Send` check (the compiler
-/// cannot prove `Limited`'s error conversion for every lifetime).
-pub async fn collect_limited(mut body: Body, limit: usize) -> Result<Bytes, CollectError> {
-    let mut buf = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(CollectError::Body)?;
-        if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > limit {
-                return Err(CollectError::TooLarge(limit));
-            }
-            buf.extend_from_slice(&data);
-        }
+/// Reads a whole body of at most `limit` bytes (`http_body_util::Limited` stops reading at
+/// the limit).
+pub fn collect_limited(body: Body, limit: usize) -> CollectLimited {
+    CollectLimited {
+        inner: http_body_util::Limited::new(body, limit).collect(),
+        limit,
     }
-    Ok(buf.freeze())
+}
+
+/// The future of [`collect_limited`]. A named type rather than an `async fn`: inside an
+/// async block rustc cannot prove `Limited`'s error conversion for every lifetime, so every
+/// caller's future would fail its `Send` proof; a concrete type has no lifetimes to erase.
+pub struct CollectLimited {
+    inner: http_body_util::combinators::Collect<http_body_util::Limited<Body>>,
+    limit: usize,
+}
+
+impl std::future::Future for CollectLimited {
+    type Output = Result<Bytes, CollectError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let limit = self.limit;
+        let done = std::task::ready!(std::pin::Pin::new(&mut self.inner).poll(cx));
+        std::task::Poll::Ready(match done {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                Err(CollectError::TooLarge(limit))
+            }
+            Err(e) => Err(CollectError::Body(e)),
+        })
+    }
 }
 
 /// An error and its sources on one line: hyper's top-level messages alone say little.
