@@ -334,3 +334,26 @@ async fn a_failed_synthesis_is_an_error_whole_or_streamed() {
     let last = s.chunks.last().unwrap();
     assert_eq!(last["error"]["code"], "synthesis_failed", "{last}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_synthesis_stream_cut_off_midway_ends_in_an_error_not_a_made_up_stop() {
+    let text = config("agents = 2\nearly_agreement = false\nsynthesis_model = \"cut\"")
+        + "\n[models.cut]\nprovider = \"v\"\nupstream_model = \"cut-up\"\ncontext_window = 100000\ncapabilities = [\"tools\"]\n\n[simulator.models.cut-up]\nanswer_tokens = 40\nfault_reset_after = 5\n";
+    let proxy = Proxy::start(&text).await;
+    let s = call(
+        &proxy.url("/v1/chat/completions"),
+        ask("vllm:contemplating", true),
+        &[],
+    )
+    .await
+    .streamed();
+    assert!(!s.done, "a cut-off synthesis does not end in [DONE]");
+    let last = s.chunks.last().unwrap();
+    assert_eq!(last["error"]["code"], "upstream_stream_broken", "{last}");
+    assert!(
+        s.chunks
+            .iter()
+            .all(|c| c["choices"][0]["finish_reason"].is_null()),
+        "no finish_reason was made up"
+    );
+}

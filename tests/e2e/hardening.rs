@@ -304,35 +304,81 @@ async fn a_json_answer_to_a_streaming_request_is_an_error_not_a_silent_json_body
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_provider_at_its_concurrency_cap_answers_503_and_frees_the_slot() {
-    let text = config_text(None, "")
-        .replace("[providers.sim]\nkind = \"simulator\"", "[providers.sim]\nkind = \"simulator\"\nmax_concurrent_calls = 1\nresponse_timeout = \"300ms\"\nforward_headers = [\"x-sim-*\"]");
-    let proxy = Proxy::start(&text).await;
-    let url = proxy.url("/v1/chat/completions");
-    // A slow stream holds the provider's one slot for about a second.
-    let slow = {
-        let url = url.clone();
-        tokio::spawn(async move {
-            call(
-                &url,
-                chat("sim-model", true),
-                &[("x-sim-tokens-per-second", "12")],
-            )
-            .await
+async fn a_provider_or_proxy_at_its_concurrency_cap_answers_503_and_frees_the_slot() {
+    let provider_cap = config_text(None, "").replace(
+        "[providers.sim]\nkind = \"simulator\"",
+        "[providers.sim]\nkind = \"simulator\"\nmax_concurrent_calls = 1\nresponse_timeout = \"300ms\"\nforward_headers = [\"x-sim-*\"]",
+    );
+    let proxy_cap = config_text(None, "")
+        .replace(
+            "[providers.sim]\nkind = \"simulator\"",
+            "[providers.sim]\nkind = \"simulator\"\nresponse_timeout = \"300ms\"\nforward_headers = [\"x-sim-*\"]",
+        )
+        .replace("shutdown_grace = \"5s\"", "shutdown_grace = \"5s\"\nmax_upstream_calls = 1");
+    for (text, which) in [
+        (provider_cap, "max_concurrent_calls"),
+        (proxy_cap, "max_upstream_calls"),
+    ] {
+        let proxy = Proxy::start(&text).await;
+        let url = proxy.url("/v1/chat/completions");
+        // A slow stream holds the one slot for about a second.
+        let slow = {
+            let url = url.clone();
+            tokio::spawn(async move {
+                call(
+                    &url,
+                    chat("sim-model", true),
+                    &[("x-sim-tokens-per-second", "12")],
+                )
+                .await
+            })
+        };
+        eventually("the slow stream has reached the upstream", || {
+            proxy.sim_stats()["started"].as_u64() >= Some(1)
         })
-    };
-    eventually("the slow stream has reached the upstream", || {
-        proxy.sim_stats()["started"].as_u64() >= Some(1)
-    })
-    .await;
-    let r = call(&url, chat("sim-model", false), &[]).await;
-    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
-    assert_eq!(r.error()["code"], "upstream_overloaded");
-    assert_eq!(r.header("retry-after"), "1");
-    assert!(slow.await.unwrap().streamed().done);
-    // The slot is free once the stream has ended.
-    let r = call(&url, chat("sim-model", false), &[]).await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        .await;
+        let r = call(&url, chat("sim-model", false), &[]).await;
+        assert_eq!(
+            r.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{which}: {}",
+            r.text()
+        );
+        assert_eq!(r.error()["code"], "upstream_overloaded");
+        assert!(
+            r.error()["message"].as_str().unwrap().contains(which),
+            "{}",
+            r.text()
+        );
+        assert_eq!(r.header("retry-after"), "1");
+        assert!(slow.await.unwrap().streamed().done);
+        // The slot is free once the stream has ended.
+        let r = call(&url, chat("sim-model", false), &[]).await;
+        assert_eq!(r.status, StatusCode::OK, "{which}: {}", r.text());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guarded_answer_over_the_response_cap_is_a_502() {
+    // A reasoning model under a budget is always streamed and collected by the guard for a
+    // whole response; what it collects is bounded too.
+    let mut sse = String::from(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n",
+    );
+    let piece = "c".repeat(1000);
+    for _ in 0..10 {
+        sse.push_str(&format!(
+            "data: {{\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{piece}\"}}}}]}}\n\n"
+        ));
+    }
+    sse.push_str("data: [DONE]\n\n");
+    let (url, _) = fixed_upstream(sse.into_bytes()).await;
+    let text = with_upstream(&url, "max_response_bytes = 4096").replace(
+        "[models.fixed-model]\nprovider = \"fixed\"",
+        "[models.fixed-model]\nprovider = \"fixed\"\ncapabilities = [\"reasoning\"]",
+    ) + "\n[modes]\ndefault = \"thinking\"\n";
+    let proxy = Proxy::start(&text).await;
+    expect_502(&proxy, "fixed-model", false, "4096 bytes").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -163,3 +163,32 @@ impl Tally {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use thinkgate_config::Encoding;
+
+    #[test]
+    fn a_long_answer_is_counted_in_pieces_not_kept_whole() {
+        let counter = TokenCounter::new(Encoding::O200kBase);
+        let mut tally = Tally::new(counter);
+        let started = Instant::now();
+        let delta = "the quick brown fox jumps over the lazy dog ".repeat(20);
+        for _ in 0..1_000 {
+            tally.observe(Event::Content(delta.as_str().into()), started);
+        }
+        assert!(
+            tally.content.pending.len() < PIECE_BYTES,
+            "at most one piece is held"
+        );
+        let whole = counter.count(&delta.repeat(1_000)) as u64;
+        let counted = tally.tokens(0).usage.completion_tokens;
+        // A piece boundary may split one token in two: at most one more token per piece.
+        let pieces = (delta.len() * 1_000 / PIECE_BYTES) as u64 + 1;
+        assert!(
+            counted >= whole && counted <= whole + pieces,
+            "{counted} vs {whole}"
+        );
+    }
+}
