@@ -281,7 +281,7 @@ impl Attempt<'_> {
                 Ok(reject(account, err))
             }
             SendFailure::Refused(resp) | SendFailure::Error(resp) => {
-                Ok(upstream_error(account, route, resp).await)
+                Ok(upstream_error(account, route, *resp).await)
             }
         }
     }
@@ -386,9 +386,9 @@ enum SendFailure {
     /// No response (connect error, timeout, broken): the outcome label and the error.
     Unreachable(&'static str, ApiError),
     /// 429 or 5xx: another model may do better.
-    Refused(Response<Body>),
+    Refused(Box<Response<Body>>),
     /// Another error status: the client's request is at fault, not the model.
-    Error(Response<Body>),
+    Error(Box<Response<Body>>),
 }
 
 impl SendFailure {
@@ -482,11 +482,11 @@ async fn send(
     let status = resp.status();
     if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
         route.health.failed();
-        return Err(SendFailure::Refused(resp));
+        return Err(SendFailure::Refused(Box::new(resp)));
     }
     route.health.succeeded();
     if !status.is_success() {
-        return Err(SendFailure::Error(resp));
+        return Err(SendFailure::Error(Box::new(resp)));
     }
     Ok(resp)
 }
