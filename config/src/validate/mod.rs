@@ -26,6 +26,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use serde_value::DeserializerError;
+
 use crate::error::{closest, ConfigError, KeyPath};
 use crate::locate::SourceMap;
 use crate::modes::{
@@ -166,9 +168,23 @@ pub(crate) fn parse_and_validate(
     validate(raw, file, &checker, env)
 }
 
+/// TOML text → the raw structs. The text is parsed into a value tree first (syntax errors
+/// carry toml's span), then the structs are read from it through `serde-value`, whose errors
+/// are structured (an unknown key comes with the valid ones), so no message text is parsed.
 fn parse_raw(text: &str, checker: &Checker<'_>) -> Result<RawConfig, ConfigError> {
-    let deserializer = toml::Deserializer::new(text);
-    serde_path_to_error::deserialize::<_, RawConfig>(deserializer).map_err(|err| {
+    let error = |key: Vec<String>, line: usize, message: String| ConfigError::Invalid {
+        file: checker.file.to_path_buf(),
+        line,
+        key: KeyPath(key),
+        message,
+    };
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        let line = e.span().map_or(0, |s| checker.map.line_of(s.start));
+        error(Vec::new(), line, e.message().trim().to_string())
+    })?;
+    let tree = serde_value::to_value(table)
+        .map_err(|e| error(Vec::new(), 0, format!("cannot read the config: {e}")))?;
+    serde_path_to_error::deserialize::<_, RawConfig>(tree).map_err(|err| {
         let mut key: Vec<String> = err
             .path()
             .iter()
@@ -179,46 +195,41 @@ fn parse_raw(text: &str, checker: &Checker<'_>) -> Result<RawConfig, ConfigError
                 serde_path_to_error::Segment::Unknown => None,
             })
             .collect();
-        let inner = err.into_inner();
-        let mut message = inner.message().trim().to_string();
-        if let Some((field, expected)) = unknown_field(&message) {
-            if key.last().map(String::as_str) != Some(field.as_str()) {
-                key.push(field.clone());
+        let message = match err.into_inner() {
+            DeserializerError::UnknownField(field, expected) => {
+                let message = match closest(&field, expected.iter().copied()) {
+                    Some(s) => format!("unknown key `{field}`; did you mean `{s}`?"),
+                    None => format!("unknown key `{field}`; valid keys: {}", list(expected)),
+                };
+                if key.last() != Some(&field) {
+                    key.push(field);
+                }
+                message
             }
-            message = match closest(&field, expected.iter().map(String::as_str)) {
-                Some(s) => format!("unknown key `{field}`; did you mean `{s}`?"),
-                None => format!("unknown key `{field}`; valid keys: {}", list(&expected)),
-            };
-        }
-        let line = match inner.span() {
-            Some(span) if key.is_empty() => checker.map.line_of(span.start),
-            _ => checker.map.line_of_key(&key),
+            DeserializerError::UnknownVariant(value, expected) => {
+                format!("`{value}` is not one of {}", list(expected))
+            }
+            DeserializerError::MissingField(field) => {
+                key.push(field.to_string());
+                "is required".to_string()
+            }
+            DeserializerError::InvalidType(found, expected) => {
+                format!("expected {expected}, found {}", found.to_unexpected())
+            }
+            DeserializerError::InvalidValue(found, expected) => {
+                format!(
+                    "invalid value {}, expected {expected}",
+                    found.to_unexpected()
+                )
+            }
+            DeserializerError::InvalidLength(n, expected) => {
+                format!("{n} items, expected {expected}")
+            }
+            DeserializerError::DuplicateField(field) => format!("`{field}` is given twice"),
+            DeserializerError::Custom(message) => message,
         };
-        let line = if line == 0 {
-            inner.span().map_or(0, |s| checker.map.line_of(s.start))
-        } else {
-            line
-        };
-        ConfigError::Invalid {
-            file: checker.file.to_path_buf(),
-            line,
-            key: KeyPath(key),
-            message,
-        }
+        error(key.clone(), checker.map.line_of_key(&key), message)
     })
-}
-
-/// Splits serde's "unknown field `x`, expected one of `a`, `b`" into `x` and `[a, b]`.
-fn unknown_field(message: &str) -> Option<(String, Vec<String>)> {
-    let rest = message.strip_prefix("unknown field `")?;
-    let (field, rest) = rest.split_once('`')?;
-    let expected = rest
-        .split('`')
-        .skip(1)
-        .step_by(2)
-        .map(str::to_string)
-        .collect();
-    Some((field.to_string(), expected))
 }
 
 fn validate(

@@ -305,3 +305,21 @@ fn bad_duration_is_explained() {
     let err = parse(&text).unwrap_err();
     assert!(err.message().contains("not a duration"), "{err}");
 }
+
+#[test]
+fn type_and_missing_key_errors_are_structured_and_name_the_key() {
+    let err = parse(&MINIMAL.replace("[routing]", "[server]\nmax_body_bytes = \"big\"\n[routing]"))
+        .unwrap_err();
+    assert_eq!(err.key().unwrap().to_string(), "server.max_body_bytes");
+    assert!(
+        err.message().contains("expected u64, found string"),
+        "{err}"
+    );
+    assert!(err.line() > 0);
+    let err = parse(&format!(
+        "{MINIMAL}\n[providers.extra]\nbase_url = \"http://x\"\n"
+    ))
+    .unwrap_err();
+    assert_eq!(err.key().unwrap().to_string(), "providers.extra.kind");
+    assert_eq!(err.message(), "is required");
+}
