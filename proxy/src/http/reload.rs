@@ -75,6 +75,19 @@ pub fn reload(
     }
 }
 
+/// Whether a file event in the config's directory may have changed the config: a change
+/// (not a read: reading the file to reload it raises access events, which would reload it
+/// again, forever) to the file itself or to Kubernetes' `..data` symlink.
+fn touches_config(event: &notify::Event, name: &std::ffi::OsStr) -> bool {
+    if matches!(event.kind, notify::EventKind::Access(_)) {
+        return false;
+    }
+    event
+        .paths
+        .iter()
+        .any(|p| p.file_name().is_some_and(|f| f == name || f == "..data"))
+}
+
 /// Watches `path` and SIGHUP for as long as the returned task runs, reloading on each.
 pub fn spawn(
     path: PathBuf,
@@ -85,8 +98,12 @@ pub fn spawn(
     let file_tx = tx.clone();
     // notify-debouncer-full waits for a quiet moment after an editor's burst of events
     // (and follows renames), so each save is one reload.
+    let name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     let handler = move |events: notify_debouncer_full::DebounceEventResult| {
-        if events.is_ok_and(|e| !e.is_empty()) {
+        if events.is_ok_and(|e| e.iter().any(|e| touches_config(&e.event, &name))) {
             let _ = file_tx.try_send(false);
         }
     };
@@ -142,4 +159,51 @@ pub fn spawn(
             }
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{AccessKind, CreateKind, DataChange, EventKind, ModifyKind, RenameMode};
+
+    fn event(kind: EventKind, paths: &[&str]) -> notify::Event {
+        let mut e = notify::Event::new(kind);
+        for p in paths {
+            e = e.add_path(PathBuf::from(p));
+        }
+        e
+    }
+
+    #[test]
+    fn only_changes_to_the_config_reload_it() {
+        let name = std::ffi::OsStr::new("thinkgate.toml");
+        let config = "/etc/tg/thinkgate.toml";
+        // Reading the file to reload it must not trigger another reload.
+        assert!(!touches_config(
+            &event(EventKind::Access(AccessKind::Any), &[config]),
+            name
+        ));
+        assert!(touches_config(
+            &event(
+                EventKind::Modify(ModifyKind::Data(DataChange::Content)),
+                &[config]
+            ),
+            name
+        ));
+        // An editor's rename-over, and Kubernetes' symlink swap.
+        let rename = EventKind::Modify(ModifyKind::Name(RenameMode::Both));
+        assert!(touches_config(
+            &event(rename, &["/etc/tg/.tmp123", config]),
+            name
+        ));
+        assert!(touches_config(
+            &event(EventKind::Create(CreateKind::Any), &["/etc/tg/..data"]),
+            name
+        ));
+        // Other files in the directory.
+        assert!(!touches_config(
+            &event(EventKind::Create(CreateKind::File), &["/etc/tg/notes.txt"]),
+            name
+        ));
+    }
 }
