@@ -97,7 +97,9 @@ fn main() -> ExitCode {
             }
             Ok(cfg) => {
                 init_logging(cfg.server.log_format, &cfg.server.log_level);
-                run(serve(cfg))
+                // Upstream connection pools are kept per serving thread.
+                thinkgate_proxy::upstream::set_serving_threads(cfg.server.threads);
+                run_control(serve(cfg))
             }
         },
         Command::Simulate { listen, config } => {
@@ -114,6 +116,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs the serve command's control work (signals, reloads) on a current-thread runtime:
+/// requests are served by the threads `serve_on_threads` starts.
+fn run_control(fut: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => finish(rt.block_on(fut)),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn run(fut: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -125,7 +139,11 @@ fn run(fut: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(fut) {
+    finish(rt.block_on(fut))
+}
+
+fn finish(result: Result<(), String>) -> ExitCode {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -150,6 +168,7 @@ fn init_logging(format: LogFormat, level: &str) {
 
 async fn serve(cfg: Config) -> Result<(), String> {
     let listen = cfg.server.listen;
+    let workers = cfg.server.threads;
     let grace = cfg.server.shutdown_grace;
     let limit =
         ConnectionLimit::new(cfg.server.max_connections).with_idle_timeout(cfg.server.idle_timeout);
@@ -182,19 +201,19 @@ async fn serve(cfg: Config) -> Result<(), String> {
             None
         }
     };
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(listen = %local, config = %source.display(), "thinkgate is serving.");
-    server::serve(
-        listener,
-        server::proxy_service(runtime),
-        limit,
-        server::shutdown_signal(),
-        grace,
-    )
-    .await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let service = server::proxy_service(runtime);
+    let (local, threads) = server::serve_on_threads(listen, workers, service, limit, grace, stopped)?;
+    tracing::info!(listen = %local, threads = workers, config = %source.display(), "thinkgate is serving.");
+    server::shutdown_signal().await;
+    let _ = stop.send(true);
+    // Each serving thread drains its own connections within the grace period.
+    let joined = tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+    });
+    let _ = joined.await;
     Ok(())
 }
 

@@ -214,6 +214,9 @@ pub struct Server {
     pub idle_timeout: Duration,
     /// Upstream calls in flight at once, across every client and provider.
     pub max_upstream_calls: usize,
+    /// Serving threads, each with its own runtime and listening socket (default: one per
+    /// core).
+    pub threads: usize,
     /// Largest single event of an upstream's stream; a bigger one ends the response.
     pub max_event_bytes: usize,
     /// Largest whole upstream response (and guarded answer) the proxy reads.

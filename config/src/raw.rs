@@ -118,6 +118,7 @@ pub struct RawServer {
     pub body_read_timeout: Option<String>,
     pub idle_timeout: Option<String>,
     pub max_upstream_calls: Option<u64>,
+    pub threads: Option<u64>,
     pub max_event_bytes: Option<u64>,
     pub max_response_bytes: Option<u64>,
     pub shutdown_grace: Option<String>,

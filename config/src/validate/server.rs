@@ -64,6 +64,12 @@ pub(super) fn validate_server(raw: &RawConfig, c: &Checker<'_>) -> Result<Server
             s.idle_timeout.as_deref(),
             Duration::from_secs(30),
         )?,
+        threads: c.bounded(
+            key("threads"),
+            s.threads,
+            std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
+            1..=256,
+        )?,
         max_upstream_calls: c.bounded(
             key("max_upstream_calls"),
             s.max_upstream_calls,

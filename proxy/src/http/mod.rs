@@ -12,6 +12,7 @@ mod routes;
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -180,6 +181,77 @@ async fn drain(graceful: GracefulShutdown, grace: Duration) {
             "The shutdown grace period ended with requests still open; they are cut."
         ),
     }
+}
+
+/// Serves `service` on `threads` threads, each a current-thread runtime with its own
+/// listening socket on `listen` (`SO_REUSEPORT`: the kernel spreads connections over them).
+/// A connection, its requests, their upstream connections and every task they spawn stay on
+/// one thread, so nothing is handed between threads per request or per streamed chunk.
+/// Returns the bound address (the port of `listen` may be 0) and the threads, which end when
+/// `stop` turns true and their connections have drained (`grace`).
+pub fn serve_on_threads<S, F>(
+    listen: SocketAddr,
+    threads: usize,
+    service: S,
+    limit: ConnectionLimit,
+    grace: Duration,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(SocketAddr, Vec<std::thread::JoinHandle<()>>), String>
+where
+    S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future = F>
+        + Clone
+        + Send
+        + 'static,
+    F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
+    let mut handles = Vec::new();
+    let mut addr = listen;
+    for i in 0..threads.max(1) {
+        let (bound_tx, bound_rx) = std::sync::mpsc::channel::<Result<SocketAddr, String>>();
+        let (service, limit, mut stop) = (service.clone(), limit.clone(), stop.clone());
+        let handle = std::thread::Builder::new()
+            .name(format!("thinkgate-serve-{i}"))
+            .spawn(move || {
+                crate::upstream::set_serving_thread(i);
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => return drop(bound_tx.send(Err(format!("no runtime: {e}")))),
+                };
+                rt.block_on(async move {
+                    let listener = match bind_shared(addr) {
+                        Ok(l) => l,
+                        Err(e) => return drop(bound_tx.send(Err(format!("cannot listen on {addr}: {e}")))),
+                    };
+                    let local = listener.local_addr().map_err(|e| e.to_string());
+                    let _ = bound_tx.send(local);
+                    let shutdown = async move {
+                        let _ = stop.wait_for(|stopped| *stopped).await;
+                    };
+                    serve(listener, service, limit, shutdown, grace).await;
+                });
+            })
+            .map_err(|e| format!("cannot start serving thread {i}: {e}"))?;
+        // The first thread fixes the port (`listen` may say 0); the others share it.
+        addr = bound_rx
+            .recv()
+            .map_err(|_| format!("serving thread {i} stopped before listening"))??;
+        handles.push(handle);
+    }
+    Ok((addr, handles))
+}
+
+/// A listening socket that other threads' sockets may share (`SO_REUSEPORT`).
+fn bind_shared(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -30,7 +30,10 @@ use thinkgate_config::Modes;
 
 use crate::body::Body;
 use crate::error::ApiError;
-pub use transport::{HttpClients, LocalFactory, LocalUpstream, Transport, TransportError};
+pub use transport::{
+    set_serving_thread, set_serving_threads, HttpClients, LocalFactory, LocalUpstream, Transport,
+    TransportError,
+};
 
 /// The follow-up call that turns a stopped response into an answer.
 #[derive(Debug, Clone, Copy)]

@@ -47,48 +47,79 @@ pub enum TransportError {
     Other(String),
 }
 
-/// Several pooled clients used in turn. hyper multiplexes all requests to one host over a
-/// single HTTP/2 connection; spreading over a few clients (each its own pool) keeps heavy
-/// fan-out from queueing behind one connection's stream limit.
+/// Several pooled clients used in turn, one set per serving thread. hyper multiplexes all
+/// requests to one host over a single HTTP/2 connection; spreading over a few clients (each
+/// its own pool) keeps heavy fan-out from queueing behind one connection's stream limit. Each
+/// serving thread (see [`set_serving_threads`]) gets its own set, so a request, its upstream
+/// connection and that connection's task stay on one thread: no hand-off per chunk.
 pub struct HttpClients {
-    clients: Vec<HttpClient>,
+    connect_timeout: Duration,
+    connections: usize,
+    per_thread: Vec<std::sync::OnceLock<Vec<HttpClient>>>,
     next: AtomicUsize,
+}
+
+/// How many threads serve requests, each with its own runtime (set once, before configs
+/// load; 1 when serving on one shared runtime, as tests do).
+static SERVING_THREADS: AtomicUsize = AtomicUsize::new(1);
+
+thread_local! {
+    /// Which serving thread this is (0 on any other thread).
+    static SERVING_THREAD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Declares how many serving threads there will be; call before the config is loaded.
+pub fn set_serving_threads(n: usize) {
+    SERVING_THREADS.store(n.max(1), Ordering::Relaxed);
+}
+
+/// Marks the calling thread as serving thread `i`.
+pub fn set_serving_thread(i: usize) {
+    SERVING_THREAD.with(|t| t.set(i));
+}
+
+fn build_client(connect_timeout: Duration) -> HttpClient {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        // Without a timer the pool never reaps idle connections.
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .timer(TokioTimer::new())
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .build(https)
 }
 
 impl HttpClients {
     pub fn new(connect_timeout: Duration, connections: usize) -> Self {
-        let clients = (0..connections.max(1))
-            .map(|_| {
-                let mut http = HttpConnector::new();
-                http.set_nodelay(true);
-                http.set_connect_timeout(Some(connect_timeout));
-                http.set_keepalive(Some(Duration::from_secs(60)));
-                http.enforce_http(false);
-                let https = hyper_rustls::HttpsConnectorBuilder::new()
-                    .with_webpki_roots()
-                    .https_or_http()
-                    .enable_http1()
-                    .enable_http2()
-                    .wrap_connector(http);
-                Client::builder(TokioExecutor::new())
-                    // Without a timer the pool never reaps idle connections.
-                    .pool_timer(TokioTimer::new())
-                    .pool_idle_timeout(Duration::from_secs(90))
-                    .pool_max_idle_per_host(256)
-                    .timer(TokioTimer::new())
-                    .http2_keep_alive_interval(Duration::from_secs(30))
-                    .build(https)
-            })
-            .collect();
+        let threads = SERVING_THREADS.load(Ordering::Relaxed);
         HttpClients {
-            clients,
+            connect_timeout,
+            connections: connections.max(1),
+            per_thread: (0..threads).map(|_| std::sync::OnceLock::new()).collect(),
             next: AtomicUsize::new(0),
         }
     }
 
     fn pick(&self) -> &HttpClient {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len();
-        &self.clients[i]
+        let thread = SERVING_THREAD.with(|t| t.get()).min(self.per_thread.len() - 1);
+        let clients = self.per_thread[thread].get_or_init(|| {
+            (0..self.connections)
+                .map(|_| build_client(self.connect_timeout))
+                .collect()
+        });
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % clients.len();
+        &clients[i]
     }
 }
 
