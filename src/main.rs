@@ -119,7 +119,10 @@ fn main() -> ExitCode {
 /// Runs the serve command's control work (signals, reloads) on a current-thread runtime:
 /// requests are served by the threads `serve_on_threads` starts.
 fn run_control(fut: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
-    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => finish(rt.block_on(fut)),
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -203,17 +206,13 @@ async fn serve(cfg: Config) -> Result<(), String> {
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let service = server::proxy_service(runtime);
-    let (local, threads) = server::serve_on_threads(listen, workers, service, limit, grace, stopped)?;
+    let serving = server::serve_on_threads(listen, workers, service, limit, grace, stopped)?;
+    let local = serving.addr;
     tracing::info!(listen = %local, threads = workers, config = %source.display(), "thinkgate is serving.");
     server::shutdown_signal().await;
     let _ = stop.send(true);
     // Each serving thread drains its own connections within the grace period.
-    let joined = tokio::task::spawn_blocking(move || {
-        for t in threads {
-            let _ = t.join();
-        }
-    });
-    let _ = joined.await;
+    let _ = tokio::task::spawn_blocking(move || serving.wait()).await;
     Ok(())
 }
 

@@ -98,6 +98,26 @@ pub async fn serve<S, F>(
         + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
+    let graceful = accept_until(listener, service, limit, shutdown).await;
+    tracing::info!("Shutting down: no longer accepting; letting open requests finish.");
+    drained(drain(graceful, grace).await);
+}
+
+/// Accepts connections on `listener` until `shutdown` completes; the listener is closed
+/// when this returns, and the open connections are the returned graceful watcher's.
+async fn accept_until<S, F>(
+    listener: TcpListener,
+    service: S,
+    limit: ConnectionLimit,
+    shutdown: impl Future<Output = ()>,
+) -> GracefulShutdown
+where
+    S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future = F>
+        + Clone
+        + Send
+        + 'static,
+    F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
     let graceful = GracefulShutdown::new();
     let idle = limit.idle;
     // Shared by the connections' tasks (a clone each would hold its own copy per connection).
@@ -151,7 +171,7 @@ pub async fn serve<S, F>(
         });
     }
     drop(listener);
-    drain(graceful, grace).await;
+    graceful
 }
 
 /// HTTP/1 and HTTP/2 with timers: hyper's header read timeout is the idle timeout, and its
@@ -168,18 +188,25 @@ fn connection_builder(idle: Duration) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// Lets open requests (streams too) finish for up to `grace`, then cuts them.
-async fn drain(graceful: GracefulShutdown, grace: Duration) {
-    tracing::info!(
+/// Lets open requests (streams too) finish for up to `grace`, then cuts them; says whether
+/// they all finished.
+async fn drain(graceful: GracefulShutdown, grace: Duration) -> bool {
+    tracing::debug!(
         open_connections = graceful.count(),
         grace_ms = grace.as_millis() as u64,
-        "Shutting down: no longer accepting; letting open requests finish."
+        "Draining open connections."
     );
-    match tokio::time::timeout(grace, graceful.shutdown()).await {
-        Ok(()) => tracing::info!("All connections closed; shutdown complete."),
-        Err(_) => tracing::warn!(
-            "The shutdown grace period ended with requests still open; they are cut."
-        ),
+    tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_ok()
+}
+
+/// The last log line of a shutdown.
+fn drained(all_closed: bool) {
+    if all_closed {
+        tracing::info!("All connections closed; shutdown complete.");
+    } else {
+        tracing::warn!("The shutdown grace period ended with requests still open; they are cut.");
     }
 }
 
@@ -187,8 +214,7 @@ async fn drain(graceful: GracefulShutdown, grace: Duration) {
 /// listening socket on `listen` (`SO_REUSEPORT`: the kernel spreads connections over them).
 /// A connection, its requests, their upstream connections and every task they spawn stay on
 /// one thread, so nothing is handed between threads per request or per streamed chunk.
-/// Returns the bound address (the port of `listen` may be 0) and the threads, which end when
-/// `stop` turns true and their connections have drained (`grace`).
+/// The threads end when `stop` turns true and their connections have drained (`grace`).
 pub fn serve_on_threads<S, F>(
     listen: SocketAddr,
     threads: usize,
@@ -196,7 +222,7 @@ pub fn serve_on_threads<S, F>(
     limit: ConnectionLimit,
     grace: Duration,
     stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<(SocketAddr, Vec<std::thread::JoinHandle<()>>), String>
+) -> Result<Serving, String>
 where
     S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future = F>
         + Clone
@@ -206,29 +232,42 @@ where
 {
     let mut handles = Vec::new();
     let mut addr = listen;
+    let (closed_tx, closed) = std::sync::mpsc::channel::<()>();
     for i in 0..threads.max(1) {
         let (bound_tx, bound_rx) = std::sync::mpsc::channel::<Result<SocketAddr, String>>();
         let (service, limit, mut stop) = (service.clone(), limit.clone(), stop.clone());
+        let closed_tx = closed_tx.clone();
         let handle = std::thread::Builder::new()
             .name(format!("thinkgate-serve-{i}"))
             .spawn(move || {
                 crate::upstream::set_serving_thread(i);
-                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
                     Ok(rt) => rt,
-                    Err(e) => return drop(bound_tx.send(Err(format!("no runtime: {e}")))),
+                    Err(e) => {
+                        let _ = bound_tx.send(Err(format!("no runtime: {e}")));
+                        return true;
+                    }
                 };
                 rt.block_on(async move {
                     let listener = match bind_shared(addr) {
                         Ok(l) => l,
-                        Err(e) => return drop(bound_tx.send(Err(format!("cannot listen on {addr}: {e}")))),
+                        Err(e) => {
+                            let _ = bound_tx.send(Err(format!("cannot listen on {addr}: {e}")));
+                            return true;
+                        }
                     };
                     let local = listener.local_addr().map_err(|e| e.to_string());
                     let _ = bound_tx.send(local);
                     let shutdown = async move {
                         let _ = stop.wait_for(|stopped| *stopped).await;
                     };
-                    serve(listener, service, limit, shutdown, grace).await;
-                });
+                    let graceful = accept_until(listener, service, limit, shutdown).await;
+                    let _ = closed_tx.send(());
+                    drain(graceful, grace).await
+                })
             })
             .map_err(|e| format!("cannot start serving thread {i}: {e}"))?;
         // The first thread fixes the port (`listen` may say 0); the others share it.
@@ -237,7 +276,38 @@ where
             .map_err(|_| format!("serving thread {i} stopped before listening"))??;
         handles.push(handle);
     }
-    Ok((addr, handles))
+    Ok(Serving {
+        addr,
+        threads: handles,
+        closed,
+    })
+}
+
+/// The serving threads of [`serve_on_threads`].
+pub struct Serving {
+    /// Where they listen.
+    pub addr: SocketAddr,
+    threads: Vec<std::thread::JoinHandle<bool>>,
+    /// One message per thread whose listener has closed.
+    closed: std::sync::mpsc::Receiver<()>,
+}
+
+impl Serving {
+    /// After `stop`: waits until every listener has closed (so no new connection is
+    /// accepted), says so, then waits for the threads to drain their connections. Blocks.
+    pub fn wait(self) {
+        for _ in 0..self.threads.len() {
+            if self.closed.recv().is_err() {
+                break;
+            }
+        }
+        tracing::info!("Shutting down: no longer accepting; letting open requests finish.");
+        let mut all_closed = true;
+        for t in self.threads {
+            all_closed &= t.join().unwrap_or(false);
+        }
+        drained(all_closed);
+    }
 }
 
 /// A listening socket that other threads' sockets may share (`SO_REUSEPORT`).

@@ -112,7 +112,9 @@ impl HttpClients {
     }
 
     fn pick(&self) -> &HttpClient {
-        let thread = SERVING_THREAD.with(|t| t.get()).min(self.per_thread.len() - 1);
+        let thread = SERVING_THREAD
+            .with(|t| t.get())
+            .min(self.per_thread.len() - 1);
         let clients = self.per_thread[thread].get_or_init(|| {
             (0..self.connections)
                 .map(|_| build_client(self.connect_timeout))
