@@ -80,6 +80,38 @@ impl ChatRequest {
     }
 }
 
+/// Reads an optional string borrowing it from the input when it has no escapes. serde's own
+/// `Option<Cow<str>>` always copies (its `borrow` applies to a bare `Cow` only), which cost
+/// an allocation per field per relayed chunk.
+pub fn borrowed_text<'de: 'a, 'a, D>(d: D) -> Result<Option<Cow<'a, str>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Text<'a>(Cow<'a, str>);
+    impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visit;
+            impl<'de> serde::de::Visitor<'de> for Visit {
+                type Value = Cow<'de, str>;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a string")
+                }
+                fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                    Ok(Cow::Borrowed(v))
+                }
+                fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                    Ok(Cow::Owned(v.to_owned()))
+                }
+                fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                    Ok(Cow::Owned(v))
+                }
+            }
+            d.deserialize_str(Visit).map(Text)
+        }
+    }
+    Ok(Option::<Text<'a>>::deserialize(d)?.map(|t| t.0))
+}
+
 /// One message of the conversation, borrowing the request body's strings.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Message<'a> {
@@ -92,7 +124,7 @@ pub struct Message<'a> {
     #[serde(default, borrow)]
     pub tool_calls: Option<Vec<ToolCallIn<'a>>>,
     /// A tool turn's answer to this call.
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed_text")]
     pub tool_call_id: Option<Cow<'a, str>>,
     /// An assistant turn's signed reasoning blocks, as the proxy handed them out (Anthropic
     /// requires them back unchanged in tool-use loops). Opaque to the proxy.
@@ -129,7 +161,7 @@ pub enum Content<'a> {
 pub struct Part<'a> {
     #[serde(rename = "type", borrow)]
     pub kind: Cow<'a, str>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed_text")]
     pub text: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     pub image_url: Option<ImageUrl<'a>>,

@@ -134,11 +134,11 @@ pub fn serialize(
 /// A response or stream chunk, read for what the proxy observes.
 #[derive(Deserialize, Debug)]
 pub struct ChunkView<'a> {
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "crate::canonical::borrowed_text")]
     pub id: Option<Cow<'a, str>>,
     #[serde(default)]
     pub created: Option<u64>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "crate::canonical::borrowed_text")]
     pub model: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     pub choices: Vec<ChoiceView<'a>>,
@@ -154,17 +154,17 @@ pub struct ChoiceView<'a> {
     pub delta: Option<MessageView<'a>>,
     #[serde(default, borrow)]
     pub message: Option<MessageView<'a>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "crate::canonical::borrowed_text")]
     pub finish_reason: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize, Debug)]
 pub struct MessageView<'a> {
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "crate::canonical::borrowed_text")]
     pub content: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "crate::canonical::borrowed_text")]
     pub reasoning_content: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "crate::canonical::borrowed_text")]
     pub reasoning: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     pub tool_calls: Option<Vec<ToolCallView<'a>>>,
@@ -178,9 +178,9 @@ pub struct ToolCallView<'a> {
 
 #[derive(Deserialize, Debug)]
 pub struct FunctionView<'a> {
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "crate::canonical::borrowed_text")]
     pub name: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "crate::canonical::borrowed_text")]
     pub arguments: Option<Cow<'a, str>>,
 }
 
@@ -446,6 +446,19 @@ fn field_names(field: ReasoningField) -> (&'static str, &'static str) {
 mod tests {
     use super::*;
     use crate::ingress::parse_chat;
+
+    #[test]
+    fn chunk_text_is_borrowed_unless_escaped() {
+        let data = r#"{"id":"c1","choices":[{"delta":{"content":"plain"},"finish_reason":null}]}"#;
+        let view = ChunkView::parse(data).unwrap();
+        assert!(matches!(view.id, Some(Cow::Borrowed("c1"))));
+        let delta = view.choices[0].delta.as_ref().unwrap();
+        assert!(matches!(delta.content, Some(Cow::Borrowed("plain"))));
+        let escaped = r#"{"choices":[{"delta":{"content":"a\nb"}}]}"#;
+        let view = ChunkView::parse(escaped).unwrap();
+        let delta = view.choices[0].delta.as_ref().unwrap();
+        assert!(matches!(&delta.content, Some(Cow::Owned(s)) if s == "a\nb"));
+    }
 
     #[test]
     fn request_body_rewrites_only_what_the_proxy_owns() {
