@@ -7,7 +7,6 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderValue, Response};
@@ -70,22 +69,15 @@ fn relay_counts(rt: &tokio::runtime::Runtime, runtime: &Runtime, n: usize) -> (u
     );
     rt.block_on(async {
         let upstream = body::stream(futures_util::stream::iter(frames.into_iter().map(Ok)));
-        let ctx = relay::Context {
-            request_id: HeaderValue::from_static("bench"),
-            route: Arc::clone(&route),
-            include_usage: true,
-            started: Instant::now(),
-            request_timeout: std::time::Duration::from_secs(60),
-            prompt_estimate: 5,
+        let mut ctx = relay::Context::new(
+            HeaderValue::from_static("bench"),
+            Arc::clone(&route),
             account,
-            format: WireFormat::OpenAi,
-            reasoning_field: thinkgate_config::ReasoningField::ReasoningContent,
-            limits: relay::Limits {
-                max_event_bytes: 4 << 20,
-                max_response_bytes: 64 << 20,
-            },
-            permits: Vec::new(),
-        };
+            true,
+            5,
+            &runtime.config.server,
+        );
+        ctx.format = WireFormat::OpenAi;
         let mut out = relay::stream(ctx, Response::new(upstream)).into_body();
         while let Some(f) = out.frame().await {
             drop(f);

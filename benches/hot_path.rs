@@ -134,22 +134,17 @@ fn bench(c: &mut Criterion) {
                     rt.block_on(async {
                         let body =
                             body::stream(futures_util::stream::iter(frames.into_iter().map(Ok)));
-                        let ctx = relay::Context {
-                            request_id: HeaderValue::from_static("bench"),
-                            route: Arc::clone(&route),
-                            include_usage: true,
-                            started: Instant::now(),
-                            request_timeout: std::time::Duration::from_secs(60),
-                            prompt_estimate: 40,
-                            account: Account::open(runtime.metrics.clone(), "chat_completions"),
-                            format,
-                            reasoning_field: thinkgate_config::ReasoningField::ReasoningContent,
-                            limits: relay::Limits {
-                                max_event_bytes: 4 << 20,
-                                max_response_bytes: 64 << 20,
-                            },
-                            permits: Vec::new(),
-                        };
+                        let account = Account::open(runtime.metrics.clone(), "chat_completions");
+                        let server = &runtime.config.server;
+                        let mut ctx = relay::Context::new(
+                            HeaderValue::from_static("bench"),
+                            Arc::clone(&route),
+                            account,
+                            true,
+                            40,
+                            server,
+                        );
+                        ctx.format = format;
                         let mut out = relay::stream(ctx, Response::new(body)).into_body();
                         let mut n = 0;
                         while let Some(f) = out.frame().await {

@@ -93,25 +93,11 @@ pub fn parse_config(text: &str) -> Config {
 }
 
 /// Serves `service` on a fresh loopback port until the returned sender is dropped or fired.
-async fn serve_on_loopback<S, F>(
+async fn serve_on_loopback<S: server::HttpService>(
     service: S,
     grace: Duration,
     limit: ConnectionLimit,
-) -> (SocketAddr, oneshot::Sender<()>)
-where
-    S: tower::Service<
-            Request<Incoming>,
-            Response = Response<thinkgate_proxy::body::Body>,
-            Error = std::convert::Infallible,
-            Future = F,
-        > + Clone
-        + Send
-        + 'static,
-    F: std::future::Future<
-            Output = Result<Response<thinkgate_proxy::body::Body>, std::convert::Infallible>,
-        > + Send
-        + 'static,
-{
+) -> (SocketAddr, oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();

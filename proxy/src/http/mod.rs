@@ -67,17 +67,34 @@ impl ConnectionLimit {
 pub const MAX_HEADERS: usize = 128;
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
+/// What the accept loop serves: hyper's requests in, responses out, cloned per connection
+/// (the proxy's stack, or the simulator's service).
+pub trait HttpService:
+    tower::Service<
+        Request<Incoming>,
+        Response = Response<Body>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> HttpService for S where
+    S: tower::Service<
+            Request<Incoming>,
+            Response = Response<Body>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// The proxy's service stack over a runtime.
-pub fn proxy_service(
-    runtime: Arc<ArcSwap<Runtime>>,
-) -> impl tower::Service<
-    Request<Incoming>,
-    Response = Response<Body>,
-    Error = Infallible,
-    Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
-> + Clone
-       + Send
-       + 'static {
+pub fn proxy_service(runtime: Arc<ArcSwap<Runtime>>) -> impl HttpService {
     ServiceBuilder::new()
         .layer(RequestIdLayer)
         .service(Router { runtime })
@@ -85,19 +102,13 @@ pub fn proxy_service(
 
 /// Serves `service` on `listener` until `shutdown` completes, then lets open requests
 /// (streams included) finish for up to `grace`.
-pub async fn serve<S, F>(
+pub async fn serve<S: HttpService>(
     listener: TcpListener,
     service: S,
     limit: ConnectionLimit,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
-) where
-    S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future = F>
-        + Clone
-        + Send
-        + 'static,
-    F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
-{
+) {
     let graceful = accept_until(listener, service, limit, shutdown).await;
     tracing::info!("Shutting down: no longer accepting; letting open requests finish.");
     drained(drain(graceful, grace).await);
@@ -105,19 +116,12 @@ pub async fn serve<S, F>(
 
 /// Accepts connections on `listener` until `shutdown` completes; the listener is closed
 /// when this returns, and the open connections are the returned graceful watcher's.
-async fn accept_until<S, F>(
+async fn accept_until<S: HttpService>(
     listener: TcpListener,
     service: S,
     limit: ConnectionLimit,
     shutdown: impl Future<Output = ()>,
-) -> GracefulShutdown
-where
-    S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future = F>
-        + Clone
-        + Send
-        + 'static,
-    F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
-{
+) -> GracefulShutdown {
     let graceful = GracefulShutdown::new();
     let idle = limit.idle;
     // Shared by the connections' tasks (a clone each would hold its own copy per connection).
@@ -215,21 +219,14 @@ fn drained(all_closed: bool) {
 /// A connection, its requests, their upstream connections and every task they spawn stay on
 /// one thread, so nothing is handed between threads per request or per streamed chunk.
 /// The threads end when `stop` turns true and their connections have drained (`grace`).
-pub fn serve_on_threads<S, F>(
+pub fn serve_on_threads<S: HttpService>(
     listen: SocketAddr,
     threads: usize,
     service: S,
     limit: ConnectionLimit,
     grace: Duration,
     stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<Serving, String>
-where
-    S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future = F>
-        + Clone
-        + Send
-        + 'static,
-    F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
-{
+) -> Result<Serving, String> {
     let mut handles = Vec::new();
     let mut addr = listen;
     let (closed_tx, closed) = std::sync::mpsc::channel::<()>();

@@ -198,22 +198,17 @@ impl Attempt<'_> {
             Ok(sent) => sent,
             Err(failure) => return self.failed(account, failure).await,
         };
-        let ctx = relay::Context {
-            request_id: self.call.request_id.clone(),
-            route: route.clone(),
-            include_usage: self.ask.chat.include_usage,
-            started: account.started(),
-            request_timeout: runtime.config.server.request_timeout,
-            prompt_estimate: self.ask.prompt_tokens,
+        let (id, chat) = (self.call.request_id.clone(), self.ask.chat);
+        let server = &runtime.config.server;
+        let mut ctx = relay::Context::new(
+            id,
+            route.clone(),
             account,
-            format: route.upstream.format,
-            reasoning_field: runtime.config.server.reasoning_field,
-            limits: relay::Limits {
-                max_event_bytes: runtime.config.server.max_event_bytes,
-                max_response_bytes: runtime.config.server.max_response_bytes,
-            },
-            permits,
-        };
+            chat.include_usage,
+            self.ask.prompt_tokens,
+            server,
+        );
+        ctx.permits = permits;
         let guard = budget.clone().zip(control).map(|(budget, control)| Guard {
             budget,
             control,

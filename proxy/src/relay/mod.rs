@@ -66,6 +66,34 @@ pub struct Limits {
 }
 
 impl Context {
+    /// The context for relaying `route`'s response under the `[server]` settings; the caller
+    /// adds the call's concurrency `permits`.
+    pub fn new(
+        request_id: HeaderValue,
+        route: Arc<Route>,
+        account: Account,
+        include_usage: bool,
+        prompt_estimate: u64,
+        server: &thinkgate_config::Server,
+    ) -> Context {
+        Context {
+            request_id,
+            format: route.upstream.format,
+            route,
+            include_usage,
+            started: account.started(),
+            request_timeout: server.request_timeout,
+            prompt_estimate,
+            account,
+            reasoning_field: server.reasoning_field,
+            limits: Limits {
+                max_event_bytes: server.max_event_bytes,
+                max_response_bytes: server.max_response_bytes,
+            },
+            permits: Vec::new(),
+        }
+    }
+
     /// Works out the response's token figures, logs the request and hands the figures to the
     /// account. Called once, when the response is complete or abandoned.
     fn finish(&mut self, tally: &Tally, outcome: &str) -> Tokens {
