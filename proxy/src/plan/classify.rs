@@ -14,10 +14,9 @@
 //! [`HEAD_BYTES`] and [`TAIL_BYTES`]), character n-grams from the first [`CHAR_WORDS`], so a
 //! long request costs what a short one does.
 
-use serde_json::Value;
 use thinkgate_config::Domain;
 
-use crate::canonical::ChatRequest;
+use crate::canonical::{ChatRequest, Message};
 
 /// Hashed feature space (a power of two). 2^16 rows of per-domain weights stay in cache.
 const BUCKETS: usize = 1 << 16;
@@ -206,7 +205,11 @@ impl Classifier {
 
     /// Classifies a chat request: structure first, then its user turns' text.
     pub fn classify(&self, req: &ChatRequest) -> Decision {
-        let messages = req.messages();
+        self.classify_messages(&req.messages(), req.has_tools)
+    }
+
+    /// Classifies a conversation already read as messages (the planner reads them once).
+    pub fn classify_messages(&self, messages: &[Message<'_>], has_tools: bool) -> Decision {
         let last_user = messages.iter().rposition(|m| m.role == "user");
         let structural = |domain: &str, by| {
             self.domains.iter().position(|d| d == domain).map(|i| {
@@ -229,11 +232,6 @@ impl Classifier {
                 return d;
             }
         }
-        let has_tools = req
-            .body
-            .get("tools")
-            .and_then(Value::as_array)
-            .is_some_and(|t| !t.is_empty());
         if has_tools {
             if let Some(d) = structural("agentic", "tools") {
                 return d;

@@ -17,7 +17,7 @@ use thinkgate_config::Config;
 use thinkgate_metrics::TokenCounter;
 
 use crate::auth::{self, KeyState};
-use crate::canonical::{Budget, ChatRequest};
+use crate::canonical::{Budget, ChatRequest, Message};
 use crate::error::ApiError;
 use crate::models::Route;
 use budget::Asks;
@@ -90,7 +90,14 @@ pub async fn plan(
             return Err(auth::forbidden(&k.key.name, "model", asked));
         }
     }
-    let decision = is_auto.then(|| tables.classifier.classify(chat));
+    // The conversation is read as messages once; every stage below works on it.
+    let messages = chat.messages();
+    let shape = Shape::of(chat, &messages);
+    let decision = is_auto.then(|| {
+        tables
+            .classifier
+            .classify_messages(&messages, chat.has_tools)
+    });
     let asks = Asks {
         suffix,
         headers: caller.headers,
@@ -98,6 +105,7 @@ pub async fn plan(
         domain: decision.as_ref().map(|d| d.domain.as_str()),
         client_cap: crate::upstream::convert::max_tokens(&chat.body),
     };
+    let asks_cap = asks.client_cap;
     let mut budget = budget::resolve(&tables.config.modes, &asks)?;
     if let (Some(k), Some(b)) = (caller.key, budget.as_mut()) {
         if !k.allows_mode(b.mode) {
@@ -111,10 +119,16 @@ pub async fn plan(
             }
         }
     }
-    let prompt_tokens = prompt_tokens(chat, named.counter).await;
+    let prompt_tokens = count_prompt(&messages, named.counter).await;
     let (routed, order, refusal) = match decision {
         Some(d) => {
-            let mut r = route::choose(tables.table, chat, d, budget.as_ref(), prompt_tokens);
+            let fit = route::Fit {
+                shape: &shape,
+                budget: budget.as_ref(),
+                client_cap: asks_cap,
+                prompt_tokens,
+            };
+            let mut r = route::choose(tables.table, &fit, d);
             if let Some(k) = caller.key {
                 exclude_for_key(&mut r, k);
             }
@@ -122,7 +136,7 @@ pub async fn plan(
             let refusal = order.is_empty().then(|| nothing_fits(&r));
             (Some(r), order, refusal)
         }
-        None => match check_capabilities(chat, &named.model) {
+        None => match check_capabilities(&shape, &named.model) {
             Ok(()) => (None, vec![named.clone()], None),
             Err(e) => (None, Vec::new(), Some(e)),
         },
@@ -205,11 +219,7 @@ fn nothing_fits(r: &Routed) -> ApiError {
             )
         })
         .collect();
-    let all_down = r.candidates.iter().all(|c| {
-        c.excluded
-            .as_deref()
-            .is_some_and(|w| w.starts_with("unhealthy") || w.starts_with("provider"))
-    });
+    let all_down = r.candidates.iter().all(|c| c.down);
     let message = format!(
         "no configured model can take this {} request ({})",
         r.decision.domain,
@@ -241,7 +251,11 @@ const BLOCKING_COUNT_BYTES: usize = 32 * 1024;
 
 /// Prompt tokens as OpenAI counts chat: each message's text plus a few tokens of framing.
 pub async fn prompt_tokens(req: &ChatRequest, counter: TokenCounter) -> u64 {
-    let messages = req.messages();
+    count_prompt(&req.messages(), counter).await
+}
+
+/// [`prompt_tokens`] of a conversation already read as messages.
+pub async fn count_prompt(messages: &[Message<'_>], counter: TokenCounter) -> u64 {
     let framing: u64 = 3 + 3 * messages.len() as u64;
     let images: u64 = messages.iter().filter(|m| m.has_image()).count() as u64 * IMAGE_TOKENS;
     let size: usize = messages.iter().map(|m| m.text().len()).sum();
@@ -253,7 +267,6 @@ pub async fn prompt_tokens(req: &ChatRequest, counter: TokenCounter) -> u64 {
     } else {
         // Owned for the blocking pool: the one copy of a large prompt the proxy makes.
         let texts: Vec<String> = messages.iter().map(|m| m.text().into_owned()).collect();
-        drop(messages);
         tokio::task::spawn_blocking(move || texts.iter().map(|t| counter.count(t) as u64).sum())
             .await
             .unwrap_or(0)
@@ -261,13 +274,27 @@ pub async fn prompt_tokens(req: &ChatRequest, counter: TokenCounter) -> u64 {
     framing + images + text_tokens
 }
 
+/// What a model must be able to take for a request: images (the first message with one)
+/// and tools. Read once per request; every candidate is checked against it.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    pub image_at: Option<usize>,
+    pub has_tools: bool,
+}
+
+impl Shape {
+    pub fn of(chat: &ChatRequest, messages: &[Message<'_>]) -> Shape {
+        Shape {
+            image_at: messages.iter().position(|m| m.has_image()),
+            has_tools: chat.has_tools,
+        }
+    }
+}
+
 /// Refuses a request the chosen model cannot serve, rather than dropping what it asked for.
-pub fn check_capabilities(
-    req: &ChatRequest,
-    model: &thinkgate_config::Model,
-) -> Result<(), ApiError> {
+pub fn check_capabilities(shape: &Shape, model: &thinkgate_config::Model) -> Result<(), ApiError> {
     if !model.vision {
-        if let Some(i) = req.messages().iter().position(|m| m.has_image()) {
+        if let Some(i) = shape.image_at {
             return Err(ApiError::invalid_request(format!(
                 "model `{}` does not accept images (messages[{i}] has one); use a model with the vision capability",
                 model.id
@@ -276,7 +303,7 @@ pub fn check_capabilities(
             .with_code("unsupported_content"));
         }
     }
-    if req.has_tools && !model.tools {
+    if shape.has_tools && !model.tools {
         return Err(ApiError::invalid_request(format!(
             "model `{}` does not support tools; use a model with the tools capability",
             model.id

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use thinkgate_config::{Config, EfficientBy, Policy};
 
 use crate::canonical::Budget;
-use crate::canonical::ChatRequest;
 use crate::models::Route;
 use crate::plan::classify::Decision;
+use crate::plan::Shape;
 
 /// The models ranked per domain, by that domain's policy. Built with the runtime.
 #[derive(Debug, Default)]
@@ -128,6 +128,9 @@ pub struct Candidate {
     pub score: f64,
     /// Why it cannot take this request, if it cannot.
     pub excluded: Option<String>,
+    /// It was left out because it is down (its provider unusable, or unhealthy), not
+    /// because of the request.
+    pub down: bool,
 }
 
 /// The routing decision for one request.
@@ -149,59 +152,65 @@ impl Routed {
     }
 }
 
-/// Why `route` cannot take `req`, if so.
-pub fn misfit(
-    route: &Route,
-    req: &ChatRequest,
-    budget: Option<&Budget>,
-    prompt_tokens: u64,
-) -> Option<String> {
+/// What a request needs of a model, read once per request.
+pub struct Fit<'a> {
+    pub shape: &'a Shape,
+    pub budget: Option<&'a Budget>,
+    /// The client's own output cap, if it set one.
+    pub client_cap: Option<u64>,
+    pub prompt_tokens: u64,
+}
+
+/// Why `route` cannot take the request, if so, and whether that is because it is down.
+pub fn misfit(route: &Route, fit: &Fit<'_>) -> Option<(String, bool)> {
     let m = &route.model;
-    if let Err(e) = crate::plan::check_capabilities(req, m) {
-        return Some(e.message);
+    if let Err(e) = crate::plan::check_capabilities(fit.shape, m) {
+        return Some((e.message, false));
     }
-    let output = match budget {
+    let output = match fit.budget {
         Some(b) if m.reasoning => b.output_cap(),
         Some(b) => b.reserve,
-        None => crate::upstream::convert::max_tokens(&req.body).unwrap_or(0),
+        None => fit.client_cap.unwrap_or(0),
     };
+    let prompt_tokens = fit.prompt_tokens;
     if prompt_tokens + output > m.context_window {
-        return Some(format!(
+        let why = format!(
             "context window {} < {prompt_tokens} prompt + {output} output tokens",
             m.context_window
-        ));
+        );
+        return Some((why, false));
     }
     if let Some(why) = &route.upstream.unusable {
-        return Some(format!(
-            "provider `{}` unusable: {why}",
-            route.upstream.name
-        ));
+        let why = format!("provider `{}` unusable: {why}", route.upstream.name);
+        return Some((why, true));
     }
     if let Some(left) = route.health.down_for() {
-        return Some(format!(
+        let why = format!(
             "unhealthy: {} failures in a row; retried in {}s",
             route.health.failures(),
             left.as_secs().max(1)
-        ));
+        );
+        return Some((why, true));
     }
     None
 }
 
-/// Ranks the models for the decision's domain and marks those that cannot take `req`.
-pub fn choose(
-    table: &Table,
-    req: &ChatRequest,
-    decision: Decision,
-    budget: Option<&Budget>,
-    prompt_tokens: u64,
-) -> Routed {
+/// Ranks the models for the decision's domain and marks those that cannot take the request.
+pub fn choose(table: &Table, fit: &Fit<'_>, decision: Decision) -> Routed {
     let candidates = table
         .ranked(&decision.domain)
         .into_iter()
-        .map(|(route, score)| Candidate {
-            excluded: misfit(&route, req, budget, prompt_tokens),
-            route,
-            score,
+        .map(|(route, score)| {
+            let (excluded, down) = match misfit(&route, fit) {
+                Some((why, down)) => (Some(why), down),
+                None => (None, false),
+            };
+            Candidate {
+                excluded,
+                down,
+                route,
+                score,
+            }
         })
         .collect();
     Routed {
