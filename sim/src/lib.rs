@@ -50,13 +50,15 @@ pub struct SimStats {
     pub cancelled: AtomicU64,
     /// The `x-request-id` of the latest chat request.
     pub last_request_id: std::sync::Mutex<String>,
-    /// The last [`SimStats::RECENT`] chat request bodies, oldest first, for tests that check
-    /// what reached the upstream.
+    /// The last [`SimStats::RECENT`] chat request bodies of at most
+    /// [`SimStats::RECENT_BYTES`] each, oldest first, for tests that check what reached the
+    /// upstream (bounded: the demo serves large prompts too).
     pub recent_bodies: std::sync::Mutex<std::collections::VecDeque<Value>>,
 }
 
 impl SimStats {
     pub const RECENT: usize = 32;
+    pub const RECENT_BYTES: usize = 64 * 1024;
 
     fn remember(&self, body: &Value) {
         if let Ok(mut recent) = self.recent_bodies.lock() {
@@ -346,7 +348,9 @@ impl Simulator {
         }
 
         self.stats.started.fetch_add(1, Ordering::Relaxed);
-        self.stats.remember(&request);
+        if body.len() <= SimStats::RECENT_BYTES {
+            self.stats.remember(&request);
+        }
         if let (Some(id), Ok(mut last)) = (
             headers.get("x-request-id").and_then(|v| v.to_str().ok()),
             self.stats.last_request_id.lock(),

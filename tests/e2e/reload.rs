@@ -165,3 +165,14 @@ fn a_reload_keeps_the_pools_health_and_limits_of_what_did_not_change() {
     assert!(!Arc::ptr_eq(&after.upstream, &rebuilt.upstream));
     assert_eq!(rebuilt.health.failures(), 0);
 }
+
+#[test]
+fn a_simulator_provider_without_a_linked_simulator_is_unusable_not_a_crash() {
+    // The proxy crate carries no simulator: a runtime built without one says so.
+    let runtime =
+        thinkgate_proxy::Runtime::build(parse_config(&config_text(None, "")), None).unwrap();
+    let route = runtime.route("sim-model").unwrap();
+    let why = route.upstream.unusable.as_deref().unwrap_or("");
+    assert!(why.contains("no in-process simulator"), "{why}");
+    assert!(!runtime.ready(), "readyz reports it");
+}

@@ -192,3 +192,18 @@ async fn a_request_no_model_can_take_is_refused_with_every_reason() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_when_every_model_is_down_is_a_503_not_a_client_error() {
+    // The ranked models' provider has no key in the environment: each is left out as down.
+    let text = config("").replace(
+        "[providers.s2]\nkind = \"simulator\"",
+        "[providers.s2]\nkind = \"openai-compatible\"\nbase_url = \"http://127.0.0.1:9/v1\"\napi_key = \"${TG_ROUTING_UNSET_KEY}\"",
+    );
+    let proxy = Proxy::start(&text).await;
+    let r = route(&proxy, ask("Write a haiku about the sea.")).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    let e = r.error();
+    assert_eq!(e["code"], "no_healthy_model", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("unusable"), "{e}");
+}

@@ -424,10 +424,7 @@ fn extension(req: &Request, reports: &[Report], synthesis: Option<&Report>, note
 pub async fn handle(req: Request, mut account: Account) -> Response<Body> {
     let cast = match cast(&req) {
         Ok(c) => c,
-        Err(e) => {
-            account.status = e.status.as_u16();
-            return e.into_response();
-        }
+        Err(e) => return account.reject(e),
     };
     let synthesis_header = cast.synthesis.header.clone();
     let reported = req.budget.reported();

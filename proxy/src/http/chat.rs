@@ -13,7 +13,6 @@ use crate::auth::{Admission, Expected, KeyState};
 use crate::body::Body;
 use crate::canonical::ChatRequest;
 use crate::contemplate;
-use crate::error::ApiError;
 use crate::ingress;
 use crate::pipeline::{self, mode_index, Ask, Call, KeyAdmission};
 use crate::plan::{self, Caller, Plan};
@@ -37,7 +36,7 @@ pub async fn handle(
     );
     let chat = match read.await.and_then(|bytes| ingress::parse_chat(&bytes)) {
         Ok(c) => c,
-        Err(e) => return reject(account, e),
+        Err(e) => return account.reject(e),
     };
     let caller = Caller {
         headers: &parts.headers,
@@ -45,12 +44,12 @@ pub async fn handle(
     };
     let plan = match plan::plan(&runtime.tables(), &chat, &caller).await {
         Ok(p) => p,
-        Err(e) => return reject(account, e),
+        Err(e) => return account.reject(e),
     };
     label(&mut account, runtime, &plan);
     if let Some(refusal) = plan.refusal.clone() {
         account.model = Some(plan.named.metrics.clone());
-        return reject(account, refusal);
+        return account.reject(refusal);
     }
     // The key's limits are checked before anything is sent (by the first attempt whose
     // model admits the request; up front for contemplating, whose stream starts at once);
@@ -121,10 +120,8 @@ async fn answer(
         return resp;
     };
     // Its stream starts at once, so the key admits the whole request first.
-    if let Err(refusal) = call.admit_key(&mut account) {
-        if let Some(key) = &call.key {
-            return pipeline::reject_limited(account, key, refusal);
-        }
+    if let (Err(refusal), Some(key)) = (call.admit_key(&mut account), &call.key) {
+        return pipeline::reject_limited(account, key, refusal);
     }
     let admitted = call.admission.admitted.get().cloned();
     account.model = plan.order.first().map(|r| r.metrics.clone());
@@ -154,9 +151,4 @@ fn request_headers(headers: &mut http::HeaderMap, plan: &Plan, admission: Option
             headers.insert("x-thinkgate-route-confidence", v);
         }
     }
-}
-
-fn reject(mut account: Account, e: ApiError) -> Response<Body> {
-    account.status = e.status.as_u16();
-    e.into_response()
 }

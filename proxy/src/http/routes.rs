@@ -66,17 +66,15 @@ async fn route(runtime: &Arc<Runtime>, req: Request<Incoming>) -> Response<Body>
     }
     let mut account = Account::open(runtime.metrics.clone(), endpoint_label(path));
     if let Err(e) = check_head(req.headers()) {
-        account.status = e.status.as_u16();
-        return e.into_response();
+        return account.reject(e);
     }
     // The API needs a key (when keys are configured); health and metrics do not.
     let key = if path.starts_with("/v1/") {
         match runtime.keys.authenticate(req.headers()) {
             Ok(k) => k,
             Err(e) => {
-                account.status = e.status.as_u16();
                 tracing::info!(path, "Refused a request without a valid API key.");
-                return e.into_response();
+                return account.reject(e);
             }
         }
     } else {

@@ -169,17 +169,14 @@ impl Attempt<'_> {
                 tracing::info!(model = %route.model.id, "Skipping a model that cannot take the request: {}.", e.message);
                 return Err(account);
             }
-            Err(e) => return Ok(reject(account, e)),
+            Err(e) => return Ok(account.reject(e)),
         };
         if let Err(limited) = admit(route) {
             return self.failed(account, limited).await;
         }
-        if let Err(refusal) = self.call.admit_key(&mut account) {
-            let key = self.call.key.as_deref();
-            return Ok(match key {
-                Some(key) => reject_limited(account, key, refusal),
-                None => reject(account, refusal.to_api("none")),
-            });
+        // Only a key refuses, so a refusal always has one.
+        if let (Err(refusal), Some(key)) = (self.call.admit_key(&mut account), &self.call.key) {
+            return Ok(reject_limited(account, key, refusal));
         }
         let permits = slots(&runtime.upstream_calls, route).await;
         let sent = match permits {
@@ -256,7 +253,7 @@ impl Attempt<'_> {
                     ),
                 )
                 .with_code("rate_limit_exceeded");
-                Ok(retry_later(reject(account, e)))
+                Ok(retry_later(account.reject(e)))
             }
             SendFailure::Busy(which) => {
                 let e = ApiError::new(
@@ -268,12 +265,12 @@ impl Attempt<'_> {
                     ),
                 )
                 .with_code("upstream_overloaded");
-                Ok(retry_later(reject(account, e)))
+                Ok(retry_later(account.reject(e)))
             }
             SendFailure::Unreachable(outcome, err) => {
                 tracing::warn!(model = %route.model.id, provider = %route.upstream.name, status = err.status.as_u16(), "Upstream request failed: {}.", err.message);
                 account.upstream_outcome(outcome);
-                Ok(reject(account, err))
+                Ok(account.reject(err))
             }
             SendFailure::Refused(resp) | SendFailure::Error(resp) => {
                 Ok(upstream_error(account, route, *resp).await)
@@ -322,17 +319,12 @@ fn upstream_request<'a>(
     request
 }
 
-fn reject(mut account: Account, e: ApiError) -> Response<Body> {
-    account.status = e.status.as_u16();
-    e.into_response()
-}
-
 /// A 429 for a key over a limit, with `Retry-After`; nothing was sent upstream.
 pub fn reject_limited(account: Account, key: &KeyState, refusal: Refusal) -> Response<Body> {
     account.rate_limited(&key.key.name, refusal.limit);
     tracing::info!(key = %key.key.name, limit = refusal.limit, "Refused a request over a rate limit.");
     let retry = refusal.retry_after.as_secs().max(1);
-    let mut resp = reject(account, refusal.to_api(&key.key.name));
+    let mut resp = account.reject(refusal.to_api(&key.key.name));
     resp.headers_mut()
         .insert(http::header::RETRY_AFTER, retry.into());
     resp

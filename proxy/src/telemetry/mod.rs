@@ -12,7 +12,11 @@ use prometheus::{Counter, Histogram, IntCounter};
 use thinkgate_metrics::Metrics;
 
 use crate::auth::{Hold, KeyState};
+use http::Response;
+
+use crate::body::Body;
 use crate::canonical::Usage;
+use crate::error::ApiError;
 use thinkgate_config::Mode;
 
 /// Where a token count came from.
@@ -211,6 +215,12 @@ impl Account {
 
     pub fn started(&self) -> Instant {
         self.started
+    }
+
+    /// Ends the request with `e`: its status is recorded, and the account with it.
+    pub fn reject(mut self, e: ApiError) -> Response<Body> {
+        self.status = e.status.as_u16();
+        e.into_response()
     }
 
     /// Counts a call that failed before the first byte and was retried on another model.
