@@ -10,24 +10,6 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::*;
 
-fn write_config(name: &str, text: &str) -> std::path::PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("thinkgate-hardening-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("config.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn run_binary(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_thinkgate"));
-    cmd.args(args).env_remove("RUST_LOG");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
-}
-
 #[test]
 fn listen_from_the_command_line_meets_the_loopback_rule() {
     // auth = "none" may only listen on loopback; the flag must not get around that.

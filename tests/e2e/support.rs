@@ -606,3 +606,22 @@ pub fn golden_events(r: &Reply) -> String {
         .collect();
     events.join("\n") + "\n"
 }
+
+/// Writes `text` as `config.toml` in a fresh directory for `name`, and returns its path.
+pub fn write_config(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("thinkgate-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Runs the `thinkgate` binary once (a command that exits) and returns what it did.
+pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_thinkgate"));
+    cmd.args(args).env_remove("RUST_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
