@@ -344,8 +344,40 @@ fn bench_keys(c: &mut Criterion) {
     });
 }
 
+/// Planning one `auto` request against the demo config: classify, budget, prompt count, and
+/// every ranked model checked for fit.
+fn bench_plan(c: &mut Criterion) {
+    let cfg = Config::parse(
+        include_str!("../config/demo.toml"),
+        "demo.toml".as_ref(),
+        &|_| None,
+    )
+    .unwrap();
+    let runtime = Runtime::build(cfg, Some(thinkgate::simulator_factory(None))).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut body: serde_json::Value = serde_json::from_slice(&typical_request()).unwrap();
+    body["model"] = "auto".into();
+    let chat = parse_chat(body.to_string().as_bytes()).unwrap();
+    let headers = http::HeaderMap::new();
+    let caller = thinkgate_proxy::plan::Caller {
+        headers: &headers,
+        key: None,
+    };
+    let tables = runtime.tables();
+    c.bench_function("plan/auto_typical_request", |b| {
+        b.iter(|| {
+            rt.block_on(thinkgate_proxy::plan::plan(&tables, &chat, &caller))
+                .unwrap()
+        })
+    });
+}
+
 criterion_group!(
     benches,
+    bench_plan,
     bench_keys,
     bench,
     bench_counting,
