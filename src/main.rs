@@ -51,6 +51,14 @@ enum Command {
         /// The config whose domains to use (default: the built-in domains).
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Instead, measure the classifier on labelled rows (JSON lines of {"domain",
+        /// "text", "turns"?, "image"?, "tools"?, "lang"?}): macro accuracy, confusion,
+        /// calibration.
+        #[arg(long, value_name = "FILE", conflicts_with = "cross_validate")]
+        eval: Option<PathBuf>,
+        /// Instead, cross-validate on the domains' own examples with this many folds.
+        #[arg(long, value_name = "FOLDS")]
+        cross_validate: Option<usize>,
     },
     /// Show how one request (a chat body on stdin) would be planned: mode, budget, domain,
     /// candidate models and why, the choice and the fallbacks.
@@ -63,6 +71,9 @@ enum Command {
         json: bool,
         #[arg(long, short, default_value = "config/thinkgate.toml")]
         config: PathBuf,
+        /// Plan as this client key (by its name in the config): its models, modes and caps.
+        #[arg(long, value_name = "NAME")]
+        key: Option<String>,
     },
     /// Run the built-in upstream simulator as an OpenAI-compatible HTTP server.
     Simulate {
@@ -78,8 +89,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(&config),
-        Command::Classify { config } => classify(config.as_deref()),
-        Command::Route { json, config, .. } => route(&config, json),
+        Command::Classify {
+            config,
+            eval,
+            cross_validate,
+        } => match (eval, cross_validate) {
+            (None, None) => classify(config.as_deref()),
+            (eval, folds) => evaluate(config.as_deref(), eval.as_deref(), folds),
+        },
+        Command::Route {
+            json, config, key, ..
+        } => route(&config, json, key.as_deref()),
         Command::Report { metrics } => match read_scrape(&metrics) {
             Ok(text) => {
                 print!("{}", thinkgate_metrics::report::render(&text));
@@ -411,6 +431,49 @@ fn load_or_builtin(path: Option<&std::path::Path>) -> Result<Config, String> {
     }
 }
 
+/// `classify --eval FILE` or `classify --cross-validate K`: prints the evaluation report.
+fn evaluate(
+    path: Option<&std::path::Path>,
+    rows: Option<&std::path::Path>,
+    folds: Option<usize>,
+) -> ExitCode {
+    use thinkgate_proxy::plan::classify::{evaluate::*, Classifier};
+    let cfg = match load_or_builtin(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = match (rows, folds) {
+        (Some(file), _) => {
+            let text = match std::fs::read_to_string(file) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: {}: {e}", file.display());
+                    return ExitCode::from(2);
+                }
+            };
+            let rows = match LabeledRow::parse_lines(&text) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {}: {e}", file.display());
+                    return ExitCode::from(2);
+                }
+            };
+            let classifier = Classifier::train(&cfg.domains, cfg.confidence_threshold);
+            Evaluation::run(&classifier, &rows)
+        }
+        (None, folds) => {
+            Evaluation::cross_validate(&cfg.domains, cfg.confidence_threshold, folds.unwrap_or(5))
+        }
+    };
+    use std::io::Write;
+    // A closed pipe (`| head`) is not an error worth a panic.
+    let _ = write!(std::io::stdout(), "{report}");
+    ExitCode::SUCCESS
+}
+
 fn classify(path: Option<&std::path::Path>) -> ExitCode {
     use std::io::{BufRead, Write};
     let cfg = match load_or_builtin(path) {
@@ -473,7 +536,8 @@ fn classify(path: Option<&std::path::Path>) -> ExitCode {
     }
 }
 
-fn route(path: &std::path::Path, as_json: bool) -> ExitCode {
+/// `route --explain`: prints the plan; exits 1 when no model can take the request.
+fn route(path: &std::path::Path, as_json: bool, key: Option<&str>) -> ExitCode {
     use std::io::Read;
     let cfg = match Config::load(path) {
         Ok(c) => c,
@@ -494,8 +558,10 @@ fn route(path: &std::path::Path, as_json: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    run(async move {
-        let plan = thinkgate_proxy::explain::explain(&runtime, &body)
+    let mut fits = true;
+    let fits_seen = &mut fits;
+    let code = run(async move {
+        let plan = thinkgate_proxy::explain::explain(&runtime, &body, key)
             .await
             .map_err(|e| e.message)?;
         if as_json {
@@ -503,6 +569,11 @@ fn route(path: &std::path::Path, as_json: bool) -> ExitCode {
         } else {
             print!("{}", thinkgate_proxy::explain::render(&plan));
         }
+        *fits_seen = plan["chosen"].is_string();
         Ok(())
-    })
+    });
+    if code == ExitCode::SUCCESS && !fits {
+        return ExitCode::FAILURE;
+    }
+    code
 }

@@ -1,24 +1,36 @@
 //! The whole plan for one request, as `thinkgate route --explain` prints it: mode and budget
 //! with where they came from, the domain with every score, each candidate model with its
-//! score and why it was left out, the choice and the fallbacks. It renders what
-//! [`crate::plan::plan`] returns, the same call the server makes; nothing is sent anywhere.
+//! score (published, or estimated and from what) and why it was left out (capability,
+//! context, health, key), the models that are no candidates at all, the contemplating cast
+//! (agents, their models and budgets, the synthesis), the choice and the fallbacks. It
+//! renders what [`crate::plan::plan`] returns, the same call the server makes; nothing is
+//! sent anywhere.
 
 use http::HeaderMap;
 use serde_json::{json, Value};
-use thinkgate_config::Policy;
+use thinkgate_config::{Mode, Policy};
 
+use crate::canonical::Budget;
 use crate::error::ApiError;
 use crate::ingress;
+use crate::plan::cast::cast;
 use crate::plan::{self, Caller};
 use crate::state::Runtime;
 
-/// The plan for one request body, as JSON.
-pub async fn explain(runtime: &Runtime, body: &[u8]) -> Result<Value, ApiError> {
+/// The plan for one request body, as JSON, as the client key named `key` (if any) would
+/// get it.
+pub async fn explain(runtime: &Runtime, body: &[u8], key: Option<&str>) -> Result<Value, ApiError> {
     let chat = ingress::parse_chat(body)?;
     let headers = HeaderMap::new();
+    let key = match key {
+        Some(name) => Some(runtime.keys.by_name(name).ok_or_else(|| {
+            ApiError::invalid_request(format!("the config has no client key named `{name}`"))
+        })?),
+        None => None,
+    };
     let caller = Caller {
         headers: &headers,
-        key: None,
+        key: key.map(|k| k.as_ref()),
     };
     let plan = plan::plan(&runtime.tables(), &chat, &caller).await?;
     let mode = plan.budget.as_ref().map_or(Value::Null, |b| {
@@ -54,7 +66,8 @@ pub async fn explain(runtime: &Runtime, body: &[u8]) -> Result<Value, ApiError> 
                     json!({
                         "model": c.route.model.id,
                         "provider": c.route.upstream.name,
-                        "score": (c.score * 10.0).round() / 10.0,
+                        "score": (c.score.value * 10.0).round() / 10.0,
+                        "estimated": c.score.estimated,
                         "fits": c.excluded.is_none(),
                         "excluded": c.excluded,
                     })
@@ -75,15 +88,59 @@ pub async fn explain(runtime: &Runtime, body: &[u8]) -> Result<Value, ApiError> 
             (Value::Null, vec![candidate])
         }
     };
+    // Models `auto` never considers: they publish no scores.
+    let not_ranked: Vec<Value> = if plan.routed.is_some() {
+        runtime
+            .config
+            .models
+            .iter()
+            .filter(|m| m.scores.is_empty())
+            .map(|m| json!({"model": m.id, "reason": "no published scores: not a candidate for auto"}))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let contemplating = plan
+        .budget
+        .as_ref()
+        .filter(|b| b.mode == Mode::Contemplating)
+        .and_then(|b| {
+            let tables = runtime.tables();
+            cast(
+                &runtime.config.contemplating,
+                plan.domain(),
+                &plan.order,
+                b,
+                tables.routes,
+            )
+        })
+        .map_or(Value::Null, |c| {
+            let reasoning = |b: &Option<Budget>| b.as_ref().map(|b| b.reasoning);
+            json!({
+                "agents": c.agents.iter().map(|(role, route, budget)| json!({
+                    "role": role,
+                    "model": route.model.id,
+                    "reasoning_budget": reasoning(budget),
+                })).collect::<Vec<_>>(),
+                "synthesis": {
+                    "model": c.synthesis.model.id,
+                    "reasoning_budget": reasoning(&c.synthesis_budget),
+                },
+            })
+        });
     let order: Vec<&str> = plan.order.iter().map(|r| r.model.id.as_str()).collect();
     Ok(json!({
         "model_asked": chat.model,
+        "key": key.map(|k| k.key.name.clone()),
         "prompt_tokens": plan.prompt_tokens,
         "mode": mode,
         "domain": domain,
         "candidates": candidates,
+        "not_ranked": not_ranked,
+        "contemplating": contemplating,
         "chosen": order.first(),
         "fallbacks": order.iter().skip(1).collect::<Vec<_>>(),
+        "refusal": plan.refusal.as_ref().map(|e| e.message.clone()),
     }))
 }
 
@@ -160,15 +217,47 @@ pub fn render(plan: &Value) -> String {
             Some(w) => format!("excluded: {w}"),
             None => "fits".into(),
         };
+        let mark = if c["estimated"].is_string() { "*" } else { " " };
         out.push_str(&format!(
-            "  {}. {:<22} score {:>6}  {}\n",
+            "  {}. {:<22} score {:>6}{mark} {}\n",
             i + 1,
             s(&c["model"]),
             s(&c["score"]),
             why
         ));
+        if let Some(e) = c["estimated"].as_str() {
+            out.push_str(&format!("     {:<22} * {e}\n", ""));
+        }
     }
-    out.push_str(&format!("chosen     {}\n", s(&plan["chosen"])));
+    for m in plan["not_ranked"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  -  {:<22} {}\n",
+            s(&m["model"]),
+            s(&m["reason"])
+        ));
+    }
+    let c = &plan["contemplating"];
+    if !c.is_null() {
+        out.push_str("contemplating\n");
+        for (i, a) in c["agents"].as_array().into_iter().flatten().enumerate() {
+            out.push_str(&format!(
+                "  agent {}  {:<22} reasoning budget {:>6}  role: {}\n",
+                i + 1,
+                s(&a["model"]),
+                s(&a["reasoning_budget"]),
+                s(&a["role"])
+            ));
+        }
+        out.push_str(&format!(
+            "  synthesis {:<20} reasoning budget {:>6}\n",
+            s(&c["synthesis"]["model"]),
+            s(&c["synthesis"]["reasoning_budget"])
+        ));
+    }
+    match plan["refusal"].as_str() {
+        Some(why) => out.push_str(&format!("chosen     none: {why}\n")),
+        None => out.push_str(&format!("chosen     {}\n", s(&plan["chosen"]))),
+    }
     let fallbacks: Vec<String> = plan["fallbacks"]
         .as_array()
         .into_iter()

@@ -1,12 +1,16 @@
-//! The domain classifier against the held-out evaluation set (tests/classifier/eval.jsonl,
-//! kept apart from the training examples in config/domains.toml): macro accuracy and the
-//! confusion matrix, and the tricky cases by name.
-
-use std::collections::BTreeMap;
+//! The domain classifier: the held-out set, the older evaluation set and cross-validation
+//! (macro accuracy, confusion, calibration), the tricky cases by name, and the `classify`
+//! and `route --explain` commands.
 
 use serde_json::{json, Value};
 use thinkgate_proxy::ingress::parse_chat;
+use thinkgate_proxy::plan::classify::evaluate::{Evaluation, LabeledRow};
 use thinkgate_proxy::plan::classify::Classifier;
+
+/// Regression floors, a few points under the figures last measured (not targets tuned on).
+const HOLDOUT_FLOOR: f64 = 0.83;
+const EVAL_FLOOR: f64 = 0.90;
+const CV_FLOOR: f64 = 0.82;
 
 use crate::support::*;
 
@@ -15,70 +19,97 @@ fn classifier() -> Classifier {
     Classifier::train(&cfg.domains, cfg.confidence_threshold)
 }
 
-/// An eval row as the request a client would send.
-fn request(row: &Value) -> Value {
-    let text = row["text"].as_str().unwrap();
-    let content = if row["image"] == true {
-        json!([{"type": "text", "text": text}, {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}])
-    } else {
-        json!(text)
-    };
-    let mut body = json!({"model": "auto", "messages": [{"role": "user", "content": content}]});
-    if row["tools"] == true {
-        body["tools"] = json!([{"type": "function", "function": {"name": "act", "parameters": {"type": "object"}}}]);
-    }
-    body
+fn rows(text: &str) -> Vec<LabeledRow> {
+    LabeledRow::parse_lines(text).unwrap()
+}
+
+/// The held-out set (tests/classifier/holdout.jsonl): written apart from the training
+/// examples, in other voices (terse, typos, pasted code and logs, multi-turn), a quarter of
+/// it not in English, and never tuned on. The floor is a regression guard below the figure
+/// measured when the classifier was last changed (see the README's classifier section).
+#[test]
+fn the_held_out_set_is_classified_as_measured() {
+    let rows = rows(include_str!("../classifier/holdout.jsonl"));
+    assert!(rows.len() >= 600);
+    let other = rows.iter().filter(|r| r.lang != "en").count();
+    assert!(
+        other * 5 >= rows.len(),
+        "{other} of {} not in English",
+        rows.len()
+    );
+    assert!(rows.iter().filter(|r| !r.turns.is_empty()).count() >= 20);
+    let eval = Evaluation::run(&classifier(), &rows);
+    eprintln!("{eval}");
+    assert!(eval.errors.is_empty(), "{:?}", eval.errors);
+    let text = eval.text_macro_accuracy().unwrap();
+    assert!(
+        text >= HOLDOUT_FLOOR,
+        "text macro accuracy {text:.3}\n{eval}"
+    );
+    assert_eq!(eval.structural_macro_accuracy(), Some(1.0), "{eval}");
+}
+
+/// The older evaluation set (tests/classifier/eval.jsonl), closer in voice to the examples.
+#[test]
+fn the_older_evaluation_set_stays_above_its_floor() {
+    let eval = Evaluation::run(
+        &classifier(),
+        &rows(include_str!("../classifier/eval.jsonl")),
+    );
+    eprintln!("{eval}");
+    let text = eval.text_macro_accuracy().unwrap();
+    assert!(text >= EVAL_FLOOR, "text macro accuracy {text:.3}\n{eval}");
+}
+
+/// 5-fold cross-validation on the built-in examples: the only figure constants are tuned on.
+#[test]
+fn cross_validation_on_the_built_in_examples() {
+    let cfg = parse_config(&config_text(None, ""));
+    let eval = Evaluation::cross_validate(&cfg.domains, cfg.confidence_threshold, 5);
+    eprintln!("{eval}");
+    assert!(eval.rows() >= 500);
+    let text = eval.text_macro_accuracy().unwrap();
+    assert!(
+        text >= CV_FLOOR,
+        "cross-validated macro accuracy {text:.3}\n{eval}"
+    );
 }
 
 #[test]
-fn held_out_requests_are_classified_with_high_macro_accuracy() {
-    let c = classifier();
-    let rows: Vec<Value> = include_str!("../classifier/eval.jsonl")
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let mut confusion: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
-    for row in &rows {
-        let req = parse_chat(request(row).to_string().as_bytes()).unwrap();
-        let got = c.classify(&req).domain;
-        let want = row["domain"].as_str().unwrap().to_string();
-        if got != want {
-            eprintln!("miss: {want} → {got}: {}", row["text"]);
-        }
-        *confusion.entry(want).or_default().entry(got).or_default() += 1;
+fn classify_cli_evaluates_labelled_rows_and_cross_validates() {
+    let dir = std::env::temp_dir().join(format!("thinkgate-eval-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("rows.jsonl");
+    std::fs::write(
+        &file,
+        concat!(
+            r#"{"domain":"coding","text":"kill the process on port 8080 mac"}"#,
+            "\n",
+            r#"{"domain":"vision","text":"what is this","image":true,"lang":"en"}"#,
+            "\n",
+            r#"{"domain":"health","text":"and at night?","turns":["my blood pressure is 150/95"]}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = run_cli(&["classify", "--eval", file.to_str().unwrap()], "");
+    assert_eq!(code, 0, "{err}");
+    for part in [
+        "macro accuracy, text rows",
+        "(2 rows",
+        "structural rows: 100.0 %",
+        "confusion",
+        "calibration",
+    ] {
+        assert!(out.contains(part), "{part}\n{out}");
     }
-    let domains: Vec<&String> = confusion.keys().collect();
-    let mut report = format!("{:>10}", "");
-    for d in &domains {
-        report.push_str(&format!(" {:>9}", &d[..d.len().min(9)]));
-    }
-    let mut recalls = Vec::new();
-    for want in &domains {
-        let row = &confusion[*want];
-        let total: usize = row.values().sum();
-        let right = row.get(*want).copied().unwrap_or(0);
-        recalls.push(right as f64 / total as f64);
-        report.push_str(&format!("\n{:>10}", &want[..want.len().min(10)]));
-        for got in &domains {
-            report.push_str(&format!(" {:>9}", row.get(*got).copied().unwrap_or(0)));
-        }
-    }
-    let macro_accuracy = recalls.iter().sum::<f64>() / recalls.len() as f64;
-    println!(
-        "{report}\nmacro accuracy {:.1}% over {} requests",
-        macro_accuracy * 100.0,
-        rows.len()
-    );
-    eprintln!(
-        "{report}\nmacro accuracy {:.1}% over {} requests",
-        macro_accuracy * 100.0,
-        rows.len()
-    );
-    assert!(rows.len() >= 9 * 40);
-    assert!(
-        macro_accuracy >= 0.90,
-        "macro accuracy {macro_accuracy:.3}\n{report}"
-    );
+    std::fs::write(&file, "{\"text\": \"no label\"}\n").unwrap();
+    let (code, _, err) = run_cli(&["classify", "--eval", file.to_str().unwrap()], "");
+    assert_eq!(code, 2);
+    assert!(err.contains("line 1: no \"domain\" string"), "{err}");
+    let (code, out, err) = run_cli(&["classify", "--cross-validate", "3"], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("macro accuracy, text rows"), "{out}");
 }
 
 #[test]
@@ -130,10 +161,8 @@ fn under_the_threshold_a_request_goes_to_general() {
     cfg.confidence_threshold = 0.999;
     let c = Classifier::train(&cfg.domains, cfg.confidence_threshold);
     let d = c.classify(
-        &parse_chat(
-            br#"{"model":"auto","messages":[{"role":"user","content":"Write a Rust function"}]}"#,
-        )
-        .unwrap(),
+        &parse_chat(br#"{"model":"auto","messages":[{"role":"user","content":"ok so what now"}]}"#)
+            .unwrap(),
     );
     assert_eq!((d.domain.as_str(), d.by), ("general", "threshold"));
     assert!(d.confidence < 0.999);
@@ -249,4 +278,153 @@ fn route_explain_shows_the_whole_plan() {
     let (code, _, err) = run_cli(&["route", "--explain", "--config", "config/demo.toml"], "{");
     assert_eq!(code, 1);
     assert!(err.contains("not valid JSON"), "{err}");
+}
+
+#[test]
+fn route_explain_marks_estimates_and_shows_the_contemplating_cast() {
+    let body = r#"{"model":"auto:contemplating","messages":[{"role":"user","content":"Prove that the square root of 3 is irrational."}]}"#;
+    let (code, out, err) = run_cli(
+        &[
+            "route",
+            "--explain",
+            "--json",
+            "--config",
+            "config/demo.toml",
+        ],
+        body,
+    );
+    assert_eq!(code, 0, "{err}");
+    let plan: Value = serde_json::from_str(&out).unwrap();
+    let candidates = plan["candidates"].as_array().unwrap();
+    // claude-opus-4.6 publishes no math figure: its score is estimated, and says from what.
+    let opus = candidates
+        .iter()
+        .find(|c| c["model"] == "claude-opus-4.6")
+        .unwrap();
+    let why = opus["estimated"].as_str().unwrap();
+    assert!(
+        why.contains("no math figure") && why.contains("general 53.0"),
+        "{why}"
+    );
+    // A published figure is not estimated.
+    let gemini = candidates
+        .iter()
+        .find(|c| c["model"] == "gemini-3.1-pro")
+        .unwrap();
+    assert_eq!(gemini["estimated"], Value::Null);
+    assert_eq!(gemini["score"], 44.7);
+    // The model with no scores is listed as no candidate at all.
+    let not_ranked = plan["not_ranked"].as_array().unwrap();
+    assert!(not_ranked.iter().any(|m| m["model"] == "qwen3-local"
+        && m["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no published scores")));
+    // The cast: three agents (demo: agents = 3, models = "same") on the chosen model, each a
+    // share of the budget after the synthesis' quarter.
+    let cast = &plan["contemplating"];
+    let agents = cast["agents"].as_array().unwrap();
+    assert_eq!(agents.len(), 3);
+    let total = plan["mode"]["reasoning_budget"].as_u64().unwrap();
+    for a in agents {
+        assert_eq!(a["model"], plan["chosen"]);
+        assert_eq!(a["reasoning_budget"], (total - total / 4) / 3);
+    }
+    assert_eq!(cast["synthesis"]["model"], plan["chosen"]);
+    assert_eq!(cast["synthesis"]["reasoning_budget"], total / 4);
+
+    let (code, text, _) = run_cli(
+        &["route", "--explain", "--config", "config/demo.toml"],
+        body,
+    );
+    assert_eq!(code, 0);
+    for part in [
+        "* estimated: no math figure",
+        "qwen3-local",
+        "no published scores",
+        "contemplating\n  agent 1",
+        "synthesis",
+    ] {
+        assert!(text.contains(part), "{part}\n{text}");
+    }
+}
+
+#[test]
+fn route_explain_exits_non_zero_when_nothing_fits_and_plans_as_a_key() {
+    let path = write_config(
+        "explain-nothing-fits",
+        &config_text(
+            None,
+            r#"
+[models.small]
+provider = "sim"
+context_window = 50
+scores = { general = 50, math = 40 }
+"#,
+        ),
+    );
+    let config = path.to_str().unwrap();
+    let long = "word ".repeat(400);
+    let body =
+        json!({"model": "auto", "messages": [{"role": "user", "content": long}]}).to_string();
+    let (code, text, err) = run_cli(&["route", "--explain", "--config", config], &body);
+    assert_eq!(code, 1, "{text}{err}");
+    assert!(text.contains("excluded: context window 50"), "{text}");
+    assert!(text.contains("chosen     none:"), "{text}");
+
+    // As a client key: an unknown name is an error; a key limited to some models sees the
+    // others excluded for it.
+    let keyed = write_config(
+        "explain-key",
+        &config_text(
+            None,
+            r#"
+[models.big]
+provider = "sim"
+context_window = 100000
+scores = { general = 60, math = 50 }
+
+[models.other]
+provider = "sim"
+context_window = 100000
+scores = { general = 50, math = 40 }
+
+[keys.team]
+sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+models = ["auto", "other"]
+"#,
+        )
+        .replace("auth = \"none\"", "auth = \"keys\""),
+    );
+    let config = keyed.to_str().unwrap();
+    let body = r#"{"model":"auto","messages":[{"role":"user","content":"solve x^2 = 9"}]}"#;
+    let (code, _, err) = run_cli(
+        &["route", "--explain", "--config", config, "--key", "nobody"],
+        body,
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("no client key named `nobody`"), "{err}");
+    let (code, out, err) = run_cli(
+        &[
+            "route",
+            "--explain",
+            "--json",
+            "--config",
+            config,
+            "--key",
+            "team",
+        ],
+        body,
+    );
+    assert_eq!(code, 0, "{err}");
+    let plan: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(plan["key"], "team");
+    assert_eq!(plan["chosen"], "other");
+    let big = plan["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["model"] == "big")
+        .unwrap();
+    assert_eq!(big["excluded"], "not allowed for key `team`");
 }

@@ -426,6 +426,11 @@ impl KeySet {
         set
     }
 
+    /// The key with this name (for `route --explain --key`).
+    pub fn by_name(&self, name: &str) -> Option<&Arc<KeyState>> {
+        self.by_name.get(name)
+    }
+
     /// The key a request presents; `Ok(None)` when auth is off.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Arc<KeyState>>, ApiError> {
         if !self.auth_required {

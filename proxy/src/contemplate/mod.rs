@@ -23,7 +23,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{json, Map, Value};
-use thinkgate_config::{AgentModels, Mode};
+use thinkgate_config::Mode;
 use tokio::sync::mpsc;
 
 use crate::body::{self, Body, BoxError};
@@ -31,6 +31,7 @@ use crate::canonical::{Budget, ChatRequest, Delta, Usage};
 use crate::error::ApiError;
 use crate::models::Route;
 use crate::pipeline::{self, Ask, Call};
+use crate::plan::cast::Cast;
 use crate::relay::{self, sse_frame, Renderer};
 use crate::telemetry::Account;
 use crate::upstream::openai::{patch_usage, usage_from_json};
@@ -86,52 +87,16 @@ fn usage_of(v: &Value) -> Usage {
     usage_from_json(v).unwrap_or_default()
 }
 
-/// The plan: who thinks, under which budget, and who writes the answer.
-struct Cast {
-    agents: Vec<(String, Arc<Route>, Option<Budget>)>,
-    synthesis: Arc<Route>,
-    synthesis_budget: Option<Budget>,
-}
-
 fn cast(req: &Request) -> Result<Cast, ApiError> {
-    let cfg = &req.call.runtime.config.contemplating;
-    let n = cfg.agents_for(req.domain.as_deref());
-    let first = req
-        .order
-        .first()
-        .cloned()
-        .ok_or_else(|| ApiError::invalid_request("no model can take this request"))?;
-    let total = req.budget.reasoning;
-    let synthesis_share = (total as f64 * cfg.synthesis_share) as u64;
-    let per_agent = ((total - synthesis_share) / n as u64).max(1);
-    let with = |route: &Route, reasoning: u64| {
-        route.model.reasoning.then(|| Budget {
-            reasoning,
-            ..req.budget.clone()
-        })
-    };
-    let agents = (0..n)
-        .map(|i| {
-            let route = match cfg.models {
-                AgentModels::Same => first.clone(),
-                AgentModels::Top => req.order[i % req.order.len()].clone(),
-            };
-            let role = cfg.roles[i % cfg.roles.len()].clone();
-            let budget = with(&route, per_agent);
-            (role, route, budget)
-        })
-        .collect();
-    let synthesis = cfg
-        .synthesis_model
-        .as_deref()
-        .and_then(|id| req.call.runtime.route(id).cloned())
-        .unwrap_or(first);
-    let synthesis_budget = with(&synthesis, synthesis_share.max(1));
-    Ok(Cast {
-        agents,
-        synthesis_budget,
-        synthesis,
-    })
+    let runtime = &req.call.runtime;
+    crate::plan::cast::cast(
+        &runtime.config.contemplating,
+        req.domain.as_deref(),
+        &req.order,
+        &req.budget,
+        runtime.tables().routes,
+    )
+    .ok_or_else(|| ApiError::invalid_request("no model can take this request"))
 }
 
 /// An agent's request: the conversation, its role first, no tools.

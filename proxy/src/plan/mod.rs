@@ -6,6 +6,7 @@
 //! it returns), and `thinkgate route --explain` prints what it returns.
 
 pub mod budget;
+pub mod cast;
 pub mod classify;
 pub mod route;
 

@@ -13,10 +13,18 @@ use crate::models::Route;
 use crate::plan::classify::Decision;
 use crate::plan::Shape;
 
+/// A model's score for a domain, and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Score {
+    pub value: f64,
+    /// `None`: the model's published figure for the domain. Else how it was estimated.
+    pub estimated: Option<String>,
+}
+
 /// The models ranked per domain, by that domain's policy. Built with the runtime.
 #[derive(Debug, Default)]
 pub struct Table {
-    ranked: HashMap<String, Vec<(Arc<Route>, f64)>>,
+    ranked: HashMap<String, Vec<(Arc<Route>, Score)>>,
     /// When no model has scores: `auto` is the default model.
     fallback: Option<Arc<Route>>,
 }
@@ -38,14 +46,27 @@ impl Table {
     }
 
     /// The ranking for `domain` (the general one for a domain the table does not know).
-    pub fn ranked(&self, domain: &str) -> Vec<(Arc<Route>, f64)> {
+    pub fn ranked(&self, domain: &str) -> Vec<(Arc<Route>, Score)> {
         match self
             .ranked
             .get(domain)
             .or_else(|| self.ranked.get("general"))
         {
             Some(r) if !r.is_empty() => r.clone(),
-            _ => self.fallback.iter().map(|r| (r.clone(), 0.0)).collect(),
+            _ => self
+                .fallback
+                .iter()
+                .map(|r| {
+                    let why = "no model has scores: the default model".to_string();
+                    (
+                        r.clone(),
+                        Score {
+                            value: 0.0,
+                            estimated: Some(why),
+                        },
+                    )
+                })
+                .collect(),
         }
     }
 }
@@ -54,10 +75,13 @@ impl Table {
 /// general score, carried onto the domain benchmark's scale by the models that have both
 /// (benchmarks differ in scale: HLE tops out near 45 where GPQA nears 95), so a missing
 /// figure neither wins nor loses by the scale of another benchmark.
-pub fn score(scored: &[&Arc<Route>], route: &Route, domain: &str) -> f64 {
+pub fn score(scored: &[&Arc<Route>], route: &Route, domain: &str) -> Score {
     let general = |r: &Route| r.model.scores.get("general").copied();
     if let Some(own) = route.model.scores.get(domain) {
-        return *own;
+        return Score {
+            value: *own,
+            estimated: None,
+        };
     }
     let ratios: Vec<f64> = scored
         .iter()
@@ -68,19 +92,30 @@ pub fn score(scored: &[&Arc<Route>], route: &Route, domain: &str) -> f64 {
     } else {
         ratios.iter().sum::<f64>() / ratios.len() as f64
     };
-    general(route).unwrap_or(0.0) * ratio
+    let estimated = match general(route) {
+        Some(g) => format!(
+            "estimated: no {domain} figure; general {g:.1} x {ratio:.2} (the {domain}/general ratio of {} model(s) with both)",
+            ratios.len()
+        ),
+        None => format!("estimated: no {domain} or general figure"),
+    };
+    Score {
+        value: general(route).unwrap_or(0.0) * ratio,
+        estimated: Some(estimated),
+    }
 }
 
 /// Orders the scored models for one domain by its policy.
-fn rank(config: &Config, scored: &[&Arc<Route>], domain: &str) -> Vec<(Arc<Route>, f64)> {
-    let mut out: Vec<(Arc<Route>, f64)> = scored
+fn rank(config: &Config, scored: &[&Arc<Route>], domain: &str) -> Vec<(Arc<Route>, Score)> {
+    let mut out: Vec<(Arc<Route>, Score)> = scored
         .iter()
         .map(|r| ((*r).clone(), score(scored, r, domain)))
         .collect();
     // Best first; ties go to the model that writes fewer tokens, then the cheaper one.
     let wordiness = |r: &Route| r.model.output_tokens_mtok.unwrap_or(f64::MAX);
     out.sort_by(|a, b| {
-        b.1.total_cmp(&a.1)
+        b.1.value
+            .total_cmp(&a.1.value)
             .then(wordiness(&a.0).total_cmp(&wordiness(&b.0)))
             .then(
                 a.0.model
@@ -92,7 +127,7 @@ fn rank(config: &Config, scored: &[&Arc<Route>], domain: &str) -> Vec<(Arc<Route
     match routing.policy(domain) {
         Policy::Best => {}
         Policy::Efficient => {
-            let best = out.first().map_or(0.0, |c| c.1);
+            let best = out.first().map_or(0.0, |c| c.1.value);
             let value = |r: &Route, score: f64| {
                 let tokens = r.model.output_tokens_mtok.unwrap_or(f64::MAX);
                 match routing.efficient_by {
@@ -102,8 +137,8 @@ fn rank(config: &Config, scored: &[&Arc<Route>], domain: &str) -> Vec<(Arc<Route
             };
             let (mut near, rest): (Vec<_>, Vec<_>) = out
                 .into_iter()
-                .partition(|c| c.1 >= best - routing.efficient_margin);
-            near.sort_by(|a, b| value(&b.0, b.1).total_cmp(&value(&a.0, a.1)));
+                .partition(|c| c.1.value >= best - routing.efficient_margin);
+            near.sort_by(|a, b| value(&b.0, b.1.value).total_cmp(&value(&a.0, a.1.value)));
             out = near.into_iter().chain(rest).collect();
         }
         Policy::Order(ids) => {
@@ -125,7 +160,7 @@ fn rank(config: &Config, scored: &[&Arc<Route>], domain: &str) -> Vec<(Arc<Route
 #[derive(Debug, Clone)]
 pub struct Candidate {
     pub route: Arc<Route>,
-    pub score: f64,
+    pub score: Score,
     /// Why it cannot take this request, if it cannot.
     pub excluded: Option<String>,
     /// It was left out because it is down (its provider unusable, or unhealthy), not

@@ -14,24 +14,41 @@
 //! [`HEAD_BYTES`] and [`TAIL_BYTES`]), character n-grams from the first [`CHAR_WORDS`], so a
 //! long request costs what a short one does.
 
+//! The domain classifier: which task domain a request belongs to, with a confidence.
+//!
+//! Structure first — an image in the last user turn is `vision`, a `tools` array is
+//! `agentic` — then a text model: multinomial logistic regression over two kinds of feature
+//! of the last user turn (earlier user turns count at a fraction of the weight):
+//!
+//! - [`ngrams`]: hashed words, word pairs, character n-grams and punctuation — what the
+//!   config's own examples and keywords say, so a domain a user adds is learnt from its
+//!   examples alone;
+//! - [`embedding`]: a static token-embedding table distilled from a multilingual sentence
+//!   encoder — what the language says, so "port 8080", "sistine chapel" or a question in
+//!   Hindi land near the examples they mean, though no example shares their words.
+//!
+//! Trained from the config's domain examples, descriptions and keywords when the config
+//! loads (milliseconds, deterministic, no download); read-only afterwards, no IO.
+
+pub mod embedding;
+pub mod evaluate;
+pub mod ngrams;
+
 use thinkgate_config::Domain;
 
 use crate::canonical::{ChatRequest, Message};
+use embedding::StaticEmbeddings;
+use ngrams::{clip, features, Features, BUCKETS, HEAD_BYTES, TAIL_BYTES};
 
-/// Hashed feature space (a power of two). 2^16 rows of per-domain weights stay in cache.
-const BUCKETS: usize = 1 << 16;
-const HEAD_WORDS: usize = 128;
-const TAIL_WORDS: usize = 48;
-const CHAR_WORDS: usize = 48;
-/// Bytes read from the start and the end of a turn (comfortably more than the words used).
-const HEAD_BYTES: usize = 1536;
-const TAIL_BYTES: usize = 512;
-/// Character positions read per word for n-grams.
-const MAX_GRAMS_PER_WORD: usize = 24;
-/// Weight of a character n-gram relative to a word.
-const CHAR_WEIGHT: f32 = 0.25;
 /// Weight of earlier user turns relative to the last one.
 const CONTEXT_WEIGHT: f32 = 0.3;
+/// Length of the pooled embedding fed to its head (the head's effective learning rate).
+const EMBEDDING_NORM: f32 = 3.0;
+/// The embedding head: full-batch gradient descent steps, step size, L2.
+const HEAD_STEPS: usize = 100;
+const HEAD_MOMENTUM: f32 = 0.8;
+const HEAD_RATE: f32 = 0.5;
+const HEAD_L2: f32 = 1e-4;
 const EPOCHS: usize = 25;
 const LEARNING_RATE: f32 = 0.4;
 const L2: f32 = 1e-6;
@@ -51,9 +68,13 @@ pub struct Decision {
 /// A trained classifier; built once per config.
 pub struct Classifier {
     domains: Vec<String>,
-    /// `BUCKETS` rows of `domains.len()` weights.
+    /// `BUCKETS` n-gram rows of `domains.len()` weights each.
     weights: Vec<f32>,
+    embeddings: &'static StaticEmbeddings,
     bias: Vec<f32>,
+    /// The embedding head: `dims` rows of `domains.len()` weights, then the biases. Its
+    /// logits add to the n-gram model's (a product of the two experts).
+    dense: Vec<f32>,
     threshold: f32,
     general: usize,
 }
@@ -66,9 +87,6 @@ impl std::fmt::Debug for Classifier {
     }
 }
 
-/// Sparse features: (bucket, value).
-type Features = Vec<(u32, f32)>;
-
 impl Classifier {
     /// Trains on the domains' examples, descriptions and keywords. `general` must be one of
     /// them (the config guarantees it).
@@ -76,8 +94,23 @@ impl Classifier {
         let names: Vec<String> = domains.iter().map(|d| d.name.clone()).collect();
         let n = names.len().max(1);
         let general = names.iter().position(|d| d == "general").unwrap_or(0);
+        let embeddings = StaticEmbeddings::builtin();
         let mut data: Vec<(Features, usize, f32)> = Vec::new();
+        let mut dense_data: Vec<(Vec<f32>, usize, f32)> = Vec::new();
         for (label, d) in domains.iter().enumerate() {
+            for e in &d.examples {
+                dense_data.push((pooled(embeddings, &[(e.as_str(), 1.0)]), label, 1.0));
+            }
+            if !d.description.is_empty() {
+                dense_data.push((
+                    pooled(embeddings, &[(d.description.as_str(), 1.0)]),
+                    label,
+                    0.5,
+                ));
+            }
+            for k in &d.keywords {
+                dense_data.push((pooled(embeddings, &[(k.as_str(), 1.0)]), label, 0.5));
+            }
             for e in &d.examples {
                 data.push((features(&[(e.as_str(), 1.0)]), label, 1.0));
             }
@@ -91,9 +124,11 @@ impl Classifier {
         let mut c = Classifier {
             domains: names,
             weights: vec![0.0; BUCKETS * n],
+            embeddings,
             bias: vec![0.0; n],
             threshold,
             general,
+            dense: dense_head(&dense_data, embeddings.dims(), n),
         };
         // AdaGrad on the softmax loss; a fixed shuffle so a config always trains the same.
         let mut grad_sq = vec![1e-8f32; BUCKETS * n];
@@ -155,8 +190,24 @@ impl Classifier {
     }
 
     fn probabilities(&self, x: &Features, out: &mut [f32]) {
+        self.probabilities_with(x, None, out)
+    }
+
+    fn probabilities_with(&self, x: &Features, dense: Option<&[f32]>, out: &mut [f32]) {
         let n = self.domains.len();
         out.copy_from_slice(&self.bias);
+        if let Some(v) = dense {
+            // Row-major like the n-gram weights: one row of `n` per dimension, then biases.
+            let (rows, bias) = self.dense.split_at(v.len() * n);
+            for (o, b) in out.iter_mut().zip(bias) {
+                *o += b;
+            }
+            for (row, x) in rows.chunks_exact(n).zip(v) {
+                for (o, w) in out.iter_mut().zip(row) {
+                    *o += w * x;
+                }
+            }
+        }
         for (bucket, v) in x {
             let row = &self.weights[*bucket as usize * n..][..n];
             for (o, w) in out.iter_mut().zip(row) {
@@ -179,8 +230,9 @@ impl Classifier {
         let mut parts: Vec<(&str, f32)> = vec![(last, 1.0)];
         parts.extend(context.iter().map(|t| (*t, CONTEXT_WEIGHT)));
         let x = features(&parts);
+        let v = pooled(self.embeddings, &parts);
         let mut probs = vec![0.0f32; self.domains.len()];
-        self.probabilities(&x, &mut probs);
+        self.probabilities_with(&x, Some(&v), &mut probs);
         let (best, confidence) =
             probs
                 .iter()
@@ -250,139 +302,63 @@ impl Classifier {
     }
 }
 
-/// FNV-1a over bytes with a kind tag, folded into the bucket range.
-fn hash(kind: u8, parts: &[&[u8]]) -> u32 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ kind as u64;
-    for (i, p) in parts.iter().enumerate() {
-        if i > 0 {
-            h ^= 0xff;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        for b in *p {
-            h ^= *b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    ((h ^ (h >> 29)) as usize & (BUCKETS - 1)) as u32
-}
-
-/// The first `max` words of a text, lowercased, digit runs as `#`, and its punctuation marks.
-fn words(text: &str, max: usize) -> (Vec<String>, Vec<char>) {
-    let mut out = Vec::new();
-    let mut marks = Vec::new();
-    let mut word = String::new();
-    let mut in_digits = false;
-    let flush = |word: &mut String, out: &mut Vec<String>| {
-        if !word.is_empty() {
-            out.push(std::mem::take(word));
-        }
-    };
-    for c in text.chars() {
-        if out.len() >= max {
-            break;
-        }
-        // ASCII first: the common case, without Unicode tables.
-        let (letter, digit) = if c.is_ascii() {
-            (c.is_ascii_alphabetic(), c.is_ascii_digit())
-        } else {
-            (c.is_alphabetic(), c.is_numeric())
-        };
-        if letter {
-            in_digits = false;
-            if c.is_ascii() {
-                word.push(c.to_ascii_lowercase());
-            } else {
-                word.extend(c.to_lowercase());
-            }
-        } else if digit {
-            if !in_digits {
-                word.push('#');
-                in_digits = true;
-            }
-        } else {
-            in_digits = false;
-            flush(&mut word, &mut out);
-            if !c.is_whitespace() && marks.len() < 64 {
-                marks.push(c);
-            }
-        }
-    }
-    flush(&mut word, &mut out);
-    (out, marks)
-}
-
-/// At most `max` bytes from the start (`from_end`: from the end) of `text`, on a char boundary.
-fn clip(text: &str, max: usize, from_end: bool) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut at = if from_end { text.len() - max } else { max };
-    while !text.is_char_boundary(at) {
-        at = if from_end { at + 1 } else { at - 1 };
-    }
-    if from_end {
-        &text[at..]
-    } else {
-        &text[..at]
-    }
-}
-
-/// The hashed features of weighted texts, each L2-normalised.
-fn features(texts: &[(&str, f32)]) -> Features {
-    let mut out: Features = Vec::new();
-    let mut padded = String::new();
-    let mut bounds: Vec<usize> = Vec::new();
+/// The pooled, unit-length embedding of weighted texts, scaled.
+fn pooled(embeddings: &StaticEmbeddings, texts: &[(&str, f32)]) -> Vec<f32> {
+    let mut v = vec![0f32; embeddings.dims()];
     for (text, weight) in texts {
-        let start = out.len();
-        // Read a bounded head and tail: a long request costs what a short one does.
-        let (mut picked, marks) = words(clip(text, HEAD_BYTES, false), HEAD_WORDS);
+        embeddings.pool_into(clip(text, HEAD_BYTES, false), *weight, &mut v);
         if text.len() > HEAD_BYTES + TAIL_BYTES {
-            picked.truncate(HEAD_WORDS);
-            let (tail, _) = words(clip(text, TAIL_BYTES, true), usize::MAX);
-            let skip = tail.len().saturating_sub(TAIL_WORDS);
-            picked.extend(tail.into_iter().skip(skip));
-        }
-        for (i, w) in picked.iter().enumerate() {
-            out.push((hash(b'w', &[w.as_bytes()]), 1.0));
-            if let Some(next) = picked.get(i + 1) {
-                out.push((hash(b'b', &[w.as_bytes(), next.as_bytes()]), 1.0));
-            }
-            if i < CHAR_WORDS {
-                padded.clear();
-                padded.push('^');
-                padded.push_str(w);
-                padded.push('$');
-                bounds.clear();
-                // Long runs (unspaced scripts, hashes) give their first n-grams only.
-                bounds.extend(
-                    padded
-                        .char_indices()
-                        .map(|(at, _)| at)
-                        .take(MAX_GRAMS_PER_WORD),
-                );
-                if bounds.len() < MAX_GRAMS_PER_WORD {
-                    bounds.push(padded.len());
-                }
-                for n in [3usize, 4] {
-                    for pair in bounds.windows(n + 1) {
-                        let gram = &padded.as_bytes()[pair[0]..pair[n]];
-                        out.push((hash(b'c' + n as u8, &[gram]), CHAR_WEIGHT));
-                    }
-                }
-            }
-        }
-        for m in marks {
-            let mut buf = [0u8; 4];
-            out.push((hash(b'p', &[m.encode_utf8(&mut buf).as_bytes()]), 0.5));
-        }
-        let norm: f32 = out[start..].iter().map(|(_, v)| v * v).sum::<f32>().sqrt();
-        if norm > 0.0 {
-            for f in &mut out[start..] {
-                f.1 *= weight / norm;
-            }
+            embeddings.pool_into(clip(text, TAIL_BYTES, true), weight * 0.5, &mut v);
         }
     }
-    out
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x *= EMBEDDING_NORM / norm);
+    }
+    v
+}
+
+/// Multinomial logistic regression on the pooled embeddings: full-batch gradient descent
+/// with L2 and momentum (dense features want it; AdaGrad suits the sparse ones).
+fn dense_head(data: &[(Vec<f32>, usize, f32)], d: usize, n: usize) -> Vec<f32> {
+    let mut w = vec![0f32; (d + 1) * n];
+    let (iters, lr, l2) = (HEAD_STEPS, HEAD_RATE, HEAD_L2);
+    let total: f32 = data.iter().map(|r| r.2).sum::<f32>().max(1e-9);
+    let mut grad = vec![0f32; (d + 1) * n];
+    let mut velocity = vec![0f32; (d + 1) * n];
+    let mut z = vec![0f32; n];
+    for _ in 0..iters {
+        grad.iter_mut().for_each(|g| *g = 0.0);
+        for (x, label, weight) in data {
+            for k in 0..n {
+                let mut s = w[d * n + k];
+                for j in 0..d {
+                    s += w[j * n + k] * x[j];
+                }
+                z[k] = s;
+            }
+            let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0.0;
+            for v in z.iter_mut() {
+                *v = (*v - max).exp();
+                sum += *v;
+            }
+            for k in 0..n {
+                let g = (z[k] / sum - if k == *label { 1.0 } else { 0.0 }) * weight / total;
+                for j in 0..d {
+                    grad[j * n + k] += g * x[j];
+                }
+                grad[d * n + k] += g;
+            }
+        }
+        // Heavy-ball momentum: the same optimum in a third of the steps.
+        for i in 0..(d + 1) * n {
+            let decay = if i < d * n { l2 * w[i] } else { 0.0 };
+            velocity[i] = HEAD_MOMENTUM * velocity[i] - lr * (grad[i] + decay);
+            w[i] += velocity[i];
+        }
+    }
+    w
 }
 
 /// SplitMix64 for the training shuffle: tiny and stable across versions, so a config always
