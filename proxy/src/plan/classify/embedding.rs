@@ -257,7 +257,12 @@ impl StaticEmbeddings {
             word.clear();
             while let Some(c) = chars.next_if(|c| word_char(*c)) {
                 if word.len() < MAX_WORD_CHARS {
-                    word.extend(c.to_lowercase());
+                    // ASCII first: the common case, without Unicode tables.
+                    if c.is_ascii() {
+                        word.push(c.to_ascii_lowercase());
+                    } else {
+                        word.extend(c.to_lowercase());
+                    }
                 }
             }
             if word.is_empty() {
@@ -409,6 +414,9 @@ fn word_key(word: &[char], key: &mut Vec<u8>) {
 /// Characters words are made of: letters, digits and combining marks (Devanagari's vowel
 /// signs are marks, not letters; so are the accents of decomposed Latin text).
 fn word_char(c: char) -> bool {
+    if c.is_ascii() {
+        return c.is_ascii_alphanumeric();
+    }
     c.is_alphanumeric()
         || matches!(c as u32, 0x0300..=0x036F | 0x0900..=0x0DFF | 0x0E00..=0x0EFF | 0x1000..=0x109F | 0x3099..=0x309A)
 }

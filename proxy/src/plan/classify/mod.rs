@@ -38,12 +38,16 @@ use thinkgate_config::Domain;
 
 use crate::canonical::{ChatRequest, Message};
 use embedding::StaticEmbeddings;
-use ngrams::{clip, features, Features, BUCKETS, HEAD_BYTES, TAIL_BYTES};
+use ngrams::{clip, features, Features, BUCKETS};
 
 /// Weight of earlier user turns relative to the last one.
 const CONTEXT_WEIGHT: f32 = 0.3;
 /// Length of the pooled embedding fed to its head (the head's effective learning rate).
 const EMBEDDING_NORM: f32 = 3.0;
+/// Bytes of a turn's start and end the embedding reads: the topic is set early, and half of
+/// what the n-grams read keeps a 2,000-token request near a short one's cost.
+const EMBEDDING_HEAD_BYTES: usize = 768;
+const EMBEDDING_TAIL_BYTES: usize = 256;
 /// The embedding head: full-batch gradient descent steps, step size, L2.
 const HEAD_STEPS: usize = 100;
 const HEAD_MOMENTUM: f32 = 0.8;
@@ -306,9 +310,10 @@ impl Classifier {
 fn pooled(embeddings: &StaticEmbeddings, texts: &[(&str, f32)]) -> Vec<f32> {
     let mut v = vec![0f32; embeddings.dims()];
     for (text, weight) in texts {
-        embeddings.pool_into(clip(text, HEAD_BYTES, false), *weight, &mut v);
-        if text.len() > HEAD_BYTES + TAIL_BYTES {
-            embeddings.pool_into(clip(text, TAIL_BYTES, true), weight * 0.5, &mut v);
+        embeddings.pool_into(clip(text, EMBEDDING_HEAD_BYTES, false), *weight, &mut v);
+        if text.len() > EMBEDDING_HEAD_BYTES + EMBEDDING_TAIL_BYTES {
+            let tail = clip(text, EMBEDDING_TAIL_BYTES, true);
+            embeddings.pool_into(tail, weight * 0.5, &mut v);
         }
     }
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
