@@ -332,17 +332,20 @@ impl StaticEmbeddings {
             ids.push(id);
             return;
         }
-        let bounds: Vec<usize> = word
-            .char_indices()
-            .map(|(at, _)| at)
-            .chain(std::iter::once(word.len()))
-            .collect();
-        let mut start = 0;
-        while start + 1 < bounds.len() {
-            let end = (start + WINDOW_CHARS).min(bounds.len() - 1);
-            self.viterbi(word, &bounds[start..=end], ids);
-            start = end;
+        // Windows of at most WINDOW_CHARS characters, their bounds on the stack.
+        let mut bounds = [0usize; WINDOW_CHARS + 1];
+        let mut len = 1;
+        for (at, _) in word.char_indices().skip(1) {
+            bounds[len] = at;
+            len += 1;
+            if len == WINDOW_CHARS + 1 {
+                self.viterbi(word, &bounds[..len], ids);
+                bounds[0] = at;
+                len = 1;
+            }
         }
+        bounds[len] = word.len();
+        self.viterbi(word, &bounds[..=len], ids);
     }
 
     /// Viterbi over the characters between `bounds` (byte offsets into `word`).
@@ -350,8 +353,8 @@ impl StaticEmbeddings {
         let n = bounds.len() - 1;
         // best[i]: score of the best segmentation of the first i characters; from[i]: where
         // its last piece starts and which piece it is (None: an uncovered character).
-        let mut best = vec![f32::NEG_INFINITY; n + 1];
-        let mut from: Vec<(usize, Option<usize>)> = vec![(0, None); n + 1];
+        let mut best = [f32::NEG_INFINITY; WINDOW_CHARS + 1];
+        let mut from = [(0usize, None::<usize>); WINDOW_CHARS + 1];
         best[0] = 0.0;
         let unknown = -30.0;
         for i in 0..n {
