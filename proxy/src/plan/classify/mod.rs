@@ -49,7 +49,7 @@ const EMBEDDING_NORM: f32 = 3.0;
 const EMBEDDING_HEAD_BYTES: usize = 768;
 const EMBEDDING_TAIL_BYTES: usize = 256;
 /// The embedding head: full-batch gradient descent steps, step size, L2.
-const HEAD_STEPS: usize = 100;
+const HEAD_STEPS: usize = 50;
 const HEAD_MOMENTUM: f32 = 0.8;
 const HEAD_RATE: f32 = 0.5;
 const HEAD_L2: f32 = 1e-4;
@@ -356,7 +356,7 @@ fn dense_head(data: &[(Vec<f32>, usize, f32)], d: usize, n: usize) -> Vec<f32> {
                 grad[d * n + k] += g;
             }
         }
-        // Heavy-ball momentum: the same optimum in a third of the steps.
+        // Heavy-ball momentum: close to the optimum in a sixth of the steps.
         for i in 0..(d + 1) * n {
             let decay = if i < d * n { l2 * w[i] } else { 0.0 };
             velocity[i] = HEAD_MOMENTUM * velocity[i] - lr * (grad[i] + decay);
