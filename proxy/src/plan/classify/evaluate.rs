@@ -207,12 +207,6 @@ impl Evaluation {
     pub fn other_languages_macro_accuracy(&self) -> Option<f64> {
         self.macro_over(|o| !o.structural && !o.english)
     }
-
-    /// Plain accuracy over all rows (errors count as misses).
-    pub fn accuracy(&self) -> f64 {
-        let right = self.outcomes.iter().filter(|o| o.got == o.want).count();
-        right as f64 / self.rows().max(1) as f64
-    }
 }
 
 fn percent(v: Option<f64>) -> String {
