@@ -57,8 +57,11 @@ pub struct StaticEmbeddings {
     scores: Vec<f32>,
     /// `pieces × dims` int8 values.
     vectors: &'static [u8],
-    /// Open addressing over piece bytes: piece index + 1, 0 is empty.
-    slots: Vec<u32>,
+    /// Open addressing over piece bytes: the hash's top 32 bits, then the piece index + 1
+    /// (0 is empty). A probe compares hashes, not bytes: a hit costs no read of the piece
+    /// table, which is out of cache (51 of the 64 bits decide, a false match among 200,000
+    /// entries is vanishingly rare, and would only pool a neighbour's vector).
+    slots: Vec<u64>,
     /// The normalization map, sorted by code point: (code point, start, end) into `norm_out`.
     norm: Vec<(u32, u32, u32)>,
     norm_out: Vec<char>,
@@ -102,13 +105,20 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn fnv(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a, continued from `h`: a string's hash extends its prefix's, so segmentation hashes
+/// every substring it tries in one step each.
+fn fnv_extend(mut h: u64, bytes: &[u8]) -> u64 {
     for b in bytes {
         h ^= *b as u64;
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h
+}
+
+fn fnv(bytes: &[u8]) -> u64 {
+    fnv_extend(FNV_START, bytes)
 }
 
 impl StaticEmbeddings {
@@ -163,16 +173,21 @@ impl StaticEmbeddings {
             .map(|(s, q)| q * SIF_A / (SIF_A + s.exp()))
             .collect();
         let size = (pieces * 2).next_power_of_two();
-        let mut slots = vec![0u32; size];
+        let mut slots = vec![0u64; size];
+
         let mut max_piece_bytes = 1;
         for i in 0..pieces {
             let piece = &blob[offsets[i] as usize..offsets[i + 1] as usize];
             max_piece_bytes = max_piece_bytes.max(piece.len());
-            let mut at = fnv(piece) as usize & (size - 1);
+            let h = fnv(piece);
+            let mut at = h as usize & (size - 1);
             while slots[at] != 0 {
+                if slots[at] >> 32 == h >> 32 && piece == blob_piece(blob, &offsets, slots[at]) {
+                    return Err(BadTable("a piece is listed twice"));
+                }
                 at = (at + 1) & (size - 1);
             }
-            slots[at] = i as u32 + 1;
+            slots[at] = (h >> 32) << 32 | (i as u64 + 1);
         }
         Ok(StaticEmbeddings {
             dims,
@@ -197,12 +212,17 @@ impl StaticEmbeddings {
     }
 
     fn lookup(&self, bytes: &[u8]) -> Option<usize> {
+        self.lookup_hash(fnv(bytes))
+    }
+
+    /// The entry whose bytes hash to `h` ([`fnv`]).
+    fn lookup_hash(&self, h: u64) -> Option<usize> {
         let mask = self.slots.len() - 1;
-        let mut at = fnv(bytes) as usize & mask;
+        let mut at = h as usize & mask;
         loop {
             match self.slots[at] {
                 0 => return None,
-                v if self.piece(v as usize - 1) == bytes => return Some(v as usize - 1),
+                v if v >> 32 == h >> 32 => return Some((v as u32) as usize - 1),
                 _ => at = (at + 1) & mask,
             }
         }
@@ -250,6 +270,7 @@ impl StaticEmbeddings {
         let mut word: Vec<char> = Vec::with_capacity(MAX_WORD_CHARS);
         let mut key: Vec<u8> = Vec::with_capacity(4 * MAX_WORD_CHARS + 1);
         let mut ids = Vec::new();
+        let mut piece = String::new();
         let mut chars = text.chars().peekable();
         while count < MAX_PIECES {
             // The next word: a run of letters, digits and marks, lowercased and bounded.
@@ -260,6 +281,10 @@ impl StaticEmbeddings {
                     // ASCII first: the common case, without Unicode tables.
                     if c.is_ascii() {
                         word.push(c.to_ascii_lowercase());
+                    } else if caseless_letter(c) {
+                        word.push(c);
+                    } else if let Some(lower) = latin1_lowercase(c) {
+                        word.push(lower);
                     } else {
                         word.extend(c.to_lowercase());
                     }
@@ -269,7 +294,7 @@ impl StaticEmbeddings {
                 break;
             }
             if word.iter().any(|c| unspaced(*c)) {
-                self.run_entries(&word, &mut key, &mut |id| emit(id, &mut count));
+                self.run_entries(&word, &mut |id| emit(id, &mut count));
                 continue;
             }
             word_key(&word, &mut key);
@@ -277,7 +302,8 @@ impl StaticEmbeddings {
                 emit(id, &mut count);
                 continue;
             }
-            let mut piece = String::from(WORD_START);
+            piece.clear();
+            piece.push(WORD_START);
             for c in &word {
                 self.normalize(*c, &mut piece);
             }
@@ -292,23 +318,27 @@ impl StaticEmbeddings {
 
     /// A run of characters written without spaces: the longest listed word at each position
     /// (up to [`MAX_RUN_WORD_CHARS`]), else the character's piece.
-    fn run_entries(&self, run: &[char], key: &mut Vec<u8>, each: &mut impl FnMut(usize)) {
+    fn run_entries(&self, run: &[char], each: &mut impl FnMut(usize)) {
         let mut at = 0;
         while at < run.len() {
             let longest = (at + MAX_RUN_WORD_CHARS).min(run.len());
-            let hit = (at + 1..=longest).rev().find_map(|end| {
-                word_key(&run[at..end], key);
-                self.lookup(key).map(|id| (id, end))
-            });
+            let mut h = fnv(&[WORD_TAG]);
+            let mut hit = None;
+            let mut buf = [0u8; 4];
+            for end in at + 1..=longest {
+                h = fnv_extend(h, run[end - 1].encode_utf8(&mut buf).as_bytes());
+                if let Some(id) = self.lookup_hash(h) {
+                    hit = Some((id, end));
+                }
+            }
             match hit {
                 Some((id, end)) => {
                     each(id);
                     at = end;
                 }
                 None => {
-                    let mut piece = String::new();
-                    piece.push(run[at]);
-                    if let Some(id) = self.lookup(piece.as_bytes()) {
+                    let mut buf = [0u8; 4];
+                    if let Some(id) = self.lookup(run[at].encode_utf8(&mut buf).as_bytes()) {
                         each(id);
                     }
                     at += 1;
@@ -361,12 +391,13 @@ impl StaticEmbeddings {
             if best[i] == f32::NEG_INFINITY {
                 continue;
             }
+            let mut h = FNV_START;
             for e in i + 1..=n {
-                let bytes = &word.as_bytes()[bounds[i]..bounds[e]];
-                if bytes.len() > self.max_piece_bytes {
+                if bounds[e] - bounds[i] > self.max_piece_bytes {
                     break;
                 }
-                if let Some(id) = self.lookup(bytes) {
+                h = fnv_extend(h, &word.as_bytes()[bounds[e - 1]..bounds[e]]);
+                if let Some(id) = self.lookup_hash(h) {
                     let s = best[i] + self.scores[id];
                     if s > best[e] {
                         best[e] = s;
@@ -404,13 +435,23 @@ impl StaticEmbeddings {
     }
 }
 
+/// The bytes of the piece a slot holds (while building the slots, before `self` exists).
+fn blob_piece<'a>(blob: &'a [u8], offsets: &[u32], slot: u64) -> &'a [u8] {
+    let i = (slot as u32) as usize - 1;
+    &blob[offsets[i] as usize..offsets[i + 1] as usize]
+}
+
 /// The table key of a listed word.
 fn word_key(word: &[char], key: &mut Vec<u8>) {
     key.clear();
     key.push(WORD_TAG);
     let mut buf = [0u8; 4];
     for c in word {
-        key.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+        if c.is_ascii() {
+            key.push(*c as u8);
+        } else {
+            key.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+        }
     }
 }
 
@@ -420,8 +461,27 @@ fn word_char(c: char) -> bool {
     if c.is_ascii() {
         return c.is_ascii_alphanumeric();
     }
-    c.is_alphanumeric()
+    caseless_letter(c)
+        || latin1_lowercase(c).is_some()
+        || c.is_alphanumeric()
         || matches!(c as u32, 0x0300..=0x036F | 0x0900..=0x0DFF | 0x0E00..=0x0EFF | 0x1000..=0x109F | 0x3099..=0x309A)
+}
+
+/// A Latin-1 letter's lowercase, without Unicode tables (`None`: not a Latin-1 letter; `×`
+/// and `÷` are symbols; `ª`, `µ`, `º`, `ß` and `ÿ` are their own lowercase).
+pub(super) fn latin1_lowercase(c: char) -> Option<char> {
+    match c as u32 {
+        0xAA | 0xB5 | 0xBA => Some(c),
+        0xD7 | 0xF7 => None,
+        0xC0..=0xDE => char::from_u32(c as u32 + 0x20),
+        0xDF..=0xFF => Some(c),
+        _ => None,
+    }
+}
+
+/// Kana and the common ideographs: letters without case, told apart without Unicode tables.
+pub(super) fn caseless_letter(c: char) -> bool {
+    matches!(c as u32, 0x3041..=0x3096 | 0x30A1..=0x30FA | 0x4E00..=0x9FFF)
 }
 
 /// Scripts written without spaces between words (kana and CJK ideographs).
@@ -483,6 +543,18 @@ mod tests {
         );
         let other = cosine("which laptop should I buy", "the mitochondria makes energy");
         assert!(de > other, "de {de}, other {other}");
+    }
+
+    #[test]
+    fn the_fast_paths_agree_with_unicode() {
+        for c in (0x80..=0xFFu32).filter_map(char::from_u32) {
+            let expected = c.is_alphabetic().then(|| c.to_lowercase().next());
+            assert_eq!(latin1_lowercase(c).map(Some), expected, "{c:?}");
+        }
+        for c in ['あ', 'ン', '中', '龍'] {
+            assert!(caseless_letter(c) && c.is_alphabetic() && c.to_lowercase().eq([c]));
+        }
+        assert!(!caseless_letter('・') && !caseless_letter('。'));
     }
 
     #[test]

@@ -26,63 +26,104 @@ pub type Features = Vec<(u32, f32)>;
 
 /// FNV-1a over bytes with a kind tag, folded into the bucket range.
 fn hash(kind: u8, parts: &[&[u8]]) -> u32 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ kind as u64;
+    let mut h = hash_start(kind);
     for (i, p) in parts.iter().enumerate() {
         if i > 0 {
-            h ^= 0xff;
-            h = h.wrapping_mul(0x0100_0000_01b3);
+            h = hash_extend(h, &[0xff]);
         }
-        for b in *p {
-            h ^= *b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
+        h = hash_extend(h, p);
     }
+    bucket(h)
+}
+
+fn hash_start(kind: u8) -> u64 {
+    0xcbf2_9ce4_8422_2325 ^ kind as u64
+}
+
+/// FNV-1a continued: a string's state extends its prefix's, so a 4-gram costs one character
+/// more than the 3-gram it starts with.
+fn hash_extend(mut h: u64, bytes: &[u8]) -> u64 {
+    for b in bytes {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+fn bucket(h: u64) -> u32 {
     ((h ^ (h >> 29)) as usize & (BUCKETS - 1)) as u32
 }
 
-/// The first `max` words of a text, lowercased, digit runs as `#`, and its punctuation marks.
-fn words(text: &str, max: usize) -> (Vec<String>, Vec<char>) {
-    let mut out = Vec::new();
-    let mut marks = Vec::new();
-    let mut word = String::new();
-    let mut in_digits = false;
-    let flush = |word: &mut String, out: &mut Vec<String>| {
-        if !word.is_empty() {
-            out.push(std::mem::take(word));
-        }
-    };
-    for c in text.chars() {
-        if out.len() >= max {
-            break;
-        }
-        // ASCII first: the common case, without Unicode tables.
-        let (letter, digit) = if c.is_ascii() {
-            (c.is_ascii_alphabetic(), c.is_ascii_digit())
-        } else {
-            (c.is_alphabetic(), c.is_numeric())
-        };
-        if letter {
-            in_digits = false;
-            if c.is_ascii() {
-                word.push(c.to_ascii_lowercase());
+/// Lowercased words of a text (digit runs as `#`) in one buffer, and its punctuation marks:
+/// reused across calls so reading a turn allocates nothing once warm.
+#[derive(Default)]
+struct Words {
+    text: String,
+    /// Byte ranges of the words in `text`.
+    spans: Vec<(u32, u32)>,
+    marks: Vec<char>,
+}
+
+impl Words {
+    fn get(&self, i: usize) -> &str {
+        let (a, b) = self.spans[i];
+        &self.text[a as usize..b as usize]
+    }
+
+    /// Appends the first `max` words of `text`; marks only when `marks` is set.
+    fn read(&mut self, text: &str, max: usize, marks: bool) {
+        let limit = self.spans.len().saturating_add(max);
+        let mut start = self.text.len();
+        let mut in_digits = false;
+        for c in text.chars() {
+            if self.spans.len() >= limit {
+                break;
+            }
+            // ASCII first: the common case, without Unicode tables; then the ideographs and
+            // kana, which are letters without case.
+            let caseless = super::embedding::caseless_letter(c);
+            let latin1 = super::embedding::latin1_lowercase(c);
+            let (letter, digit) = if c.is_ascii() {
+                (c.is_ascii_alphabetic(), c.is_ascii_digit())
+            } else if caseless || latin1.is_some() {
+                (true, false)
             } else {
-                word.extend(c.to_lowercase());
+                (c.is_alphabetic(), c.is_numeric())
+            };
+            if letter {
+                in_digits = false;
+                if c.is_ascii() {
+                    self.text.push(c.to_ascii_lowercase());
+                } else if caseless {
+                    self.text.push(c);
+                } else if let Some(lower) = latin1 {
+                    self.text.push(lower);
+                } else {
+                    self.text.extend(c.to_lowercase());
+                }
+            } else if digit {
+                if !in_digits {
+                    self.text.push('#');
+                    in_digits = true;
+                }
+            } else {
+                in_digits = false;
+                self.flush(&mut start);
+                if marks && !c.is_whitespace() && self.marks.len() < 64 {
+                    self.marks.push(c);
+                }
             }
-        } else if digit {
-            if !in_digits {
-                word.push('#');
-                in_digits = true;
-            }
-        } else {
-            in_digits = false;
-            flush(&mut word, &mut out);
-            if !c.is_whitespace() && marks.len() < 64 {
-                marks.push(c);
-            }
+        }
+        self.flush(&mut start);
+        self.spans.truncate(limit);
+    }
+
+    fn flush(&mut self, start: &mut usize) {
+        if self.text.len() > *start {
+            self.spans.push((*start as u32, self.text.len() as u32));
+            *start = self.text.len();
         }
     }
-    flush(&mut word, &mut out);
-    (out, marks)
 }
 
 /// At most `max` bytes from the start (`from_end`: from the end) of `text`, on a char boundary.
@@ -101,55 +142,79 @@ pub fn clip(text: &str, max: usize, from_end: bool) -> &str {
     }
 }
 
-/// The hashed features of weighted texts, each L2-normalised.
+/// Calls `each(bucket, value)` for every hashed feature of one text, unnormalised (a
+/// feature can come more than once), and returns the sum of the squared values.
+pub fn each_feature(text: &str, mut each: impl FnMut(u32, f32)) -> f32 {
+    let mut words = Words::default();
+    // Read a bounded head and tail: a long request costs what a short one does.
+    words.read(clip(text, HEAD_BYTES, false), HEAD_WORDS, true);
+    if text.len() > HEAD_BYTES + TAIL_BYTES {
+        let head = words.spans.len();
+        words.read(clip(text, TAIL_BYTES, true), usize::MAX, false);
+        let tail = words.spans.len() - head;
+        words
+            .spans
+            .drain(head..head + tail.saturating_sub(TAIL_WORDS));
+    }
+    let mut squares = 0.0;
+    let mut emit = |bucket: u32, value: f32| {
+        squares += value * value;
+        each(bucket, value);
+    };
+    let mut padded = String::new();
+    let mut bounds = [0usize; MAX_GRAMS_PER_WORD + 1];
+    for i in 0..words.spans.len() {
+        let w = words.get(i);
+        emit(hash(b'w', &[w.as_bytes()]), 1.0);
+        if i + 1 < words.spans.len() {
+            emit(
+                hash(b'b', &[w.as_bytes(), words.get(i + 1).as_bytes()]),
+                1.0,
+            );
+        }
+        if i < CHAR_WORDS {
+            padded.clear();
+            padded.push('^');
+            padded.push_str(w);
+            padded.push('$');
+            // Long runs (unspaced scripts, hashes) give their first n-grams only.
+            let mut len = 0;
+            for (at, _) in padded.char_indices().take(MAX_GRAMS_PER_WORD) {
+                bounds[len] = at;
+                len += 1;
+            }
+            if len < MAX_GRAMS_PER_WORD {
+                bounds[len] = padded.len();
+                len += 1;
+            }
+            // The 3-gram at each position, then the 4-gram that extends it.
+            let bytes = padded.as_bytes();
+            for at in 0..len.saturating_sub(3) {
+                let h = hash_extend(hash_start(b'c'), &bytes[bounds[at]..bounds[at + 3]]);
+                emit(bucket(h), CHAR_WEIGHT);
+                if at + 4 < len {
+                    emit(
+                        bucket(hash_extend(h, &bytes[bounds[at + 3]..bounds[at + 4]])),
+                        CHAR_WEIGHT,
+                    );
+                }
+            }
+        }
+    }
+    for m in &words.marks {
+        let mut buf = [0u8; 4];
+        emit(hash(b'p', &[m.encode_utf8(&mut buf).as_bytes()]), 0.5);
+    }
+    squares
+}
+
+/// The hashed features of weighted texts, each L2-normalised (for training, which visits
+/// each example many times).
 pub fn features(texts: &[(&str, f32)]) -> Features {
     let mut out: Features = Vec::new();
-    let mut padded = String::new();
-    let mut bounds: Vec<usize> = Vec::new();
     for (text, weight) in texts {
         let start = out.len();
-        // Read a bounded head and tail: a long request costs what a short one does.
-        let (mut picked, marks) = words(clip(text, HEAD_BYTES, false), HEAD_WORDS);
-        if text.len() > HEAD_BYTES + TAIL_BYTES {
-            picked.truncate(HEAD_WORDS);
-            let (tail, _) = words(clip(text, TAIL_BYTES, true), usize::MAX);
-            let skip = tail.len().saturating_sub(TAIL_WORDS);
-            picked.extend(tail.into_iter().skip(skip));
-        }
-        for (i, w) in picked.iter().enumerate() {
-            out.push((hash(b'w', &[w.as_bytes()]), 1.0));
-            if let Some(next) = picked.get(i + 1) {
-                out.push((hash(b'b', &[w.as_bytes(), next.as_bytes()]), 1.0));
-            }
-            if i < CHAR_WORDS {
-                padded.clear();
-                padded.push('^');
-                padded.push_str(w);
-                padded.push('$');
-                bounds.clear();
-                // Long runs (unspaced scripts, hashes) give their first n-grams only.
-                bounds.extend(
-                    padded
-                        .char_indices()
-                        .map(|(at, _)| at)
-                        .take(MAX_GRAMS_PER_WORD),
-                );
-                if bounds.len() < MAX_GRAMS_PER_WORD {
-                    bounds.push(padded.len());
-                }
-                for n in [3usize, 4] {
-                    for pair in bounds.windows(n + 1) {
-                        let gram = &padded.as_bytes()[pair[0]..pair[n]];
-                        out.push((hash(b'c' + n as u8, &[gram]), CHAR_WEIGHT));
-                    }
-                }
-            }
-        }
-        for m in marks {
-            let mut buf = [0u8; 4];
-            out.push((hash(b'p', &[m.encode_utf8(&mut buf).as_bytes()]), 0.5));
-        }
-        let norm: f32 = out[start..].iter().map(|(_, v)| v * v).sum::<f32>().sqrt();
+        let norm = each_feature(text, |bucket, value| out.push((bucket, value))).sqrt();
         if norm > 0.0 {
             for f in &mut out[start..] {
                 f.1 *= weight / norm;
