@@ -8,9 +8,9 @@ use thinkgate_proxy::plan::classify::evaluate::{Evaluation, LabeledRow};
 use thinkgate_proxy::plan::classify::Classifier;
 
 /// Regression floors, a few points under the figures last measured (not targets tuned on).
-const HOLDOUT_FLOOR: f64 = 0.83;
+const HOLDOUT_FLOOR: f64 = 0.85;
 const EVAL_FLOOR: f64 = 0.90;
-const CV_FLOOR: f64 = 0.82;
+const CV_FLOOR: f64 = 0.83;
 
 use crate::support::*;
 
