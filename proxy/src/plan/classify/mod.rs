@@ -154,14 +154,21 @@ impl Classifier {
             for &i in &order {
                 let (x, label, weight) = &data[i];
                 c.probabilities(x, &mut probs);
-                for (k, p) in probs.iter().enumerate() {
-                    let g = (p - if k == *label { 1.0 } else { 0.0 }) * weight;
-                    c.bias[k] -= 0.05 * g;
-                    for (bucket, v) in x {
-                        let w = *bucket as usize * n + k;
-                        let gw = g * v + L2 * c.weights[w];
-                        grad_sq[w] += gw * gw;
-                        c.weights[w] -= LEARNING_RATE * gw / grad_sq[w].sqrt();
+                for (k, p) in probs.iter_mut().enumerate() {
+                    // `probs` becomes the gradient of the loss in each domain's logit.
+                    *p = (*p - if k == *label { 1.0 } else { 0.0 }) * weight;
+                    c.bias[k] -= 0.05 * *p;
+                }
+                // Feature-major: a feature's row of weights is contiguous.
+                for (bucket, v) in x {
+                    let at = *bucket as usize * n;
+                    let rows = c.weights[at..at + n]
+                        .iter_mut()
+                        .zip(&mut grad_sq[at..at + n]);
+                    for ((w, sq), g) in rows.zip(&probs) {
+                        let gw = g * v + L2 * *w;
+                        *sq += gw * gw;
+                        *w -= LEARNING_RATE * gw / sq.sqrt();
                     }
                 }
             }
@@ -380,12 +387,12 @@ fn dense_head(data: &[(Vec<f32>, usize, f32)], d: usize, n: usize) -> Vec<f32> {
     for _ in 0..iters {
         grad.iter_mut().for_each(|g| *g = 0.0);
         for (x, label, weight) in data {
-            for k in 0..n {
-                let mut s = w[d * n + k];
-                for j in 0..d {
-                    s += w[j * n + k] * x[j];
+            // Row by row (one row of `n` per dimension), so the inner loops are contiguous.
+            z.copy_from_slice(&w[d * n..]);
+            for (row, xj) in w.chunks_exact(n).zip(x) {
+                for (zk, wk) in z.iter_mut().zip(row) {
+                    *zk += wk * xj;
                 }
-                z[k] = s;
             }
             let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let mut sum = 0.0;
@@ -393,12 +400,16 @@ fn dense_head(data: &[(Vec<f32>, usize, f32)], d: usize, n: usize) -> Vec<f32> {
                 *v = (*v - max).exp();
                 sum += *v;
             }
-            for k in 0..n {
-                let g = (z[k] / sum - if k == *label { 1.0 } else { 0.0 }) * weight / total;
-                for j in 0..d {
-                    grad[j * n + k] += g * x[j];
+            for (k, zk) in z.iter_mut().enumerate() {
+                *zk = (*zk / sum - if k == *label { 1.0 } else { 0.0 }) * weight / total;
+            }
+            for (row, xj) in grad.chunks_exact_mut(n).zip(x) {
+                for (gk, zk) in row.iter_mut().zip(&z) {
+                    *gk += zk * xj;
                 }
-                grad[d * n + k] += g;
+            }
+            for (gk, zk) in grad[d * n..].iter_mut().zip(&z) {
+                *gk += zk;
             }
         }
         // Heavy-ball momentum: close to the optimum in a sixth of the steps.
