@@ -1,8 +1,13 @@
-//! Load harness: the same client drives the simulator directly and through the proxy, in one
-//! run, and prints both and their ratio. Both servers run as separate processes of the real
-//! binary; everything is on loopback.
+//! Load harness: the same client drives an upstream directly and through the proxy, in one
+//! run, and prints both and their ratio. Two upstreams: the simulator (streams, reasoning) and
+//! nginx returning a fixed completion (the fastest upstream there is, so the proxy's own cost
+//! shows; installed from Debian's package when missing and the harness runs as root). Every
+//! server is a separate process; everything is on loopback.
 //!
-//! `cargo bench --bench load` (set `LOAD_SECONDS` to change each throughput phase's length)
+//! `cargo bench --bench load` (`LOAD_SECONDS`: each throughput phase's length, default 5;
+//! `LOAD_CURVE_SECONDS`: each point of the scale curve, default 2; `LOAD_STREAMS`: idle
+//! streams held open for the memory figure, default 10,000 or what the open-file limit
+//! allows).
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -73,6 +78,98 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// A fixed completion, as an OpenAI-compatible upstream returns it.
+const FIXED_COMPLETION: &str = r#"{"id":"chatcmpl-nginx","object":"chat.completion","created":1700000000,"model":"bench","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":9,"total_tokens":21}}"#;
+
+/// nginx serving [`FIXED_COMPLETION`] on a free loopback port; stopped on drop.
+struct Nginx {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn nginx_binary() -> Option<String> {
+    let found = || {
+        ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .map(str::to_string)
+    };
+    if let Some(p) = found() {
+        return Some(p);
+    }
+    // As the issue's figures were taken: Debian's package, installed when we may.
+    let root = Command::new("id").arg("-u").output().ok()?.stdout == b"0\n";
+    if root {
+        println!("nginx is missing: installing Debian's nginx-light package");
+        let _ = Command::new("apt-get")
+            .args(["install", "-y", "-q", "nginx-light"])
+            .stdout(Stdio::null())
+            .status();
+    }
+    found()
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn start_nginx(dir: &std::path::Path) -> Option<Nginx> {
+    let bin = nginx_binary()?;
+    let port = free_port();
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;\nworker_processes 1;\npid {pid};\nerror_log {err} warn;\n\
+             events {{ worker_connections 8192; }}\n\
+             http {{\n  access_log off;\n  client_max_body_size 4m;\n  keepalive_requests 1000000;\n\
+               client_body_temp_path {tmp};\n  proxy_temp_path {tmp};\n  fastcgi_temp_path {tmp};\n\
+               uwsgi_temp_path {tmp};\n  scgi_temp_path {tmp};\n\
+               server {{\n    listen 127.0.0.1:{port} reuseport;\n    location / {{\n\
+                 default_type application/json;\n      return 200 '{body}';\n    }}\n  }}\n}}\n",
+            pid = dir.join("nginx.pid").display(),
+            err = dir.join("nginx-error.log").display(),
+            tmp = dir.display(),
+            body = FIXED_COMPLETION,
+        ),
+    )
+    .unwrap();
+    let child = Command::new(bin)
+        .args(["-p", dir.to_str()?, "-c", conf.to_str()?])
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let addr = format!("127.0.0.1:{port}");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(&addr).is_ok() {
+            return Some(Nginx { child, addr });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// The soft limit on open files (the harness cannot raise the hard one).
+fn open_file_limit() -> usize {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(1024)
+}
+
 type Sender = http1::SendRequest<Full<Bytes>>;
 
 async fn connect(addr: &str) -> Sender {
@@ -89,8 +186,23 @@ fn request(
     stream: bool,
     headers: &[(&str, &str)],
 ) -> Request<Full<Bytes>> {
+    sized_request(addr, model, stream, headers, 0)
+}
+
+/// A request whose body is at least `bytes` long (the user turn padded with prose).
+fn sized_request(
+    addr: &str,
+    model: &str,
+    stream: bool,
+    headers: &[(&str, &str)],
+    bytes: usize,
+) -> Request<Full<Bytes>> {
+    let mut content = String::from("Say hello in a short sentence.");
+    while content.len() + 120 < bytes {
+        content.push_str(" The quick brown fox jumps over the lazy dog near the river bank.");
+    }
     let body = format!(
-        "{{\"model\":\"{model}\",\"stream\":{stream},\"messages\":[{{\"role\":\"user\",\"content\":\"Say hello in a short sentence.\"}}]}}"
+        "{{\"model\":\"{model}\",\"stream\":{stream},\"messages\":[{{\"role\":\"user\",\"content\":\"{content}\"}}]}}"
     );
     let mut req = Request::post(format!("http://{addr}/v1/chat/completions"))
         .header("host", addr)
@@ -126,14 +238,24 @@ async fn latency(
     stream: bool,
     n: usize,
 ) -> (Vec<Duration>, Vec<Duration>) {
+    sized_latency(addr, model, stream, n, 0).await
+}
+
+async fn sized_latency(
+    addr: &str,
+    model: &str,
+    stream: bool,
+    n: usize,
+    bytes: usize,
+) -> (Vec<Duration>, Vec<Duration>) {
     let mut sender = connect(addr).await;
-    for _ in 0..50 {
-        one(&mut sender, request(addr, model, stream, &[])).await;
+    for _ in 0..n.min(50) {
+        one(&mut sender, sized_request(addr, model, stream, &[], bytes)).await;
     }
     let mut first = Vec::with_capacity(n);
     let mut total = Vec::with_capacity(n);
     for _ in 0..n {
-        let (f, t) = one(&mut sender, request(addr, model, stream, &[])).await;
+        let (f, t) = one(&mut sender, sized_request(addr, model, stream, &[], bytes)).await;
         first.push(f);
         total.push(t);
     }
@@ -143,26 +265,83 @@ async fn latency(
 }
 
 async fn throughput(addr: &str, model: &str, conns: usize, secs: f64) -> f64 {
+    loaded(addr, model, conns, secs).await.0
+}
+
+/// `conns` connections sending back to back for `secs` (after all have connected): requests
+/// per second and every request's latency, sorted.
+async fn loaded(addr: &str, model: &str, conns: usize, secs: f64) -> (f64, Vec<Duration>) {
+    let mut senders = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        senders.push(connect(addr).await);
+    }
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let mut tasks = Vec::new();
-    for _ in 0..conns {
+    for mut sender in senders {
         let addr = addr.to_string();
         let model = model.to_string();
         tasks.push(tokio::spawn(async move {
-            let mut sender = connect(&addr).await;
-            let mut n = 0u64;
+            let mut times = Vec::new();
             while Instant::now() < deadline {
-                one(&mut sender, request(&addr, &model, false, &[])).await;
-                n += 1;
+                times.push(one(&mut sender, request(&addr, &model, false, &[])).await.1);
             }
-            n
+            times
         }));
     }
-    let mut total = 0;
+    let mut all = Vec::new();
     for t in tasks {
-        total += t.await.unwrap();
+        all.extend(t.await.unwrap());
     }
-    total as f64 / secs
+    all.sort();
+    (all.len() as f64 / secs, all)
+}
+
+/// Against nginx: latency at one connection, the scale curve over connections, and request
+/// bodies of 1 KB, 100 KB and 1 MB.
+async fn nginx_sections(direct: &str, proxy: &str, n: usize, curve_secs: f64) {
+    println!("== nginx upstream: latency at 1 connection, {n} non-streamed requests each ==");
+    let (_, d) = latency(direct, "bench", false, n).await;
+    let (_, v) = latency(proxy, "bench", false, n).await;
+    for (name, p) in [("p50", 0.5), ("p99", 0.99)] {
+        let (d, v) = (pct(&d, p), pct(&v, p));
+        println!(
+            "{name}: direct {:>8.1} µs   proxy {:>8.1} µs   added {:>7.1} µs   ratio {:.2}",
+            us(d),
+            us(v),
+            us(v) - us(d),
+            us(v) / us(d)
+        );
+    }
+    println!("== nginx upstream: scale curve, {curve_secs} s per point ==");
+    println!(
+        " conns   direct req/s    proxy req/s   ratio   direct p50/p99 µs    proxy p50/p99 µs"
+    );
+    for conns in [1, 8, 32, 128, 512, 2048] {
+        let (dr, dl) = loaded(direct, "bench", conns, curve_secs).await;
+        let (vr, vl) = loaded(proxy, "bench", conns, curve_secs).await;
+        println!(
+            "{conns:>6} {dr:>14.0} {vr:>14.0} {:>6.1} % {:>9.0} /{:>8.0} {:>10.0} /{:>8.0}",
+            vr / dr * 100.0,
+            us(pct(&dl, 0.5)),
+            us(pct(&dl, 0.99)),
+            us(pct(&vl, 0.5)),
+            us(pct(&vl, 0.99))
+        );
+    }
+    println!("== nginx upstream: request body size, 1 connection ==");
+    for (label, bytes, count) in [
+        ("1 KB", 1_000, 1000),
+        ("100 KB", 100_000, 300),
+        ("1 MB", 1_000_000, 50),
+    ] {
+        let (_, d) = sized_latency(direct, "bench", false, count, bytes).await;
+        let (_, v) = sized_latency(proxy, "bench", false, count, bytes).await;
+        println!(
+            "{label:>7}: p50 direct {:>8.1} µs proxy {:>8.1} µs (added {:>8.1});  p99 direct {:>8.1} µs proxy {:>8.1} µs (added {:>8.1})",
+            us(pct(&d, 0.5)), us(pct(&v, 0.5)), us(pct(&v, 0.5)) - us(pct(&d, 0.5)),
+            us(pct(&d, 0.99)), us(pct(&v, 0.99)), us(pct(&v, 0.99)) - us(pct(&d, 0.99))
+        );
+    }
 }
 
 fn us(d: Duration) -> f64 {
@@ -214,6 +393,26 @@ fn main() {
         "127.0.0.1:0",
     ]);
 
+    let nginx = start_nginx(&dir);
+    let nginx_proxy = nginx.as_ref().map(|n| {
+        let cfg = dir.join("proxy-nginx.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "auth = \"none\"\n[server]\nlog_level = \"warn\"\n[routing]\ndefault_model = \"bench\"\n\
+                 [providers.nginx]\nkind = \"openai-compatible\"\nbase_url = \"http://{}/v1\"\n\
+                 [models.bench]\nprovider = \"nginx\"\nupstream_model = \"bench\"\ncontext_window = 1000000\n",
+                n.addr
+            ),
+        )
+        .unwrap();
+        spawn(&["serve", "--config", cfg.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+    });
+    let curve_secs: f64 = std::env::var("LOAD_CURVE_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2.0);
+
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -248,25 +447,61 @@ fn main() {
         let via = throughput(&proxy.addr, "bench", 32, secs).await;
         println!("direct {direct:>9.0} req/s   proxy {via:>9.0} req/s   ratio {:.1} %", via / direct * 100.0);
 
+        if let (Some(nginx), Some(proxy)) = (&nginx, &nginx_proxy) {
+            nginx_sections(&nginx.addr, &proxy.addr, N, curve_secs).await;
+        } else {
+            println!("== nginx upstream: skipped, nginx is not installed and could not be ==");
+        }
+
         println!("== memory per idle open stream ==");
-        const STREAMS: usize = 500;
+        // Each proxied stream holds two descriptors in the proxy (client and upstream).
+        let wanted: usize = std::env::var("LOAD_STREAMS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(10_000);
+        let streams = wanted.min(open_file_limit().saturating_sub(512) / 2);
+        if streams < wanted {
+            println!("(the open-file limit allows {streams} streams, not {wanted})");
+        }
         let before = rss_kib(proxy.child.id());
         let mut open = Vec::new();
-        for _ in 0..STREAMS {
-            let mut sender = connect(&proxy.addr).await;
-            let resp = sender
-                .send_request(request(&proxy.addr, "bench", true, &[("x-sim-stall-after", "1")]))
-                .await
-                .unwrap();
-            let mut body = resp.into_body();
-            body.frame().await.unwrap().unwrap();
-            open.push((sender, body));
+        for i in 0..streams {
+            // Bounded: a stream the machine cannot open ends the phase with what is open.
+            let opened = tokio::time::timeout(Duration::from_secs(5), async {
+                let stream = TcpStream::connect(&proxy.addr).await.map_err(|e| e.to_string())?;
+                let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tokio::spawn(conn);
+                let resp = sender
+                    .send_request(request(&proxy.addr, "bench", true, &[("x-sim-stall-after", "1")]))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut body = resp.into_body();
+                match body.frame().await {
+                    Some(Ok(_)) => Ok((sender, body)),
+                    other => Err(format!("no first frame: {other:?}")),
+                }
+            })
+            .await;
+            match opened {
+                Ok(Ok(pair)) => open.push(pair),
+                Ok(Err(e)) => {
+                    println!("(stopped at {i} streams: {e})");
+                    break;
+                }
+                Err(_) => {
+                    println!("(stopped at {i} streams: the next took over 5 s to open)");
+                    break;
+                }
+            }
         }
+        let streams = open.len().max(1);
         tokio::time::sleep(Duration::from_millis(300)).await;
         let after = rss_kib(proxy.child.id());
         println!(
-            "{STREAMS} idle streams: proxy RSS {before} KiB → {after} KiB = {:.1} KiB per stream",
-            (after.saturating_sub(before)) as f64 / STREAMS as f64
+            "{streams} idle streams: proxy RSS {before} KiB → {after} KiB = {:.1} KiB per stream",
+            (after.saturating_sub(before)) as f64 / streams as f64
         );
         drop(open);
     });
