@@ -8,7 +8,7 @@
 //! at most [`HEAD_BYTES`] and [`TAIL_BYTES`]), character n-grams from the first
 //! [`CHAR_WORDS`], so a long request costs what a short one does.
 
-/// Hashed feature space (a power of two). 2^16 rows of per-domain weights stay in cache.
+/// Hashed feature space (a power of two): 2^16 rows of per-domain weights, int8 once trained.
 pub const BUCKETS: usize = 1 << 16;
 const HEAD_WORDS: usize = 128;
 const TAIL_WORDS: usize = 48;
