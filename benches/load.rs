@@ -374,11 +374,13 @@ fn main() {
         "--config",
         sim_cfg.to_str().unwrap(),
     ]);
+    // The proxy's call slots (server.max_upstream_calls, 1,024 by default) are raised so the
+    // memory phase measures streams, not the queue for a slot.
     let proxy_cfg = dir.join("proxy.toml");
     std::fs::write(
         &proxy_cfg,
         format!(
-            "auth = \"none\"\n[server]\nlog_level = \"warn\"\n[routing]\ndefault_model = \"bench\"\n\
+            "auth = \"none\"\n[server]\nlog_level = \"warn\"\nmax_upstream_calls = 20000\nmax_connections = 20000\n[routing]\ndefault_model = \"bench\"\n\
              [providers.sim]\nkind = \"openai-compatible\"\nbase_url = \"http://{}/v1\"\nforward_headers = [\"x-sim-*\"]\n\
              [models.bench]\nprovider = \"sim\"\nupstream_model = \"bench\"\ncontext_window = 100000\n",
             sim.addr
