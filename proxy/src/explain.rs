@@ -132,7 +132,7 @@ pub async fn explain(runtime: &Runtime, body: &[u8], key: Option<&str>) -> Resul
     Ok(json!({
         "model_asked": chat.model,
         "key": key.map(|k| k.key.name.clone()),
-        "prompt_tokens": plan.prompt_tokens,
+        "prompt_tokens": plan.prompt_tokens.get(),
         "mode": mode,
         "domain": domain,
         "candidates": candidates,

@@ -212,6 +212,11 @@ impl KeyState {
     }
 
     /// The most reasoning budget this key may have in `mode`.
+    /// Whether admitting a request needs its prompt's token count.
+    pub fn limits_prompt_tokens(&self) -> bool {
+        self.tokens.is_some()
+    }
+
     pub fn max_budget(&self, mode: Mode) -> Option<u64> {
         self.key
             .max_budget

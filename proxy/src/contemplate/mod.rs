@@ -142,7 +142,7 @@ async fn call(
     chat.stream = stream;
     chat.body.insert("stream".into(), Value::Bool(stream));
     chat.include_usage = true;
-    let prompt_tokens = crate::plan::prompt_tokens(&chat, first.counter).await;
+    let prompt_tokens = crate::plan::PromptCount::later(&chat.messages(), first.counter);
     // The other models that fit are fallbacks, except for a configured synthesis model,
     // which the config names to write every answer.
     let mut order = vec![first.clone()];
@@ -161,7 +161,7 @@ async fn call(
         chat: &chat,
         budget: budget.as_ref(),
         suffix: Some(Mode::Contemplating),
-        prompt_tokens,
+        prompt_tokens: &prompt_tokens,
     };
     pipeline::answer(&req.call, &order, ask, account).await
 }

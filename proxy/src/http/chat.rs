@@ -93,7 +93,9 @@ fn expected(plan: &Plan, chat: &ChatRequest) -> (Option<Mode>, u64, Expected) {
         output,
         reasoning: budget.map_or(0, |b| b.reported()),
     };
-    (budget.map(|b| b.mode), plan.prompt_tokens, expected)
+    // Counted whenever the key has a token limit, the one place admission reads it.
+    let prompt = plan.prompt_tokens.known().unwrap_or(0);
+    (budget.map(|b| b.mode), prompt, expected)
 }
 
 /// The answer: contemplating's orchestration, or the attempt path over the plan's order.
@@ -113,7 +115,7 @@ async fn answer(
             chat: &chat,
             budget: plan.budget.as_ref(),
             suffix: plan.suffix,
-            prompt_tokens: plan.prompt_tokens,
+            prompt_tokens: &plan.prompt_tokens,
         };
         let mut resp = pipeline::answer(&call, &plan.order, ask, account).await;
         request_headers(resp.headers_mut(), plan, call.admission.admitted.get());

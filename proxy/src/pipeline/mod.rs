@@ -97,8 +97,8 @@ pub struct Ask<'a> {
     pub budget: Option<&'a Budget>,
     /// The mode the model name asked for (reported when no budget applies).
     pub suffix: Option<Mode>,
-    /// Prompt tokens counted before the call, for when the upstream reports none.
-    pub prompt_tokens: u64,
+    /// The prompt's tokens, for when the upstream reports none.
+    pub prompt_tokens: &'a crate::plan::PromptCount,
 }
 
 /// Tries `order` in turn until a model answers; the last one's failure is the response.
@@ -202,7 +202,7 @@ impl Attempt<'_> {
             route.clone(),
             account,
             chat.include_usage,
-            self.ask.prompt_tokens,
+            self.ask.prompt_tokens.clone(),
             server,
         );
         ctx.permits = permits;

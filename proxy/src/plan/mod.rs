@@ -53,8 +53,9 @@ pub struct Plan {
     pub routed: Option<Routed>,
     /// The mode and budget, or `None` when no mode applies.
     pub budget: Option<Budget>,
-    /// Prompt tokens as counted before the call.
-    pub prompt_tokens: u64,
+    /// The prompt's tokens: counted when a key's token limit or a context fit needed them,
+    /// else on first use.
+    pub prompt_tokens: PromptCount,
     /// The models to try, in order: the first answers, the rest are fallbacks.
     pub order: Vec<Arc<Route>>,
     /// Why no model can take the request, when `order` is empty.
@@ -120,16 +121,33 @@ pub async fn plan(
             }
         }
     }
-    let prompt_tokens = count_prompt(&messages, named.counter).await;
+    // BPE costs ~14 ms per 100k tokens: count only what a decision needs. A token is at
+    // least a byte, so the byte bound settles every context fit it passes.
+    let bound = prompt_bound(&messages);
+    let mut prompt_tokens = if caller.key.is_some_and(|k| k.limits_prompt_tokens()) {
+        PromptCount::counted(count_prompt(&messages, named.counter).await)
+    } else {
+        PromptCount::later(&messages, named.counter)
+    };
     let (routed, order, refusal) = match decision {
         Some(d) => {
-            let fit = route::Fit {
+            let mut fit = route::Fit {
                 shape: &shape,
                 budget: budget.as_ref(),
                 client_cap: asks_cap,
-                prompt_tokens,
+                prompt_tokens: prompt_tokens.known().unwrap_or(bound),
             };
-            let mut r = route::choose(tables.table, &fit, d);
+            let mut r = route::choose(tables.table, &fit, d.clone());
+            if prompt_tokens.known().is_none()
+                && r.candidates
+                    .iter()
+                    .any(|c| !route::fits_context(&c.route, &fit))
+            {
+                let exact = count_prompt(&messages, named.counter).await;
+                prompt_tokens = PromptCount::counted(exact);
+                fit.prompt_tokens = exact;
+                r = route::choose(tables.table, &fit, d);
+            }
             if let Some(k) = caller.key {
                 exclude_for_key(&mut r, k);
             }
@@ -250,15 +268,85 @@ const IMAGE_TOKENS: u64 = 85;
 /// worse, on long runs without spaces) would stall the async workers.
 const BLOCKING_COUNT_BYTES: usize = 32 * 1024;
 
-/// Prompt tokens as OpenAI counts chat: each message's text plus a few tokens of framing.
-pub async fn prompt_tokens(req: &ChatRequest, counter: TokenCounter) -> u64 {
-    count_prompt(&req.messages(), counter).await
+/// The prompt's token count, counted now or on first use (a relay asks only when the
+/// upstream reported no usage). Cheap to clone.
+#[derive(Clone)]
+pub struct PromptCount(Arc<PromptCountInner>);
+
+struct PromptCountInner {
+    counted: std::sync::OnceLock<u64>,
+    /// What to count when asked: framing and image tokens, the texts (an owned copy: a
+    /// memcpy is ~300x cheaper than the count it defers) and the model's counter. `None`
+    /// when counted up front.
+    deferred: Option<(u64, Vec<String>, TokenCounter)>,
 }
 
-/// [`prompt_tokens`] of a conversation already read as messages.
-pub async fn count_prompt(messages: &[Message<'_>], counter: TokenCounter) -> u64 {
+impl std::fmt::Debug for PromptCount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.known() {
+            Some(n) => write!(f, "PromptCount({n})"),
+            None => write!(f, "PromptCount(not counted yet)"),
+        }
+    }
+}
+
+impl PromptCount {
+    pub fn counted(tokens: u64) -> PromptCount {
+        PromptCount(Arc::new(PromptCountInner {
+            counted: std::sync::OnceLock::from(tokens),
+            deferred: None,
+        }))
+    }
+
+    /// Counted on first [`get`](Self::get), as [`count_prompt`] would.
+    pub fn later(messages: &[Message<'_>], counter: TokenCounter) -> PromptCount {
+        let (framing, images) = prompt_fixed(messages);
+        PromptCount(Arc::new(PromptCountInner {
+            counted: std::sync::OnceLock::new(),
+            deferred: Some((
+                framing + images,
+                messages.iter().map(|m| m.text().into_owned()).collect(),
+                counter,
+            )),
+        }))
+    }
+
+    /// The count, if it was made.
+    pub fn known(&self) -> Option<u64> {
+        self.0.counted.get().copied()
+    }
+
+    /// The count, made now if it was not (synchronously, as the relay counts output text an
+    /// upstream did not report).
+    pub fn get(&self) -> u64 {
+        let inner = &self.0;
+        *inner.counted.get_or_init(|| {
+            inner
+                .deferred
+                .as_ref()
+                .map_or(0, |(fixed, texts, counter)| {
+                    fixed + texts.iter().map(|t| counter.count(t) as u64).sum::<u64>()
+                })
+        })
+    }
+}
+
+/// Framing and image tokens, which need no counting.
+fn prompt_fixed(messages: &[Message<'_>]) -> (u64, u64) {
     let framing: u64 = 3 + 3 * messages.len() as u64;
     let images: u64 = messages.iter().filter(|m| m.has_image()).count() as u64 * IMAGE_TOKENS;
+    (framing, images)
+}
+
+/// At least the prompt's token count, without counting: a BPE token is at least one byte.
+fn prompt_bound(messages: &[Message<'_>]) -> u64 {
+    let (framing, images) = prompt_fixed(messages);
+    framing + images + messages.iter().map(|m| m.text().len() as u64).sum::<u64>()
+}
+
+/// Prompt tokens as OpenAI counts chat: each message's text plus a few tokens of framing.
+pub async fn count_prompt(messages: &[Message<'_>], counter: TokenCounter) -> u64 {
+    let (framing, images) = prompt_fixed(messages);
     let size: usize = messages.iter().map(|m| m.text().len()).sum();
     let text_tokens = if size <= BLOCKING_COUNT_BYTES {
         messages
@@ -313,4 +401,28 @@ pub fn check_capabilities(shape: &Shape, model: &thinkgate_config::Model) -> Res
         .with_code("unsupported_parameter"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_deferred_count_equals_the_count_and_the_bound_is_never_below_it() {
+        let body = serde_json::json!({"model": "auto", "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "数学の問題: ∑ 1/n² = π²/6 — why? "},
+            {"role": "user", "content": [{"type": "text", "text": "and in code"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]});
+        let chat = crate::ingress::parse_chat(body.to_string().as_bytes()).expect("request");
+        let messages = chat.messages();
+        let counter = TokenCounter::new(thinkgate_config::Encoding::O200kBase);
+        let now = count_prompt(&messages, counter).await;
+        let later = PromptCount::later(&messages, counter);
+        assert_eq!(later.known(), None, "nothing is counted until asked");
+        assert_eq!(later.get(), now);
+        assert_eq!(later.known(), Some(now));
+        assert!(prompt_bound(&messages) >= now);
+        assert_eq!(PromptCount::counted(7).get(), 7);
+    }
 }

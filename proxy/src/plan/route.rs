@@ -196,19 +196,29 @@ pub struct Fit<'a> {
     pub prompt_tokens: u64,
 }
 
+/// The output a request may take on `m`: its budget's cap, or the client's own.
+fn output_tokens(m: &thinkgate_config::Model, fit: &Fit<'_>) -> u64 {
+    match fit.budget {
+        Some(b) if m.reasoning => b.output_cap(),
+        Some(b) => b.reserve,
+        None => fit.client_cap.unwrap_or(0),
+    }
+}
+
+/// Whether the prompt and the output fit `route`'s context window.
+pub fn fits_context(route: &Route, fit: &Fit<'_>) -> bool {
+    fit.prompt_tokens + output_tokens(&route.model, fit) <= route.model.context_window
+}
+
 /// Why `route` cannot take the request, if so, and whether that is because it is down.
 pub fn misfit(route: &Route, fit: &Fit<'_>) -> Option<(String, bool)> {
     let m = &route.model;
     if let Err(e) = crate::plan::check_capabilities(fit.shape, m) {
         return Some((e.message, false));
     }
-    let output = match fit.budget {
-        Some(b) if m.reasoning => b.output_cap(),
-        Some(b) => b.reserve,
-        None => fit.client_cap.unwrap_or(0),
-    };
-    let prompt_tokens = fit.prompt_tokens;
-    if prompt_tokens + output > m.context_window {
+    if !fits_context(route, fit) {
+        let output = output_tokens(m, fit);
+        let prompt_tokens = fit.prompt_tokens;
         let why = format!(
             "context window {} < {prompt_tokens} prompt + {output} output tokens",
             m.context_window

@@ -439,11 +439,12 @@ impl Watch {
 
     /// The figures the client gets: every call summed.
     fn tokens(&self) -> (Tokens, GuardReport) {
-        let a = self.first.tokens(self.ctx.prompt_estimate);
+        let a = self.first.tokens(|| self.ctx.prompt_estimate.get());
         let mut t = a;
         if self.followed {
-            let estimate = self.ctx.prompt_estimate + self.counted + 32;
-            let b = self.follow.tokens(estimate);
+            let b = self
+                .follow
+                .tokens(|| self.ctx.prompt_estimate.get() + self.counted + 32);
             t.usage.add_call(&b.usage);
             if b.output_source == crate::telemetry::Source::Estimated {
                 t.output_source = b.output_source;

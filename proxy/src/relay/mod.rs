@@ -46,7 +46,7 @@ pub struct Context {
     /// Bound on a whole non-streamed response.
     pub request_timeout: Duration,
     /// Prompt tokens counted before the call, for when the upstream reports none.
-    pub prompt_estimate: u64,
+    pub prompt_estimate: crate::plan::PromptCount,
     /// Recorded when the context is dropped, i.e. when the response has ended.
     pub account: Account,
     /// What the upstream speaks: OpenAI is relayed as is, others are translated.
@@ -73,7 +73,7 @@ impl Context {
         route: Arc<Route>,
         account: Account,
         include_usage: bool,
-        prompt_estimate: u64,
+        prompt_estimate: crate::plan::PromptCount,
         server: &thinkgate_config::Server,
     ) -> Context {
         Context {
@@ -97,7 +97,7 @@ impl Context {
     /// Works out the response's token figures, logs the request and hands the figures to the
     /// account. Called once, when the response is complete or abandoned.
     fn finish(&mut self, tally: &Tally, outcome: &str) -> Tokens {
-        let tokens = tally.tokens(self.prompt_estimate);
+        let tokens = tally.tokens(|| self.prompt_estimate.get());
         self.record(tokens, tally.finish_reason.as_deref(), outcome);
         tokens
     }
@@ -362,7 +362,7 @@ impl Relay {
                         }
                         usage_edit = Some(None);
                     } else if usage.needs_repair() {
-                        let tokens = self.tally.tokens(self.ctx.prompt_estimate);
+                        let tokens = self.tally.tokens(|| self.ctx.prompt_estimate.get());
                         usage_edit = Some(Some(tokens.usage));
                     }
                 }

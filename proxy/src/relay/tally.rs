@@ -105,7 +105,8 @@ impl Tally {
     /// The usage the client gets and where each figure came from: the upstream's report,
     /// repaired where it breaks an invariant, or counted from the text seen when the upstream
     /// reported none. Reasoning never exceeds completion; total is always prompt + completion.
-    pub fn tokens(&self, prompt_estimate: u64) -> Tokens {
+    /// `prompt_estimate` is asked only when the upstream reported no usage.
+    pub fn tokens(&self, prompt_estimate: impl FnOnce() -> u64) -> Tokens {
         let count = |t: &Text| t.tokens(&self.counter);
         let (usage, prompt_source, output_source) = match self.usage {
             Some(u) => {
@@ -125,7 +126,7 @@ impl Tally {
                 let reasoning = count(&self.reasoning);
                 let output = reasoning + count(&self.content) + count(&self.tool_text);
                 let usage = Usage {
-                    prompt_tokens: prompt_estimate,
+                    prompt_tokens: prompt_estimate(),
                     completion_tokens: output,
                     reasoning_tokens: Some(reasoning),
                     cached_tokens: None,
@@ -183,7 +184,7 @@ mod tests {
             "at most one piece is held"
         );
         let whole = counter.count(&delta.repeat(1_000)) as u64;
-        let counted = tally.tokens(0).usage.completion_tokens;
+        let counted = tally.tokens(|| 0).usage.completion_tokens;
         // A piece boundary may split one token in two: at most one more token per piece.
         let pieces = (delta.len() * 1_000 / PIECE_BYTES) as u64 + 1;
         assert!(
