@@ -74,7 +74,7 @@ fn relay_counts(rt: &tokio::runtime::Runtime, runtime: &Runtime, n: usize) -> (u
             Arc::clone(&route),
             account,
             true,
-            5,
+            thinkgate_proxy::plan::PromptCount::counted(5),
             &runtime.config.server,
         );
         ctx.format = WireFormat::OpenAi;

@@ -141,7 +141,7 @@ fn bench(c: &mut Criterion) {
                             Arc::clone(&route),
                             account,
                             true,
-                            40,
+                            thinkgate_proxy::plan::PromptCount::counted(40),
                             server,
                         );
                         ctx.format = format;
