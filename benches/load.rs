@@ -81,19 +81,6 @@ fn rss_kib(pid: u32) -> u64 {
 /// A fixed completion, as an OpenAI-compatible upstream returns it.
 const FIXED_COMPLETION: &str = r#"{"id":"chatcmpl-nginx","object":"chat.completion","created":1700000000,"model":"bench","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":9,"total_tokens":21}}"#;
 
-/// nginx serving [`FIXED_COMPLETION`] on a free loopback port; stopped on drop.
-struct Nginx {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn nginx_binary() -> Option<String> {
     let found = || {
         ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
@@ -121,7 +108,8 @@ fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-fn start_nginx(dir: &std::path::Path) -> Option<Nginx> {
+/// nginx serving [`FIXED_COMPLETION`] on a free loopback port; stopped on drop.
+fn start_nginx(dir: &std::path::Path) -> Option<Server> {
     let bin = nginx_binary()?;
     let port = free_port();
     let conf = dir.join("nginx.conf");
@@ -150,7 +138,7 @@ fn start_nginx(dir: &std::path::Path) -> Option<Nginx> {
     let addr = format!("127.0.0.1:{port}");
     for _ in 0..100 {
         if std::net::TcpStream::connect(&addr).is_ok() {
-            return Some(Nginx { child, addr });
+            return Some(Server { child, addr });
         }
         std::thread::sleep(Duration::from_millis(20));
     }

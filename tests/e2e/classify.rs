@@ -168,6 +168,17 @@ fn under_the_threshold_a_request_goes_to_general() {
     assert!(d.confidence < 0.999);
 }
 
+/// `thinkgate route --explain --json` with `args`, which must succeed; its plan.
+fn explain_json(args: &[&str], body: &str) -> Value {
+    let all: Vec<&str> = ["route", "--explain", "--json"]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    let (code, out, err) = run_cli(&all, body);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
 fn run_cli(args: &[&str], stdin: &str) -> (i32, String, String) {
     use std::io::Write;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_thinkgate"))
@@ -232,18 +243,7 @@ fn classify_cli_answers_one_json_line_per_request_in_order() {
 #[test]
 fn route_explain_shows_the_whole_plan() {
     let body = r#"{"model":"auto","messages":[{"role":"user","content":"Prove that the square root of 3 is irrational."}]}"#;
-    let (code, out, err) = run_cli(
-        &[
-            "route",
-            "--explain",
-            "--json",
-            "--config",
-            "config/demo.toml",
-        ],
-        body,
-    );
-    assert_eq!(code, 0, "{err}");
-    let plan: Value = serde_json::from_str(&out).unwrap();
+    let plan = explain_json(&["--config", "config/demo.toml"], body);
     assert_eq!(plan["domain"]["domain"], "math");
     assert_eq!(plan["mode"]["mode"], "thinking");
     assert_eq!(plan["mode"]["from"], "config default");
@@ -283,18 +283,7 @@ fn route_explain_shows_the_whole_plan() {
 #[test]
 fn route_explain_marks_estimates_and_shows_the_contemplating_cast() {
     let body = r#"{"model":"auto:contemplating","messages":[{"role":"user","content":"Prove that the square root of 3 is irrational."}]}"#;
-    let (code, out, err) = run_cli(
-        &[
-            "route",
-            "--explain",
-            "--json",
-            "--config",
-            "config/demo.toml",
-        ],
-        body,
-    );
-    assert_eq!(code, 0, "{err}");
-    let plan: Value = serde_json::from_str(&out).unwrap();
+    let plan = explain_json(&["--config", "config/demo.toml"], body);
     let candidates = plan["candidates"].as_array().unwrap();
     // claude-opus-4.6 publishes no math figure: its score is estimated, and says from what.
     let opus = candidates
@@ -404,20 +393,7 @@ models = ["auto", "other"]
     );
     assert_eq!(code, 1);
     assert!(err.contains("no client key named `nobody`"), "{err}");
-    let (code, out, err) = run_cli(
-        &[
-            "route",
-            "--explain",
-            "--json",
-            "--config",
-            config,
-            "--key",
-            "team",
-        ],
-        body,
-    );
-    assert_eq!(code, 0, "{err}");
-    let plan: Value = serde_json::from_str(&out).unwrap();
+    let plan = explain_json(&["--config", config, "--key", "team"], body);
     assert_eq!(plan["key"], "team");
     assert_eq!(plan["chosen"], "other");
     let big = plan["candidates"]
