@@ -28,7 +28,7 @@ use crate::canonical::Delta;
 use crate::error::ApiError;
 use crate::models::Route;
 use crate::telemetry::{Account, Tokens};
-use crate::upstream::openai::{patch_usage, rename_reasoning, ChunkView};
+use crate::upstream::openai::{patch_usage, rename_reasoning, with_usage, ChunkView};
 use crate::upstream::{humanize, upstream_kind, Decoder, UpstreamError, WireFormat};
 use bounded::bounded_events;
 pub use guard::{FollowUpSender, Guard, GuardReport};
@@ -205,7 +205,17 @@ pub async fn whole(mut ctx: Context, resp: Response<Body>) -> Response<Body> {
         }
     };
     let tokens = ctx.finish(&tally, "ok");
-    let bytes = if needs_repair || misnamed {
+    let spliced = match (needs_repair, misnamed) {
+        // The common repair (an upstream that reports no reasoning tokens) edits only the
+        // usage block's bytes.
+        (true, false) => std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|data| with_usage(data, &tokens.usage)),
+        _ => None,
+    };
+    let bytes = if let Some(spliced) = spliced {
+        Bytes::from(spliced)
+    } else if needs_repair || misnamed {
         edit_json(&bytes, |object| {
             if needs_repair {
                 patch_usage(object, &tokens.usage);
@@ -366,7 +376,10 @@ impl Relay {
                         usage_edit = Some(Some(tokens.usage));
                     }
                 }
-                if misnamed || usage_edit.is_some() {
+                if let (false, Some(Some(usage))) = (misnamed, usage_edit) {
+                    rewritten = with_usage(&event.data, &usage);
+                }
+                if rewritten.is_none() && (misnamed || usage_edit.is_some()) {
                     rewritten = edit_json(event.data.as_bytes(), |chunk| {
                         match usage_edit {
                             Some(None) => drop(chunk.remove("usage")),

@@ -254,6 +254,52 @@ pub fn patch_usage(object: &mut Map<String, Value>, usage: &Usage) {
     }
 }
 
+/// `data` (a JSON object) with its usage block patched as [`patch_usage`] does, editing only
+/// the usage block's bytes: the rest of the response, however long its text, is neither
+/// parsed into a tree nor re-serialized. `None` when `data` is not a JSON object.
+pub fn with_usage(data: &str, usage: &Usage) -> Option<String> {
+    #[derive(Deserialize)]
+    struct UsageSpan<'a> {
+        #[serde(default, borrow, deserialize_with = "raw_value")]
+        usage: Option<&'a serde_json::value::RawValue>,
+    }
+    fn raw_value<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<&'de serde_json::value::RawValue>, D::Error> {
+        <&serde_json::value::RawValue>::deserialize(d).map(Some)
+    }
+    let trimmed = data.trim_end();
+    if !data.trim_start().starts_with('{') || !trimmed.ends_with('}') {
+        return None;
+    }
+    let span: UsageSpan<'_> = serde_json::from_str(data).ok()?;
+    let (start, end, old) = match span.usage {
+        Some(raw) => {
+            let start = (raw.get().as_ptr() as usize).checked_sub(data.as_ptr() as usize)?;
+            let end = start + raw.get().len();
+            let old = serde_json::from_str(raw.get()).ok()?;
+            (start, end, Some(old))
+        }
+        // No usage key: the block goes in before the closing brace.
+        None => (trimmed.len() - 1, trimmed.len() - 1, None),
+    };
+    let mut holder = Map::new();
+    if let Some(old) = old {
+        holder.insert("usage".into(), old);
+    }
+    patch_usage(&mut holder, usage);
+    let block = holder.get("usage")?.to_string();
+    let mut out = String::with_capacity(data.len() + block.len() + 12);
+    out.push_str(data.get(..start)?);
+    if span.usage.is_none() {
+        let empty = data[..start].trim_end().ends_with('{');
+        out.push_str(if empty { "\"usage\":" } else { ",\"usage\":" });
+    }
+    out.push_str(&block);
+    out.push_str(data.get(end..)?);
+    Some(out)
+}
+
 /// A `usage` object already parsed as JSON, when it is one.
 pub fn usage_from_json(v: &Value) -> Option<Usage> {
     v.is_object()
@@ -446,6 +492,44 @@ fn field_names(field: ReasoningField) -> (&'static str, &'static str) {
 mod tests {
     use super::*;
     use crate::ingress::parse_chat;
+
+    /// What `with_usage` must produce: the same object `patch_usage` makes of the parsed tree.
+    fn patched_tree(data: &str, usage: &Usage) -> Value {
+        let Value::Object(mut object) = serde_json::from_str(data).unwrap() else {
+            panic!("not an object: {data}");
+        };
+        patch_usage(&mut object, usage);
+        Value::Object(object)
+    }
+
+    #[test]
+    fn usage_is_patched_in_place_as_the_tree_edit_does() {
+        let usage = Usage {
+            prompt_tokens: 12,
+            completion_tokens: 9,
+            reasoning_tokens: Some(4),
+            cached_tokens: Some(3),
+        };
+        let cases = [
+            r#"{"id":"x","choices":[{"message":{"content":"usage: {}"}}],"usage":{"prompt_tokens":12,"completion_tokens":9,"total_tokens":21}}"#,
+            r#"{"id":"x","usage":{"prompt_tokens":1,"prompt_tokens_details":{"cached_tokens":7},"extra":[1,{"a":2}]},"tail":true}"#,
+            r#"{"id":"x","usage":null,"choices":[]}"#,
+            r#"{"id":"x","choices":[]}"#,
+            r#"  {"id":"x","usage" : 5 }  "#,
+            "{}",
+            " { \n } ",
+        ];
+        for data in cases {
+            let spliced = with_usage(data, &usage).unwrap();
+            let parsed: Value = serde_json::from_str(&spliced).unwrap();
+            assert_eq!(parsed, patched_tree(data, &usage), "{data} -> {spliced}");
+            // Only the usage block changed: what precedes it is byte for byte the same.
+            let cut = data.find("\"usage\"").unwrap_or(0);
+            assert_eq!(&spliced[..cut], &data[..cut]);
+        }
+        assert_eq!(with_usage("[1,2]", &usage), None);
+        assert_eq!(with_usage("\"usage\"", &usage), None);
+    }
 
     #[test]
     fn chunk_text_is_borrowed_unless_escaped() {
