@@ -13,6 +13,9 @@ use thinkgate_proxy::http::{self as server, ConnectionLimit};
 use thinkgate_proxy::Runtime;
 use thinkgate_sim::Simulator;
 
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "thinkgate",
