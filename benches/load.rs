@@ -2,7 +2,8 @@
 //! run, and prints both and their ratio. Two upstreams: the simulator (streams, reasoning) and
 //! nginx returning a fixed completion (the fastest upstream there is, so the proxy's own cost
 //! shows; installed from Debian's package when missing and the harness runs as root). Every
-//! server is a separate process; everything is on loopback.
+//! server is a separate process; everything is on loopback. Against nginx, nginx's own
+//! `proxy_pass` in front of the same server is measured too: the floor any proxy pays here.
 //!
 //! `cargo bench --bench load` (`LOAD_SECONDS`: each throughput phase's length, default 5;
 //! `LOAD_CURVE_SECONDS`: each point of the scale curve, default 2; `LOAD_STREAMS`: idle
@@ -108,10 +109,18 @@ fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-/// nginx serving [`FIXED_COMPLETION`] on a free loopback port; stopped on drop.
-fn start_nginx(dir: &std::path::Path) -> Option<Server> {
+/// nginx serving [`FIXED_COMPLETION`] on a free loopback port, and a second nginx server
+/// block that reverse-proxies to it over kept-alive connections (`proxy_pass`): the
+/// reference for what any proxy costs on this machine. Stopped on drop.
+struct Nginx {
+    server: Server,
+    /// The `proxy_pass` reference in front of the fixed server.
+    reference: String,
+}
+
+fn start_nginx(dir: &std::path::Path) -> Option<Nginx> {
     let bin = nginx_binary()?;
-    let port = free_port();
+    let (port, reference_port) = (free_port(), free_port());
     let conf = dir.join("nginx.conf");
     std::fs::write(
         &conf,
@@ -121,8 +130,12 @@ fn start_nginx(dir: &std::path::Path) -> Option<Server> {
              http {{\n  access_log off;\n  client_max_body_size 4m;\n  keepalive_requests 1000000;\n\
                client_body_temp_path {tmp};\n  proxy_temp_path {tmp};\n  fastcgi_temp_path {tmp};\n\
                uwsgi_temp_path {tmp};\n  scgi_temp_path {tmp};\n\
+               upstream fixed {{ server 127.0.0.1:{port}; keepalive 256; }}\n\
                server {{\n    listen 127.0.0.1:{port} reuseport;\n    location / {{\n\
-                 default_type application/json;\n      return 200 '{body}';\n    }}\n  }}\n}}\n",
+                 default_type application/json;\n      return 200 '{body}';\n    }}\n  }}\n\
+               server {{\n    listen 127.0.0.1:{reference_port} reuseport;\n    location / {{\n\
+                 proxy_pass http://fixed;\n      proxy_http_version 1.1;\n\
+                 proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n",
             pid = dir.join("nginx.pid").display(),
             err = dir.join("nginx-error.log").display(),
             tmp = dir.display(),
@@ -136,9 +149,13 @@ fn start_nginx(dir: &std::path::Path) -> Option<Server> {
         .spawn()
         .ok()?;
     let addr = format!("127.0.0.1:{port}");
+    let reference = format!("127.0.0.1:{reference_port}");
     for _ in 0..100 {
-        if std::net::TcpStream::connect(&addr).is_ok() {
-            return Some(Server { child, addr });
+        if std::net::TcpStream::connect(&addr).is_ok()
+            && std::net::TcpStream::connect(&reference).is_ok()
+        {
+            let server = Server { child, addr };
+            return Some(Nginx { server, reference });
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -285,35 +302,40 @@ async fn loaded(addr: &str, model: &str, conns: usize, secs: f64) -> (f64, Vec<D
 }
 
 /// Against nginx: latency at one connection, the scale curve over connections, and request
-/// bodies of 1 KB, 100 KB and 1 MB.
-async fn nginx_sections(direct: &str, proxy: &str, n: usize, curve_secs: f64) {
+/// bodies of 1 KB, 100 KB and 1 MB. `reference` is nginx's own `proxy_pass` in front of the
+/// same server, measured the same way.
+async fn nginx_sections(direct: &str, reference: &str, proxy: &str, n: usize, curve_secs: f64) {
     println!("== nginx upstream: latency at 1 connection, {n} non-streamed requests each ==");
     let (_, d) = latency(direct, "bench", false, n).await;
+    let (_, r) = latency(reference, "bench", false, n).await;
     let (_, v) = latency(proxy, "bench", false, n).await;
     for (name, p) in [("p50", 0.5), ("p99", 0.99)] {
-        let (d, v) = (pct(&d, p), pct(&v, p));
+        let (d, r, v) = (pct(&d, p), pct(&r, p), pct(&v, p));
         println!(
-            "{name}: direct {:>8.1} µs   proxy {:>8.1} µs   added {:>7.1} µs   ratio {:.2}",
+            "{name}: direct {:>7.1} µs   nginx proxy_pass {:>7.1} µs (added {:>6.1})   thinkgate {:>7.1} µs (added {:>6.1})",
             us(d),
+            us(r),
+            us(r) - us(d),
             us(v),
             us(v) - us(d),
-            us(v) / us(d)
         );
     }
-    println!("== nginx upstream: scale curve, {curve_secs} s per point ==");
+    println!("== nginx upstream: scale curve, {curve_secs} s per point (req/s, % of direct) ==");
     println!(
-        " conns   direct req/s    proxy req/s   ratio   direct p50/p99 µs    proxy p50/p99 µs"
+        " conns  direct req/s   nginx proxy_pass   thinkgate          p50/p99 µs: direct | proxy_pass | thinkgate"
     );
     for conns in [1, 8, 32, 128, 512, 2048] {
         let (dr, dl) = loaded(direct, "bench", conns, curve_secs).await;
+        let (rr, rl) = loaded(reference, "bench", conns, curve_secs).await;
         let (vr, vl) = loaded(proxy, "bench", conns, curve_secs).await;
+        let tail = |l: &[Duration]| format!("{:.0}/{:.0}", us(pct(l, 0.5)), us(pct(l, 0.99)));
         println!(
-            "{conns:>6} {dr:>14.0} {vr:>14.0} {:>6.1} % {:>9.0} /{:>8.0} {:>10.0} /{:>8.0}",
+            "{conns:>6} {dr:>13.0} {rr:>9.0} ({:>4.1} %) {vr:>9.0} ({:>4.1} %)     {} | {} | {}",
+            rr / dr * 100.0,
             vr / dr * 100.0,
-            us(pct(&dl, 0.5)),
-            us(pct(&dl, 0.99)),
-            us(pct(&vl, 0.5)),
-            us(pct(&vl, 0.99))
+            tail(&dl),
+            tail(&rl),
+            tail(&vl),
         );
     }
     println!("== nginx upstream: request body size, 1 connection ==");
@@ -392,7 +414,7 @@ fn main() {
                 "auth = \"none\"\n[server]\nlog_level = \"warn\"\n[routing]\ndefault_model = \"bench\"\n\
                  [providers.nginx]\nkind = \"openai-compatible\"\nbase_url = \"http://{}/v1\"\n\
                  [models.bench]\nprovider = \"nginx\"\nupstream_model = \"bench\"\ncontext_window = 1000000\n",
-                n.addr
+                n.server.addr
             ),
         )
         .unwrap();
@@ -438,7 +460,7 @@ fn main() {
         println!("direct {direct:>9.0} req/s   proxy {via:>9.0} req/s   ratio {:.1} %", via / direct * 100.0);
 
         if let (Some(nginx), Some(proxy)) = (&nginx, &nginx_proxy) {
-            nginx_sections(&nginx.addr, &proxy.addr, N, curve_secs).await;
+            nginx_sections(&nginx.server.addr, &nginx.reference, &proxy.addr, N, curve_secs).await;
         } else {
             println!("== nginx upstream: skipped, nginx is not installed and could not be ==");
         }
