@@ -111,11 +111,54 @@ pub struct Routing {
     /// `efficient` considers models within this many score points of the best.
     pub efficient_margin: f64,
     pub efficient_by: EfficientBy,
+    /// `[routing.model_names]`: names clients send, mapped to what the proxy serves.
+    pub model_names: ModelNames,
 }
 
 impl Routing {
     pub fn policy(&self, domain: &str) -> &Policy {
         self.policies.get(domain).unwrap_or(&self.policy)
+    }
+}
+
+/// Model names a client sends that the proxy serves under another name: Claude Code asks
+/// for `claude-sonnet-4-5-20250929`, the config says where that goes. A name is matched
+/// exactly first, then by the longest pattern ending in `*` that it starts with.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ModelNames {
+    exact: BTreeMap<String, String>,
+    /// (prefix, target), longest prefix first.
+    prefixes: Vec<(String, String)>,
+}
+
+impl ModelNames {
+    /// From (name or `prefix*`, target) pairs, already validated.
+    pub fn new(pairs: impl IntoIterator<Item = (String, String)>) -> ModelNames {
+        let mut names = ModelNames::default();
+        for (name, target) in pairs {
+            match name.strip_suffix('*') {
+                Some(prefix) => names.prefixes.push((prefix.to_string(), target)),
+                None => drop(names.exact.insert(name, target)),
+            }
+        }
+        names
+            .prefixes
+            .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+        names
+    }
+
+    /// Where `name` goes, if the map names it.
+    pub fn resolve(&self, name: &str) -> Option<&str> {
+        self.exact.get(name).map(String::as_str).or_else(|| {
+            self.prefixes
+                .iter()
+                .find(|(prefix, _)| name.starts_with(prefix.as_str()))
+                .map(|(_, target)| target.as_str())
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.prefixes.is_empty()
     }
 }
 

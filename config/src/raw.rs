@@ -164,6 +164,9 @@ pub struct RawRouting {
     pub efficient_by: Option<String>,
     #[serde(default)]
     pub policies: BTreeMap<String, RawPolicy>,
+    /// Model names clients send (`claude-*`) → a configured id or `auto` (with a `:mode`).
+    #[serde(default)]
+    pub model_names: BTreeMap<String, String>,
 }
 
 /// A routing policy: `best`, `efficient`, or a fixed order of model ids.

@@ -39,8 +39,9 @@ use crate::raw::{
 };
 use crate::{
     ApiKey, Auth, ClientKey, Config, Dialect, Domain, EfficientBy, Encoding, HeaderPattern,
-    KeyLimits, LogFormat, MetricsConfig, Model, Policy, Provider, ProviderKind, ReasoningField,
-    ReasoningStyle, Routing, Secret, Server, SimFaults, SimProfile, Simulator, WireFormat,
+    KeyLimits, LogFormat, MetricsConfig, Model, ModelNames, Policy, Provider, ProviderKind,
+    ReasoningField, ReasoningStyle, Routing, Secret, Server, SimFaults, SimProfile, Simulator,
+    WireFormat,
 };
 
 /// Collects the context every error needs: the file and the source map.

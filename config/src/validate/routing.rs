@@ -71,7 +71,52 @@ pub(super) fn validate_routing(raw: &RawConfig, c: &Checker<'_>) -> Result<Routi
         policies,
         efficient_margin: margin,
         efficient_by: by,
+        model_names: model_names(c, base.child("model_names"), &r.model_names, &raw.models)?,
     })
+}
+
+/// `[routing.model_names]`: each name is exact or ends in one `*`; each target is `auto` or
+/// a configured model, optionally with a `:mode` suffix.
+fn model_names(
+    c: &Checker<'_>,
+    key: KeyPath,
+    raw: &BTreeMap<String, String>,
+    models: &BTreeMap<String, RawModel>,
+) -> Result<ModelNames, ConfigError> {
+    for (name, target) in raw {
+        let at = key.child(name.as_str());
+        let stars = name.matches('*').count();
+        if name.is_empty() || stars > 1 || (stars == 1 && !name.ends_with('*')) {
+            return Err(c.error(
+                at,
+                "a model name is exact or ends in one `*` (`claude-*` matches every name that starts with `claude-`)",
+            ));
+        }
+        let (base, suffix) = match target.rsplit_once(':') {
+            Some((base, suffix)) => (base, Some(suffix)),
+            None => (target.as_str(), None),
+        };
+        if let Some(suffix) = suffix {
+            if Mode::parse(suffix).is_none() {
+                return Err(c.error(
+                    at,
+                    format!("`{suffix}` is not a reasoning mode; use instant, thinking or contemplating"),
+                ));
+            }
+        }
+        if base != "auto" && !models.contains_key(base) {
+            let hint = closest(base, models.keys().map(String::as_str))
+                .map(|s| format!("; did you mean `{s}`?"))
+                .unwrap_or_default();
+            return Err(c.error(
+                at,
+                format!("`{base}` is neither `auto` nor a configured model{hint}"),
+            ));
+        }
+    }
+    Ok(ModelNames::new(
+        raw.iter().map(|(k, v)| (k.clone(), v.clone())),
+    ))
 }
 
 /// The built-in domains (unless turned off) with the file's merged in: examples and

@@ -323,3 +323,44 @@ fn type_and_missing_key_errors_are_structured_and_name_the_key() {
     assert_eq!(err.key().unwrap().to_string(), "providers.extra.kind");
     assert_eq!(err.message(), "is required");
 }
+
+#[test]
+fn model_names_map_exact_then_longest_prefix() {
+    let text = format!(
+        "{MINIMAL}\n[routing.model_names]\n\"claude-*\" = \"auto\"\n\"claude-opus-*\" = \"m:contemplating\"\n\"gpt-4o\" = \"m\"\n"
+    );
+    // [routing] is already open in MINIMAL: the table is a sub-table of it.
+    let cfg = parse(&text).expect("valid");
+    let names = &cfg.routing.model_names;
+    assert_eq!(names.resolve("gpt-4o"), Some("m"));
+    assert_eq!(names.resolve("gpt-4o-mini"), None);
+    assert_eq!(names.resolve("claude-opus-4-1"), Some("m:contemplating"));
+    assert_eq!(names.resolve("claude-sonnet-4-5"), Some("auto"));
+    assert_eq!(names.resolve("claude"), None);
+}
+
+#[test]
+fn model_names_refuse_bad_patterns_and_targets_by_key_and_line() {
+    for (entry, says) in [
+        ("\"cl*ude\" = \"m\"", "ends in one `*`"),
+        (
+            "\"claude-*\" = \"n\"",
+            "`n` is neither `auto` nor a configured model",
+        ),
+        (
+            "\"claude-*\" = \"auto:deep\"",
+            "`deep` is not a reasoning mode",
+        ),
+    ] {
+        let text = format!("{MINIMAL}\n[routing.model_names]\n{entry}\n");
+        let err = parse(&text).unwrap_err();
+        assert!(err.message().contains(says), "{entry}: {err}");
+        let name = entry.split('"').nth(1).unwrap();
+        // Written as TOML writes a key with a `*` in it.
+        assert_eq!(
+            err.key().unwrap().to_string(),
+            format!("routing.model_names.\"{name}\"")
+        );
+        assert_eq!(err.line(), text.lines().count(), "{entry}: {err}");
+    }
+}

@@ -174,8 +174,10 @@ pub async fn plan(
 /// The client's `model`: a model id, `auto`, or either with a `:<mode>` suffix.
 fn resolve_model(
     tables: &Tables<'_>,
-    requested: &str,
+    asked: &str,
 ) -> Result<(Arc<Route>, Option<Mode>, bool), ApiError> {
+    let mapped = mapped_name(tables, asked);
+    let requested = mapped.as_deref().unwrap_or(asked);
     let (base, mode) = match requested.rsplit_once(':') {
         Some((base, suffix)) => match Mode::parse(suffix) {
             Some(mode) => (base, Some(mode)),
@@ -198,10 +200,31 @@ fn resolve_model(
     match tables.routes.get(id) {
         Some(route) => Ok((route.clone(), mode, base == "auto")),
         None => Err(not_found(
-            requested,
+            asked,
             "see GET /v1/models for the models this proxy serves".to_string(),
         )),
     }
+}
+
+/// A name the proxy does not serve may be one the config maps (`claude-*` → `auto`); a mode
+/// suffix the client added (`claude-sonnet-4-5:thinking`) is kept over the target's.
+fn mapped_name(tables: &Tables<'_>, asked: &str) -> Option<String> {
+    let names = &tables.config.routing.model_names;
+    if names.is_empty() || tables.routes.contains_key(asked) {
+        return None;
+    }
+    let (base, suffix) = match asked.rsplit_once(':') {
+        Some((base, suffix)) if Mode::parse(suffix).is_some() => (base, Some(suffix)),
+        _ => (asked, None),
+    };
+    let target = names.resolve(base)?;
+    Some(match suffix {
+        Some(suffix) => {
+            let target_base = target.rsplit_once(':').map_or(target, |(b, _)| b);
+            format!("{target_base}:{suffix}")
+        }
+        None => target.to_string(),
+    })
 }
 
 /// A key that names models may only be routed to those.
