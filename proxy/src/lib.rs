@@ -4,7 +4,9 @@
 //! has no cycle (`shared/tools/module-cycles.py` checks it). In the order a request meets
 //! them:
 //! - [`http`]: accept loop, tower layers (request id), endpoint table, hot reload, shutdown;
-//!   `http/chat.rs` calls the stages below in order;
+//!   `http/chat.rs` calls the stages below in order, `http/messages.rs` (Anthropic's
+//!   Messages API) translates and then calls the same chat stages;
+//! - [`messages`]: the Messages API as a front end — request and answer translation, no IO;
 //! - [`contemplate`]: contemplating mode — agents and the synthesis, each an attempt;
 //! - [`explain`]: `thinkgate route --explain`, rendering the plan the server would make;
 //! - [`pipeline`]: the attempt path — every upstream call, end to end, with fallback;
@@ -29,6 +31,7 @@ pub mod error;
 pub mod explain;
 pub mod http;
 pub mod ingress;
+pub mod messages;
 pub mod models;
 pub mod pipeline;
 pub mod plan;

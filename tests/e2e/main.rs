@@ -11,6 +11,7 @@ mod gemini;
 mod hardening;
 mod keys;
 mod lifecycle;
+mod messages;
 mod metrics;
 mod reload;
 mod routing;

@@ -1,5 +1,6 @@
-//! The official `openai` Python SDK through the proxy, installed into a virtualenv under the
-//! target directory on first run (PyPI is the only network it needs).
+//! The official `openai` Python SDK through the proxy, installed (with the `anthropic` SDK,
+//! which `messages.rs` runs) into a virtualenv under the target directory on first run (PyPI
+//! is the only network it needs).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,13 +13,13 @@ fn venv_python() -> PathBuf {
     let _one_at_a_time = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
     let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sdk-venv");
     let python = venv.join("bin").join("python");
-    let has_openai = |py: &Path| {
+    let has_sdks = |py: &Path| {
         Command::new(py)
-            .args(["-c", "import openai"])
+            .args(["-c", "import openai, anthropic"])
             .status()
             .is_ok_and(|s| s.success())
     };
-    if !has_openai(&python) {
+    if !has_sdks(&python) {
         let made = Command::new("python3")
             .args(["-m", "venv"])
             .arg(&venv)
@@ -28,18 +29,25 @@ fn venv_python() -> PathBuf {
             "python3 -m venv failed (install python3-venv)"
         );
         let installed = Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "openai>=1.40"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "openai>=1.40",
+                "anthropic>=0.40",
+            ])
             .status();
         assert!(
             installed.is_ok_and(|s| s.success()),
-            "pip install openai failed"
+            "pip install openai anthropic failed"
         );
     }
     python
 }
 
 /// Runs one of the `tests/sdk` scripts against `proxy` and checks it passed.
-async fn run_script(proxy: &Proxy, script: &str, env: &[(&str, &str)]) {
+pub async fn run_script(proxy: &Proxy, script: &str, env: &[(&str, &str)]) {
     let python = tokio::task::spawn_blocking(venv_python).await.unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/sdk")

@@ -1,4 +1,4 @@
-//! `POST /v1/chat/completions`: ingress, the plan, the key's admission, then the answer —
+//! `POST /v1/chat/completions`: ingress, then ([`serve`], which every front end calls) the plan, the key's admission, then the answer —
 //! through the attempt path ([`crate::pipeline`]) or, in contemplating mode, through the
 //! orchestration that calls it for every agent and the synthesis. The request's [`Account`]
 //! is carried to whichever of them ends it.
@@ -23,7 +23,7 @@ pub async fn handle(
     runtime: &Arc<Runtime>,
     req: Request<Incoming>,
     request_id: HeaderValue,
-    mut account: Account,
+    account: Account,
     key: Option<Arc<KeyState>>,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
@@ -38,8 +38,21 @@ pub async fn handle(
         Ok(c) => c,
         Err(e) => return account.reject(e),
     };
+    serve(runtime, parts.headers, chat, request_id, account, key).await
+}
+
+/// A canonical request from any front end (chat completions, or a translated Messages
+/// request) from the plan on: the one path every API takes.
+pub async fn serve(
+    runtime: &Arc<Runtime>,
+    headers: http::HeaderMap,
+    chat: ChatRequest,
+    request_id: HeaderValue,
+    mut account: Account,
+    key: Option<Arc<KeyState>>,
+) -> Response<Body> {
     let caller = Caller {
-        headers: &parts.headers,
+        headers: &headers,
         key: key.as_deref(),
     };
     let plan = match plan::plan(&runtime.tables(), &chat, &caller).await {
@@ -61,7 +74,7 @@ pub async fn handle(
     let call = Call {
         runtime: runtime.clone(),
         request_id,
-        headers: parts.headers,
+        headers,
         key,
         domain: account.domain,
         admission,

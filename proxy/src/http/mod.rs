@@ -6,6 +6,7 @@
 
 mod chat;
 mod error_bodies;
+mod messages;
 pub mod reload;
 pub mod request_id;
 mod routes;

@@ -10,8 +10,8 @@ use arc_swap::ArcSwap;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::chat;
 use super::request_id::RequestId;
+use super::{chat, messages};
 use crate::body::{self, Body};
 use crate::error::ApiError;
 use crate::state::Runtime;
@@ -38,8 +38,10 @@ impl tower::Service<Request<Incoming>> for Router {
     }
 }
 
-const PATHS: [&str; 5] = [
+const PATHS: [&str; 7] = [
     "/v1/chat/completions",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
     "/v1/models",
     "/healthz",
     "/readyz",
@@ -50,6 +52,8 @@ const PATHS: [&str; 5] = [
 fn endpoint_label(path: &str) -> &'static str {
     match path {
         "/v1/chat/completions" => "chat_completions",
+        "/v1/messages" => "messages",
+        "/v1/messages/count_tokens" => "messages_count_tokens",
         "/v1/models" => "models",
         "/healthz" => "healthz",
         "/readyz" => "readyz",
@@ -65,8 +69,10 @@ async fn route(runtime: &Arc<Runtime>, req: Request<Incoming>) -> Response<Body>
         return metrics_response(runtime);
     }
     let mut account = Account::open(runtime.metrics.clone(), endpoint_label(path));
+    // Anthropic's clients get Anthropic's error shape, from the first check on.
+    let anthropic = path == "/v1/messages" || path.starts_with("/v1/messages/");
     if let Err(e) = check_head(req.headers()) {
-        return account.reject(e);
+        return shaped(runtime, anthropic, account.reject(e)).await;
     }
     // The API needs a key (when keys are configured); health and metrics do not.
     let key = if path.starts_with("/v1/") {
@@ -74,19 +80,28 @@ async fn route(runtime: &Arc<Runtime>, req: Request<Incoming>) -> Response<Body>
             Ok(k) => k,
             Err(e) => {
                 tracing::info!(path, "Refused a request without a valid API key.");
-                return account.reject(e);
+                return shaped(runtime, anthropic, account.reject(e)).await;
             }
         }
     } else {
         None
     };
+    let request_id = || {
+        req.extensions()
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or(HeaderValue::from_static("unknown"))
+    };
     let resp = match (req.method(), path) {
+        (&Method::POST, "/v1/messages") => {
+            let id = request_id();
+            return messages::handle(runtime, req, id, account, key).await;
+        }
+        (&Method::POST, "/v1/messages/count_tokens") => {
+            return messages::count_tokens(runtime, req, account, key).await;
+        }
         (&Method::POST, "/v1/chat/completions") => {
-            let id = req
-                .extensions()
-                .get::<RequestId>()
-                .map(|r| r.0.clone())
-                .unwrap_or(HeaderValue::from_static("unknown"));
+            let id = request_id();
             // The chat pipeline owns the account from here: a stream records when it ends.
             return chat::handle(runtime, req, id, account, key).await;
         }
@@ -122,7 +137,15 @@ async fn route(runtime: &Arc<Runtime>, req: Request<Incoming>) -> Response<Body>
         .into_response(),
     };
     account.status = resp.status().as_u16();
-    resp
+    shaped(runtime, anthropic, resp).await
+}
+
+/// `resp` in Anthropic's shape for its paths, as it is for every other.
+async fn shaped(runtime: &Runtime, anthropic: bool, resp: Response<Body>) -> Response<Body> {
+    match anthropic {
+        true => messages::in_shape(runtime, resp).await,
+        false => resp,
+    }
 }
 
 fn metrics_response(runtime: &Runtime) -> Response<Body> {

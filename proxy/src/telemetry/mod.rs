@@ -270,7 +270,14 @@ impl Account {
             return;
         };
         let slot = mm.slot(m, self.mode, self.domain);
-        slot.duration.observe(elapsed);
+        // The slot caches chat completions' series, the busiest; other APIs look theirs up.
+        match self.endpoint {
+            "chat_completions" => slot.duration.observe(elapsed),
+            endpoint => m
+                .request_duration
+                .with_label_values(&[endpoint, model, MODES[self.mode]])
+                .observe(elapsed),
+        }
         if self.routed {
             m.routing_decisions
                 .with_label_values(&[domain, model])

@@ -1,0 +1,214 @@
+//! Anthropic's Messages API (`/v1/messages`, what Claude Code speaks) through the one request
+//! path: the official `anthropic` SDK against a simulated Anthropic upstream (signed thinking
+//! round-trips) and an OpenAI-format one (translated), errors in Anthropic's shape from every
+//! stage, and the traffic in the metrics under its own endpoint.
+
+use http::StatusCode;
+use serde_json::{json, Value};
+
+use crate::sdk::run_script;
+use crate::support::*;
+
+/// The built-in simulator (`sim-model`, OpenAI format) and `claude` behind a simulated
+/// Anthropic API, which Claude Code's model names reach through the name map.
+fn config(anthropic_url: &str, extra: &str) -> String {
+    config_text(
+        None,
+        &format!(
+            r#"
+[providers.anthropic]
+kind = "anthropic"
+base_url = "{anthropic_url}/v1"
+api_key = "${{THINKGATE_TEST_ANTHROPIC_KEY}}"
+forward_headers = ["x-sim-*"]
+
+[models.claude]
+provider = "anthropic"
+upstream_model = "claude-opus-4-6"
+context_window = 200000
+capabilities = ["vision", "tools", "reasoning"]
+
+[routing.model_names]
+"claude-*" = "claude"
+{extra}
+"#
+        ),
+    )
+}
+
+async fn start(extra: &str, env: &[(&str, &str)]) -> (SimServer, Proxy) {
+    let sim = SimServer::start().await;
+    let mut env = env.to_vec();
+    env.push(("THINKGATE_TEST_ANTHROPIC_KEY", "sk-ant-test"));
+    let proxy = Proxy::start_with_env(&config(&sim.url(), extra), &env).await;
+    (sim, proxy)
+}
+
+const CLAUDE: &str = "claude-sonnet-4-5-20250929";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_anthropic_python_sdk() {
+    let (_sim, proxy) = start("", &[]).await;
+    run_script(
+        &proxy,
+        "anthropic_sdk.py",
+        &[
+            (
+                "THINKGATE_MODELS",
+                &format!("{CLAUDE}=signed,sim-model=translated"),
+            ),
+            ("THINKGATE_VISION", CLAUDE),
+            ("THINKGATE_BUDGET", "5"),
+        ],
+    )
+    .await;
+    // The traffic is counted under its own endpoint, tokens and all.
+    let metrics = get(&proxy.url("/metrics")).await.text();
+    let sum = |needles: &[&str]| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| !l.starts_with('#') && needles.iter().all(|n| l.contains(n)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let messages = "endpoint=\"messages\"";
+    assert!(
+        sum(&["thinkgate_requests_total{", messages, "status=\"200\""]) >= 10.0,
+        "{metrics}"
+    );
+    assert!(sum(&["thinkgate_request_duration_seconds_count{", messages]) >= 10.0);
+    let counted = "endpoint=\"messages_count_tokens\",mode=\"default\",model=\"claude\"";
+    assert!(
+        sum(&["thinkgate_requests_total{", counted]) >= 1.0,
+        "{metrics}"
+    );
+    for kind in ["prompt", "output", "reasoning"] {
+        let kind = format!("kind=\"{kind}\"");
+        assert!(
+            sum(&["thinkgate_tokens_total{", &kind, "model=\"claude\""]) > 0.0,
+            "{kind}"
+        );
+    }
+}
+
+fn messages_body(model: &str, stream: bool) -> String {
+    json!({"model": model, "max_tokens": 256, "stream": stream,
+           "messages": [{"role": "user", "content": "What is two plus two?"}]})
+    .to_string()
+}
+
+/// Anthropic's `{"type": "error", "error": {type, message}}`, checked and returned.
+fn anthropic_error(r: &Reply, status: u16, kind: &str) -> Value {
+    assert_eq!(r.status.as_u16(), status, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["type"], "error", "{v}");
+    assert_eq!(v["error"]["type"], kind, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{v}"
+    );
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_stage_refuses_in_anthropics_shape() {
+    let keyed = "[keys.agent]\nsecret = \"${TG_AGENT_KEY}\"\nrequests_per_minute = 3\nburst = 3\n";
+    let sim = SimServer::start().await;
+    let text = config(&sim.url(), keyed).replace("auth = \"none\"\n", "");
+    let env = [
+        ("TG_AGENT_KEY", "tg-agent-0123456789"),
+        ("THINKGATE_TEST_ANTHROPIC_KEY", "sk-ant-test"),
+    ];
+    let proxy = Proxy::start_with_env(&text, &env).await;
+    let url = proxy.url("/v1/messages");
+    let key = [("x-api-key", "tg-agent-0123456789")];
+
+    // Authentication, before any handler.
+    let r = call(&url, messages_body(CLAUDE, false), &[]).await;
+    anthropic_error(&r, 401, "authentication_error");
+    let r = call(
+        &url,
+        messages_body(CLAUDE, false),
+        &[("x-api-key", "wrong")],
+    )
+    .await;
+    anthropic_error(&r, 401, "authentication_error");
+    // Ingress: malformed JSON, and a field the chat path cannot carry.
+    let r = call(&url, "{\"model\": ", &key).await;
+    anthropic_error(&r, 400, "invalid_request_error");
+    let bad = json!({"model": CLAUDE, "max_tokens": 5, "mcp_servers": [{"url": "x"}],
+                     "messages": [{"role": "user", "content": "x"}]});
+    let v = anthropic_error(
+        &call(&url, bad.to_string(), &key).await,
+        400,
+        "invalid_request_error",
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("mcp_servers"),
+        "{v}"
+    );
+    // The plan: a model nobody serves.
+    let r = call(&url, messages_body("gpt-nothing", false), &key).await;
+    anthropic_error(&r, 404, "not_found_error");
+    // The upstream: an overloaded API (Anthropic's 529, or a 503) is Anthropic's 529
+    // `overloaded_error`, which its clients retry.
+    for status in ["529", "503"] {
+        let r = call(
+            &url,
+            messages_body(CLAUDE, false),
+            &[key[0], ("x-sim-status", status)],
+        )
+        .await;
+        anthropic_error(&r, 529, "overloaded_error");
+    }
+    // The key's rate limit: the 429 keeps its Retry-After.
+    let mut limited = None;
+    for _ in 0..6 {
+        let r = call(&url, messages_body(CLAUDE, false), &key).await;
+        if r.status == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(r);
+            break;
+        }
+    }
+    let r = limited.expect("the key's limit of 3 per minute held");
+    anthropic_error(&r, 429, "rate_limit_error");
+    assert!(!r.header("retry-after").is_empty());
+    // An unknown path under the API.
+    let r = call(&proxy.url("/v1/messages/batches"), "{}", &key).await;
+    anthropic_error(&r, 404, "not_found_error");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_breaks_ends_with_an_error_event_not_message_stop() {
+    let (_sim, proxy) = start("", &[]).await;
+    let url = proxy.url("/v1/messages");
+    for model in [CLAUDE, "sim-model"] {
+        let r = call(
+            &url,
+            messages_body(model, true),
+            &[("x-sim-reset-after", "3")],
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        let text = r.text();
+        assert!(text.starts_with("event: message_start\n"), "{text}");
+        assert!(
+            text.contains("\nevent: error\ndata: {\"type\":\"error\""),
+            "{model}: {text}"
+        );
+        assert!(!text.contains("message_stop"), "{model}: {text}");
+        // A whole stream, by contrast, ends with message_delta and message_stop.
+        let r = call(&url, messages_body(model, true), &[]).await;
+        let text = r.text();
+        assert!(
+            text.trim_end()
+                .ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}"),
+            "{text}"
+        );
+    }
+}
