@@ -1,5 +1,6 @@
 //! End-to-end tests: the real server on loopback against the built-in simulator.
 
+mod agents;
 mod anthropic;
 mod budgets;
 mod classify;

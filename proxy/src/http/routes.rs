@@ -108,6 +108,8 @@ async fn route(runtime: &Arc<Runtime>, req: Request<Incoming>) -> Response<Body>
         (&Method::GET, "/v1/models") => {
             body::json_response(StatusCode::OK, runtime.models_body.clone())
         }
+        // Claude Code probes the base URL before its first request.
+        (&Method::HEAD, "/") => Response::new(body::full("")),
         (&Method::GET, "/healthz") => body::json_response(StatusCode::OK, r#"{"status":"ok"}"#),
         (&Method::GET, "/readyz") => {
             if runtime.ready() {

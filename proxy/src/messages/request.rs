@@ -17,7 +17,10 @@ use crate::error::ApiError;
 const INEXPRESSIBLE: [&str; 2] = ["mcp_servers", "container"];
 
 /// Translates a parsed Messages body. `count_only` is `/v1/messages/count_tokens`, which
-/// needs no `max_tokens`.
+/// needs no `max_tokens`. Other top-level fields — `context_management`, `service_tier`,
+/// and `cache_control` on blocks — steer features on Anthropic's side that chat has no
+/// counterpart for and that do not change what the answer may contain: they are left out,
+/// not refused, since Claude Code sends them on every request.
 pub fn to_chat(body: &Map<String, Value>, count_only: bool) -> Result<ChatRequest, ApiError> {
     let mut out = Map::new();
     let model = body.get("model").and_then(Value::as_str).unwrap_or("");
@@ -150,12 +153,25 @@ fn block_type(block: &Value) -> &str {
 /// messages (chat requires them right after the assistant's calls).
 fn turn_messages(turn: &Value, i: usize, out: &mut Vec<Value>) -> Result<(), ApiError> {
     let role = turn.get("role").and_then(Value::as_str).unwrap_or("");
-    if role != "user" && role != "assistant" {
+    if !["user", "assistant", "system"].contains(&role) {
         let shown = if role.is_empty() { "(missing)" } else { role };
         return Err(field(
             &format!("messages.{i}.role"),
-            format!("messages.{i}.role: `{shown}` is not one of user, assistant"),
+            format!("messages.{i}.role: `{shown}` is not one of user, assistant, system"),
         ));
+    }
+    // A system turn inside the conversation (Claude Code sends them, under the
+    // `mid-conversation-system` beta) is a chat system message where it stands.
+    if role == "system" {
+        let content = turn.get("content").unwrap_or(&Value::Null);
+        let text = system_text(content).map_err(|_| {
+            field(
+                &format!("messages.{i}.content"),
+                format!("messages.{i}.content: a system turn is a string or text blocks"),
+            )
+        })?;
+        out.push(json!({"role": "system", "content": text}));
+        return Ok(());
     }
     let blocks = match turn.get("content") {
         Some(Value::String(text)) => {
@@ -513,6 +529,7 @@ mod tests {
             "tool_choice": {"type": "any", "disable_parallel_tool_use": true},
             "messages": [
                 {"role": "user", "content": "Weather in Paris?"},
+                {"role": "system", "content": [{"type": "text", "text": "Tools are available."}]},
                 {"role": "assistant", "content": [
                     {"type": "thinking", "thinking": "Use the tool.", "signature": "sig=="},
                     {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}
@@ -530,7 +547,11 @@ mod tests {
             b["messages"][0],
             json!({"role": "system", "content": "Be brief."})
         );
-        let assistant = &b["messages"][2];
+        assert_eq!(
+            b["messages"][2],
+            json!({"role": "system", "content": "Tools are available."})
+        );
+        let assistant = &b["messages"][3];
         assert_eq!(assistant["content"], Value::Null);
         assert_eq!(
             assistant["tool_calls"][0]["function"]["arguments"],
@@ -539,11 +560,11 @@ mod tests {
         assert_eq!(assistant["thinking_blocks"][0]["signature"], "sig==");
         assert_eq!(assistant["reasoning_content"], "Use the tool.");
         assert_eq!(
-            b["messages"][3],
+            b["messages"][4],
             json!({"role": "tool", "tool_call_id": "toolu_1", "content": "18C"})
         );
         assert_eq!(
-            b["messages"][4],
+            b["messages"][5],
             json!({"role": "user", "content": "And tomorrow?"})
         );
         assert_eq!(b["reasoning"], json!({"max_tokens": 500}));
@@ -606,7 +627,7 @@ mod tests {
                 "messages",
             ),
             (
-                json!({"model": "m", "max_tokens": 1, "messages": [{"role": "system", "content": "x"}]}),
+                json!({"model": "m", "max_tokens": 1, "messages": [{"role": "tool", "content": "x"}]}),
                 "messages.0.role",
             ),
             (
