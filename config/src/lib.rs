@@ -264,6 +264,10 @@ pub struct Server {
     pub max_event_bytes: usize,
     /// Largest whole upstream response (and guarded answer) the proxy reads.
     pub max_response_bytes: usize,
+    /// How long a stored Responses API conversation can be continued
+    /// (`previous_response_id`), and the memory all stored conversations may take.
+    pub response_store_ttl: Duration,
+    pub response_store_bytes: usize,
     /// How long in-flight requests (streams too) may run after SIGTERM/SIGINT.
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,

@@ -121,6 +121,8 @@ pub struct RawServer {
     pub threads: Option<u64>,
     pub max_event_bytes: Option<u64>,
     pub max_response_bytes: Option<u64>,
+    pub response_store_ttl: Option<String>,
+    pub response_store_bytes: Option<u64>,
     pub shutdown_grace: Option<String>,
     pub log_format: Option<String>,
     pub log_level: Option<String>,

@@ -11,6 +11,8 @@
 //! - [`explain`]: `thinkgate route --explain`, rendering the plan the server would make;
 //! - [`pipeline`]: the attempt path — every upstream call, end to end, with fallback;
 //! - [`state`]: the [`Runtime`], everything built once per config load;
+//! - [`responses`]: OpenAI's Responses API as a front end (`http/responses.rs` calls the chat
+//!   stages) and its bounded conversation store, no IO;
 //! - [`relay`]: the upstream's response → the client (pass-through, translate, budget guard);
 //! - [`plan`]: mode, budget, domain and the models to try (pure, no IO);
 //! - [`ingress`]: HTTP body → canonical [`canonical::ChatRequest`] (limits, precise 400s);
@@ -36,6 +38,7 @@ pub mod models;
 pub mod pipeline;
 pub mod plan;
 pub mod relay;
+pub mod responses;
 pub mod state;
 pub mod telemetry;
 pub mod upstream;

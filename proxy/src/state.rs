@@ -46,6 +46,8 @@ pub struct Runtime {
     /// `server.max_upstream_calls`: a slot per upstream call in flight, held until its
     /// response ends (kept across reloads while the number is unchanged).
     pub upstream_calls: Arc<tokio::sync::Semaphore>,
+    /// Responses API conversations for `previous_response_id` (kept across reloads).
+    pub responses: Arc<crate::responses::Store>,
 }
 
 /// The ids every config offers besides its models.
@@ -133,7 +135,20 @@ impl Runtime {
             .filter(|p| p.config.server.max_upstream_calls == max_calls)
             .map(|p| p.upstream_calls.clone())
             .unwrap_or_else(|| Arc::new(tokio::sync::Semaphore::new(max_calls)));
+        let server = &config.server;
+        let responses = match previous {
+            Some(p) => {
+                p.responses
+                    .configure(server.response_store_ttl, server.response_store_bytes);
+                p.responses.clone()
+            }
+            None => Arc::new(crate::responses::Store::new(
+                server.response_store_ttl,
+                server.response_store_bytes,
+            )),
+        };
         Ok(Runtime {
+            responses,
             upstream_calls,
             keys,
             table,

@@ -15,6 +15,7 @@ mod lifecycle;
 mod messages;
 mod metrics;
 mod reload;
+mod responses;
 mod routing;
 mod sdk;
 mod support;

@@ -88,6 +88,17 @@ pub(super) fn validate_server(raw: &RawConfig, c: &Checker<'_>) -> Result<Server
             64 << 20,
             1024..=1 << 32,
         )?,
+        response_store_ttl: c.timeout(
+            key("response_store_ttl"),
+            s.response_store_ttl.as_deref(),
+            Duration::from_secs(3600),
+        )?,
+        response_store_bytes: c.bounded(
+            key("response_store_bytes"),
+            s.response_store_bytes,
+            64 << 20,
+            0..=1 << 34,
+        )?,
         log_format,
         log_level: s.log_level.clone().unwrap_or_else(|| "info".to_string()),
     })

@@ -123,6 +123,9 @@ pub async fn in_shape(runtime: &Runtime, resp: Response<Body>) -> Response<Body>
         }
     };
     let parsed: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if parts.status.is_success() && !parsed.is_object() {
+        return in_shape_error(unreadable());
+    }
     let (status, rendered) = if parts.status.is_success() {
         (parts.status, response::message(&parsed))
     } else {
@@ -135,6 +138,16 @@ pub async fn in_shape(runtime: &Runtime, resp: Response<Body>) -> Response<Body>
         HeaderValue::from_static("application/json"),
     );
     Response::from_parts(parts, body::full(rendered.to_string()))
+}
+
+/// A success the proxy cannot render: its own relay wrote something that is not a
+/// completion (never expected; answered as an error rather than as an empty message).
+fn unreadable() -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        "upstream_error",
+        "the answer is not a chat completion and cannot be rendered",
+    )
 }
 
 /// One of the proxy's own errors, in Anthropic's shape.

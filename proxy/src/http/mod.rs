@@ -9,6 +9,7 @@ mod error_bodies;
 mod messages;
 pub mod reload;
 pub mod request_id;
+mod responses;
 mod routes;
 
 use std::convert::Infallible;

@@ -70,6 +70,9 @@ fn frame(out: &mut BytesMut, kind: &str, data: &Value) {
 impl Translator {
     fn on_event(&mut self, data: &str) -> BytesMut {
         let mut out = BytesMut::new();
+        if self.done {
+            return out;
+        }
         if data == "[DONE]" {
             self.finish(&mut out);
             return out;
