@@ -221,6 +221,7 @@ fn bench_accounting(c: &mut Criterion) {
             completion_tokens: 800,
             reasoning_tokens: Some(500),
             cached_tokens: None,
+            cache_creation_tokens: None,
         },
         prompt_source: Source::Upstream,
         output_source: Source::Upstream,

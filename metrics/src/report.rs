@@ -73,6 +73,9 @@ struct Row {
 
 /// The report: per model, mode and domain, requests and tokens per request, reasoning share;
 /// then budget utilization and cost per model.
+/// The endpoints a client's request is counted on (chat, Messages, Responses).
+const CLIENT_ENDPOINTS: [&str; 3] = ["chat_completions", "messages", "responses"];
+
 pub fn render(text: &str) -> String {
     let samples = parse(text);
     let label = |s: &Sample, k: &str| s.labels.get(k).cloned().unwrap_or_default();
@@ -82,8 +85,10 @@ pub fn render(text: &str) -> String {
     for s in &samples {
         let key = || (label(s, "model"), label(s, "mode"), label(s, "domain"));
         match s.name.as_str() {
+            // Client requests on every API (not the contemplating agents' own calls).
             "thinkgate_requests_total"
-                if label(s, "endpoint") == "chat_completions" && label(s, "status") == "200" =>
+                if CLIENT_ENDPOINTS.contains(&label(s, "endpoint").as_str())
+                    && label(s, "status") == "200" =>
             {
                 rows.entry(key()).or_default().requests += s.value
             }

@@ -25,6 +25,12 @@ pub struct ChatRequest {
     /// The whole JSON object the client sent, in its order; forwarded minus what the proxy owns.
     /// Its `messages` were checked at ingress to read as [`Message`]s.
     pub body: Map<String, Value>,
+    /// The Anthropic Messages body as the client sent it, when the request came through
+    /// `/v1/messages`: an Anthropic upstream gets it as sent (only `model`, `stream` and the
+    /// budget's knob set), so `cache_control`, betas and every field chat cannot carry reach
+    /// it. Dropped as soon as the proxy edits the conversation (a budget hint, a
+    /// contemplating agent's role, a synthesis), which only `body` then holds.
+    pub messages_body: Option<std::sync::Arc<Map<String, Value>>>,
 }
 
 impl ChatRequest {
@@ -49,6 +55,7 @@ impl ChatRequest {
     /// as messages are left out).
     pub fn with_appended(&self, messages: Vec<Value>) -> ChatRequest {
         let mut req = self.clone();
+        req.messages_body = None;
         if let Some(Value::Array(list)) = req.body.get_mut("messages") {
             list.extend(
                 messages
@@ -62,6 +69,7 @@ impl ChatRequest {
     /// Adds `note` to the system prompt: appended to a leading text system message, or as a
     /// new first message.
     pub fn add_system_note(&mut self, note: &str) {
+        self.messages_body = None;
         let Some(Value::Array(list)) = self.body.get_mut("messages") else {
             return;
         };
@@ -213,8 +221,12 @@ pub struct Usage {
     pub completion_tokens: u64,
     /// `completion_tokens_details.reasoning_tokens`; part of `completion_tokens`.
     pub reasoning_tokens: Option<u64>,
-    /// `prompt_tokens_details.cached_tokens`.
+    /// `prompt_tokens_details.cached_tokens`: prompt tokens read from the upstream's cache
+    /// (Anthropic's `cache_read_input_tokens`); part of `prompt_tokens`.
     pub cached_tokens: Option<u64>,
+    /// Prompt tokens written to the upstream's cache (Anthropic's
+    /// `cache_creation_input_tokens`, billed above plain input); part of `prompt_tokens`.
+    pub cache_creation_tokens: Option<u64>,
 }
 
 impl Usage {

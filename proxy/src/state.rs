@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use serde_json::json;
+use serde_json::{json, Value};
 use thinkgate_config::{Config, Model, Provider};
 use thinkgate_metrics::{Buckets, Metrics, TokenCounter};
 
@@ -219,15 +219,42 @@ impl Route {
 
 /// The `/v1/models` body: the configured models, then the virtual ids.
 fn models_body(models: &[Model]) -> Bytes {
+    let data: Vec<_> = model_objects(models).into_iter().map(|(_, o)| o).collect();
+    Bytes::from(json!({"object": "list", "data": data}).to_string())
+}
+
+/// Every id the proxy serves (configured models, then `auto` and its modes) as an OpenAI
+/// model object.
+fn model_objects(models: &[Model]) -> Vec<(String, Value)> {
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let mut data: Vec<_> = models
+    let object = |id: &str, owner: &str| json!({"id": id, "object": "model", "created": created, "owned_by": owner});
+    let mut out: Vec<_> = models
         .iter()
-        .map(|m| json!({"id": m.id, "object": "model", "created": created, "owned_by": m.provider}))
+        .map(|m| (m.id.clone(), object(&m.id, &m.provider)))
         .collect();
-    data.extend(VIRTUAL_MODELS.iter().map(
-        |id| json!({"id": id, "object": "model", "created": created, "owned_by": "thinkgate"}),
-    ));
-    Bytes::from(json!({"object": "list", "data": data}).to_string())
+    out.extend(
+        VIRTUAL_MODELS
+            .iter()
+            .map(|id| (id.to_string(), object(id, "thinkgate"))),
+    );
+    out
+}
+
+impl Runtime {
+    /// `GET /v1/models/{id}`: a served id, or a name `[routing.model_names]` maps (owned by
+    /// thinkgate, under the name asked).
+    pub fn model_object(&self, id: &str) -> Option<Bytes> {
+        let served = model_objects(&self.config.models)
+            .into_iter()
+            .find(|(served, _)| served == id)
+            .map(|(_, o)| o);
+        let mapped = || {
+            self.config.routing.model_names.resolve(id).map(
+                |_| json!({"id": id, "object": "model", "created": 0, "owned_by": "thinkgate"}),
+            )
+        };
+        served.or_else(mapped).map(|o| Bytes::from(o.to_string()))
+    }
 }

@@ -18,6 +18,7 @@ pub(super) fn parse(
     request: &Value,
     headers: &HeaderMap,
     counter: &TokenCounter,
+    cache: &PromptCache,
 ) -> Result<RequestView, ApiError> {
     if !headers.contains_key("anthropic-version") {
         return Err(ApiError::invalid_request(
@@ -36,9 +37,15 @@ pub(super) fn parse(
     if let Some(system) = request.get("system") {
         prompt_tokens += 3 + text_tokens(system, counter);
     }
+    // System turns inside the conversation are a beta (Claude Code turns it on).
+    let mid_system = headers
+        .get("anthropic-beta")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|b| b.contains("mid-conversation-system"));
     for (i, m) in messages.iter().enumerate() {
         match m.get("role").and_then(Value::as_str) {
             Some("user") | Some("assistant") => {}
+            Some("system") if mid_system => {}
             other => {
                 return Err(ApiError::invalid_request(format!(
                     "messages.{i}.role: Input should be 'user' or 'assistant', got {other:?}"
@@ -77,6 +84,7 @@ pub(super) fn parse(
         show_thoughts: true,
         thinking: knobs::anthropic(request, cap)?,
         hide_reasoning: false,
+        cache: cache.serve(request, prompt_tokens, counter),
     })
 }
 
@@ -147,12 +155,89 @@ fn stop_reason(finish_reason: &str) -> &'static str {
 }
 
 fn usage(job: &Job, output_tokens: u64) -> Value {
+    let cached = job.cache.read + job.cache.written;
     json!({
-        "input_tokens": job.prompt_tokens,
+        "input_tokens": job.prompt_tokens.saturating_sub(cached),
         "output_tokens": output_tokens,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0
+        "cache_creation_input_tokens": job.cache.written,
+        "cache_read_input_tokens": job.cache.read
     })
+}
+
+/// Prompt tokens a request read from the prompt cache and wrote to it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct CacheUse {
+    pub read: u64,
+    pub written: u64,
+}
+
+/// Prompt caching as Anthropic's API does it, simplified: the prefix up to the last block
+/// marked `cache_control` (system blocks, then messages) is written to the cache the first
+/// time it is seen and read from it after. Bounded: the oldest prefixes are forgotten.
+#[derive(Default)]
+pub(crate) struct PromptCache {
+    seen: std::sync::Mutex<std::collections::VecDeque<u64>>,
+}
+
+impl PromptCache {
+    const CAPACITY: usize = 4096;
+
+    fn serve(&self, request: &Value, total: u64, counter: &TokenCounter) -> CacheUse {
+        let marked = |b: &Value| b.get("cache_control").is_some_and(Value::is_object);
+        let mut prefix: Vec<&Value> = Vec::new();
+        let mut cut = 0;
+        let system = request.get("system").and_then(Value::as_array);
+        for b in system.into_iter().flatten() {
+            prefix.push(b);
+            if marked(b) {
+                cut = prefix.len();
+            }
+        }
+        let messages = request.get("messages").and_then(Value::as_array);
+        for m in messages.into_iter().flatten() {
+            for b in m
+                .get("content")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                prefix.push(b);
+                if marked(b) {
+                    cut = prefix.len();
+                }
+            }
+        }
+        if cut == 0 {
+            return CacheUse::default();
+        }
+        let cached = &prefix[..cut];
+        let tokens: u64 = cached
+            .iter()
+            .map(|b| text_tokens(&Value::Array(vec![(*b).clone()]), counter))
+            .sum::<u64>()
+            .min(total);
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for b in cached {
+            b.to_string().hash(&mut h);
+        }
+        let key = h.finish();
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.contains(&key) {
+            return CacheUse {
+                read: tokens,
+                written: 0,
+            };
+        }
+        if seen.len() >= Self::CAPACITY {
+            seen.pop_front();
+        }
+        seen.push_back(key);
+        CacheUse {
+            read: 0,
+            written: tokens,
+        }
+    }
 }
 
 /// A whole `message` response.

@@ -103,6 +103,7 @@ pub(super) fn parse(
             .unwrap_or(false),
         thinking: knobs::gemini(thinking),
         hide_reasoning: false,
+        cache: crate::anthropic::CacheUse::default(),
     })
 }
 

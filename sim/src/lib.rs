@@ -105,6 +105,8 @@ pub struct Simulator {
     config: thinkgate_config::Simulator,
     stats: Arc<SimStats>,
     counter: TokenCounter,
+    /// Prompt prefixes cached by Anthropic-format requests (`cache_control`).
+    prompt_cache: anthropic::PromptCache,
 }
 
 /// The request fields the simulator acts on, whatever format they came in.
@@ -122,6 +124,8 @@ pub(crate) struct RequestView {
     thinking: knobs::Thinking,
     /// The request asked for the reasoning to be left out (OpenRouter's `exclude`).
     hide_reasoning: bool,
+    /// Prompt tokens read from and written to the prompt cache (Anthropic's `cache_control`).
+    cache: anthropic::CacheUse,
 }
 
 /// One request, as the simulator understood it.
@@ -139,6 +143,7 @@ struct Job {
     logprobs: bool,
     usage: UsageStyle,
     show_thoughts: bool,
+    cache: anthropic::CacheUse,
 }
 
 impl Job {
@@ -192,6 +197,7 @@ impl Simulator {
             config,
             stats: Arc::new(SimStats::default()),
             counter: TokenCounter::new(Encoding::O200kBase),
+            prompt_cache: anthropic::PromptCache::default(),
         }
     }
 
@@ -302,7 +308,9 @@ impl Simulator {
             });
         }
         let request_view = match (format, in_path) {
-            (WireFormat::Anthropic, _) => anthropic::parse(&request, headers, &self.counter)?,
+            (WireFormat::Anthropic, _) => {
+                anthropic::parse(&request, headers, &self.counter, &self.prompt_cache)?
+            }
             (WireFormat::Gemini, Some((_, stream))) => {
                 gemini::parse(&request, stream, &self.counter)?
             }
@@ -317,6 +325,7 @@ impl Simulator {
             show_thoughts,
             thinking,
             hide_reasoning,
+            cache,
         } = request_view;
         profile.reasoning_tokens = thinking.tokens(profile.reasoning_tokens);
         let visible = matches!(
@@ -390,6 +399,7 @@ impl Simulator {
                 }
             },
             show_thoughts,
+            cache,
         };
         let completion = Completion {
             stats: self.stats.clone(),
@@ -445,6 +455,7 @@ impl Simulator {
             show_thoughts: true,
             thinking,
             hide_reasoning,
+            cache: anthropic::CacheUse::default(),
         })
     }
 

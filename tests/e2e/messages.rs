@@ -212,3 +212,150 @@ async fn a_stream_that_breaks_ends_with_an_error_event_not_message_stop() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anthropic_upstream_gets_the_request_as_sent() {
+    let upstream = FixedUpstream::start(
+        "application/json",
+        include_str!("../golden/anthropic/response.anthropic.json"),
+    )
+    .await;
+    let text = config(&upstream.url(), "");
+    let proxy =
+        Proxy::start_with_env(&text, &[("THINKGATE_TEST_ANTHROPIC_KEY", "sk-ant-test")]).await;
+    let sent = json!({
+        "model": CLAUDE, "max_tokens": 512,
+        "system": [{"type": "text", "text": "You are terse.", "cache_control": {"type": "ephemeral"}}],
+        "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+        "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "What is two plus two?", "cache_control": {"type": "ephemeral", "ttl": "1h"}}
+        ]}]
+    });
+    let beta = "context-management-2025-06-27,prompt-caching-scope-2026-01-05";
+    let r = call(
+        &proxy.url("/v1/messages?beta=true"),
+        sent.to_string(),
+        &[
+            ("anthropic-version", "2023-06-01"),
+            ("anthropic-beta", beta),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["type"], "message");
+    let (path, headers, body) = upstream.last();
+    assert_eq!(path, "/v1/messages");
+    assert_eq!(headers["anthropic-beta"], beta);
+    assert_eq!(headers["anthropic-version"], "2023-06-01");
+    assert_eq!(headers["x-api-key"], "sk-ant-test");
+    // Everything the client sent, but the model, which is the configured upstream name.
+    let mut expected = sent.clone();
+    expected["model"] = json!("claude-opus-4-6");
+    assert_eq!(body, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompt_cache_reads_and_writes_are_reported_and_counted() {
+    let (_sim, proxy) = start("", &[]).await;
+    let url = proxy.url("/v1/messages");
+    let long = "You answer arithmetic questions. ".repeat(50);
+    let body = |stream: bool| {
+        json!({"model": CLAUDE, "max_tokens": 256, "stream": stream,
+               "system": [{"type": "text", "text": long, "cache_control": {"type": "ephemeral"}}],
+               "messages": [{"role": "user", "content": "What is two plus two?"}]})
+        .to_string()
+    };
+    let first = call(&url, body(false), &[]).await.json();
+    let written = first["usage"]["cache_creation_input_tokens"]
+        .as_u64()
+        .unwrap();
+    assert!(written > 100, "{first}");
+    assert_eq!(first["usage"]["cache_read_input_tokens"], 0);
+    let second = call(&url, body(false), &[]).await.json();
+    assert_eq!(
+        second["usage"]["cache_read_input_tokens"], written,
+        "{second}"
+    );
+    assert_eq!(second["usage"]["cache_creation_input_tokens"], 0);
+    // input_tokens leave the cached part out, as Anthropic's do.
+    assert!(
+        second["usage"]["input_tokens"].as_u64().unwrap() < 30,
+        "{second}"
+    );
+    // Streamed: the final message_delta carries the same figures.
+    let text = call(&url, body(true), &[]).await.text();
+    let delta = text
+        .split("\n\n")
+        .find(|f| f.starts_with("event: message_delta"))
+        .and_then(|f| f.split_once("data: "))
+        .map(|(_, d)| serde_json::from_str::<Value>(d).unwrap())
+        .expect("a message_delta");
+    assert_eq!(
+        delta["usage"]["cache_read_input_tokens"], written,
+        "{delta}"
+    );
+    // And the metrics count both kinds, as parts of the prompt.
+    let metrics = get(&proxy.url("/metrics")).await.text();
+    let count = |kind: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("thinkgate_tokens_total{")
+                    && l.contains(&format!("kind=\"{kind}\""))
+                    && l.contains("model=\"claude\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(count("cache_write"), written as f64, "{metrics}");
+    assert_eq!(count("cache_read"), 2.0 * written as f64, "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_model_is_described_by_id_mapped_names_included() {
+    let (_sim, proxy) = start("", &[]).await;
+    let v = get(&proxy.url("/v1/models/sim-model")).await.json();
+    assert_eq!(
+        v,
+        json!({"id": "sim-model", "object": "model", "created": v["created"], "owned_by": "sim"})
+    );
+    let v = get(&proxy.url(&format!("/v1/models/{CLAUDE}")))
+        .await
+        .json();
+    assert_eq!(
+        (v["id"].as_str(), v["owned_by"].as_str()),
+        (Some(CLAUDE), Some("thinkgate"))
+    );
+    let r = get(&proxy.url("/v1/models/auto:thinking")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = get(&proxy.url("/v1/models/gpt-nothing")).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.error()["code"], "model_not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contemplating_streams_its_progress_as_a_thinking_block() {
+    let (_sim, proxy) = start("", &[]).await;
+    let body = json!({"model": "sim-model:contemplating", "max_tokens": 1024, "stream": true,
+                      "messages": [{"role": "user", "content": "Is 1001 prime?"}]});
+    let text = call(&proxy.url("/v1/messages"), body.to_string(), &[])
+        .await
+        .text();
+    let frames: Vec<Value> = text
+        .split("\n\n")
+        .filter_map(|f| f.split_once("data: "))
+        .filter_map(|(_, d)| serde_json::from_str(d).ok())
+        .collect();
+    let starts: Vec<&str> = frames
+        .iter()
+        .filter(|f| f["type"] == "content_block_start")
+        .filter_map(|f| f["content_block"]["type"].as_str())
+        .collect();
+    assert_eq!(starts, ["thinking", "text"], "{text}");
+    let progress: String = frames
+        .iter()
+        .filter_map(|f| f["delta"]["thinking"].as_str())
+        .collect();
+    assert!(progress.starts_with("Contemplating with"), "{progress}");
+    assert_eq!(frames.last().unwrap()["type"], "message_stop");
+}

@@ -57,6 +57,7 @@ fn endpoint_label(path: &str) -> &'static str {
         "/v1/messages" => "messages",
         "/v1/messages/count_tokens" => "messages_count_tokens",
         "/v1/models" => "models",
+        p if p.starts_with("/v1/models/") => "models",
         "/healthz" => "healthz",
         "/readyz" => "readyz",
         "/metrics" => "metrics",
@@ -113,6 +114,20 @@ async fn route(runtime: &Arc<Runtime>, req: Request<Incoming>) -> Response<Body>
         }
         (&Method::GET, "/v1/models") => {
             body::json_response(StatusCode::OK, runtime.models_body.clone())
+        }
+        (&Method::GET, p) if p.starts_with("/v1/models/") => {
+            let id = &p["/v1/models/".len()..];
+            match runtime.model_object(id) {
+                Some(object) => body::json_response(StatusCode::OK, object),
+                None => ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "invalid_request_error",
+                    format!("The model `{id}` does not exist (see GET /v1/models)"),
+                )
+                .with_param("model")
+                .with_code("model_not_found")
+                .into_response(),
+            }
         }
         // Claude Code probes the base URL before its first request.
         (&Method::HEAD, "/") => Response::new(body::full("")),

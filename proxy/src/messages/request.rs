@@ -105,6 +105,7 @@ pub fn to_chat(body: &Map<String, Value>, count_only: bool) -> Result<ChatReques
         include_usage: stream,
         has_tools,
         body: out,
+        messages_body: Some(std::sync::Arc::new(body.clone())),
     })
 }
 

@@ -24,8 +24,8 @@ pub fn message_id(openai_id: &str) -> String {
     format!("msg_{bare}")
 }
 
-/// The usage block: Anthropic's `input_tokens` leave out the cached prompt tokens, which are
-/// `cache_read_input_tokens`; figures an Anthropic upstream reported (cache writes) are kept.
+/// The usage block: Anthropic's `input_tokens` leave out the prompt tokens read from the
+/// cache (`cache_read_input_tokens`) and written to it (`cache_creation_input_tokens`).
 pub fn usage(openai: &Value) -> Value {
     let n = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64);
     let prompt = n(openai, "prompt_tokens").unwrap_or(0);
@@ -34,17 +34,18 @@ pub fn usage(openai: &Value) -> Value {
         .and_then(|d| n(d, "cached_tokens"))
         .or_else(|| n(openai, "cache_read_input_tokens"))
         .unwrap_or(0);
+    let written = n(openai, "cache_creation_input_tokens").unwrap_or(0);
     let mut out = Map::new();
-    out.insert("input_tokens".into(), prompt.saturating_sub(cached).into());
+    out.insert(
+        "input_tokens".into(),
+        prompt.saturating_sub(cached + written).into(),
+    );
     out.insert(
         "output_tokens".into(),
         n(openai, "completion_tokens").unwrap_or(0).into(),
     );
     out.insert("cache_read_input_tokens".into(), cached.into());
-    out.insert(
-        "cache_creation_input_tokens".into(),
-        n(openai, "cache_creation_input_tokens").unwrap_or(0).into(),
-    );
+    out.insert("cache_creation_input_tokens".into(), written.into());
     Value::Object(out)
 }
 

@@ -130,6 +130,7 @@ impl Tally {
                     completion_tokens: output,
                     reasoning_tokens: Some(reasoning),
                     cached_tokens: None,
+                    cache_creation_tokens: None,
                 };
                 (usage, Source::Estimated, Source::Estimated)
             }

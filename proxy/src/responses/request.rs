@@ -138,6 +138,7 @@ pub fn to_chat(body: &Map<String, Value>, history: Vec<Value>) -> Result<Parsed,
             include_usage: stream,
             has_tools,
             body: out,
+            messages_body: None,
         },
         conversation,
         previous_response_id: body

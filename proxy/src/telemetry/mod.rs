@@ -37,7 +37,9 @@ impl Source {
 
 /// Mode label values. `default` for requests that ran under no mode.
 pub const MODES: [&str; 4] = ["default", "instant", "thinking", "contemplating"];
-const KINDS: [&str; 3] = ["prompt", "output", "reasoning"];
+/// Token kinds: `reasoning` is part of `output`; `cache_read` and `cache_write` are parts of
+/// `prompt` (what the upstream read from, and wrote to, its prompt cache).
+const KINDS: [&str; 5] = ["prompt", "output", "reasoning", "cache_read", "cache_write"];
 const SOURCES: [&str; 2] = ["upstream", "estimated"];
 pub const UPSTREAM_OUTCOMES: [&str; 6] = [
     "ok",
@@ -52,7 +54,7 @@ pub const UPSTREAM_OUTCOMES: [&str; 6] = [
 struct Slot {
     duration: Histogram,
     ttft: Histogram,
-    tokens: [[IntCounter; 2]; 3],
+    tokens: [[IntCounter; 2]; KINDS.len()],
     reasoning: Histogram,
 }
 
@@ -128,7 +130,7 @@ impl ModelMetrics {
                     .request_duration
                     .with_label_values(&["chat_completions", m, md]),
                 ttft: metrics.ttft.with_label_values(&[m, md]),
-                tokens: [tokens(0), tokens(1), tokens(2)],
+                tokens: std::array::from_fn(tokens),
                 reasoning: metrics.reasoning_per_request.with_label_values(&[m, md, d]),
             }
         })
@@ -305,6 +307,9 @@ impl Account {
         slot.tokens[0][src(t.prompt_source)].inc_by(t.usage.prompt_tokens);
         slot.tokens[1][src(t.output_source)].inc_by(t.usage.completion_tokens);
         slot.tokens[2][src(t.output_source)].inc_by(reasoning);
+        // Only an upstream knows what its cache held.
+        slot.tokens[3][0].inc_by(t.usage.cached_tokens.unwrap_or(0));
+        slot.tokens[4][0].inc_by(t.usage.cache_creation_tokens.unwrap_or(0));
         slot.reasoning.observe(reasoning as f64);
         let cost = t.usage.prompt_tokens as f64 * mm.price_input_per_token
             + t.usage.completion_tokens as f64 * mm.price_output_per_token;

@@ -114,6 +114,24 @@ pub fn request_body(
     Ok(out)
 }
 
+/// A Messages body from an Anthropic client, as it sent it: only the model (the configured
+/// upstream name) and `stream` (the proxy streams whenever it watches the reasoning) are
+/// set here, the budget's knob after. Everything else — `cache_control`, system blocks,
+/// `context_management`, server tools — is the client's.
+pub fn native_body(
+    native: &Map<String, Value>,
+    upstream_model: &str,
+    stream: bool,
+) -> Map<String, Value> {
+    let mut out = native.clone();
+    out.insert("model".into(), upstream_model.into());
+    match stream {
+        true => drop(out.insert("stream".into(), true.into())),
+        false => drop(out.remove("stream")),
+    }
+    out
+}
+
 /// OpenAI's function tool → Anthropic's tool.
 fn tool(t: &Value) -> Option<Value> {
     let f = t.get("function")?;
@@ -276,6 +294,7 @@ fn merge_usage(usage: &mut Usage, u: UsageWire) {
             + u.cache_creation_input_tokens.unwrap_or(0)
             + u.cache_read_input_tokens.unwrap_or(0);
         usage.cached_tokens = u.cache_read_input_tokens;
+        usage.cache_creation_tokens = u.cache_creation_input_tokens;
     }
     if let Some(out) = u.output_tokens {
         usage.completion_tokens = out;

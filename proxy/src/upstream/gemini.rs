@@ -351,6 +351,7 @@ impl From<UsageWire> for Usage {
             completion_tokens: u.candidates_token_count + u.thoughts_token_count,
             reasoning_tokens: Some(u.thoughts_token_count),
             cached_tokens: u.cached_content_token_count,
+            cache_creation_tokens: None,
         }
     }
 }

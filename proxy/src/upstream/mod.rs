@@ -228,9 +228,16 @@ impl Upstream {
                 &model.upstream_model,
                 self.dialect,
             )),
-            WireFormat::Anthropic => {
-                anthropic::request_body(req, &model.upstream_model, self.default_max_tokens)
-            }
+            WireFormat::Anthropic => match &req.messages_body {
+                Some(native) => Ok(anthropic::native_body(
+                    native,
+                    &model.upstream_model,
+                    req.stream,
+                )),
+                None => {
+                    anthropic::request_body(req, &model.upstream_model, self.default_max_tokens)
+                }
+            },
             WireFormat::Gemini => gemini::request_body(req, model.reasoning),
         }
     }
@@ -445,10 +452,16 @@ impl Upstream {
                 if let Some(auth) = &self.auth {
                     headers.insert("x-api-key", auth.clone());
                 }
-                headers.insert(
-                    "anthropic-version",
-                    HeaderValue::from_static(anthropic::VERSION),
-                );
+                // An Anthropic client's version and betas go as it sent them (Claude Code's
+                // betas turn on features its requests use); others get the adapter's version.
+                let version = client_headers
+                    .get("anthropic-version")
+                    .cloned()
+                    .unwrap_or(HeaderValue::from_static(anthropic::VERSION));
+                headers.insert("anthropic-version", version);
+                if let Some(beta) = client_headers.get("anthropic-beta") {
+                    headers.insert("anthropic-beta", beta.clone());
+                }
             }
             WireFormat::Gemini => {
                 if let Some(auth) = &self.auth {

@@ -196,6 +196,9 @@ pub struct UsageView {
     pub completion_tokens_details: Option<CompletionDetails>,
     #[serde(default)]
     pub prompt_tokens_details: Option<PromptDetails>,
+    /// Cache writes, as LiteLLM-style servers in front of Anthropic report them.
+    #[serde(default)]
+    pub cache_creation_input_tokens: Option<u64>,
 }
 
 #[derive(Deserialize, Debug, Clone, Copy)]
@@ -246,6 +249,10 @@ pub fn patch_usage(object: &mut Map<String, Value>, usage: &Usage) {
                 "reasoning_tokens".into(),
                 usage.reasoning_tokens.unwrap_or(0).into(),
             );
+        }
+        // Not in OpenAI's schema; the name LiteLLM's clients read for Anthropic's cache writes.
+        if let Some(written) = usage.cache_creation_tokens.filter(|n| *n > 0) {
+            u.insert("cache_creation_input_tokens".into(), written.into());
         }
         if let Some(cached) = usage.cached_tokens {
             u.entry("prompt_tokens_details")
@@ -314,6 +321,7 @@ impl From<UsageView> for Usage {
             completion_tokens: u.completion_tokens,
             reasoning_tokens: u.completion_tokens_details.and_then(|d| d.reasoning_tokens),
             cached_tokens: u.prompt_tokens_details.and_then(|d| d.cached_tokens),
+            cache_creation_tokens: u.cache_creation_input_tokens,
         }
     }
 }
@@ -509,6 +517,7 @@ mod tests {
             completion_tokens: 9,
             reasoning_tokens: Some(4),
             cached_tokens: Some(3),
+            cache_creation_tokens: Some(2),
         };
         let cases = [
             r#"{"id":"x","choices":[{"message":{"content":"usage: {}"}}],"usage":{"prompt_tokens":12,"completion_tokens":9,"total_tokens":21}}"#,
