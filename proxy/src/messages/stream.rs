@@ -6,38 +6,31 @@
 //! `error` event, never a `message_stop` that would pass a cut answer off as complete.
 
 use bytes::{BufMut, BytesMut};
-use eventsource_stream::Eventsource;
-use futures_util::stream::StreamExt;
 use http::StatusCode;
-use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
 use super::response::{error_body, message_id, stop_reason, usage};
-use crate::body::{self, Body, BoxError};
+use crate::body::Body;
+use crate::relay;
 
 /// Translates the relay's OpenAI stream `inner` (its account rides inside and records when
 /// this body is dropped).
 pub fn events(inner: Body) -> Body {
-    let source = inner.into_data_stream().boxed().eventsource();
-    let frames = futures_util::stream::unfold(
-        (source, Translator::default()),
-        |(mut source, mut t)| async move {
-            loop {
-                if t.done {
-                    return None;
-                }
-                let out = match source.next().await {
-                    Some(Ok(event)) => t.on_event(&event.data),
-                    Some(Err(e)) => t.fail(&format!("the stream broke off: {e}")),
-                    None => t.fail("the stream ended before the message was complete"),
-                };
-                if !out.is_empty() {
-                    return Some((Ok::<_, BoxError>(out.freeze()), (source, t)));
-                }
-            }
-        },
-    );
-    body::stream(frames)
+    relay::reframe(inner, Translator::default())
+}
+
+impl relay::Reframe for Translator {
+    fn event(&mut self, data: &str) -> BytesMut {
+        self.on_event(data)
+    }
+
+    fn broken(&mut self, why: &str) -> BytesMut {
+        self.fail(why)
+    }
+
+    fn done(&self) -> bool {
+        self.done
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -10,6 +10,7 @@
 
 mod bounded;
 mod guard;
+mod reframe;
 mod tally;
 mod translate;
 
@@ -32,6 +33,7 @@ use crate::upstream::openai::{patch_usage, rename_reasoning, with_usage, ChunkVi
 use crate::upstream::{humanize, upstream_kind, Decoder, UpstreamError, WireFormat};
 use bounded::bounded_events;
 pub use guard::{FollowUpSender, Guard, GuardReport};
+pub use reframe::{reframe, Reframe};
 pub use tally::Tally;
 use thinkgate_config::ReasoningField;
 pub use translate::Renderer;

@@ -9,14 +9,12 @@
 use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
-use eventsource_stream::Eventsource;
-use futures_util::stream::StreamExt;
-use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
 use super::response::{object, status, usage, Item, Meta, Output};
 use super::store::Store;
-use crate::body::{self, Body, BoxError};
+use crate::body::Body;
+use crate::relay;
 
 /// Where a finished response's conversation is kept for `previous_response_id`.
 pub struct Keep {
@@ -39,7 +37,6 @@ impl Keep {
 /// The output is held for the final event, which repeats it whole: past `limit` bytes the
 /// response fails (`response_too_large`) rather than grow without bound.
 pub fn events(inner: Body, meta: Meta, keep: Option<Keep>, limit: usize) -> Body {
-    let source = inner.into_data_stream().boxed().eventsource();
     let translator = Translator {
         meta,
         keep,
@@ -55,29 +52,21 @@ pub fn events(inner: Body, meta: Meta, keep: Option<Keep>, limit: usize) -> Body
         started: false,
         done: false,
     };
-    let frames =
-        futures_util::stream::unfold((source, translator), |(mut source, mut t)| async move {
-            loop {
-                if t.done {
-                    return None;
-                }
-                let out = match source.next().await {
-                    Some(Ok(event)) => t.on_event(&event.data),
-                    Some(Err(e)) => t.fail(
-                        "upstream_stream_broken",
-                        &format!("the stream broke off: {e}"),
-                    ),
-                    None => t.fail(
-                        "upstream_stream_broken",
-                        "the stream ended before the response was complete",
-                    ),
-                };
-                if !out.is_empty() {
-                    return Some((Ok::<_, BoxError>(out.freeze()), (source, t)));
-                }
-            }
-        });
-    body::stream(frames)
+    relay::reframe(inner, translator)
+}
+
+impl relay::Reframe for Translator {
+    fn event(&mut self, data: &str) -> BytesMut {
+        self.on_event(data)
+    }
+
+    fn broken(&mut self, why: &str) -> BytesMut {
+        self.fail("upstream_stream_broken", why)
+    }
+
+    fn done(&self) -> bool {
+        self.done
+    }
 }
 
 struct Translator {
