@@ -220,9 +220,16 @@ fn sized_request(
 
 /// One request; returns (time to first body byte, total time).
 async fn one(sender: &mut Sender, req: Request<Full<Bytes>>) -> (Duration, Duration) {
+    let (_, first, total) = timed(sender, req).await;
+    (first, total)
+}
+
+/// One request; returns (time to the response head, to the first body frame, to the end).
+async fn timed(sender: &mut Sender, req: Request<Full<Bytes>>) -> (Duration, Duration, Duration) {
     let start = Instant::now();
     sender.ready().await.unwrap();
     let resp = sender.send_request(req).await.unwrap();
+    let head = start.elapsed();
     assert!(resp.status().is_success(), "{}", resp.status());
     let mut body = resp.into_body();
     let mut first = None;
@@ -230,7 +237,21 @@ async fn one(sender: &mut Sender, req: Request<Full<Bytes>>) -> (Duration, Durat
         frame.unwrap();
         first.get_or_insert_with(|| start.elapsed());
     }
-    (first.unwrap_or_default(), start.elapsed())
+    (head, first.unwrap_or_default(), start.elapsed())
+}
+
+/// Times to the response head of `n` streamed requests on one connection, sorted.
+async fn heads(addr: &str, n: usize) -> Vec<Duration> {
+    let mut sender = connect(addr).await;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n + 50 {
+        let (head, _, _) = timed(&mut sender, request(addr, "bench", true, &[])).await;
+        if i >= 50 {
+            out.push(head);
+        }
+    }
+    out.sort();
+    out
 }
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -451,6 +472,14 @@ fn main() {
                 "{name}: first chunk direct {:>7.1} µs proxy {:>7.1} µs (added {:>6.1});  whole stream direct {:>7.1} µs proxy {:>7.1} µs (added per chunk {:>5.1} µs)",
                 us(pct(&df, p)), us(pct(&vf, p)), us(pct(&vf, p)) - us(pct(&df, p)),
                 us(pct(&dt, p)), us(pct(&vt, p)), (us(pct(&vt, p)) - us(pct(&dt, p))) / 35.0
+            );
+        }
+
+        let (dh, vh) = (heads(&sim.addr, N).await, heads(&proxy.addr, N).await);
+        for (name, p) in [("p50", 0.5), ("p99", 0.99)] {
+            println!(
+                "{name}: response head direct {:>7.1} µs proxy {:>7.1} µs (added {:>6.1})",
+                us(pct(&dh, p)), us(pct(&vh, p)), us(pct(&vh, p)) - us(pct(&dh, p)),
             );
         }
 
