@@ -509,6 +509,8 @@ pub struct Model {
     pub vision: bool,
     pub tools: bool,
     pub reasoning: bool,
+    /// An embeddings model: served on `/v1/embeddings` only, never routed for chat.
+    pub embeddings: bool,
     pub price_input_per_mtok: f64,
     pub price_output_per_mtok: f64,
     /// The tiktoken encoding used to count this model's tokens.

@@ -205,6 +205,46 @@ impl Simulator {
         &self.stats
     }
 
+    /// OpenAI's embeddings: a deterministic unit vector per input (from its text), of
+    /// `dimensions` (default 8) numbers, with the usage a server reports. The faults of the
+    /// model's profile (`x-sim-status`) apply as to chat.
+    fn embeddings(&self, headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
+        let request: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::invalid_request(format!("invalid JSON: {e}")))?;
+        let model = request["model"].as_str().unwrap_or("").to_string();
+        let profile = self.profile_for(&model, headers)?;
+        if let Some(status) = profile.faults.status {
+            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return Err(ApiError::new(
+                code,
+                "server_error",
+                format!("simulated upstream fault: {code}"),
+            ));
+        }
+        let inputs: Vec<String> = match &request["input"] {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(items) => items
+                .iter()
+                .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_string))
+                .collect(),
+            _ => return Err(ApiError::invalid_request("`input` is required").with_param("input")),
+        };
+        let dims = request["dimensions"].as_u64().unwrap_or(8).clamp(1, 4096) as usize;
+        let mut prompt_tokens = 0;
+        let data: Vec<Value> = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                prompt_tokens += self.counter.count(text) as u64;
+                json!({"object": "embedding", "index": i, "embedding": unit_vector(text, dims)})
+            })
+            .collect();
+        Ok(json!({
+            "object": "list", "data": data, "model": model,
+            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+        }))
+    }
+
     /// Answers one request, as the HTTP server and the in-process transport both call it.
     pub async fn handle(&self, req: Request<Full<Bytes>>) -> Response<Body> {
         let (head, body) = req.into_parts();
@@ -257,6 +297,12 @@ impl Simulator {
                 {
                     Ok(resp) => resp,
                     Err(e) => gemini::error_response(e.status, &e.message),
+                }
+            }
+            (&Method::POST, "/v1/embeddings" | "/embeddings") => {
+                match self.embeddings(headers, &body) {
+                    Ok(v) => json_response(StatusCode::OK, v),
+                    Err(e) => e.into_response(),
                 }
             }
             (&Method::GET, "/v1/models" | "/models") => {
@@ -892,6 +938,23 @@ fn fault_response(status: u16) -> Response<Body> {
 
 fn json_response(status: StatusCode, value: Value) -> Response<Body> {
     body::json_response(status, value.to_string())
+}
+
+/// A deterministic unit vector for `text`: the same text always embeds the same.
+fn unit_vector(text: &str, dims: usize) -> Vec<f64> {
+    let mut state = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x1000_0000_01b3)
+    });
+    let raw: Vec<f64> = (0..dims)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % 2000) as f64 / 1000.0 - 1.0
+        })
+        .collect();
+    let norm = raw.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-9);
+    raw.into_iter().map(|x| x / norm).collect()
 }
 
 #[cfg(test)]

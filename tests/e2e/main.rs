@@ -7,6 +7,7 @@ mod classify;
 mod contemplate;
 mod core;
 mod dialects;
+mod embeddings;
 mod errors;
 mod gemini;
 mod hardening;

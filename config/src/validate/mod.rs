@@ -307,6 +307,12 @@ fn validate(
         )?,
     };
 
+    if models.iter().any(|m| m.id == default_model && m.embeddings) {
+        return Err(c.error(
+            KeyPath::new(["routing", "default_model"]),
+            format!("`{default_model}` is an embeddings model; `auto` needs a chat model"),
+        ));
+    }
     Ok(Config {
         source: file.to_path_buf(),
         server,

@@ -35,6 +35,7 @@ pub(super) fn validate_model(
         upstream_model: m.upstream_model.clone().unwrap_or_else(|| id.to_string()),
         context_window: m.context_window,
         vision: false,
+        embeddings: false,
         tools: false,
         reasoning: false,
         price_input_per_mtok: 0.0,
@@ -82,9 +83,10 @@ pub(super) fn validate_model(
     }
     for (i, cap) in m.capabilities.iter().enumerate() {
         let key = base.child("capabilities").child(i.to_string());
-        match c.one_of(key, cap, &["vision", "tools", "reasoning"])? {
+        match c.one_of(key, cap, &["vision", "tools", "reasoning", "embeddings"])? {
             "vision" => model.vision = true,
             "tools" => model.tools = true,
+            "embeddings" => model.embeddings = true,
             _ => model.reasoning = true,
         }
     }

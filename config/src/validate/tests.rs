@@ -364,3 +364,19 @@ fn model_names_refuse_bad_patterns_and_targets_by_key_and_line() {
         assert_eq!(err.line(), text.lines().count(), "{entry}: {err}");
     }
 }
+
+#[test]
+fn an_embeddings_model_cannot_be_the_default_chat_model() {
+    let text = MINIMAL.replace(
+        "context_window = 1000\n",
+        "context_window = 1000\ncapabilities = [\"embeddings\"]\n",
+    );
+    let err = parse(&text).unwrap_err();
+    assert_eq!(err.key().unwrap().to_string(), "routing.default_model");
+    assert!(err.message().contains("embeddings model"), "{err}");
+    let cfg = parse(&format!(
+        "{MINIMAL}\n[models.e]\nprovider = \"sim\"\ncontext_window = 512\ncapabilities = [\"embeddings\"]\n"
+    ))
+    .unwrap();
+    assert!(cfg.models.iter().any(|m| m.id == "e" && m.embeddings));
+}

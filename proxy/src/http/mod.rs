@@ -5,6 +5,7 @@
 //! The same accept loop serves the simulator (`thinkgate simulate`).
 
 mod chat;
+mod embeddings;
 mod error_bodies;
 mod messages;
 pub mod reload;

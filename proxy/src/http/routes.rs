@@ -11,7 +11,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::request_id::RequestId;
-use super::{chat, messages, responses};
+use super::{chat, embeddings, messages, responses};
 use crate::body::{self, Body};
 use crate::error::ApiError;
 use crate::state::Runtime;
@@ -38,8 +38,9 @@ impl tower::Service<Request<Incoming>> for Router {
     }
 }
 
-const PATHS: [&str; 8] = [
+const PATHS: [&str; 9] = [
     "/v1/chat/completions",
+    "/v1/embeddings",
     "/v1/responses",
     "/v1/messages",
     "/v1/messages/count_tokens",
@@ -54,6 +55,7 @@ fn endpoint_label(path: &str) -> &'static str {
     match path {
         "/v1/chat/completions" => "chat_completions",
         "/v1/responses" => "responses",
+        "/v1/embeddings" => "embeddings",
         "/v1/messages" => "messages",
         "/v1/messages/count_tokens" => "messages_count_tokens",
         "/v1/models" => "models",
@@ -99,6 +101,10 @@ async fn route(runtime: &Arc<Runtime>, req: Request<Incoming>) -> Response<Body>
         (&Method::POST, "/v1/messages") => {
             let id = request_id();
             return messages::handle(runtime, req, id, account, key).await;
+        }
+        (&Method::POST, "/v1/embeddings") => {
+            let id = request_id();
+            return embeddings::handle(runtime, req, id, account, key).await;
         }
         (&Method::POST, "/v1/responses") => {
             let id = request_id();

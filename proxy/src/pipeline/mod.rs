@@ -30,6 +30,9 @@ use crate::state::Runtime;
 use crate::telemetry::{Account, UpstreamCall, MODES};
 use crate::upstream::{self, ApiErrorOrRaw, UpstreamError};
 
+mod embed;
+pub use embed::embed;
+
 /// What every attempt of one client request shares.
 pub struct Call {
     pub runtime: Arc<Runtime>,
@@ -187,7 +190,10 @@ impl Attempt<'_> {
                     outcome: usize::MAX,
                 });
                 let (id, headers) = (&self.call.request_id, &self.call.headers);
-                let sent = send(route, upstream_body, request.stream, id, headers).await;
+                let target = Target::Chat {
+                    stream: request.stream,
+                };
+                let sent = send(route, upstream_body, target, id, headers).await;
                 sent.map(|resp| (resp, permits))
             }
         };
@@ -225,56 +231,67 @@ impl Attempt<'_> {
     /// A call that failed before its first byte: hand over, or answer with the failure.
     async fn failed(
         self,
-        mut account: Account,
+        account: Account,
         failure: SendFailure,
     ) -> Result<Response<Body>, Account> {
-        let route = self.route;
-        if self.may_fall_back && failure.hands_over() {
-            failure.count_hand_over(&mut account, route);
-            return Err(account);
+        fail(self.call, self.route, self.may_fall_back, account, failure).await
+    }
+}
+
+/// A call that failed before its first byte: hand over to the next model (`Err`, when one
+/// may follow), or answer with the failure.
+async fn fail(
+    call: &Call,
+    route: &Route,
+    may_fall_back: bool,
+    mut account: Account,
+    failure: SendFailure,
+) -> Result<Response<Body>, Account> {
+    if may_fall_back && failure.hands_over() {
+        failure.count_hand_over(&mut account, route);
+        return Err(account);
+    }
+    let retry_later = |mut resp: Response<Body>| {
+        resp.headers_mut()
+            .insert(http::header::RETRY_AFTER, 1.into());
+        resp
+    };
+    match failure {
+        SendFailure::Limited => {
+            let key = call.key.as_ref();
+            let name = key.map_or("none", |k| k.key.name.as_str());
+            account.rate_limited(name, "model requests per second");
+            let e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                format!(
+                    "Rate limit reached for model `{}`: requests per second (limit {}).",
+                    route.model.id,
+                    route.model.requests_per_second.unwrap_or(0)
+                ),
+            )
+            .with_code("rate_limit_exceeded");
+            Ok(retry_later(account.reject(e)))
         }
-        let retry_later = |mut resp: Response<Body>| {
-            resp.headers_mut()
-                .insert(http::header::RETRY_AFTER, 1.into());
-            resp
-        };
-        match failure {
-            SendFailure::Limited => {
-                let key = self.call.key.as_ref();
-                let name = key.map_or("none", |k| k.key.name.as_str());
-                account.rate_limited(name, "model requests per second");
-                let e = ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limit_error",
-                    format!(
-                        "Rate limit reached for model `{}`: requests per second (limit {}).",
-                        route.model.id,
-                        route.model.requests_per_second.unwrap_or(0)
-                    ),
-                )
-                .with_code("rate_limit_exceeded");
-                Ok(retry_later(account.reject(e)))
-            }
-            SendFailure::Busy(which) => {
-                let e = ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "upstream_error",
-                    format!(
-                        "model `{}` is busy: {which} has no free slot; retry shortly",
-                        route.model.id
-                    ),
-                )
-                .with_code("upstream_overloaded");
-                Ok(retry_later(account.reject(e)))
-            }
-            SendFailure::Unreachable(outcome, err) => {
-                tracing::warn!(model = %route.model.id, provider = %route.upstream.name, status = err.status.as_u16(), "Upstream request failed: {}.", err.message);
-                account.upstream_outcome(outcome);
-                Ok(account.reject(err))
-            }
-            SendFailure::Refused(resp) | SendFailure::Error(resp) => {
-                Ok(upstream_error(account, route, *resp).await)
-            }
+        SendFailure::Busy(which) => {
+            let e = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_error",
+                format!(
+                    "model `{}` is busy: {which} has no free slot; retry shortly",
+                    route.model.id
+                ),
+            )
+            .with_code("upstream_overloaded");
+            Ok(retry_later(account.reject(e)))
+        }
+        SendFailure::Unreachable(outcome, err) => {
+            tracing::warn!(model = %route.model.id, provider = %route.upstream.name, status = err.status.as_u16(), "Upstream request failed: {}.", err.message);
+            account.upstream_outcome(outcome);
+            Ok(account.reject(err))
+        }
+        SendFailure::Refused(resp) | SendFailure::Error(resp) => {
+            Ok(upstream_error(account, route, *resp).await)
         }
     }
 }
@@ -436,25 +453,30 @@ async fn slots(
     Ok(permits)
 }
 
+/// What a call asks the upstream for.
+#[derive(Clone, Copy)]
+enum Target {
+    Chat { stream: bool },
+    Embeddings,
+}
+
 /// The send step every call shares: the send and the health bookkeeping.
 async fn send(
     route: &Route,
     body: Bytes,
-    stream: bool,
+    target: Target,
     request_id: &HeaderValue,
     headers: &HeaderMap,
 ) -> Result<Response<Body>, SendFailure> {
     let up = &route.upstream;
-    let resp = match up
-        .send(
-            body,
-            &route.model.upstream_model,
-            stream,
-            request_id,
-            headers,
-        )
-        .await
-    {
+    let sent = match target {
+        Target::Chat { stream } => {
+            let model = &route.model.upstream_model;
+            up.send(body, model, stream, request_id, headers).await
+        }
+        Target::Embeddings => up.send_embeddings(body, request_id, headers).await,
+    };
+    let resp = match sent {
         Ok(resp) => resp,
         Err(e) => {
             let outcome = match &e {
@@ -490,7 +512,10 @@ impl FollowUpSender for FollowUps {
         let route = &self.route;
         Box::pin(async move {
             let sent = match admit(route) {
-                Ok(()) => send(route, body, true, &self.request_id, &self.headers).await,
+                Ok(()) => {
+                    let target = Target::Chat { stream: true };
+                    send(route, body, target, &self.request_id, &self.headers).await
+                }
                 Err(limited) => Err(limited),
             };
             match sent {

@@ -198,12 +198,54 @@ fn resolve_model(
         base
     };
     match tables.routes.get(id) {
+        Some(route) if route.model.embeddings => Err(ApiError::invalid_request(format!(
+            "`{id}` is an embeddings model; send it to POST /v1/embeddings"
+        ))
+        .with_param("model")
+        .with_code("model_not_supported")),
         Some(route) => Ok((route.clone(), mode, base == "auto")),
         None => Err(not_found(
             asked,
             "see GET /v1/models for the models this proxy serves".to_string(),
         )),
     }
+}
+
+/// The model an embeddings request names (mapped names too): one marked `embeddings`, on
+/// an upstream that serves them, that the key may use.
+pub fn embeddings_route(
+    tables: &Tables<'_>,
+    asked: &str,
+    key: Option<&KeyState>,
+) -> Result<Arc<Route>, ApiError> {
+    let mapped = mapped_name(tables, asked);
+    let id = mapped.as_deref().unwrap_or(asked);
+    let route = tables.routes.get(id).ok_or_else(|| {
+        not_found(
+            asked,
+            "see GET /v1/models for the models this proxy serves".to_string(),
+        )
+    })?;
+    let refuse = |why: String| {
+        ApiError::invalid_request(why)
+            .with_param("model")
+            .with_code("model_not_supported")
+    };
+    if !route.model.embeddings {
+        return Err(refuse(format!(
+            "`{id}` is not an embeddings model (a model serves /v1/embeddings when its capabilities include \"embeddings\")"
+        )));
+    }
+    if !route.upstream.has_embeddings() {
+        return Err(refuse(format!(
+            "`{id}`'s provider `{}` has no OpenAI embeddings endpoint",
+            route.upstream.name
+        )));
+    }
+    if let Some(k) = key.filter(|k| !k.allows_model(id)) {
+        return Err(auth::forbidden(&k.key.name, "model", id));
+    }
+    Ok(route.clone())
 }
 
 /// A name the proxy does not serve may be one the config maps (`claude-*` → `auto`); a mode

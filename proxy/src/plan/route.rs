@@ -34,7 +34,7 @@ impl Table {
         let scored: Vec<&Arc<Route>> = config
             .models
             .iter()
-            .filter(|m| !m.scores.is_empty())
+            .filter(|m| !m.scores.is_empty() && !m.embeddings)
             .filter_map(|m| routes.get(&m.id))
             .collect();
         let fallback = routes.get(&config.default_model).cloned();

@@ -368,6 +368,7 @@ mod tests {
             upstream_model: "m".into(),
             context_window: 100_000,
             vision: false,
+            embeddings: false,
             tools: true,
             reasoning: true,
             price_input_per_mtok: 0.0,

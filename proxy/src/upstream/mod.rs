@@ -403,11 +403,43 @@ impl Upstream {
             })
     }
 
-    /// Sends a request body and waits for the response head.
+    /// Sends a chat request body and waits for the response head.
     pub async fn send(
         &self,
         body: Bytes,
         upstream_model: &str,
+        stream: bool,
+        request_id: &HeaderValue,
+        client_headers: &HeaderMap,
+    ) -> Result<Response<Body>, UpstreamError> {
+        let uri = self.chat_uri(upstream_model, stream)?;
+        self.send_to(uri, body, stream, request_id, client_headers)
+            .await
+    }
+
+    /// Whether this upstream serves OpenAI's `/embeddings` (OpenAI-format servers do).
+    pub fn has_embeddings(&self) -> bool {
+        self.format == WireFormat::OpenAi
+    }
+
+    /// Sends an embeddings request body (OpenAI's format, the only one with the endpoint).
+    pub async fn send_embeddings(
+        &self,
+        body: Bytes,
+        request_id: &HeaderValue,
+        client_headers: &HeaderMap,
+    ) -> Result<Response<Body>, UpstreamError> {
+        let uri = format!("{}/embeddings", self.base)
+            .parse()
+            .map_err(|_| UpstreamError::Broken("its base_url has no embeddings URL".into()))?;
+        self.send_to(uri, body, false, request_id, client_headers)
+            .await
+    }
+
+    async fn send_to(
+        &self,
+        uri: Uri,
+        body: Bytes,
         stream: bool,
         request_id: &HeaderValue,
         client_headers: &HeaderMap,
@@ -417,7 +449,7 @@ impl Upstream {
         }
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = Method::POST;
-        *req.uri_mut() = self.chat_uri(upstream_model, stream)?;
+        *req.uri_mut() = uri;
         let headers = req.headers_mut();
         for (name, value) in client_headers {
             if !never_forwarded(name.as_str())

@@ -1,0 +1,96 @@
+//! `/v1/embeddings` through the pipeline's embeddings call: the official SDK against a
+//! simulated embeddings model, the key's limits, the metrics, and chat refusing the model.
+
+use http::StatusCode;
+use serde_json::json;
+
+use crate::sdk::run_script;
+use crate::support::*;
+
+const EMBED: &str = "\n[models.embed]\nprovider = \"sim\"\nupstream_model = \"sim-embed\"\ncontext_window = 8192\ncapabilities = [\"embeddings\"]\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_sdk_embeddings_and_the_metrics() {
+    let proxy = Proxy::start(&config_text(None, EMBED)).await;
+    run_script(
+        &proxy,
+        "embeddings_sdk.py",
+        &[
+            ("THINKGATE_MODEL", "embed"),
+            ("THINKGATE_CHAT_MODEL", "sim-model"),
+        ],
+    )
+    .await;
+    let metrics = get(&proxy.url("/metrics")).await.text();
+    let value = |needles: &[&str]| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let ok = [
+        "thinkgate_requests_total{",
+        "endpoint=\"embeddings\"",
+        "model=\"embed\"",
+        "status=\"200\"",
+    ];
+    assert_eq!(value(&ok), 4.0, "{metrics}");
+    let prompt = [
+        "thinkgate_tokens_total{",
+        "kind=\"prompt\"",
+        "model=\"embed\"",
+        "source=\"upstream\"",
+    ];
+    assert!(value(&prompt) > 0.0, "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_and_the_model_limits_hold_and_chat_refuses_the_model() {
+    let keyed = format!(
+        "{EMBED}\n[keys.a]\nsecret = \"${{TG_EMBED_KEY}}\"\nrequests_per_minute = 2\nburst = 2\n"
+    );
+    let text = config_text(None, &keyed).replace("auth = \"none\"\n", "");
+    let proxy = Proxy::start_with_env(&text, &[("TG_EMBED_KEY", "tg-embed-0123456789")]).await;
+    let url = proxy.url("/v1/embeddings");
+    let key = [("authorization", "Bearer tg-embed-0123456789")];
+    let body = json!({"model": "embed", "input": ["a", "b"]}).to_string();
+    assert_eq!(
+        call(&url, body.clone(), &[]).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    for _ in 0..2 {
+        let r = call(&url, body.clone(), &key).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        assert_eq!(r.header("x-thinkgate-model"), "embed");
+    }
+    let r = call(&url, body.clone(), &key).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text());
+    assert!(!r.header("retry-after").is_empty());
+    // Malformed input is a 400 naming the field, before anything is sent.
+    let bad = json!({"model": "embed", "input": [1, "a"]}).to_string();
+    let r = call(&url, bad, &key).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.error()["param"], "input");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_refuses_an_embeddings_model_and_upstream_failures_pass_through() {
+    let proxy = Proxy::start(&config_text(None, EMBED)).await;
+    let r = call(
+        &proxy.url("/v1/chat/completions"),
+        chat("embed", false),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    assert_eq!(r.error()["code"], "model_not_supported");
+    let body = json!({"model": "embed", "input": "x"}).to_string();
+    let r = call(
+        &proxy.url("/v1/embeddings"),
+        body,
+        &[("x-sim-status", "503")],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+}
