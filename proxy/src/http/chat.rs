@@ -1,7 +1,8 @@
-//! `POST /v1/chat/completions`: ingress, then ([`serve`], which every front end calls) the plan, the key's admission, then the answer —
-//! through the attempt path ([`crate::pipeline`]) or, in contemplating mode, through the
-//! orchestration that calls it for every agent and the synthesis. The request's [`Account`]
-//! is carried to whichever of them ends it.
+//! `POST /v1/chat/completions`: ingress, then [`serve`] (which every front end calls): the
+//! plan, the key's admission, then the answer — through the attempt path
+//! ([`crate::pipeline`]) or, in contemplating mode, through the orchestration that calls it
+//! for every agent and the synthesis. The request's [`Account`] is carried to whichever of
+//! them ends it.
 
 use std::sync::Arc;
 
@@ -41,8 +42,8 @@ pub async fn handle(
     serve(runtime, parts.headers, chat, request_id, account, key).await
 }
 
-/// A canonical request from any front end (chat completions, or a translated Messages
-/// request) from the plan on: the one path every API takes.
+/// A canonical request from any front end (chat completions, or a translated Messages or
+/// Responses request) from the plan on: the one path every API takes.
 pub async fn serve(
     runtime: &Arc<Runtime>,
     headers: http::HeaderMap,
