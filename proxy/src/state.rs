@@ -31,6 +31,8 @@ pub struct Runtime {
     upstreams: HashMap<String, (Provider, Arc<Upstream>)>,
     /// The `/v1/models` body, rendered once.
     pub models_body: Bytes,
+    /// The same list in Anthropic's shape, for clients that send `anthropic-version`.
+    pub anthropic_models_body: Bytes,
     /// The domain classifier, trained from the config's domains.
     pub classifier: Arc<Classifier>,
     /// The models ranked per domain for `auto`.
@@ -119,6 +121,7 @@ impl Runtime {
             routes.insert(m.id.clone(), Arc::new(route));
         }
         let models_body = models_body(&config.models);
+        let anthropic_models_body = anthropic_models_body(&config.models);
         let classifier = Classifier::shared(&config.domains, config.confidence_threshold);
         let table = Table::build(&config, &routes);
         let keys = KeySet::build(&config, previous.map(|p| &p.keys));
@@ -159,6 +162,7 @@ impl Runtime {
             routes,
             upstreams,
             models_body,
+            anthropic_models_body,
             local,
             local_upstream,
         })
@@ -223,6 +227,24 @@ fn models_body(models: &[Model]) -> Bytes {
     Bytes::from(json!({"object": "list", "data": data}).to_string())
 }
 
+/// Anthropic's model list (`GET /v1/models` with `anthropic-version`): one page, every id.
+fn anthropic_models_body(models: &[Model]) -> Bytes {
+    let ids: Vec<String> = model_objects(models)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let data: Vec<Value> = ids.iter().map(|id| anthropic_model(id)).collect();
+    Bytes::from(
+        json!({"data": data, "has_more": false, "first_id": ids.first(), "last_id": ids.last()})
+            .to_string(),
+    )
+}
+
+/// One model in Anthropic's shape (its `created_at` is the proxy's, not the vendor's).
+fn anthropic_model(id: &str) -> Value {
+    json!({"type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z"})
+}
+
 /// Every id the proxy serves (configured models, then `auto` and its modes) as an OpenAI
 /// model object.
 fn model_objects(models: &[Model]) -> Vec<(String, Value)> {
@@ -245,7 +267,7 @@ fn model_objects(models: &[Model]) -> Vec<(String, Value)> {
 impl Runtime {
     /// `GET /v1/models/{id}`: a served id, or a name `[routing.model_names]` maps (owned by
     /// thinkgate, under the name asked).
-    pub fn model_object(&self, id: &str) -> Option<Bytes> {
+    pub fn model_object(&self, id: &str, anthropic: bool) -> Option<Bytes> {
         let served = model_objects(&self.config.models)
             .into_iter()
             .find(|(served, _)| served == id)
@@ -255,6 +277,11 @@ impl Runtime {
                 |_| json!({"id": id, "object": "model", "created": 0, "owned_by": "thinkgate"}),
             )
         };
-        served.or_else(mapped).map(|o| Bytes::from(o.to_string()))
+        let object = served.or_else(mapped)?;
+        let object = match anthropic {
+            true => anthropic_model(id),
+            false => object,
+        };
+        Some(Bytes::from(object.to_string()))
     }
 }

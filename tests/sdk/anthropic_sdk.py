@@ -119,6 +119,14 @@ for entry in os.environ["THINKGATE_MODELS"].split(","):
     check(name, kind == "signed")
 check_errors(os.environ["THINKGATE_MODELS"].split(",")[0].split("=")[0])
 
+# The model list in Anthropic's shape (Claude Code lists a gateway's models this way).
+page = list(client.models.list())
+assert all(m.type == "model" and m.display_name for m in page), page
+listed = [m.id for m in page]
+assert "sim-model" in listed and "auto" in listed, listed
+named = os.environ["THINKGATE_MODELS"].split(",")[0].split("=")[0]
+assert client.models.retrieve(named).id == named
+
 vision = os.environ["THINKGATE_VISION"]
 seen = client.messages.create(model=vision, max_tokens=256, messages=[{"role": "user", "content": [
     {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": pixel}},

@@ -118,12 +118,17 @@ async fn route(runtime: &Arc<Runtime>, req: Request<Incoming>) -> Response<Body>
             // The chat pipeline owns the account from here: a stream records when it ends.
             return chat::handle(runtime, req, id, account, key).await;
         }
+        // Anthropic's SDKs (Claude Code's model list) send anthropic-version.
+        (&Method::GET, "/v1/models") if req.headers().contains_key("anthropic-version") => {
+            body::json_response(StatusCode::OK, runtime.anthropic_models_body.clone())
+        }
         (&Method::GET, "/v1/models") => {
             body::json_response(StatusCode::OK, runtime.models_body.clone())
         }
         (&Method::GET, p) if p.starts_with("/v1/models/") => {
             let id = &p["/v1/models/".len()..];
-            match runtime.model_object(id) {
+            let anthropic = req.headers().contains_key("anthropic-version");
+            match runtime.model_object(id, anthropic) {
                 Some(object) => body::json_response(StatusCode::OK, object),
                 None => ApiError::new(
                     StatusCode::NOT_FOUND,
