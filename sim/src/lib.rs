@@ -205,6 +205,68 @@ impl Simulator {
         &self.stats
     }
 
+    /// OpenAI's legacy text completions: the profile's answer (no reasoning) for the prompt,
+    /// whole or streamed a word per event, with usage (on a stream when
+    /// `stream_options.include_usage` asks); the profile's faults apply (`status`, and
+    /// `reset_after` breaking the stream).
+    fn completions(&self, headers: &HeaderMap, body: &Bytes) -> Result<Response<Body>, ApiError> {
+        let request: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::invalid_request(format!("invalid JSON: {e}")))?;
+        let model = request["model"].as_str().unwrap_or("").to_string();
+        let mut profile = self.profile_for(&model, headers)?;
+        if let Some(status) = profile.faults.status {
+            return Ok(fault_response(status));
+        }
+        let prompt = match &request["prompt"] {
+            Value::String(s) => s.clone(),
+            Value::Array(items) => items
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            _ => return Err(ApiError::invalid_request("`prompt` is required").with_param("prompt")),
+        };
+        profile.reasoning = ReasoningStyle::None;
+        let mut rng = Rng::new(script::fnv1a(self.config.seed, body));
+        let script = Script::new(&profile, &mut rng, request["max_tokens"].as_u64(), None);
+        let prompt_tokens = self.counter.count(&prompt) as u64;
+        let completion_tokens = script.answer.len() as u64;
+        let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                           "total_tokens": prompt_tokens + completion_tokens});
+        let id = format!("cmpl-sim{:016x}", rng.next_u64());
+        let chunk = |text: &str, finish: Value| {
+            json!({"id": id, "object": "text_completion", "created": 0, "model": model,
+                   "choices": [{"text": text, "index": 0, "logprobs": null, "finish_reason": finish}]})
+        };
+        if request["stream"].as_bool() != Some(true) {
+            let mut whole = chunk(&script.answer.concat(), script.finish_reason.into());
+            whole["usage"] = usage;
+            return Ok(json_response(StatusCode::OK, whole));
+        }
+        let mut frames: Vec<Result<Bytes, BoxError>> = Vec::new();
+        let sse = |v: &Value| Ok(Bytes::from(format!("data: {v}\n\n")));
+        for (i, word) in script.answer.iter().enumerate() {
+            if profile.faults.reset_after.is_some_and(|n| i as u32 >= n) {
+                frames.push(Err("simulated connection reset".into()));
+                break;
+            }
+            frames.push(sse(&chunk(word, Value::Null)));
+        }
+        if !matches!(frames.last(), Some(Err(_))) {
+            frames.push(sse(&chunk("", script.finish_reason.into())));
+            if request["stream_options"]["include_usage"].as_bool() == Some(true) {
+                let mut last = chunk("", Value::Null);
+                last["choices"] = json!([]);
+                last["usage"] = usage;
+                frames.push(sse(&last));
+            }
+            frames.push(Ok(Bytes::from_static(b"data: [DONE]\n\n")));
+        }
+        Ok(body::sse_response(body::stream(
+            futures_util::stream::iter(frames),
+        )))
+    }
+
     /// OpenAI's embeddings: a deterministic unit vector per input (from its text), of
     /// `dimensions` (default 8) numbers, with the usage a server reports. The faults of the
     /// model's profile (`x-sim-status`) apply as to chat.
@@ -297,6 +359,12 @@ impl Simulator {
                 {
                     Ok(resp) => resp,
                     Err(e) => gemini::error_response(e.status, &e.message),
+                }
+            }
+            (&Method::POST, "/v1/completions" | "/completions") => {
+                match self.completions(headers, &body) {
+                    Ok(resp) => resp,
+                    Err(e) => e.into_response(),
                 }
             }
             (&Method::POST, "/v1/embeddings" | "/embeddings") => {

@@ -1,5 +1,6 @@
-//! `/v1/embeddings` through the pipeline's embeddings call: the official SDK against a
-//! simulated embeddings model, the key's limits, the metrics, and chat refusing the model.
+//! OpenAI's other endpoints through the pipeline's calls for them: `/v1/embeddings` and
+//! `/v1/completions` with the official SDK against simulated models, the key's limits, the
+//! metrics, broken streams, and chat refusing an embeddings model.
 
 use http::StatusCode;
 use serde_json::json;
@@ -14,7 +15,7 @@ async fn official_sdk_embeddings_and_the_metrics() {
     let proxy = Proxy::start(&config_text(None, EMBED)).await;
     run_script(
         &proxy,
-        "embeddings_sdk.py",
+        "openai_endpoints_sdk.py",
         &[
             ("THINKGATE_MODEL", "embed"),
             ("THINKGATE_CHAT_MODEL", "sim-model"),
@@ -43,6 +44,38 @@ async fn official_sdk_embeddings_and_the_metrics() {
         "source=\"upstream\"",
     ];
     assert!(value(&prompt) > 0.0, "{metrics}");
+    let completions = [
+        "thinkgate_requests_total{",
+        "endpoint=\"completions\"",
+        "model=\"sim-model\"",
+        "status=\"200\"",
+    ];
+    assert_eq!(value(&completions), 4.0, "{metrics}");
+    // 6 + 6 + 6 + 3 words, every one counted, streamed or not.
+    let output = [
+        "thinkgate_tokens_total{",
+        "kind=\"output\"",
+        "model=\"sim-model\"",
+    ];
+    assert_eq!(value(&output), 21.0, "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_stream_that_breaks_ends_with_an_error_event() {
+    let proxy = Proxy::start(&config_text(None, EMBED)).await;
+    let body = json!({"model": "sim-model", "prompt": "hi", "stream": true}).to_string();
+    let r = call(
+        &proxy.url("/v1/completions"),
+        body,
+        &[("x-sim-reset-after", "3")],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let events = r.sse_data();
+    assert_eq!(events.len(), 4, "{events:?}");
+    let last: serde_json::Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "upstream_stream_broken", "{last}");
+    assert!(!events.iter().any(|e| e == "[DONE]"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

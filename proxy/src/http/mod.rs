@@ -5,9 +5,9 @@
 //! The same accept loop serves the simulator (`thinkgate simulate`).
 
 mod chat;
-mod embeddings;
 mod error_bodies;
 mod messages;
+mod openai;
 pub mod reload;
 pub mod request_id;
 mod responses;

@@ -11,7 +11,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::request_id::RequestId;
-use super::{chat, embeddings, messages, responses};
+use super::{chat, messages, openai, responses};
 use crate::body::{self, Body};
 use crate::error::ApiError;
 use crate::state::Runtime;
@@ -38,8 +38,9 @@ impl tower::Service<Request<Incoming>> for Router {
     }
 }
 
-const PATHS: [&str; 9] = [
+const PATHS: [&str; 10] = [
     "/v1/chat/completions",
+    "/v1/completions",
     "/v1/embeddings",
     "/v1/responses",
     "/v1/messages",
@@ -56,6 +57,7 @@ fn endpoint_label(path: &str) -> &'static str {
         "/v1/chat/completions" => "chat_completions",
         "/v1/responses" => "responses",
         "/v1/embeddings" => "embeddings",
+        "/v1/completions" => "completions",
         "/v1/messages" => "messages",
         "/v1/messages/count_tokens" => "messages_count_tokens",
         "/v1/models" => "models",
@@ -104,7 +106,11 @@ async fn route(runtime: &Arc<Runtime>, req: Request<Incoming>) -> Response<Body>
         }
         (&Method::POST, "/v1/embeddings") => {
             let id = request_id();
-            return embeddings::handle(runtime, req, id, account, key).await;
+            return openai::embeddings(runtime, req, id, account, key).await;
+        }
+        (&Method::POST, "/v1/completions") => {
+            let id = request_id();
+            return openai::completions(runtime, req, id, account, key).await;
         }
         (&Method::POST, "/v1/responses") => {
             let id = request_id();

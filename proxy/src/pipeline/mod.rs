@@ -30,8 +30,8 @@ use crate::state::Runtime;
 use crate::telemetry::{Account, UpstreamCall, MODES};
 use crate::upstream::{self, ApiErrorOrRaw, UpstreamError};
 
-mod embed;
-pub use embed::embed;
+mod openai;
+pub use openai::{complete, embed};
 
 /// What every attempt of one client request shares.
 pub struct Call {
@@ -456,8 +456,14 @@ async fn slots(
 /// What a call asks the upstream for.
 #[derive(Clone, Copy)]
 enum Target {
-    Chat { stream: bool },
-    Embeddings,
+    Chat {
+        stream: bool,
+    },
+    /// One of OpenAI's other endpoints, by its path under the base URL.
+    OpenAi {
+        path: &'static str,
+        stream: bool,
+    },
 }
 
 /// The send step every call shares: the send and the health bookkeeping.
@@ -474,7 +480,10 @@ async fn send(
             let model = &route.model.upstream_model;
             up.send(body, model, stream, request_id, headers).await
         }
-        Target::Embeddings => up.send_embeddings(body, request_id, headers).await,
+        Target::OpenAi { path, stream } => {
+            up.send_openai(path, body, stream, request_id, headers)
+                .await
+        }
     };
     let resp = match sent {
         Ok(resp) => resp,

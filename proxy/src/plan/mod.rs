@@ -218,6 +218,25 @@ pub fn embeddings_route(
     asked: &str,
     key: Option<&KeyState>,
 ) -> Result<Arc<Route>, ApiError> {
+    openai_route(tables, asked, key, true)
+}
+
+/// The model a legacy text completion names: a chat model (not an embeddings one) on an
+/// OpenAI-format upstream, which the key may use.
+pub fn completions_route(
+    tables: &Tables<'_>,
+    asked: &str,
+    key: Option<&KeyState>,
+) -> Result<Arc<Route>, ApiError> {
+    openai_route(tables, asked, key, false)
+}
+
+fn openai_route(
+    tables: &Tables<'_>,
+    asked: &str,
+    key: Option<&KeyState>,
+    embeddings: bool,
+) -> Result<Arc<Route>, ApiError> {
     let mapped = mapped_name(tables, asked);
     let id = mapped.as_deref().unwrap_or(asked);
     let route = tables.routes.get(id).ok_or_else(|| {
@@ -231,14 +250,19 @@ pub fn embeddings_route(
             .with_param("model")
             .with_code("model_not_supported")
     };
-    if !route.model.embeddings {
+    if embeddings && !route.model.embeddings {
         return Err(refuse(format!(
             "`{id}` is not an embeddings model (a model serves /v1/embeddings when its capabilities include \"embeddings\")"
         )));
     }
-    if !route.upstream.has_embeddings() {
+    if !embeddings && route.model.embeddings {
         return Err(refuse(format!(
-            "`{id}`'s provider `{}` has no OpenAI embeddings endpoint",
+            "`{id}` is an embeddings model; send it to POST /v1/embeddings"
+        )));
+    }
+    if !route.upstream.speaks_openai() {
+        return Err(refuse(format!(
+            "`{id}`'s provider `{}` does not speak OpenAI's format, which has this endpoint",
             route.upstream.name
         )));
     }

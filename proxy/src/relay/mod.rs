@@ -9,6 +9,7 @@
 //! complete.
 
 mod bounded;
+pub mod completions;
 mod guard;
 mod reframe;
 mod tally;
@@ -165,7 +166,7 @@ pub async fn respond(
 }
 
 /// The error for a 200 that is not the stream the upstream was asked for.
-fn not_a_stream(mut ctx: Context, resp: &Response<Body>) -> Response<Body> {
+pub fn not_a_stream(mut ctx: Context, resp: &Response<Body>) -> Response<Body> {
     let kind = resp
         .headers()
         .get(http::header::CONTENT_TYPE)

@@ -417,22 +417,26 @@ impl Upstream {
             .await
     }
 
-    /// Whether this upstream serves OpenAI's `/embeddings` (OpenAI-format servers do).
-    pub fn has_embeddings(&self) -> bool {
+    /// Whether this upstream serves OpenAI's other endpoints (`/embeddings`,
+    /// `/completions`): OpenAI-format servers do.
+    pub fn speaks_openai(&self) -> bool {
         self.format == WireFormat::OpenAi
     }
 
-    /// Sends an embeddings request body (OpenAI's format, the only one with the endpoint).
-    pub async fn send_embeddings(
+    /// Sends a body to one of OpenAI's other endpoints (`path` under the base URL, e.g.
+    /// `embeddings`).
+    pub async fn send_openai(
         &self,
+        path: &str,
         body: Bytes,
+        stream: bool,
         request_id: &HeaderValue,
         client_headers: &HeaderMap,
     ) -> Result<Response<Body>, UpstreamError> {
-        let uri = format!("{}/embeddings", self.base)
+        let uri = format!("{}/{path}", self.base)
             .parse()
-            .map_err(|_| UpstreamError::Broken("its base_url has no embeddings URL".into()))?;
-        self.send_to(uri, body, false, request_id, client_headers)
+            .map_err(|_| UpstreamError::Broken(format!("its base_url has no `{path}` URL")))?;
+        self.send_to(uri, body, stream, request_id, client_headers)
             .await
     }
 

@@ -1,7 +1,7 @@
-"""The official OpenAI Python SDK's embeddings against thinkgate.
+"""The official OpenAI Python SDK's embeddings and legacy completions against thinkgate.
 
 Run by tests/e2e/embeddings.rs with THINKGATE_BASE_URL, THINKGATE_MODEL (an embeddings model)
-and THINKGATE_CHAT_MODEL (a chat model, which embeddings must refuse).
+and THINKGATE_CHAT_MODEL (a chat model, which embeddings must refuse and completions serve).
 """
 import math
 import os
@@ -34,6 +34,27 @@ except openai.NotFoundError as e:
 try:
     client.embeddings.create(model=os.environ["THINKGATE_CHAT_MODEL"], input="x")
     raise AssertionError("a chat model embedded")
+except openai.BadRequestError as e:
+    assert e.code == "model_not_supported", e.body
+
+# Legacy text completions, on the chat model: whole, streamed with and without usage, cut.
+chat_model = os.environ["THINKGATE_CHAT_MODEL"]
+c = client.completions.create(model=chat_model, prompt="Say hello.", max_tokens=50)
+assert c.object == "text_completion", c
+assert len(c.choices[0].text.split()) == 6 and c.choices[0].finish_reason == "stop", c
+assert c.usage.completion_tokens == 6 and c.usage.prompt_tokens > 0, c.usage
+chunks = list(client.completions.create(model=chat_model, prompt="Say hello.", max_tokens=50,
+                                        stream=True, stream_options={"include_usage": True}))
+# The simulator's words follow the body, so a stream says other words: count them.
+assert len("".join(ch.choices[0].text for ch in chunks if ch.choices).split()) == 6, chunks
+assert chunks[-1].usage.completion_tokens == 6, chunks[-1]
+bare = list(client.completions.create(model=chat_model, prompt="Say hello.", max_tokens=50, stream=True))
+assert all(ch.choices and ch.usage is None for ch in bare), bare[-1]
+cut = client.completions.create(model=chat_model, prompt="Say hello.", max_tokens=3)
+assert cut.choices[0].finish_reason == "length" and len(cut.choices[0].text.split()) == 3, cut
+try:
+    client.completions.create(model=model, prompt="x")
+    raise AssertionError("an embeddings model completed text")
 except openai.BadRequestError as e:
     assert e.code == "model_not_supported", e.body
 

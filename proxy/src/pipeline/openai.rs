@@ -1,0 +1,195 @@
+//! Calls to OpenAI's other endpoints — embeddings and legacy text completions — through the
+//! same steps as every chat attempt: the model's `requests_per_second`, the key's admission
+//! (the input's tokens counted before anything is sent), the concurrency slots, the send and
+//! the health bookkeeping, the failure handling, then the account. Embeddings are read
+//! whole under `server.max_response_bytes` and `server.request_timeout`; completions go
+//! through the relay's completions path, whole or streamed, observed like chat.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use serde_json::Value;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::{admit, fail, reject_limited, send, slots, Call, Target};
+use crate::body::{self, Body};
+use crate::canonical::Usage;
+use crate::error::ApiError;
+use crate::models::Route;
+use crate::plan::PromptCount;
+use crate::relay;
+use crate::telemetry::{Account, Source, Tokens, UpstreamCall};
+
+/// Admission, slots and the send; the response with its slots, or the answer for the
+/// client when the call failed before its first byte (there is no fallback here).
+async fn admitted_send(
+    call: &Call,
+    route: &Arc<Route>,
+    body: Bytes,
+    target: Target,
+    mut account: Account,
+) -> Result<(Response<Body>, Vec<OwnedSemaphorePermit>, Account), Response<Body>> {
+    account.model = Some(route.metrics.clone());
+    if let Err(limited) = admit(route) {
+        return Err(answered(fail(call, route, false, account, limited).await));
+    }
+    if let (Err(refusal), Some(key)) = (call.admit_key(&mut account), &call.key) {
+        return Err(reject_limited(account, key, refusal));
+    }
+    let permits = match slots(&call.runtime.upstream_calls, route).await {
+        Ok(p) => p,
+        Err(busy) => return Err(answered(fail(call, route, false, account, busy).await)),
+    };
+    account.upstream = Some(UpstreamCall {
+        sent: Instant::now(),
+        outcome: usize::MAX,
+    });
+    match send(route, body, target, &call.request_id, &call.headers).await {
+        Ok(resp) => Ok((resp, permits, account)),
+        Err(failure) => Err(answered(fail(call, route, false, account, failure).await)),
+    }
+}
+
+/// One embeddings request to `route`, whose body is `body` (the client's, model set);
+/// `counted` is the input's token count for the key and for an upstream that reports none.
+pub async fn embed(
+    call: &Call,
+    route: &Arc<Route>,
+    body: Bytes,
+    counted: u64,
+    account: Account,
+) -> Response<Body> {
+    let target = Target::OpenAi {
+        path: "embeddings",
+        stream: false,
+    };
+    let (resp, permits, mut account) = match admitted_send(call, route, body, target, account).await
+    {
+        Ok(sent) => sent,
+        Err(answer) => return answer,
+    };
+    let server = &call.runtime.config.server;
+    let left = server
+        .request_timeout
+        .saturating_sub(account.started().elapsed());
+    let read = body::collect_limited(resp.into_body(), server.max_response_bytes);
+    let bytes = match tokio::time::timeout(left, read).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) => {
+            return broken(
+                account,
+                route,
+                format!("its response could not be read: {e}"),
+            )
+        }
+        Err(_) => {
+            account.upstream_outcome("timeout");
+            let e = ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_error",
+                format!("provider `{}` did not answer in time", route.upstream.name),
+            )
+            .with_code("upstream_timeout");
+            return account.reject(e);
+        }
+    };
+    let reported = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .filter(|v| v.get("data").is_some_and(Value::is_array))
+        .map(|v| v["usage"]["prompt_tokens"].as_u64());
+    let Some(reported) = reported else {
+        return broken(
+            account,
+            route,
+            "its response is not an embeddings list".into(),
+        );
+    };
+    account.upstream_outcome("ok");
+    account.tokens = Some(Tokens {
+        usage: Usage {
+            prompt_tokens: reported.unwrap_or(counted),
+            ..Usage::default()
+        },
+        prompt_source: match reported {
+            Some(_) => Source::Upstream,
+            None => Source::Estimated,
+        },
+        output_source: Source::Upstream,
+        ttft: None,
+        empty: None,
+    });
+    account.status = 200;
+    drop(permits);
+    let mut out = body::json_response(StatusCode::OK, bytes);
+    out.headers_mut()
+        .insert("x-thinkgate-model", route.header.clone());
+    out
+}
+
+/// One legacy text completion to `route`: `body` is the client's (model set, the usage
+/// chunk asked for on a stream); `include_usage` whether the client asked for it itself.
+pub async fn complete(
+    call: &Call,
+    route: &Arc<Route>,
+    body: Bytes,
+    stream: bool,
+    include_usage: bool,
+    counted: u64,
+    account: Account,
+) -> Response<Body> {
+    let target = Target::OpenAi {
+        path: "completions",
+        stream,
+    };
+    let (resp, permits, account) = match admitted_send(call, route, body, target, account).await {
+        Ok(sent) => sent,
+        Err(answer) => return answer,
+    };
+    let mut ctx = relay::Context::new(
+        call.request_id.clone(),
+        route.clone(),
+        account,
+        include_usage,
+        PromptCount::counted(counted),
+        &call.runtime.config.server,
+    );
+    ctx.permits = permits;
+    let is_sse = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let mut out = match (stream, is_sse) {
+        (true, true) => relay::completions::stream(ctx, resp),
+        (false, _) => relay::completions::whole(ctx, resp).await,
+        (true, false) => relay::not_a_stream(ctx, &resp),
+    };
+    out.headers_mut()
+        .insert("x-thinkgate-model", route.header.clone());
+    out
+}
+
+/// The answer of a call that cannot hand over (these calls have no fallback).
+fn answered(result: Result<Response<Body>, Account>) -> Response<Body> {
+    result.unwrap_or_else(|account| {
+        account.reject(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream_error",
+            "no model could take the request",
+        ))
+    })
+}
+
+fn broken(mut account: Account, route: &Route, why: String) -> Response<Body> {
+    account.upstream_outcome("broken");
+    account.reject(
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream_error",
+            format!("provider `{}`: {why}", route.upstream.name),
+        )
+        .with_code("upstream_broken"),
+    )
+}
