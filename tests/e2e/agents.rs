@@ -7,12 +7,19 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The CLI `bin` of npm package `package`, installed once under the target directory.
+/// The versions checked: pinned, so a new CLI release changes this file, not CI's result.
+const CLAUDE_CODE: &str = "@anthropic-ai/claude-code@2.1.197";
+const CODEX: &str = "@openai/codex@0.171.0";
+
+/// The CLI `bin` of npm package `package` (`name@version`), installed once under the
+/// target directory (each version in a directory of its own).
 fn agent_bin(package: &str, bin: &str) -> PathBuf {
     // The tests run in parallel; npm must not install into one prefix twice at once.
     static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one_at_a_time = INSTALLING.lock().unwrap_or_else(|p| p.into_inner());
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("agent-clis");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("agent-clis")
+        .join(package.replace(['@', '/'], "_"));
     let path = dir.join("node_modules/.bin").join(bin);
     if !path.exists() {
         std::fs::create_dir_all(&dir).unwrap();
@@ -89,7 +96,7 @@ fn assert_counted(metrics: &str, endpoint: &str) {
 
 #[test]
 fn claude_code_runs_a_task_through_the_proxy_on_loopback_only() {
-    let claude = agent_bin("@anthropic-ai/claude-code", "claude");
+    let claude = agent_bin(CLAUDE_CODE, "claude");
     let run = run("claude_code.sh", &claude);
     let result: serde_json::Value = serde_json::from_str(&run.out).unwrap_or_default();
     assert_eq!(result["subtype"], "success", "{}", run.out);
@@ -104,7 +111,7 @@ fn claude_code_runs_a_task_through_the_proxy_on_loopback_only() {
 
 #[test]
 fn codex_runs_a_task_through_the_proxy_on_loopback_only() {
-    let codex = agent_bin("@openai/codex", "codex");
+    let codex = agent_bin(CODEX, "codex");
     let run = run("codex.sh", &codex);
     // `codex exec` prints the model's last message on stdout.
     assert!(!run.out.trim().is_empty(), "no answer from codex");
