@@ -95,7 +95,7 @@ async fn read(
             "the request body must be a JSON object",
         ));
     };
-    messages::to_chat(&body, count_only)
+    messages::to_chat(body, count_only)
 }
 
 /// The pipeline's answer in Anthropic's shape: a stream through the event translator, a

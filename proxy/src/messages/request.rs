@@ -21,7 +21,18 @@ const INEXPRESSIBLE: [&str; 2] = ["mcp_servers", "container"];
 /// and `cache_control` on blocks — steer features on Anthropic's side that chat has no
 /// counterpart for and that do not change what the answer may contain: they are left out,
 /// not refused, since Claude Code sends them on every request.
-pub fn to_chat(body: &Map<String, Value>, count_only: bool) -> Result<ChatRequest, ApiError> {
+pub fn to_chat(body: Map<String, Value>, count_only: bool) -> Result<ChatRequest, ApiError> {
+    let chat = translate(&body, count_only)?;
+    // Kept whole for an Anthropic upstream: moved, not copied (Claude Code's turns run to
+    // tens of kilobytes).
+    Ok(ChatRequest {
+        messages_body: Some(std::sync::Arc::new(body)),
+        ..chat
+    })
+}
+
+/// The canonical chat request a Messages body asks for.
+fn translate(body: &Map<String, Value>, count_only: bool) -> Result<ChatRequest, ApiError> {
     let mut out = Map::new();
     let model = body.get("model").and_then(Value::as_str).unwrap_or("");
     if model.is_empty() {
@@ -105,7 +116,7 @@ pub fn to_chat(body: &Map<String, Value>, count_only: bool) -> Result<ChatReques
         include_usage: stream,
         has_tools,
         body: out,
-        messages_body: Some(std::sync::Arc::new(body.clone())),
+        messages_body: None,
     })
 }
 
@@ -517,7 +528,7 @@ mod tests {
 
     fn translate(v: Value) -> Result<ChatRequest, ApiError> {
         let Value::Object(body) = v else { panic!() };
-        to_chat(&body, false)
+        to_chat(body, false)
     }
 
     #[test]
@@ -664,6 +675,6 @@ mod tests {
         else {
             panic!()
         };
-        assert!(to_chat(&body, true).is_ok());
+        assert!(to_chat(body, true).is_ok());
     }
 }
