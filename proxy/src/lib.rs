@@ -5,7 +5,9 @@
 //! them:
 //! - [`http`]: accept loop, tower layers (request id), endpoint table, hot reload, shutdown;
 //!   `http/chat.rs` calls the stages below in order, `http/messages.rs` (Anthropic's
-//!   Messages API) translates and then calls the same chat stages;
+//!   Messages API) and `http/responses.rs` (OpenAI's Responses API) translate and then call
+//!   the same chat stages, `http/openai.rs` sends embeddings and legacy completions through
+//!   the pipeline's calls for them;
 //! - [`messages`]: the Messages API as a front end — request and answer translation, no IO;
 //! - [`contemplate`]: contemplating mode — agents and the synthesis, each an attempt;
 //! - [`explain`]: `thinkgate route --explain`, rendering the plan the server would make;
