@@ -1,6 +1,6 @@
 //! The attempt path: every upstream call the proxy makes is one [`Attempt`] — a plain
 //! request, each fallback, each contemplating agent, the synthesis — and each budget-guard
-//! follow-up goes through [`FollowUps`], the same admission, send and health steps.
+//! follow-up goes through `FollowUps`, the same admission, send and health steps.
 //!
 //! An attempt runs end to end: the per-model admission (its `requests_per_second`), the
 //! request in the upstream's format with the budget in its knob (and the budget hint), the

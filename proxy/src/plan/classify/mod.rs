@@ -10,8 +10,8 @@
 //!
 //! Trained from the config's domain examples, descriptions and keywords when the config
 //! loads (milliseconds, deterministic, no download); read-only afterwards. Reading is
-//! bounded: the first [`HEAD_WORDS`] and last [`TAIL_WORDS`] words of a turn (from at most
-//! [`HEAD_BYTES`] and [`TAIL_BYTES`]), character n-grams from the first [`CHAR_WORDS`], so a
+//! bounded: the first `HEAD_WORDS` and last `TAIL_WORDS` words of a turn (from at most
+//! `HEAD_BYTES` and `TAIL_BYTES`), character n-grams from the first `CHAR_WORDS`, so a
 //! long request costs what a short one does.
 
 //! The domain classifier: which task domain a request belongs to, with a confidence.

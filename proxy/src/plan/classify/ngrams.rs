@@ -4,9 +4,9 @@
 //! differ by their words, not their numbers. These carry what the config's own examples and
 //! keywords say; the static embeddings beside them carry what the language says.
 //!
-//! Reading is bounded: the first [`HEAD_WORDS`] and last [`TAIL_WORDS`] words of a turn (from
-//! at most [`HEAD_BYTES`] and [`TAIL_BYTES`]), character n-grams from the first
-//! [`CHAR_WORDS`], so a long request costs what a short one does.
+//! Reading is bounded: the first `HEAD_WORDS` and last `TAIL_WORDS` words of a turn (from
+//! at most `HEAD_BYTES` and `TAIL_BYTES`), character n-grams from the first
+//! `CHAR_WORDS`, so a long request costs what a short one does.
 
 /// Hashed feature space (a power of two): 2^16 rows of per-domain weights, int8 once trained.
 pub const BUCKETS: usize = 1 << 16;
