@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use super::response::{error_body, message_id, stop_reason, usage};
 use crate::body::Body;
 use crate::relay;
+use crate::upstream::openai::Piece;
 
 /// Translates the relay's OpenAI stream `inner` (its account rides inside and records when
 /// this body is dropped).
@@ -66,80 +67,70 @@ impl Translator {
         if self.done {
             return out;
         }
-        if data == "[DONE]" {
-            self.finish(&mut out);
-            return out;
-        }
-        let Ok(chunk) = serde_json::from_str::<Value>(data) else {
-            return out;
+        let view = match relay::read(data) {
+            relay::Read::Done => {
+                self.finish(&mut out);
+                return out;
+            }
+            relay::Read::Skip => return out,
+            relay::Read::Failed { code, message } => {
+                let openai = json!({"error": {"message": message, "code": code}});
+                let (_, body) = error_body(StatusCode::BAD_GATEWAY, &openai);
+                self.start(&mut out, "", None);
+                frame(&mut out, "error", &body);
+                self.done = true;
+                return out;
+            }
+            relay::Read::Chunk(view) => view,
         };
-        if chunk.get("error").is_some() {
-            let (_, body) = error_body(StatusCode::BAD_GATEWAY, &chunk);
-            self.start(&mut out, &chunk);
-            frame(&mut out, "error", &body);
-            self.done = true;
-            return out;
+        self.start(
+            &mut out,
+            view.id.as_deref().unwrap_or(""),
+            view.model.as_deref(),
+        );
+        if view.usage.is_some() {
+            self.usage = relay::usage_json(data);
         }
-        self.start(&mut out, &chunk);
-        if let Some(u) = chunk.get("usage").filter(|u| u.is_object()) {
-            self.usage = Some(u.clone());
-        }
-        let Some(choice) = chunk.get("choices").and_then(|c| c.get(0)) else {
-            return out;
-        };
-        let delta = &choice["delta"];
-        let reasoning = delta
-            .get("reasoning_content")
-            .or_else(|| delta.get("reasoning"))
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        if !reasoning.is_empty() {
-            self.open_block(&mut out, Open::Thinking);
-            self.delta(
-                &mut out,
-                json!({"type": "thinking_delta", "thinking": reasoning}),
-            );
-        }
-        for block in delta
-            .get("thinking_blocks")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            self.signed_block(&mut out, block);
-        }
-        if let Some(text) = delta.get("content").and_then(Value::as_str) {
-            if !text.is_empty() {
+        view.pieces(|piece| match piece {
+            Piece::Reasoning(text) => {
+                self.open_block(&mut out, Open::Thinking);
+                self.delta(
+                    &mut out,
+                    json!({"type": "thinking_delta", "thinking": text}),
+                );
+            }
+            Piece::ThinkingBlocks(raw) => {
+                let blocks: Vec<Value> = serde_json::from_str(raw.get()).unwrap_or_default();
+                for block in &blocks {
+                    self.signed_block(&mut out, block);
+                }
+            }
+            Piece::Text(text) => {
                 self.open_block(&mut out, Open::Text);
                 self.delta(&mut out, json!({"type": "text_delta", "text": text}));
             }
-        }
-        for call in delta
-            .get("tool_calls")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            self.tool_call(&mut out, call);
-        }
-        if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
-            self.stop = Some(stop_reason(reason));
-        }
+            Piece::ToolCall {
+                index,
+                id,
+                name,
+                arguments,
+            } => self.tool_call(&mut out, index, id, name, arguments),
+            Piece::Finish(reason) => self.stop = Some(stop_reason(reason)),
+        });
         out
     }
 
     /// `message_start` and a `ping`, once, from the first chunk's id and model.
-    fn start(&mut self, out: &mut BytesMut, chunk: &Value) {
+    fn start(&mut self, out: &mut BytesMut, id: &str, model: Option<&str>) {
         if self.started {
             return;
         }
         self.started = true;
-        let id = chunk.get("id").and_then(Value::as_str).unwrap_or("");
         let message = json!({
             "id": message_id(id),
             "type": "message",
             "role": "assistant",
-            "model": chunk.get("model").cloned().unwrap_or(Value::Null),
+            "model": model,
             "content": [],
             "stop_reason": null,
             "stop_sequence": null,
@@ -224,31 +215,22 @@ impl Translator {
         }
     }
 
-    fn tool_call(&mut self, out: &mut BytesMut, call: &Value) {
-        let index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
-        let f = &call["function"];
+    fn tool_call(&mut self, out: &mut BytesMut, index: u64, id: &str, name: &str, args: &str) {
         if self.open != Some(Open::Tool(index)) {
             self.close(out);
-            let block = json!({
-                "type": "tool_use",
-                "id": call.get("id").and_then(Value::as_str).unwrap_or(""),
-                "name": f.get("name").and_then(Value::as_str).unwrap_or(""),
-                "input": {},
-            });
+            let block = json!({"type": "tool_use", "id": id, "name": name, "input": {}});
             self.begin(out, Open::Tool(index), block);
         }
-        if let Some(args) = f.get("arguments").and_then(Value::as_str) {
-            if !args.is_empty() {
-                self.delta(
-                    out,
-                    json!({"type": "input_json_delta", "partial_json": args}),
-                );
-            }
+        if !args.is_empty() {
+            self.delta(
+                out,
+                json!({"type": "input_json_delta", "partial_json": args}),
+            );
         }
     }
 
     fn finish(&mut self, out: &mut BytesMut) {
-        self.start(out, &Value::Null);
+        self.start(out, "", None);
         self.close(out);
         let usage = usage(self.usage.as_ref().unwrap_or(&Value::Null));
         frame(
@@ -266,7 +248,7 @@ impl Translator {
 
     fn fail(&mut self, why: &str) -> BytesMut {
         let mut out = BytesMut::new();
-        self.start(&mut out, &Value::Null);
+        self.start(&mut out, "", None);
         let body = json!({"type": "error", "error": {"type": "api_error", "message": why}});
         frame(&mut out, "error", &body);
         self.done = true;

@@ -34,7 +34,7 @@ use crate::upstream::openai::{patch_usage, rename_reasoning, with_usage, ChunkVi
 use crate::upstream::{humanize, upstream_kind, Decoder, UpstreamError, WireFormat};
 use bounded::bounded_events;
 pub use guard::{FollowUpSender, Guard, GuardReport};
-pub use reframe::{reframe, Reframe};
+pub use reframe::{read, reframe, usage_json, Read, Reframe};
 pub use tally::Tally;
 use thinkgate_config::ReasoningField;
 pub use translate::Renderer;

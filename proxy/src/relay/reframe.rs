@@ -10,6 +10,69 @@ use futures_util::stream::StreamExt;
 use http_body_util::BodyExt;
 
 use crate::body::{self, Body, BoxError};
+use crate::upstream::openai::ChunkView;
+
+/// One event of the relay's stream, read once the same way for every front end.
+pub enum Read<'a> {
+    /// `[DONE]`: the answer is complete.
+    Done,
+    /// The relay's (or the upstream's) error event: the stream ends with it.
+    Failed {
+        code: String,
+        message: String,
+    },
+    Chunk(ChunkView<'a>),
+    /// Not a chunk the relay writes; nothing to render.
+    Skip,
+}
+
+/// The `usage` object of a chunk that has one, as the upstream (or the relay) wrote it.
+pub fn usage_json(data: &str) -> Option<serde_json::Value> {
+    #[derive(serde::Deserialize)]
+    struct WithUsage {
+        usage: serde_json::Value,
+    }
+    serde_json::from_str::<WithUsage>(data)
+        .ok()
+        .map(|w| w.usage)
+        .filter(serde_json::Value::is_object)
+}
+
+/// Reads one `data:` text of the relay's stream.
+pub fn read(data: &str) -> Read<'_> {
+    if data == "[DONE]" {
+        return Read::Done;
+    }
+    let Ok(view) = ChunkView::parse(data) else {
+        return Read::Skip;
+    };
+    if view.error.is_none() {
+        return Read::Chunk(view);
+    }
+    #[derive(serde::Deserialize)]
+    struct ErrorEvent {
+        error: ErrorBody,
+    }
+    #[derive(serde::Deserialize)]
+    struct ErrorBody {
+        #[serde(default)]
+        message: Option<String>,
+        #[serde(default)]
+        code: Option<serde_json::Value>,
+    }
+    let parsed: Option<ErrorEvent> = serde_json::from_str(data).ok();
+    let body = parsed.map(|e| e.error);
+    let code = body
+        .as_ref()
+        .and_then(|b| b.code.as_ref())
+        .and_then(|c| c.as_str());
+    Read::Failed {
+        code: code.unwrap_or("upstream_error").to_string(),
+        message: body
+            .and_then(|b| b.message)
+            .unwrap_or_else(|| "the upstream failed".to_string()),
+    }
+}
 
 /// A front end's stream translator.
 pub trait Reframe: Send + 'static {

@@ -15,6 +15,7 @@ use super::response::{object, status, usage, Item, Meta, Output};
 use super::store::Store;
 use crate::body::Body;
 use crate::relay;
+use crate::upstream::openai::Piece;
 
 /// Where a finished response's conversation is kept for `previous_response_id`.
 pub struct Keep {
@@ -105,13 +106,15 @@ impl Translator {
         if self.done {
             return out;
         }
-        if data == "[DONE]" {
-            self.finish(&mut out);
-            return out;
+        let read = relay::read(data);
+        match read {
+            relay::Read::Done => {
+                self.finish(&mut out);
+                return out;
+            }
+            relay::Read::Skip => return out,
+            relay::Read::Failed { .. } | relay::Read::Chunk(_) => {}
         }
-        let Ok(chunk) = serde_json::from_str::<Value>(data) else {
-            return out;
-        };
         // Each chunk's bytes bound the text it adds to the held output.
         self.held += data.len();
         if self.held > self.limit {
@@ -119,66 +122,49 @@ impl Translator {
                 "the response grew past the limit of {} bytes (server.max_response_bytes)",
                 self.limit
             );
-            self.start(&mut out, &chunk);
+            let model = match &read {
+                relay::Read::Chunk(view) => view.model.as_deref(),
+                _ => None,
+            };
+            self.start(&mut out, model);
             self.failed(&mut out, "response_too_large", &why);
             return out;
         }
-        if let Some(e) = chunk.get("error") {
-            let code = e
-                .get("code")
-                .and_then(Value::as_str)
-                .unwrap_or("upstream_error");
-            let message = e
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("the upstream failed");
-            self.start(&mut out, &chunk);
-            self.failed(&mut out, code, message);
-            return out;
-        }
-        self.start(&mut out, &chunk);
-        if let Some(u) = chunk.get("usage").filter(|u| u.is_object()) {
-            self.usage = Some(u.clone());
-        }
-        let Some(choice) = chunk.get("choices").and_then(|c| c.get(0)) else {
-            return out;
+        let view = match read {
+            relay::Read::Chunk(view) => view,
+            relay::Read::Failed { code, message } => {
+                self.start(&mut out, None);
+                self.failed(&mut out, &code, &message);
+                return out;
+            }
+            relay::Read::Done | relay::Read::Skip => return out,
         };
-        let delta = &choice["delta"];
-        let reasoning = delta
-            .get("reasoning_content")
-            .or_else(|| delta.get("reasoning"))
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        if !reasoning.is_empty() {
-            self.reasoning(&mut out, reasoning);
+        self.start(&mut out, view.model.as_deref());
+        if view.usage.is_some() {
+            self.usage = relay::usage_json(data);
         }
-        if let Some(text) = delta
-            .get("content")
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-        {
-            self.text(&mut out, text);
-        }
-        for call in delta
-            .get("tool_calls")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            self.call(&mut out, call);
-        }
-        if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
-            self.finish = Some(reason.to_string());
-        }
+        view.pieces(|piece| match piece {
+            Piece::Reasoning(text) => self.reasoning(&mut out, text),
+            Piece::Text(text) => self.text(&mut out, text),
+            Piece::ToolCall {
+                index,
+                id,
+                name,
+                arguments,
+            } => self.call(&mut out, index, id, name, arguments),
+            Piece::Finish(reason) => self.finish = Some(reason.to_string()),
+            // Signed blocks are Anthropic's; the Responses API has no place for them.
+            Piece::ThinkingBlocks(_) => {}
+        });
         out
     }
 
-    fn start(&mut self, out: &mut BytesMut, chunk: &Value) {
+    fn start(&mut self, out: &mut BytesMut, model: Option<&str>) {
         if self.started {
             return;
         }
         self.started = true;
-        self.model = chunk.get("model").cloned().unwrap_or(Value::Null);
+        self.model = model.map_or(Value::Null, Value::from);
         let response = object(
             &self.meta,
             &self.model,
@@ -285,21 +271,23 @@ impl Translator {
         );
     }
 
-    fn call(&mut self, out: &mut BytesMut, call: &Value) {
-        let chat_index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
-        let f = &call["function"];
+    fn call(
+        &mut self,
+        out: &mut BytesMut,
+        chat_index: u64,
+        call_id: &str,
+        name: &str,
+        delta: &str,
+    ) {
         let index = match (self.open, self.open_call) {
             (Some(i), Some(k)) if k == chat_index => i,
             _ => {
-                let call_id = call.get("id").and_then(Value::as_str).unwrap_or("");
-                let name = f.get("name").and_then(Value::as_str).unwrap_or("");
                 let item = self.meta.call(self.output.items.len(), call_id, name, "");
                 let i = self.open(out, item);
                 self.open_call = Some(chat_index);
                 i
             }
         };
-        let delta = f.get("arguments").and_then(Value::as_str).unwrap_or("");
         if delta.is_empty() {
             return;
         }
@@ -356,7 +344,7 @@ impl Translator {
     }
 
     fn finish(&mut self, out: &mut BytesMut) {
-        self.start(out, &Value::Null);
+        self.start(out, None);
         self.close(out);
         let (status, incomplete) = status(self.finish.as_deref());
         let usage = usage(self.usage.as_ref().unwrap_or(&Value::Null));
@@ -398,7 +386,7 @@ impl Translator {
 
     fn fail(&mut self, code: &str, message: &str) -> BytesMut {
         let mut out = BytesMut::new();
-        self.start(&mut out, &Value::Null);
+        self.start(&mut out, None);
         self.failed(&mut out, code, message);
         out
     }

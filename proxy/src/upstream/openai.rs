@@ -168,12 +168,38 @@ pub struct MessageView<'a> {
     pub reasoning: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     pub tool_calls: Option<Vec<ToolCallView<'a>>>,
+    /// Signed thinking blocks an Anthropic upstream's answer carried, unparsed (only the
+    /// other APIs' renderers read them).
+    #[serde(default, borrow)]
+    pub thinking_blocks: Option<&'a serde_json::value::RawValue>,
 }
 
 #[derive(Deserialize, Debug)]
 pub struct ToolCallView<'a> {
+    /// Which call of the turn a streamed piece belongs to.
+    #[serde(default)]
+    pub index: Option<u64>,
+    #[serde(default, borrow, deserialize_with = "crate::canonical::borrowed_text")]
+    pub id: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     pub function: Option<FunctionView<'a>>,
+}
+
+/// What a chunk (or a whole completion) says, first choice only, in wire order: what the
+/// other APIs' renderers rebuild their own events from.
+#[derive(Debug, Clone, Copy)]
+pub enum Piece<'v> {
+    Reasoning(&'v str),
+    /// The `thinking_blocks` list, as the upstream signed it.
+    ThinkingBlocks(&'v serde_json::value::RawValue),
+    Text(&'v str),
+    ToolCall {
+        index: u64,
+        id: &'v str,
+        name: &'v str,
+        arguments: &'v str,
+    },
+    Finish(&'v str),
 }
 
 #[derive(Deserialize, Debug)]
@@ -343,6 +369,38 @@ impl<'a> ChunkView<'a> {
                 other.is_some()
             })
         })
+    }
+
+    /// The first choice's [`Piece`]s, in wire order, from its delta or (whole) message.
+    pub fn pieces(&self, mut f: impl FnMut(Piece<'_>)) {
+        let Some(choice) = self.choices.first() else {
+            return;
+        };
+        if let Some(m) = choice.delta.as_ref().or(choice.message.as_ref()) {
+            if let Some(text) = m.reasoning_content.as_deref().or(m.reasoning.as_deref()) {
+                if !text.is_empty() {
+                    f(Piece::Reasoning(text));
+                }
+            }
+            if let Some(blocks) = m.thinking_blocks {
+                f(Piece::ThinkingBlocks(blocks));
+            }
+            if let Some(text) = m.content.as_deref().filter(|t| !t.is_empty()) {
+                f(Piece::Text(text));
+            }
+            for (i, call) in m.tool_calls.iter().flatten().enumerate() {
+                let function = call.function.as_ref();
+                f(Piece::ToolCall {
+                    index: call.index.unwrap_or(i as u64),
+                    id: call.id.as_deref().unwrap_or(""),
+                    name: function.and_then(|f| f.name.as_deref()).unwrap_or(""),
+                    arguments: function.and_then(|f| f.arguments.as_deref()).unwrap_or(""),
+                });
+            }
+        }
+        if let Some(reason) = &choice.finish_reason {
+            f(Piece::Finish(reason));
+        }
     }
 
     /// The chunk (or whole response) as canonical events, in wire order.
