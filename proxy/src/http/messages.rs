@@ -78,23 +78,7 @@ async fn read(
     body: Incoming,
     count_only: bool,
 ) -> Result<ChatRequest, ApiError> {
-    let server = &runtime.config.server;
-    let bytes = ingress::read_body(
-        headers,
-        body,
-        server.max_body_bytes,
-        server.body_read_timeout,
-    )
-    .await?;
-    let parsed: Value = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::invalid_request(format!("the request body is not valid JSON: {e}"))
-            .with_code("invalid_json")
-    })?;
-    let Value::Object(body) = parsed else {
-        return Err(ApiError::invalid_request(
-            "the request body must be a JSON object",
-        ));
-    };
+    let body = ingress::read_object(headers, body, &runtime.config.server).await?;
     messages::to_chat(body, count_only)
 }
 

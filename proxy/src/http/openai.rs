@@ -31,14 +31,7 @@ pub async fn embeddings(
     key: Option<Arc<KeyState>>,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    let server = &runtime.config.server;
-    let read = ingress::read_body(
-        &parts.headers,
-        body,
-        server.max_body_bytes,
-        server.body_read_timeout,
-    );
-    let mut request = match read.await.and_then(|bytes| parse(&bytes, "input")) {
+    let mut request = match read(runtime, &parts.headers, body, "input").await {
         Ok(r) => r,
         Err(e) => return account.reject(e),
     };
@@ -50,26 +43,7 @@ pub async fn embeddings(
     let counted = request.get("input").map_or(0, |i| count(i, route.counter));
     request.insert("model".into(), route.model.upstream_model.clone().into());
     let upstream_body = Value::Object(request).to_string();
-    let call = Call {
-        runtime: runtime.clone(),
-        request_id,
-        headers: parts.headers,
-        admission: KeyAdmission {
-            pending: key.as_ref().map(|_| {
-                (
-                    None,
-                    counted,
-                    Expected {
-                        output: 0,
-                        reasoning: 0,
-                    },
-                )
-            }),
-            admitted: Default::default(),
-        },
-        key,
-        domain: 0,
-    };
+    let call = call(runtime, request_id, parts.headers, key, counted, 0);
     pipeline::embed(&call, &route, upstream_body.into(), counted, account).await
 }
 
@@ -83,14 +57,7 @@ pub async fn completions(
     key: Option<Arc<KeyState>>,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    let server = &runtime.config.server;
-    let read = ingress::read_body(
-        &parts.headers,
-        body,
-        server.max_body_bytes,
-        server.body_read_timeout,
-    );
-    let mut request = match read.await.and_then(|bytes| parse(&bytes, "prompt")) {
+    let mut request = match read(runtime, &parts.headers, body, "prompt").await {
         Ok(r) => r,
         Err(e) => return account.reject(e),
     };
@@ -128,21 +95,7 @@ pub async fn completions(
         }
     }
     let upstream_body = Value::Object(request).to_string();
-    let expected = Expected {
-        output,
-        reasoning: 0,
-    };
-    let call = Call {
-        runtime: runtime.clone(),
-        request_id,
-        headers: parts.headers,
-        admission: KeyAdmission {
-            pending: key.as_ref().map(|_| (None, counted, expected)),
-            admitted: Default::default(),
-        },
-        key,
-        domain: 0,
-    };
+    let call = call(runtime, request_id, parts.headers, key, counted, output);
     pipeline::complete(
         &call,
         &route,
@@ -155,18 +108,43 @@ pub async fn completions(
     .await
 }
 
-/// The body, checked for the fields the proxy reads: `model` (a string) and `field` (the
-/// input or prompt: a string, a list of strings, or token arrays, as OpenAI takes).
-fn parse(bytes: &[u8], field: &str) -> Result<serde_json::Map<String, Value>, ApiError> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::invalid_request(format!("the request body is not valid JSON: {e}"))
-            .with_code("invalid_json")
-    })?;
-    let Value::Object(body) = value else {
-        return Err(ApiError::invalid_request(
-            "the request body must be a JSON object",
-        ));
+/// What every call of these endpoints shares: the key is asked to admit the counted prompt
+/// and at most `output` tokens (there is no reasoning, no mode).
+fn call(
+    runtime: &Arc<Runtime>,
+    request_id: HeaderValue,
+    headers: http::HeaderMap,
+    key: Option<Arc<KeyState>>,
+    prompt: u64,
+    output: u64,
+) -> Call {
+    let expected = Expected {
+        output,
+        reasoning: 0,
     };
+    Call {
+        runtime: runtime.clone(),
+        request_id,
+        headers,
+        admission: KeyAdmission {
+            pending: key.as_ref().map(|_| (None, prompt, expected)),
+            admitted: Default::default(),
+        },
+        key,
+        domain: 0,
+    }
+}
+
+/// The body read under the server's bounds and checked for the fields the proxy reads:
+/// `model` (a string) and `field` (the input or prompt: a string, a list of strings, or
+/// token arrays, as OpenAI takes).
+async fn read(
+    runtime: &Runtime,
+    headers: &http::HeaderMap,
+    body: Incoming,
+    field: &str,
+) -> Result<serde_json::Map<String, Value>, ApiError> {
+    let body = ingress::read_object(headers, body, &runtime.config.server).await?;
     match body.get("model") {
         Some(Value::String(m)) if !m.is_empty() => {}
         _ => return Err(ApiError::invalid_request("`model` is required").with_param("model")),

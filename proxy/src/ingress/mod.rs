@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use std::borrow::Cow;
 
@@ -137,16 +137,45 @@ const ROLES: [&str; 6] = [
     "function",
 ];
 
-/// Parses an OpenAI chat completions body.
-pub fn parse_chat(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
+/// A request body read under `[server]`'s bounds (`max_body_bytes`, `body_read_timeout`)
+/// and parsed as a JSON object: how every API's ingress begins.
+pub async fn read_object<B>(
+    headers: &HeaderMap,
+    body: B,
+    server: &thinkgate_config::Server,
+) -> Result<Map<String, Value>, ApiError>
+where
+    B: hyper::body::Body,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let bytes = read_body(
+        headers,
+        body,
+        server.max_body_bytes,
+        server.body_read_timeout,
+    )
+    .await?;
+    json_object(&bytes)
+}
+
+/// A body as a JSON object, or the 400 that says why it is not one.
+pub fn json_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| {
         ApiError::invalid_request(format!("the request body is not valid JSON: {e}"))
             .with_code("invalid_json")
     })?;
-    let not_object = || ApiError::invalid_request("the request body must be a JSON object");
-    if !value.is_object() {
-        return Err(not_object());
+    match value {
+        Value::Object(body) => Ok(body),
+        _ => Err(ApiError::invalid_request(
+            "the request body must be a JSON object",
+        )),
     }
+}
+
+/// Parses an OpenAI chat completions body.
+pub fn parse_chat(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
+    let value = Value::Object(json_object(bytes)?);
+    let not_object = || ApiError::invalid_request("the request body must be a JSON object");
     let view: View<'_> = serde_path_to_error::deserialize(&value).map_err(field_error)?;
     let checked = check(view)?;
     let Value::Object(body) = value else {
