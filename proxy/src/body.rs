@@ -5,6 +5,14 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 pub use thinkgate_wire::body::{full, json_response, sse_response, stream, Body, BoxError};
 
+/// Whether a response's `Content-Type` says it is an event stream.
+pub fn is_event_stream(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
+}
+
 /// Why [`collect_limited`] gave up.
 #[derive(Debug)]
 pub enum CollectError {

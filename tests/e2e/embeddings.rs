@@ -127,3 +127,45 @@ async fn chat_refuses_an_embeddings_model_and_upstream_failures_pass_through() {
     .await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_is_not_what_was_asked_for_is_a_502() {
+    let upstream = FixedUpstream::start("application/json", r#"{"nope": 1}"#).await;
+    let extra = format!(
+        "[providers.odd]\nkind = \"openai-compatible\"\nbase_url = \"{}/v1\"\n\
+         [models.odd-embed]\nprovider = \"odd\"\ncontext_window = 8192\ncapabilities = [\"embeddings\"]\n\
+         [models.odd-text]\nprovider = \"odd\"\ncontext_window = 8192\n",
+        upstream.url()
+    );
+    let proxy = Proxy::start(&config_text(None, &extra)).await;
+    let cases = [
+        (
+            "/v1/embeddings",
+            json!({"model": "odd-embed", "input": "x"}),
+            "upstream_error",
+        ),
+        (
+            "/v1/completions",
+            json!({"model": "odd-text", "prompt": "x"}),
+            "upstream_error",
+        ),
+        (
+            "/v1/completions",
+            json!({"model": "odd-text", "prompt": "x", "stream": true}),
+            "upstream_error",
+        ),
+    ];
+    for (path, body, code) in cases {
+        let r = call(&proxy.url(path), body.to_string(), &[]).await;
+        assert_eq!(
+            r.status,
+            StatusCode::BAD_GATEWAY,
+            "{path} {body}: {}",
+            r.text()
+        );
+        assert_eq!(r.error()["type"], "upstream_error", "{}", r.text());
+        assert_eq!(r.error()["code"], code, "{path} {body}: {}", r.text());
+    }
+    let (path, _, _) = upstream.last();
+    assert_eq!(path, "/v1/completions");
+}

@@ -87,11 +87,7 @@ async fn read(
 /// 529 `overloaded_error`). Headers (the key's limits, `retry-after`, routing) are kept.
 pub async fn in_shape(runtime: &Runtime, resp: Response<Body>) -> Response<Body> {
     let (mut parts, inner) = resp.into_parts();
-    let is_stream = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let is_stream = body::is_event_stream(&parts.headers);
     if parts.status.is_success() && is_stream {
         return Response::from_parts(parts, messages::stream::events(inner));
     }

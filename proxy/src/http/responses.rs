@@ -92,11 +92,7 @@ async fn in_shape(
     if !parts.status.is_success() {
         return Response::from_parts(parts, inner);
     }
-    let is_stream = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let is_stream = body::is_event_stream(&parts.headers);
     if is_stream {
         let limit = runtime.config.server.max_response_bytes;
         return Response::from_parts(parts, stream::events(inner, meta, keep, limit));

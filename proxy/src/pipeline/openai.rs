@@ -21,6 +21,7 @@ use crate::models::Route;
 use crate::plan::PromptCount;
 use crate::relay;
 use crate::telemetry::{Account, Source, Tokens, UpstreamCall};
+use crate::upstream::UpstreamError;
 
 /// Admission, slots and the send; the response with its slots, or the answer for the
 /// client when the call failed before its first byte (there is no fallback here).
@@ -78,21 +79,12 @@ pub async fn embed(
     let bytes = match tokio::time::timeout(left, read).await {
         Ok(Ok(bytes)) => bytes,
         Ok(Err(e)) => {
-            return broken(
-                account,
-                route,
-                format!("its response could not be read: {e}"),
-            )
+            let why = format!("its response could not be read: {e}");
+            return failed(account, route, "broken", UpstreamError::Broken(why));
         }
         Err(_) => {
-            account.upstream_outcome("timeout");
-            let e = ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "upstream_error",
-                format!("provider `{}` did not answer in time", route.upstream.name),
-            )
-            .with_code("upstream_timeout");
-            return account.reject(e);
+            let err = UpstreamError::Timeout(server.request_timeout);
+            return failed(account, route, "timeout", err);
         }
     };
     let reported = serde_json::from_slice::<Value>(&bytes)
@@ -100,11 +92,8 @@ pub async fn embed(
         .filter(|v| v.get("data").is_some_and(Value::is_array))
         .map(|v| v["usage"]["prompt_tokens"].as_u64());
     let Some(reported) = reported else {
-        return broken(
-            account,
-            route,
-            "its response is not an embeddings list".into(),
-        );
+        let why = "its response is not an embeddings list".to_string();
+        return failed(account, route, "broken", UpstreamError::Broken(why));
     };
     account.upstream_outcome("ok");
     account.tokens = Some(Tokens {
@@ -156,11 +145,7 @@ pub async fn complete(
         &call.runtime.config.server,
     );
     ctx.permits = permits;
-    let is_sse = resp
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let is_sse = body::is_event_stream(resp.headers());
     let mut out = match (stream, is_sse) {
         (true, true) => relay::completions::stream(ctx, resp),
         (false, _) => relay::completions::whole(ctx, resp).await,
@@ -182,14 +167,13 @@ fn answered(result: Result<Response<Body>, Account>) -> Response<Body> {
     })
 }
 
-fn broken(mut account: Account, route: &Route, why: String) -> Response<Body> {
-    account.upstream_outcome("broken");
-    account.reject(
-        ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "upstream_error",
-            format!("provider `{}`: {why}", route.upstream.name),
-        )
-        .with_code("upstream_broken"),
-    )
+/// A call whose answer could not be read back, in the words every upstream failure uses.
+fn failed(
+    mut account: Account,
+    route: &Route,
+    outcome: &str,
+    err: UpstreamError,
+) -> Response<Body> {
+    account.upstream_outcome(outcome);
+    account.reject(err.into_api(&route.upstream.name))
 }

@@ -16,7 +16,6 @@ use serde_json::Value;
 use super::{bounded_events, sse_frame, Context, Tally, DONE};
 use crate::body::{self, Body, BoxError};
 use crate::canonical::Event;
-use crate::error::ApiError;
 use crate::upstream::openai::usage_from_json;
 use crate::upstream::{humanize, UpstreamError};
 
@@ -128,16 +127,7 @@ impl Relay {
     /// The error event that ends a broken stream, with the account settled.
     fn fail(&mut self, code: &'static str, why: String) -> Bytes {
         self.finished = true;
-        let provider = &self.ctx.route.upstream.name;
-        tracing::warn!(provider = %provider, code, "Upstream completion stream failed: {why}.");
-        let err = ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "upstream_error",
-            format!("provider `{provider}` {why}"),
-        )
-        .with_code(code);
-        self.ctx.finish(&self.tally, code);
-        sse_frame("", &err.to_json().to_string())
+        self.ctx.stream_failed(&self.tally, code, &why)
     }
 }
 

@@ -131,6 +131,26 @@ impl Context {
         );
     }
 
+    /// The error event that ends a stream the upstream broke, stalled or cut short, with
+    /// the request's figures settled (the chat and the completions relay both end so).
+    fn stream_failed(&mut self, tally: &Tally, code: &'static str, why: &str) -> Bytes {
+        let provider = &self.route.upstream.name;
+        tracing::warn!(
+            request_id = self.request_id.to_str().unwrap_or(""),
+            provider = %provider,
+            code,
+            "Upstream stream failed: {why}."
+        );
+        let err = ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream_error",
+            format!("provider `{provider}` {why}"),
+        )
+        .with_code(code);
+        self.finish(tally, code);
+        sse_frame("", &err.to_json().to_string())
+    }
+
     fn fail_whole(&mut self, outcome: &str, err: UpstreamError) -> Response<Body> {
         self.account.upstream_outcome(outcome);
         let err = err.into_api(&self.route.upstream.name);
@@ -148,11 +168,7 @@ pub async fn respond(
     guard: Option<Guard>,
     client_stream: bool,
 ) -> Response<Body> {
-    let is_sse = resp
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let is_sse = body::is_event_stream(resp.headers());
     match guard {
         Some(guard) if is_sse && client_stream => guard::stream(ctx, guard, resp),
         Some(guard) if is_sse => guard::whole(ctx, guard, resp).await,
@@ -466,21 +482,7 @@ impl Relay {
 
     fn fail(&mut self, code: &'static str, why: String) -> Bytes {
         self.finished = true;
-        let provider = &self.ctx.route.upstream.name;
-        tracing::warn!(
-            request_id = self.ctx.request_id.to_str().unwrap_or(""),
-            provider = %provider,
-            code,
-            "Upstream stream failed: {why}."
-        );
-        let err = ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "upstream_error",
-            format!("provider `{provider}` {why}"),
-        )
-        .with_code(code);
-        self.ctx.finish(&self.tally, code);
-        sse_frame("", &err.to_json().to_string())
+        self.ctx.stream_failed(&self.tally, code, &why)
     }
 }
 
