@@ -287,6 +287,7 @@ fn check(path: &std::path::Path) -> ExitCode {
         let speaks = match (p.format, p.dialect) {
             (thinkgate_config::WireFormat::Anthropic, _) => "anthropic",
             (thinkgate_config::WireFormat::Gemini, _) => "gemini",
+            (thinkgate_config::WireFormat::Responses, _) => "responses",
             (_, dialect) => dialect.as_str(),
         };
         println!(

@@ -435,13 +435,24 @@ impl Dialect {
 /// The API an upstream speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WireFormat {
+    /// OpenAI chat completions (`/chat/completions`), and every server that imitates it.
     OpenAi,
+    /// OpenAI's Responses API (`/responses`): the only API of some OpenAI models, also
+    /// served by vLLM and others.
+    Responses,
     Anthropic,
     Gemini,
 }
 
 impl WireFormat {
-    pub const NAMES: [&'static str; 3] = ["openai", "anthropic", "gemini"];
+    pub const NAMES: [&'static str; 4] = ["openai", "responses", "anthropic", "gemini"];
+    /// What an OpenAI or OpenAI-compatible provider may speak (`format`).
+    pub const OPENAI_NAMES: [&'static str; 2] = ["openai", "responses"];
+
+    /// Whether the upstream serves OpenAI's other endpoints (`/embeddings`, `/completions`).
+    pub fn is_openai(self) -> bool {
+        matches!(self, WireFormat::OpenAi | WireFormat::Responses)
+    }
 }
 
 impl Provider {

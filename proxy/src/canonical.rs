@@ -5,10 +5,11 @@
 //! JSON as they were, so nothing a vendor adds is lost on the way.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use thinkgate_config::Mode;
+use thinkgate_config::{Mode, WireFormat};
 
 /// A chat completion request: the few typed fields the proxy reads, plus the body as sent.
 ///
@@ -25,12 +26,63 @@ pub struct ChatRequest {
     /// The whole JSON object the client sent, in its order; forwarded minus what the proxy owns.
     /// Its `messages` were checked at ingress to read as [`Message`]s.
     pub body: Map<String, Value>,
-    /// The Anthropic Messages body as the client sent it, when the request came through
-    /// `/v1/messages`: an Anthropic upstream gets it as sent (only `model`, `stream` and the
-    /// budget's knob set), so `cache_control`, betas and every field chat cannot carry reach
-    /// it. Dropped as soon as the proxy edits the conversation (a budget hint, a
-    /// contemplating agent's role, a synthesis), which only `body` then holds.
-    pub messages_body: Option<std::sync::Arc<Map<String, Value>>>,
+    /// The body as the client sent it, when it came through another API (`/v1/messages`,
+    /// `/v1/responses`): an upstream speaking that API gets it as sent (only `model`,
+    /// `stream` and the budget's knob set), so `cache_control`, betas, encrypted reasoning
+    /// and every field chat cannot carry reach it. Dropped as soon as the proxy edits the
+    /// conversation (a budget hint, a contemplating agent's role, a synthesis), which only
+    /// `body` then holds.
+    pub native: Option<NativeBody>,
+}
+
+/// A client's body in the API it came through.
+#[derive(Debug, Clone)]
+pub struct NativeBody {
+    /// The API: `Anthropic` for `/v1/messages`, `Responses` for `/v1/responses`.
+    pub format: WireFormat,
+    pub body: Arc<Map<String, Value>>,
+    /// The stored conversation a Responses body continues (`previous_response_id`), as chat
+    /// messages, written in front of its `input`.
+    pub history: Arc<Vec<Value>>,
+}
+
+impl NativeBody {
+    pub fn new(format: WireFormat, body: Map<String, Value>, history: Vec<Value>) -> Self {
+        NativeBody {
+            format,
+            body: Arc::new(body),
+            history: Arc::new(history),
+        }
+    }
+
+    /// Adds `note` to the system prompt in this API's words: Anthropic's `system` (a string
+    /// appended to, or a new last block, so a cached prefix stays cached), the Responses
+    /// API's `instructions`.
+    fn add_system_note(&mut self, note: &str) {
+        let field = match self.format {
+            WireFormat::Anthropic => "system",
+            _ => "instructions",
+        };
+        let body = Arc::make_mut(&mut self.body);
+        match body.get_mut(field) {
+            Some(Value::String(text)) if !text.is_empty() => {
+                text.push_str("\n\n");
+                text.push_str(note);
+            }
+            Some(Value::Array(blocks)) if self.format == WireFormat::Anthropic => {
+                let mut block = Map::new();
+                block.insert("type".into(), "text".into());
+                block.insert("text".into(), note.into());
+                blocks.push(Value::Object(block));
+            }
+            _ => drop(body.insert(field.into(), note.into())),
+        }
+    }
+
+    /// The body, when the upstream speaks `format`.
+    pub fn in_format(&self, format: WireFormat) -> Option<&Self> {
+        (self.format == format).then_some(self)
+    }
 }
 
 impl ChatRequest {
@@ -55,7 +107,7 @@ impl ChatRequest {
     /// as messages are left out).
     pub fn with_appended(&self, messages: Vec<Value>) -> ChatRequest {
         let mut req = self.clone();
-        req.messages_body = None;
+        req.native = None;
         if let Some(Value::Array(list)) = req.body.get_mut("messages") {
             list.extend(
                 messages
@@ -67,9 +119,11 @@ impl ChatRequest {
     }
 
     /// Adds `note` to the system prompt: appended to a leading text system message, or as a
-    /// new first message.
+    /// new first message; the native body, if any, gets it in its own API's words.
     pub fn add_system_note(&mut self, note: &str) {
-        self.messages_body = None;
+        if let Some(native) = &mut self.native {
+            native.add_system_note(note);
+        }
         let Some(Value::Array(list)) = self.body.get_mut("messages") else {
             return;
         };
@@ -86,6 +140,12 @@ impl ChatRequest {
         m.insert("content".into(), note.into());
         list.insert(0, Value::Object(m));
     }
+}
+
+/// The chat name of a function in a namespace (the Responses API's tool groups, which Codex
+/// sends): `<namespace>__<name>`.
+pub fn namespaced(namespace: &str, name: &str) -> String {
+    format!("{namespace}__{name}")
 }
 
 /// Reads an optional string borrowing it from the input when it has no escapes. serde's own
@@ -370,5 +430,54 @@ impl Budget {
         } else {
             self.reasoning
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn native(format: WireFormat, body: Value) -> ChatRequest {
+        let mut req = crate::ingress::parse_chat(
+            br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .unwrap();
+        let Value::Object(body) = body else {
+            unreachable!()
+        };
+        req.native = Some(NativeBody::new(format, body, Vec::new()));
+        req
+    }
+
+    #[test]
+    fn a_system_note_reaches_the_native_body_in_its_own_words() {
+        // Anthropic system blocks: a new last block, so the cached prefix stays as it was.
+        let cached =
+            json!({"type": "text", "text": "long rules", "cache_control": {"type": "ephemeral"}});
+        let mut req = native(WireFormat::Anthropic, json!({"system": [cached.clone()]}));
+        req.add_system_note("note");
+        let body = &req.native.as_ref().unwrap().body;
+        assert_eq!(
+            body["system"],
+            json!([cached, {"type": "text", "text": "note"}])
+        );
+        assert_eq!(
+            req.body["messages"][0]["content"], "note",
+            "chat's copy too"
+        );
+
+        let mut req = native(WireFormat::Responses, json!({"instructions": "Be brief."}));
+        req.add_system_note("note");
+        let body = &req.native.as_ref().unwrap().body;
+        assert_eq!(body["instructions"], "Be brief.\n\nnote");
+        let mut req = native(WireFormat::Responses, json!({"input": "hi"}));
+        req.add_system_note("note");
+        assert_eq!(req.native.as_ref().unwrap().body["instructions"], "note");
+        // Appending turns leaves the native body behind: only chat's copy has them.
+        assert!(req
+            .with_appended(vec![json!({"role": "user", "content": "x"})])
+            .native
+            .is_none());
     }
 }

@@ -85,6 +85,7 @@ pub(super) fn parse(
         thinking: knobs::anthropic(request, cap)?,
         hide_reasoning: false,
         cache: cache.serve(request, prompt_tokens, counter),
+        include_encrypted: false,
     })
 }
 

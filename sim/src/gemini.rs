@@ -104,6 +104,7 @@ pub(super) fn parse(
         thinking: knobs::gemini(thinking),
         hide_reasoning: false,
         cache: crate::anthropic::CacheUse::default(),
+        include_encrypted: false,
     })
 }
 

@@ -4,6 +4,7 @@
 //! | upstream | knob | honoured as |
 //! |---|---|---|
 //! | OpenAI | `reasoning_effort` | effort (unknown values are a 400; `max_tokens` is refused) |
+//! | OpenAI Responses | `reasoning.effort` | effort (unknown values and parameters are a 400) |
 //! | vLLM | `thinking_token_budget` | hard cap; `chat_template_kwargs.enable_thinking=false` turns it off |
 //! | llama.cpp | `thinking_budget_tokens`; `chat_template_kwargs.enable_thinking=false` | hard cap (the sampler closes the thought) / off |
 //! | SGLang | `chat_template_kwargs.enable_thinking=false` | off; no per-request budget |
@@ -72,6 +73,20 @@ fn effort(level: &str) -> Option<f64> {
     })
 }
 
+/// An effort as OpenAI takes it: a known level, or a 400 naming `param`.
+pub(super) fn strict_effort(level: &Value, param: &str) -> Result<Thinking, ApiError> {
+    let name = level.as_str().unwrap_or("");
+    match effort(name) {
+        Some(0.0) => Ok(Thinking::Off),
+        Some(f) => Ok(Thinking::Effort(f)),
+        None => Err(ApiError::invalid_request(format!(
+            "Unsupported value: '{param}' does not support '{name}' with this model. Supported values are: 'none', 'minimal', 'low', 'medium', 'high', 'xhigh' and 'max'."
+        ))
+        .with_param(param)
+        .with_code("unsupported_value")),
+    }
+}
+
 /// An effort knob: a known level scales, an unknown one is ignored (as lenient servers do).
 fn lenient_effort(level: Option<&Value>) -> Thinking {
     match level.and_then(Value::as_str).and_then(effort) {
@@ -102,19 +117,9 @@ pub(super) fn openai_format(
                 .with_param("max_tokens")
                 .with_code("unsupported_parameter"));
             }
-            match request.get("reasoning_effort").and_then(Value::as_str) {
+            match request.get("reasoning_effort") {
                 None => Thinking::Natural,
-                Some(level) => match effort(level) {
-                    Some(0.0) => Thinking::Off,
-                    Some(f) => Thinking::Effort(f),
-                    None => {
-                        return Err(ApiError::invalid_request(format!(
-                            "Unsupported value: 'reasoning_effort' does not support '{level}' with this model. Supported values are: 'none', 'minimal', 'low', 'medium', 'high', 'xhigh' and 'max'."
-                        ))
-                        .with_param("reasoning_effort")
-                        .with_code("unsupported_value"))
-                    }
-                },
+                Some(level) => strict_effort(level, "reasoning_effort")?,
             }
         }
         Dialect::Vllm if template_thinking_off(request) => Thinking::Off,

@@ -23,6 +23,7 @@
 mod anthropic;
 mod gemini;
 mod knobs;
+mod responses;
 mod script;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -126,6 +127,8 @@ pub(crate) struct RequestView {
     hide_reasoning: bool,
     /// Prompt tokens read from and written to the prompt cache (Anthropic's `cache_control`).
     cache: anthropic::CacheUse,
+    /// The reasoning is to be handed out encrypted (Responses' `include`).
+    include_encrypted: bool,
 }
 
 /// One request, as the simulator understood it.
@@ -144,12 +147,13 @@ struct Job {
     usage: UsageStyle,
     show_thoughts: bool,
     cache: anthropic::CacheUse,
+    include_encrypted: bool,
 }
 
 impl Job {
     fn tool_call_id(&self) -> String {
         let prefix = match self.format {
-            WireFormat::OpenAi | WireFormat::Gemini => "call_",
+            WireFormat::OpenAi | WireFormat::Responses | WireFormat::Gemini => "call_",
             WireFormat::Anthropic => "toolu_",
         };
         format!("{prefix}{}", self.id_suffix())
@@ -343,6 +347,15 @@ impl Simulator {
                     Err(e) => e.into_response(),
                 }
             }
+            (&Method::POST, "/v1/responses" | "/responses") => {
+                match self
+                    .chat(path, dialect, headers, &body, WireFormat::Responses)
+                    .await
+                {
+                    Ok(resp) => resp,
+                    Err(e) => e.into_response(),
+                }
+            }
             (&Method::POST, "/v1/messages" | "/messages") => {
                 match self
                     .chat(path, dialect, headers, &body, WireFormat::Anthropic)
@@ -416,7 +429,7 @@ impl Simulator {
         let mut profile = self.profile_for(&model, headers)?;
         if let Some(status) = profile.faults.status {
             return Ok(match format {
-                WireFormat::OpenAi => fault_response(status),
+                WireFormat::OpenAi | WireFormat::Responses => fault_response(status),
                 WireFormat::Anthropic => anthropic::fault_response(status),
                 WireFormat::Gemini => gemini::fault_response(status),
             });
@@ -428,6 +441,7 @@ impl Simulator {
             (WireFormat::Gemini, Some((_, stream))) => {
                 gemini::parse(&request, stream, &self.counter)?
             }
+            (WireFormat::Responses, _) => responses::parse(&request, dialect, &self.counter)?,
             _ => self.openai_request(&request, dialect, &profile)?,
         };
         let RequestView {
@@ -440,6 +454,7 @@ impl Simulator {
             thinking,
             hide_reasoning,
             cache,
+            include_encrypted,
         } = request_view;
         profile.reasoning_tokens = thinking.tokens(profile.reasoning_tokens);
         let visible = matches!(
@@ -484,6 +499,7 @@ impl Simulator {
             format,
             id: match format {
                 WireFormat::OpenAi => format!("chatcmpl-sim{seed:016x}"),
+                WireFormat::Responses => format!("resp_sim{seed:016x}"),
                 WireFormat::Anthropic => format!("msg_sim{seed:016x}"),
                 WireFormat::Gemini => format!("sim{seed:016x}"),
             },
@@ -514,6 +530,7 @@ impl Simulator {
             },
             show_thoughts,
             cache,
+            include_encrypted,
         };
         let completion = Completion {
             stats: self.stats.clone(),
@@ -570,6 +587,7 @@ impl Simulator {
             thinking,
             hide_reasoning,
             cache: anthropic::CacheUse::default(),
+            include_encrypted: false,
         })
     }
 
@@ -717,6 +735,7 @@ impl Simulator {
         let translated = match job.format {
             WireFormat::OpenAi => None,
             WireFormat::Anthropic => Some(anthropic::message(&job, self.output_tokens(&job))),
+            WireFormat::Responses => Some(responses::message(&job, self.output_tokens(&job))),
             WireFormat::Gemini => Some(gemini::message(&job, self.output_tokens(&job))),
         };
         if let Some(out) = translated {
@@ -776,6 +795,7 @@ impl Simulator {
         let frames = match job.format {
             WireFormat::OpenAi => openai_frames(&job, &self.usage(&job)),
             WireFormat::Anthropic => anthropic::frames(&job, self.output_tokens(&job)),
+            WireFormat::Responses => responses::frames(&job, self.output_tokens(&job)),
             WireFormat::Gemini => gemini::frames(&job, self.output_tokens(&job)),
         };
         tokio::spawn(run_stream(job, frames, tx, completion));

@@ -474,6 +474,17 @@ pub fn sse_data(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// A stream's events as (`event:` name, JSON data); events without JSON data are left out.
+pub fn sse_events(text: &str) -> Vec<(String, Value)> {
+    text.split("\n\n")
+        .filter_map(|e| {
+            let name = e.lines().find_map(|l| l.strip_prefix("event: "))?;
+            let data: String = e.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+            Some((name.to_string(), serde_json::from_str(&data).ok()?))
+        })
+        .collect()
+}
+
 pub async fn call(url: &str, body: impl Into<Bytes>, headers: &[(&str, &str)]) -> Reply {
     let resp = send(url, "POST", body, headers).await;
     collect(resp).await

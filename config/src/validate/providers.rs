@@ -83,26 +83,37 @@ pub(super) fn validate_provider(
             match c.one_of(base.child("format"), f, &WireFormat::NAMES)? {
                 "anthropic" => WireFormat::Anthropic,
                 "gemini" => WireFormat::Gemini,
+                "responses" => WireFormat::Responses,
+                _ => WireFormat::OpenAi,
+            }
+        }
+        (ProviderKind::OpenAi | ProviderKind::OpenAiCompatible, Some(f)) => {
+            match c.one_of(base.child("format"), f, &WireFormat::OPENAI_NAMES)? {
+                "responses" => WireFormat::Responses,
                 _ => WireFormat::OpenAi,
             }
         }
         (_, Some(_)) => {
             return Err(c.error(
                 base.child("format"),
-                "is only for `simulator` providers; the kind sets the format of the others",
+                "is only for `openai`, `openai-compatible` and `simulator` providers; the kind sets the format of the others",
             ))
         }
     };
     let dialect = match (kind, format, p.dialect.as_deref()) {
         (ProviderKind::OpenAi, _, None) => Dialect::OpenAi,
         (_, _, None) => Dialect::Generic,
-        (ProviderKind::OpenAiCompatible | ProviderKind::Simulator, WireFormat::OpenAi, Some(d)) => {
+        (
+            ProviderKind::OpenAiCompatible | ProviderKind::Simulator,
+            WireFormat::OpenAi | WireFormat::Responses,
+            Some(d),
+        ) => {
             let name = c.one_of(base.child("dialect"), d, &Dialect::NAMES)?;
             Dialect::parse(name).unwrap_or(Dialect::Generic)
         }
         (_, _, Some(_)) => return Err(c.error(
             base.child("dialect"),
-            "is only for `openai-compatible` providers (and simulators speaking the OpenAI format)",
+            "is only for `openai-compatible` providers (and simulators speaking an OpenAI format)",
         )),
     };
     let default_max_tokens = p.default_max_tokens.unwrap_or(4096);

@@ -380,3 +380,26 @@ fn an_embeddings_model_cannot_be_the_default_chat_model() {
     .unwrap();
     assert!(cfg.models.iter().any(|m| m.id == "e" && m.embeddings));
 }
+
+#[test]
+fn openai_providers_may_speak_the_responses_api_and_others_may_not() {
+    let ok = format!(
+        "{MINIMAL}[providers.o]\nkind = \"openai\"\nformat = \"responses\"\n[providers.v]\nkind = \"openai-compatible\"\nbase_url = \"http://127.0.0.1:8000/v1\"\nformat = \"responses\"\ndialect = \"vllm\"\n"
+    );
+    let cfg = parse(&ok).unwrap();
+    let format = |name: &str| {
+        cfg.providers
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap()
+            .format
+    };
+    assert_eq!(format("o"), WireFormat::Responses);
+    assert_eq!(format("v"), WireFormat::Responses);
+    let bad = format!("{MINIMAL}[providers.a]\nkind = \"anthropic\"\nformat = \"responses\"\n");
+    let err = parse(&bad).unwrap_err();
+    assert!(err.to_string().contains("providers.a.format"), "{err}");
+    let typo = format!("{MINIMAL}[providers.o]\nkind = \"openai\"\nformat = \"response\"\n");
+    let err = parse(&typo).unwrap_err();
+    assert!(err.to_string().contains("responses"), "{err}");
+}

@@ -78,7 +78,7 @@ async fn read(
                 .with_param("previous_response_id"))
         }
     };
-    responses::to_chat(&body, history)
+    responses::to_chat(body, history)
 }
 
 /// The pipeline's answer as a Responses object or event stream; errors pass as they are.

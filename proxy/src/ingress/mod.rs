@@ -187,7 +187,7 @@ pub fn parse_chat(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
         include_usage: checked.include_usage,
         has_tools: checked.has_tools,
         body,
-        messages_body: None,
+        native: None,
     })
 }
 

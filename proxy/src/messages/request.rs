@@ -9,8 +9,9 @@
 //! `thinking.budget_tokens` is an ask (`reasoning.max_tokens`) that the mode and key clamp.
 
 use serde_json::{json, Map, Value};
+use thinkgate_config::WireFormat;
 
-use crate::canonical::ChatRequest;
+use crate::canonical::{ChatRequest, NativeBody};
 use crate::error::ApiError;
 
 /// Top-level fields the chat format cannot express.
@@ -26,7 +27,7 @@ pub fn to_chat(body: Map<String, Value>, count_only: bool) -> Result<ChatRequest
     // Kept whole for an Anthropic upstream: moved, not copied (Claude Code's turns run to
     // tens of kilobytes).
     Ok(ChatRequest {
-        messages_body: Some(std::sync::Arc::new(body)),
+        native: Some(NativeBody::new(WireFormat::Anthropic, body, Vec::new())),
         ..chat
     })
 }
@@ -116,7 +117,7 @@ fn translate(body: &Map<String, Value>, count_only: bool) -> Result<ChatRequest,
         include_usage: stream,
         has_tools,
         body: out,
-        messages_body: None,
+        native: None,
     })
 }
 

@@ -7,8 +7,9 @@
 //! `web_search`, files, `background`) is a 400 naming the field.
 
 use serde_json::{json, Map, Value};
+use thinkgate_config::WireFormat;
 
-use crate::canonical::ChatRequest;
+use crate::canonical::{ChatRequest, NativeBody};
 use crate::error::ApiError;
 
 /// What the answer must echo and the store must keep, beside the chat request.
@@ -18,6 +19,8 @@ pub struct Parsed {
     /// The conversation a continuation replays: the stored history, then this request's
     /// turns, as chat messages (without the instructions, which it does not inherit).
     pub conversation: Vec<Value>,
+    /// How many of `conversation`'s messages are this request's (the rest were stored).
+    pub turns: usize,
     /// The stored conversation this one continues.
     pub previous_response_id: Option<String>,
     pub store: bool,
@@ -36,10 +39,7 @@ pub struct Parsed {
 /// files or machine and are refused.
 pub const HOSTED_DROPPED: [&str; 3] = ["web_search", "web_search_preview", "image_generation"];
 
-/// The chat name of a function in a namespace.
-pub fn namespaced(namespace: &str, name: &str) -> String {
-    format!("{namespace}__{name}")
-}
+pub use crate::canonical::namespaced;
 
 /// Top-level fields the chat path cannot express.
 const INEXPRESSIBLE: [&str; 3] = ["conversation", "prompt", "background"];
@@ -64,8 +64,26 @@ fn field(param: &str, message: impl Into<String>) -> ApiError {
 }
 
 /// The body, parsed; `history` is the stored conversation `previous_response_id` names
-/// (looked up by the caller, which knows the key).
-pub fn to_chat(body: &Map<String, Value>, history: Vec<Value>) -> Result<Parsed, ApiError> {
+/// (looked up by the caller, which knows the key). The body is kept for an upstream that
+/// speaks the Responses API, minus the hosted tools left out for every upstream.
+pub fn to_chat(mut body: Map<String, Value>, history: Vec<Value>) -> Result<Parsed, ApiError> {
+    let mut parsed = translate(&body, history)?;
+    if !parsed.dropped_tools.is_empty() {
+        if let Some(Value::Array(tools)) = body.get_mut("tools") {
+            tools.retain(|t| {
+                !t.get("type")
+                    .and_then(Value::as_str)
+                    .is_some_and(|k| HOSTED_DROPPED.contains(&k))
+            });
+        }
+    }
+    let stored = parsed.conversation.len() - parsed.turns;
+    let history = parsed.conversation[..stored].to_vec();
+    parsed.chat.native = Some(NativeBody::new(WireFormat::Responses, body, history));
+    Ok(parsed)
+}
+
+fn translate(body: &Map<String, Value>, history: Vec<Value>) -> Result<Parsed, ApiError> {
     let model = body.get("model").and_then(Value::as_str).unwrap_or("");
     if model.is_empty() {
         return Err(field("model", "`model` is required"));
@@ -94,6 +112,7 @@ pub fn to_chat(body: &Map<String, Value>, history: Vec<Value>) -> Result<Parsed,
         Some(_) => return Err(field("instructions", "`instructions` must be a string")),
     }
     let mut conversation = history;
+    let turns_count = turns.len();
     conversation.extend(turns);
     messages.extend(conversation.iter().cloned());
     if messages.is_empty() {
@@ -138,9 +157,10 @@ pub fn to_chat(body: &Map<String, Value>, history: Vec<Value>) -> Result<Parsed,
             include_usage: stream,
             has_tools,
             body: out,
-            messages_body: None,
+            native: None,
         },
         conversation,
+        turns: turns_count,
         previous_response_id: body
             .get("previous_response_id")
             .and_then(Value::as_str)
@@ -428,7 +448,7 @@ mod tests {
 
     fn parse(v: Value, history: Vec<Value>) -> Result<Parsed, ApiError> {
         let Value::Object(body) = v else { panic!() };
-        to_chat(&body, history)
+        to_chat(body, history)
     }
 
     #[test]

@@ -60,6 +60,9 @@ pub enum Item {
     Reasoning {
         id: String,
         text: String,
+        /// The reasoning as an upstream speaking this API encrypted it, for the client to
+        /// send back in a later turn (when it asked for it with `include`).
+        encrypted: Option<String>,
     },
     Message {
         id: String,
@@ -79,12 +82,20 @@ impl Item {
     pub fn to_json(&self, done: bool) -> Value {
         let status = if done { "completed" } else { "in_progress" };
         match self {
-            Item::Reasoning { id, text } => {
+            Item::Reasoning {
+                id,
+                text,
+                encrypted,
+            } => {
                 let summary = match (done, text.is_empty()) {
                     (true, false) => json!([{"type": "summary_text", "text": text}]),
                     _ => json!([]),
                 };
-                json!({"type": "reasoning", "id": id, "summary": summary})
+                let mut item = json!({"type": "reasoning", "id": id, "summary": summary});
+                if let (true, Some(e)) = (done, encrypted) {
+                    item["encrypted_content"] = e.clone().into();
+                }
+                item
             }
             Item::Message { id, text } => {
                 let content = match done {
@@ -153,8 +164,27 @@ impl Output {
                 _ => None,
             })
             .collect();
+        // Encrypted reasoning goes back to the upstream that made it, as chat's reasoning
+        // blocks do.
+        let blocks: Vec<Value> = self
+            .items
+            .iter()
+            .filter(|i| {
+                matches!(
+                    i,
+                    Item::Reasoning {
+                        encrypted: Some(_),
+                        ..
+                    }
+                )
+            })
+            .map(|i| i.to_json(true))
+            .collect();
         let mut turn = Map::new();
         turn.insert("role".into(), "assistant".into());
+        if !blocks.is_empty() {
+            turn.insert("thinking_blocks".into(), Value::Array(blocks));
+        }
         let content = if text.is_empty() && !calls.is_empty() {
             Value::Null
         } else {
@@ -231,6 +261,16 @@ pub fn object(
     Value::Object(o)
 }
 
+/// The encrypted content of a Responses reasoning item among reasoning blocks (the others
+/// are Anthropic's signed thinking, which this API has no place for).
+pub fn encrypted_reasoning(blocks: &[Value]) -> Option<String> {
+    blocks
+        .iter()
+        .filter(|b| b.get("type").and_then(Value::as_str) == Some("reasoning"))
+        .find_map(|b| b.get("encrypted_content").and_then(Value::as_str))
+        .map(str::to_string)
+}
+
 /// A whole chat completion as its output.
 pub fn output_of(meta: &Meta, completion: &Value) -> Output {
     let m = &completion["choices"][0]["message"];
@@ -240,11 +280,16 @@ pub fn output_of(meta: &Meta, completion: &Value) -> Output {
         .or_else(|| m.get("reasoning"))
         .and_then(Value::as_str)
         .unwrap_or("");
-    if !reasoning.is_empty() {
+    let encrypted = m
+        .get("thinking_blocks")
+        .and_then(Value::as_array)
+        .and_then(|blocks| encrypted_reasoning(blocks));
+    if !reasoning.is_empty() || encrypted.is_some() {
         let id = meta.item_id("rs", out.items.len());
         out.items.push(Item::Reasoning {
             id,
             text: reasoning.to_string(),
+            encrypted,
         });
     }
     if let Some(text) = m

@@ -151,10 +151,13 @@ mod tests {
     #[test]
     fn the_byte_bound_holds_oldest_first() {
         let turn = json!({"role": "user", "content": "x".repeat(100)});
-        let one = serde_json::to_vec(&[turn.clone()]).unwrap().len() + "resp_0".len();
+        let one = serde_json::to_vec(std::slice::from_ref(&turn))
+            .unwrap()
+            .len()
+            + "resp_0".len();
         let store = Store::new(Duration::from_secs(60), one * 3);
         for i in 0..10 {
-            store.put(format!("resp_{i}"), None, &[turn.clone()]);
+            store.put(format!("resp_{i}"), None, std::slice::from_ref(&turn));
         }
         assert_eq!(store.len(), 3);
         assert!(store.get("resp_6", None).is_none());

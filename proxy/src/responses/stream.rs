@@ -153,8 +153,12 @@ impl Translator {
                 arguments,
             } => self.call(&mut out, index, id, name, arguments),
             Piece::Finish(reason) => self.finish = Some(reason.to_string()),
-            // Signed blocks are Anthropic's; the Responses API has no place for them.
-            Piece::ThinkingBlocks(_) => {}
+            Piece::ThinkingBlocks(raw) => {
+                let blocks: Vec<Value> = serde_json::from_str(raw.get()).unwrap_or_default();
+                if let Some(encrypted) = super::response::encrypted_reasoning(&blocks) {
+                    self.encrypted(&mut out, encrypted);
+                }
+            }
         });
         out
     }
@@ -213,8 +217,9 @@ impl Translator {
         index
     }
 
-    fn reasoning(&mut self, out: &mut BytesMut, delta: &str) {
-        let index = match self
+    /// The open reasoning item, opened if another item (or none) is open.
+    fn reasoning_item(&mut self, out: &mut BytesMut) -> usize {
+        match self
             .open
             .filter(|&i| matches!(self.output.items[i], Item::Reasoning { .. }))
         {
@@ -226,11 +231,25 @@ impl Translator {
                     Item::Reasoning {
                         id,
                         text: String::new(),
+                        encrypted: None,
                     },
                 )
             }
-        };
-        let Item::Reasoning { id, text } = &mut self.output.items[index] else {
+        }
+    }
+
+    /// Encrypted reasoning closes the reasoning it belongs to (it comes with the upstream's
+    /// finished item); it is shown in that item's `.done` event.
+    fn encrypted(&mut self, out: &mut BytesMut, content: String) {
+        let index = self.reasoning_item(out);
+        if let Item::Reasoning { encrypted, .. } = &mut self.output.items[index] {
+            *encrypted = Some(content);
+        }
+    }
+
+    fn reasoning(&mut self, out: &mut BytesMut, delta: &str) {
+        let index = self.reasoning_item(out);
+        let Item::Reasoning { id, text, .. } = &mut self.output.items[index] else {
             return;
         };
         text.push_str(delta);
@@ -311,7 +330,7 @@ impl Translator {
         };
         let item = self.output.items[index].clone();
         match &item {
-            Item::Reasoning { id, text } => {
+            Item::Reasoning { id, text, .. } => {
                 let at = json!({"item_id": id, "output_index": index, "summary_index": 0});
                 let mut done = at.clone();
                 done["text"] = text.clone().into();

@@ -4,6 +4,7 @@
 //! | upstream | knob | off (instant) |
 //! |---|---|---|
 //! | OpenAI | `reasoning_effort` from the budget table; `max_completion_tokens` = budget + reserve | `none` where accepted, else the lowest level |
+//! | OpenAI Responses | `reasoning.effort` from the budget table (the client's `summary` kept); `max_output_tokens` = budget + reserve | `none` where accepted, else the lowest level |
 //! | Anthropic | `thinking.enabled.budget_tokens` (≥ 1024, < `max_tokens`); `adaptive` + `output_config.effort` with knob `effort` | `disabled` |
 //! | Gemini | `thinkingBudget` clamped to the model's range; `thinkingLevel` with knob `effort` — never both | budget 0 |
 //! | vLLM | `thinking_token_budget` | `chat_template_kwargs.enable_thinking=false` |
@@ -52,6 +53,8 @@ fn knob(format: WireFormat, dialect: Dialect, model: &Model) -> Knob {
     match model.thinking.knob {
         Knob::Auto => match (format, dialect) {
             (WireFormat::Anthropic | WireFormat::Gemini, _) => Knob::Budget,
+            // The Responses API has no token budget.
+            (WireFormat::Responses, _) => Knob::Effort,
             (_, Dialect::Vllm | Dialect::Llamacpp | Dialect::OpenRouter) => Knob::Budget,
             (_, Dialect::OpenAi | Dialect::MuseSpark | Dialect::Ollama) => Knob::Effort,
             _ => Knob::None,
@@ -65,6 +68,7 @@ fn default_overrun(format: WireFormat, dialect: Dialect) -> Option<Overrun> {
     match (format, dialect) {
         (WireFormat::Anthropic | WireFormat::Gemini, _) => Some(Overrun::Cut),
         (_, Dialect::OpenAi) => None,
+        (WireFormat::Responses, _) => Some(Overrun::Cut),
         (_, Dialect::Vllm | Dialect::Sglang | Dialect::Llamacpp | Dialect::Ollama) => {
             Some(Overrun::Force)
         }
@@ -155,9 +159,11 @@ pub fn apply(
         WireFormat::Anthropic => anthropic(body, model, knob, off, limit, reserve, modes),
         WireFormat::Gemini => gemini(body, model, knob, off, limit, reserve, modes),
         WireFormat::OpenAi => openai(body, dialect, model, knob, off, limit, reserve, modes),
+        WireFormat::Responses => responses(body, model, knob, off, limit, reserve, modes),
     };
-    // Hidden reasoning cannot be stopped at a line the proxy never sees.
-    let hidden = format == WireFormat::OpenAi && dialect == Dialect::OpenAi;
+    // Hidden reasoning cannot be stopped at a line the proxy never sees (OpenAI shows only
+    // a summary of it, if that).
+    let hidden = format.is_openai() && dialect == Dialect::OpenAi;
     let overrun = if hidden { None } else { overrun };
     Some(Control {
         native,
@@ -288,6 +294,44 @@ pub fn strip_client_knobs(body: &mut Map<String, Value>) {
     if let Some(Value::Object(kwargs)) = body.get_mut("chat_template_kwargs") {
         kwargs.remove("enable_thinking");
     }
+}
+
+/// The Responses API: `reasoning.effort` (a client's `summary` kept) and
+/// `max_output_tokens`, which counts the reasoning as chat's `max_completion_tokens` does.
+fn responses(
+    body: &mut Map<String, Value>,
+    model: &Model,
+    knob: Knob,
+    off: bool,
+    limit: u64,
+    reserve: u64,
+    modes: &Modes,
+) -> Native {
+    let cap = if off { reserve } else { limit + reserve };
+    body.insert("max_output_tokens".into(), cap.into());
+    let (level, native) = match (off, knob) {
+        (true, _) => ("none".to_string(), Native::Off),
+        (false, Knob::None) => {
+            if let Some(Value::Object(r)) = body.get_mut("reasoning") {
+                r.remove("effort");
+            }
+            return Native::None;
+        }
+        (false, _) => {
+            let level = effort_for(modes, model, limit);
+            (level.clone(), Native::Effort(level))
+        }
+    };
+    let reasoning = body
+        .entry("reasoning")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !reasoning.is_object() {
+        *reasoning = Value::Object(Map::new());
+    }
+    if let Value::Object(r) = reasoning {
+        r.insert("effort".into(), level.into());
+    }
+    native
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -444,6 +488,53 @@ mod tests {
             c.limit, 256,
             "the backstop applies when thinking cannot be off"
         );
+    }
+
+    #[test]
+    fn the_responses_api_gets_an_effort_beside_the_clients_summary() {
+        let m = model(ModelThinking::default());
+        let mut body = Map::new();
+        body.insert(
+            "reasoning".into(),
+            json!({"effort": "xhigh", "summary": "auto"}),
+        );
+        body.insert("max_output_tokens".into(), 99_999.into());
+        let c = apply(
+            &mut body,
+            WireFormat::Responses,
+            Dialect::OpenAi,
+            &m,
+            &budget(4096, false),
+            &Modes::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            body["reasoning"],
+            json!({"effort": "medium", "summary": "auto"})
+        );
+        assert_eq!(body["max_output_tokens"], 4596);
+        assert_eq!(
+            (c.native, c.overrun),
+            (Native::Effort("medium".into()), None)
+        );
+        let (body, c) = run(
+            WireFormat::Responses,
+            Dialect::OpenAi,
+            &m,
+            &budget(256, true),
+        );
+        assert_eq!(
+            (body["reasoning"]["effort"].as_str(), c.native),
+            (Some("none"), Native::Off)
+        );
+        // An open-model server shows its reasoning: the proxy watches it.
+        let (_, c) = run(
+            WireFormat::Responses,
+            Dialect::Vllm,
+            &m,
+            &budget(4096, false),
+        );
+        assert_eq!(c.overrun, Some(Overrun::Cut));
     }
 
     #[test]

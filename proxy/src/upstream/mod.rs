@@ -2,8 +2,9 @@
 //!
 //! An upstream owns its transport (a pooled HTTP client, or the in-process simulator), its
 //! precomputed auth header and URL, and its timeouts. Each wire format lives in its own
-//! file: [`openai`] (relayed as is), [`anthropic`] and [`gemini`] (translated both ways, with
-//! what they share in [`convert`]). [`Decoder`] is the one entry egress uses to read a
+//! file: [`openai`] (relayed as is), [`responses`], [`anthropic`] and [`gemini`] (translated
+//! both ways, with what they share in [`convert`]; a client of the same API has its body
+//! sent as it wrote it). [`Decoder`] is the one entry egress uses to read a
 //! translated response.
 
 pub mod anthropic;
@@ -11,6 +12,7 @@ pub mod convert;
 pub mod gemini;
 pub mod knobs;
 pub mod openai;
+pub mod responses;
 pub mod transport;
 
 use std::sync::Arc;
@@ -144,6 +146,7 @@ impl Upstream {
     ) -> Result<Upstream, String> {
         let path = match provider.format {
             WireFormat::OpenAi => "chat/completions",
+            WireFormat::Responses => "responses",
             WireFormat::Anthropic => "messages",
             WireFormat::Gemini => "models",
         };
@@ -187,7 +190,9 @@ impl Upstream {
                 value: Some(secret),
             } => {
                 let value = match provider.format {
-                    WireFormat::OpenAi => format!("Bearer {}", secret.expose()),
+                    WireFormat::OpenAi | WireFormat::Responses => {
+                        format!("Bearer {}", secret.expose())
+                    }
                     WireFormat::Anthropic | WireFormat::Gemini => secret.expose().to_string(),
                 };
                 let mut v = HeaderValue::from_str(&value)
@@ -228,16 +233,29 @@ impl Upstream {
                 &model.upstream_model,
                 self.dialect,
             )),
-            WireFormat::Anthropic => match &req.messages_body {
-                Some(native) => Ok(anthropic::native_body(
-                    native,
-                    &model.upstream_model,
-                    req.stream,
-                )),
-                None => {
-                    anthropic::request_body(req, &model.upstream_model, self.default_max_tokens)
+            WireFormat::Responses => {
+                match req.native.as_ref().and_then(|n| n.in_format(self.format)) {
+                    Some(native) => responses::native_body(
+                        &native.body,
+                        &native.history,
+                        &model.upstream_model,
+                        req.stream,
+                    ),
+                    None => responses::request_body(req, &model.upstream_model),
                 }
-            },
+            }
+            WireFormat::Anthropic => {
+                match req.native.as_ref().and_then(|n| n.in_format(self.format)) {
+                    Some(native) => Ok(anthropic::native_body(
+                        &native.body,
+                        &model.upstream_model,
+                        req.stream,
+                    )),
+                    None => {
+                        anthropic::request_body(req, &model.upstream_model, self.default_max_tokens)
+                    }
+                }
+            }
             WireFormat::Gemini => gemini::request_body(req, model.reasoning),
         }
     }
@@ -418,9 +436,9 @@ impl Upstream {
     }
 
     /// Whether this upstream serves OpenAI's other endpoints (`/embeddings`,
-    /// `/completions`): OpenAI-format servers do.
+    /// `/completions`): servers of either OpenAI format do.
     pub fn speaks_openai(&self) -> bool {
-        self.format == WireFormat::OpenAi
+        self.format.is_openai()
     }
 
     /// Sends a body to one of OpenAI's other endpoints (`path` under the base URL, e.g.
@@ -479,7 +497,7 @@ impl Upstream {
         );
         headers.insert("x-request-id", request_id.clone());
         match self.format {
-            WireFormat::OpenAi => {
+            WireFormat::OpenAi | WireFormat::Responses => {
                 if let Some(auth) = &self.auth {
                     headers.insert(header::AUTHORIZATION, auth.clone());
                 }
@@ -558,7 +576,7 @@ pub async fn error_response(
         }
     };
     let vendor_error = match format {
-        WireFormat::OpenAi => None,
+        WireFormat::OpenAi | WireFormat::Responses => None,
         WireFormat::Anthropic => anthropic::error_body(&body).map(|(k, m)| (upstream_kind(&k), m)),
         WireFormat::Gemini => gemini::error_body(&body),
     };
@@ -614,6 +632,7 @@ pub fn upstream_kind(kind: &str) -> &'static str {
 /// Reads a translated upstream's response (whole or streamed) as canonical deltas.
 pub enum Decoder {
     OpenAi(openai::StreamDecoder),
+    Responses(responses::StreamDecoder),
     Anthropic(anthropic::StreamDecoder),
     Gemini(gemini::Decoder),
 }
@@ -623,6 +642,7 @@ impl Decoder {
     pub fn for_format(format: WireFormat) -> Option<Decoder> {
         match format {
             WireFormat::OpenAi => None,
+            WireFormat::Responses => Some(Decoder::Responses(Default::default())),
             WireFormat::Anthropic => Some(Decoder::Anthropic(Default::default())),
             WireFormat::Gemini => Some(Decoder::Gemini(Default::default())),
         }
@@ -638,6 +658,7 @@ impl Decoder {
     pub fn whole(&mut self, bytes: &[u8]) -> Result<Vec<Delta>, String> {
         match self {
             Decoder::OpenAi(d) => d.event(&String::from_utf8_lossy(bytes)),
+            Decoder::Responses(_) => responses::decode_response(bytes),
             Decoder::Anthropic(_) => anthropic::decode_message(bytes),
             Decoder::Gemini(d) => d.response(bytes),
         }
@@ -647,6 +668,7 @@ impl Decoder {
     pub fn event(&mut self, name: &str, data: &str) -> Result<Vec<Delta>, String> {
         match self {
             Decoder::OpenAi(d) => d.event(data),
+            Decoder::Responses(d) => d.event(name, data),
             Decoder::Anthropic(d) => d.event(name, data),
             Decoder::Gemini(d) => d.response(data.as_bytes()),
         }
@@ -656,6 +678,7 @@ impl Decoder {
     pub fn done(&self) -> bool {
         match self {
             Decoder::OpenAi(d) => d.done,
+            Decoder::Responses(d) => d.done,
             Decoder::Anthropic(d) => d.done,
             Decoder::Gemini(_) => false,
         }
