@@ -8,9 +8,9 @@ use thinkgate_proxy::plan::classify::evaluate::{Evaluation, LabeledRow};
 use thinkgate_proxy::plan::classify::Classifier;
 
 /// Regression floors, a few points under the figures last measured (not targets tuned on).
-const HOLDOUT_FLOOR: f64 = 0.85;
+const HOLDOUT_FLOOR: f64 = 0.88;
 const EVAL_FLOOR: f64 = 0.90;
-const CV_FLOOR: f64 = 0.83;
+const CV_FLOOR: f64 = 0.85;
 
 use crate::support::*;
 
@@ -21,6 +21,43 @@ fn classifier() -> Classifier {
 
 fn rows(text: &str) -> Vec<LabeledRow> {
     LabeledRow::parse_lines(text).unwrap()
+}
+
+/// The words of a text, lowercased, punctuation dropped.
+fn word_set(text: &str) -> std::collections::HashSet<String> {
+    text.to_lowercase()
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// No training example is a request of the evaluation sets, or one in other words: an
+/// example sharing 60 % of its words with a row would let that row be learnt by heart.
+#[test]
+fn the_training_examples_hold_nothing_of_the_evaluation_sets() {
+    let cfg = parse_config(&config_text(None, ""));
+    let mut held: Vec<std::collections::HashSet<String>> = Vec::new();
+    for text in [
+        include_str!("../classifier/holdout.jsonl"),
+        include_str!("../classifier/eval.jsonl"),
+    ] {
+        held.extend(rows(text).iter().map(|r| word_set(&r.text)));
+    }
+    let mut close = Vec::new();
+    for domain in &cfg.domains {
+        for example in &domain.examples {
+            let words = word_set(example);
+            let overlap = |row: &std::collections::HashSet<String>| {
+                let union = words.union(row).count().max(1);
+                words.intersection(row).count() as f64 / union as f64
+            };
+            if !words.is_empty() && held.iter().any(|row| overlap(row) >= 0.6) {
+                close.push(example.clone());
+            }
+        }
+    }
+    assert!(close.is_empty(), "examples too close to evaluation rows: {close:#?}");
 }
 
 /// The held-out set (tests/classifier/holdout.jsonl): written apart from the training
