@@ -88,6 +88,27 @@ enum Command {
     },
 }
 
+/// `println!` for the commands' output, ending the process quietly when the reader has
+/// gone (`thinkgate check | head -1`), as Unix tools do, instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout().lock(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
+/// `print!` likewise.
+macro_rules! say_raw {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if write!(std::io::stdout().lock(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -105,7 +126,7 @@ fn main() -> ExitCode {
         } => route(&config, json, key.as_deref()),
         Command::Report { metrics } => match read_scrape(&metrics) {
             Ok(text) => {
-                print!("{}", thinkgate_metrics::report::render(&text));
+                say_raw!("{}", thinkgate_metrics::report::render(&text));
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -265,10 +286,10 @@ fn check(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    println!("{}: valid", path.display());
-    println!("listen: {}", cfg.server.listen);
-    println!("default model (auto): {}", cfg.default_model);
-    println!("providers ({}):", cfg.providers.len());
+    say!("{}: valid", path.display());
+    say!("listen: {}", cfg.server.listen);
+    say!("default model (auto): {}", cfg.default_model);
+    say!("providers ({}):", cfg.providers.len());
     for p in &cfg.providers {
         let key = match &p.api_key {
             ApiKey::None => "no key".to_string(),
@@ -290,7 +311,7 @@ fn check(path: &std::path::Path) -> ExitCode {
             (thinkgate_config::WireFormat::Responses, _) => "responses",
             (_, dialect) => dialect.as_str(),
         };
-        println!(
+        say!(
             "  {:<14} {:<18} {:<11} {}  [{}]",
             p.name,
             p.kind.as_str(),
@@ -299,7 +320,7 @@ fn check(path: &std::path::Path) -> ExitCode {
             key
         );
     }
-    println!("models ({}):", cfg.models.len());
+    say!("models ({}):", cfg.models.len());
     for m in &cfg.models {
         let mut caps = vec![];
         if m.vision {
@@ -311,7 +332,7 @@ fn check(path: &std::path::Path) -> ExitCode {
         if m.reasoning {
             caps.push("reasoning")
         }
-        println!(
+        say!(
             "  {:<20} via {:<14} as {:<24} ctx {:>7}  ${}/${} per Mtok  [{}]",
             m.id,
             m.provider,
@@ -323,17 +344,17 @@ fn check(path: &std::path::Path) -> ExitCode {
         );
     }
     match cfg.auth {
-        thinkgate_config::Auth::None => println!("client keys: none (auth = \"none\")"),
+        thinkgate_config::Auth::None => say!("client keys: none (auth = \"none\")"),
         thinkgate_config::Auth::Keys => {
-            println!("client keys ({}):", cfg.keys.len());
+            say!("client keys ({}):", cfg.keys.len());
             for k in &cfg.keys {
-                println!("  {:<14} {}", k.name, key_summary(k));
+                say!("  {:<14} {}", k.name, key_summary(k));
             }
         }
     }
     let unresolved: Vec<_> = cfg.providers.iter().filter(|p| !p.usable()).collect();
     if !unresolved.is_empty() {
-        println!(
+        say!(
             "warning: {} provider(s) cannot be used until their key variables are set",
             unresolved.len()
         );
@@ -569,9 +590,9 @@ fn route(path: &std::path::Path, as_json: bool, key: Option<&str>) -> ExitCode {
             .await
             .map_err(|e| e.message)?;
         if as_json {
-            println!("{plan}");
+            say!("{plan}");
         } else {
-            print!("{}", thinkgate_proxy::explain::render(&plan));
+            say_raw!("{}", thinkgate_proxy::explain::render(&plan));
         }
         *fits_seen = plan["chosen"].is_string();
         Ok(())

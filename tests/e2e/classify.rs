@@ -57,7 +57,10 @@ fn the_training_examples_hold_nothing_of_the_evaluation_sets() {
             }
         }
     }
-    assert!(close.is_empty(), "examples too close to evaluation rows: {close:#?}");
+    assert!(
+        close.is_empty(),
+        "examples too close to evaluation rows: {close:#?}"
+    );
 }
 
 /// The held-out set (tests/classifier/holdout.jsonl): written apart from the training

@@ -432,3 +432,22 @@ async fn requests_hyper_cannot_parse_get_a_400_in_openais_shape() {
         assert_eq!(v["error"]["code"], "malformed_http", "{out}");
     }
 }
+
+/// `thinkgate check | head -1`: a reader that leaves early ends the command quietly, as Unix
+/// tools do, not with a panic.
+#[test]
+fn a_closed_output_pipe_ends_a_command_without_a_panic() {
+    let path = write_config("closed-pipe", &config_text(None, ""));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_thinkgate"))
+        .args(["check", "--config", path.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader is gone before the command writes its first line.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
