@@ -80,7 +80,8 @@ enum Command {
     },
     /// Run the built-in upstream simulator as an OpenAI-compatible HTTP server.
     Simulate {
-        #[arg(long, default_value = "127.0.0.1:9090")]
+        /// Where to listen (not Prometheus's 9090, which a platform team's machine often runs).
+        #[arg(long, default_value = "127.0.0.1:8400")]
         listen: SocketAddr,
         /// A config whose `[simulator]` section sets the simulated models.
         #[arg(long, short)]
@@ -125,6 +126,12 @@ fn main() -> ExitCode {
             json, config, key, ..
         } => route(&config, json, key.as_deref()),
         Command::Report { metrics } => match read_scrape(&metrics) {
+            Ok(text) if !thinkgate_metrics::report::is_scrape(&text) => {
+                eprintln!(
+                    "error: {metrics} is not a scrape of thinkgate's /metrics (it has no thinkgate_ samples)"
+                );
+                ExitCode::FAILURE
+            }
             Ok(text) => {
                 say_raw!("{}", thinkgate_metrics::report::render(&text));
                 ExitCode::SUCCESS

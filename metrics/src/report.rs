@@ -76,6 +76,15 @@ struct Row {
 /// The endpoints a client's request is counted on (chat, Messages, Responses).
 const CLIENT_ENDPOINTS: [&str; 3] = ["chat_completions", "messages", "responses"];
 
+/// Whether `text` is a scrape of thinkgate's `/metrics`: every scrape has at least the
+/// in-flight gauge, so a file without a `thinkgate_` sample is some other file.
+pub fn is_scrape(text: &str) -> bool {
+    text.lines().any(|l| {
+        let l = l.trim_start();
+        l.starts_with("thinkgate_") || l.starts_with("# TYPE thinkgate_")
+    })
+}
+
 pub fn render(text: &str) -> String {
     let samples = parse(text);
     let label = |s: &Sample, k: &str| s.labels.get(k).cloned().unwrap_or_default();
@@ -187,6 +196,18 @@ pub fn render(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn only_a_thinkgate_scrape_is_one() {
+        assert!(is_scrape(
+            "# TYPE thinkgate_in_flight_requests gauge\nthinkgate_in_flight_requests 0\n"
+        ));
+        assert!(!is_scrape("hello\n"));
+        assert!(!is_scrape(
+            "# TYPE node_cpu_seconds_total counter\nnode_cpu_seconds_total 1\n"
+        ));
+    }
+
     use super::*;
 
     const SCRAPE: &str = r#"# HELP thinkgate_requests_total x

@@ -463,6 +463,19 @@ async fn report_reads_a_live_endpoint_and_a_saved_scrape() {
         .await
         .unwrap();
     assert!(saved.contains("sim-model"), "{saved}");
+
+    // A file that is no scrape is said to be none, with a failing exit.
+    std::fs::write(&file, "model,tokens\nm,3\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_thinkgate"))
+        .args(["report", "--metrics", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("is not a scrape of thinkgate's /metrics"),
+        "{stderr}"
+    );
     let _ = std::fs::remove_file(file);
 }
 
