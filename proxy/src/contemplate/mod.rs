@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use eventsource_stream::Eventsource;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -655,21 +654,24 @@ async fn relay_synthesis(
     done: Done<'_>,
     tx: &mpsc::Sender<Bytes>,
 ) {
-    let mut events = resp.into_body().into_data_stream().eventsource();
+    let mut events = relay::Events::new(
+        resp.into_body().into_data_stream().boxed(),
+        relay::OWN_EVENT_BYTES,
+    );
     let mut finish: Option<Map<String, Value>> = None;
     let mut own = Usage::default();
     let mut complete = false;
     while let Some(Ok(event)) = events.next().await {
-        if event.data == "[DONE]" {
+        if event.data() == "[DONE]" {
             complete = true;
             break;
         }
-        let Ok(Value::Object(chunk)) = serde_json::from_str::<Value>(&event.data) else {
+        let Ok(Value::Object(chunk)) = serde_json::from_str::<Value>(event.data()) else {
             break;
         };
         let frame = match sort(chunk, r) {
             Synth::Error => {
-                let _ = tx.send(sse_frame("", &event.data)).await;
+                let _ = tx.send(event.raw().clone()).await;
                 return;
             }
             Synth::Skip => continue,

@@ -7,13 +7,12 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use eventsource_stream::Eventsource;
 use futures_util::stream::StreamExt;
 use http::{Response, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value;
 
-use super::{bounded_events, sse_frame, Context, Tally, DONE};
+use super::{Context, Events, Tally, DONE};
 use crate::body::{self, Body, BoxError};
 use crate::canonical::Event;
 use crate::upstream::openai::usage_from_json;
@@ -63,7 +62,7 @@ pub fn stream(ctx: Context, resp: Response<Body>) -> Response<Body> {
     let max_event = ctx.limits.max_event_bytes;
     let data = resp.into_body().into_data_stream().boxed();
     let relay = Relay {
-        events: bounded_events(data, max_event).eventsource(),
+        events: Events::new(data, max_event),
         tally: Tally::new(ctx.route.counter),
         idle: ctx.route.upstream.stream_idle_timeout,
         ctx,
@@ -77,9 +76,7 @@ pub fn stream(ctx: Context, resp: Response<Body>) -> Response<Body> {
 }
 
 struct Relay {
-    events: eventsource_stream::EventStream<
-        futures_util::stream::BoxStream<'static, Result<Bytes, BoxError>>,
-    >,
+    events: Events,
     tally: Tally,
     ctx: Context,
     idle: std::time::Duration,
@@ -108,19 +105,19 @@ impl Relay {
                 }
                 Ok(Some(Ok(event))) => event,
             };
-            if event.data == "[DONE]" {
+            if event.data() == "[DONE]" {
                 self.finished = true;
                 self.ctx.finish(&self.tally, "ok");
                 return Some(Bytes::from_static(DONE));
             }
-            let parsed: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
+            let parsed: Value = serde_json::from_str(event.data()).unwrap_or(Value::Null);
             observe(&mut self.tally, &parsed, &self.ctx);
             let usage_only = parsed["choices"].as_array().is_some_and(Vec::is_empty)
                 && parsed.get("usage").is_some();
             if usage_only && !self.ctx.include_usage {
                 continue;
             }
-            return Some(sse_frame(&event.event, &event.data));
+            return Some(event.raw().clone());
         }
     }
 

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use eventsource_stream::{EventStream, Eventsource};
 use futures_util::future::BoxFuture;
 use futures_util::stream::{BoxStream, StreamExt};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
@@ -99,7 +98,7 @@ impl GuardReport {
 
 /// One upstream response read as deltas.
 struct Source {
-    events: EventStream<BoxStream<'static, Result<Bytes, BoxError>>>,
+    events: super::Events,
     decoder: Decoder,
     idle: Duration,
 }
@@ -109,7 +108,7 @@ impl Source {
         let data: BoxStream<'static, Result<Bytes, BoxError>> =
             resp.into_body().into_data_stream().boxed();
         Source {
-            events: super::bounded_events(data, max_event).eventsource(),
+            events: super::Events::new(data, max_event),
             decoder: Decoder::canonical(format),
             idle,
         }
@@ -135,7 +134,7 @@ impl Source {
                 }
                 Ok(Some(Ok(event))) => {
                     // An unreadable event is skipped; the stream's end tells if it mattered.
-                    if let Ok(deltas) = self.decoder.event(&event.event, &event.data) {
+                    if let Ok(deltas) = self.decoder.event(event.name(), event.data()) {
                         if !deltas.is_empty() {
                             return Ok(Some(deltas));
                         }

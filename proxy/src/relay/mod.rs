@@ -8,10 +8,10 @@
 //! OpenAI-shaped error event rather than a `[DONE]` that would pass a truncated answer off as
 //! complete.
 
-mod bounded;
 pub mod completions;
 mod guard;
 mod reframe;
+mod sse;
 mod tally;
 mod translate;
 
@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use eventsource_stream::{Event as SseEvent, EventStream, Eventsource};
 use futures_util::stream::{BoxStream, StreamExt};
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -32,9 +31,9 @@ use crate::models::Route;
 use crate::telemetry::{Account, Tokens};
 use crate::upstream::openai::{patch_usage, rename_reasoning, with_usage, ChunkView};
 use crate::upstream::{humanize, upstream_kind, Decoder, UpstreamError, WireFormat};
-use bounded::bounded_events;
 pub use guard::{FollowUpSender, Guard, GuardReport};
 pub use reframe::{read, reframe, usage_json, Read, Reframe};
+pub use sse::{Events, SseEvent};
 pub use tally::Tally;
 use thinkgate_config::ReasoningField;
 pub use translate::Renderer;
@@ -279,10 +278,9 @@ pub fn stream(ctx: Context, resp: Response<Body>) -> Response<Body> {
             Renderer::new(&ctx.route.model.upstream_model, ctx.reasoning_field),
         )
     });
-    let upstream = bounded_events(upstream, ctx.limits.max_event_bytes);
     let relay = Relay {
         translator,
-        events: upstream.eventsource(),
+        events: Events::new(upstream, ctx.limits.max_event_bytes),
         tally: Tally::new(ctx.route.counter),
         ctx,
         idle,
@@ -301,7 +299,7 @@ pub fn stream(ctx: Context, resp: Response<Body>) -> Response<Body> {
 struct Relay {
     /// For upstreams that are not OpenAI-format: their decoder and the OpenAI renderer.
     translator: Option<(Decoder, Renderer)>,
-    events: EventStream<BoxStream<'static, Result<Bytes, BoxError>>>,
+    events: Events,
     ctx: Context,
     tally: Tally,
     idle: Duration,
@@ -312,6 +310,11 @@ struct Relay {
     /// `id`, `created` and `model` of the first chunk, for a synthesized usage chunk.
     meta: Option<(String, u64, String)>,
 }
+
+/// The bound on one event of the relay's own output, read back by the other APIs' front
+/// ends and the synthesis: each is built from one upstream event (held to
+/// `server.max_event_bytes`), so this is only a backstop.
+pub const OWN_EVENT_BYTES: usize = 64 << 20;
 
 /// The SSE event that ends an OpenAI stream.
 pub const DONE: &[u8] = b"data: [DONE]\n\n";
@@ -352,7 +355,7 @@ impl Relay {
                 }
                 continue;
             }
-            if event.data == "[DONE]" {
+            if event.data() == "[DONE]" {
                 return Some(self.done());
             }
             if let Some(frame) = self.forward(&event) {
@@ -364,7 +367,7 @@ impl Relay {
     /// The frame to send for one upstream event, or `None` to drop it.
     fn forward(&mut self, event: &SseEvent) -> Option<Bytes> {
         let mut rewritten = None;
-        match ChunkView::parse(&event.data) {
+        match ChunkView::parse(event.data()) {
             Ok(view) => {
                 let started = self.ctx.started;
                 view.for_each_event(|e| self.tally.observe(e, started));
@@ -396,10 +399,10 @@ impl Relay {
                     }
                 }
                 if let (false, Some(Some(usage))) = (misnamed, usage_edit) {
-                    rewritten = with_usage(&event.data, &usage);
+                    rewritten = with_usage(event.data(), &usage);
                 }
                 if rewritten.is_none() && (misnamed || usage_edit.is_some()) {
-                    rewritten = edit_json(event.data.as_bytes(), |chunk| {
+                    rewritten = edit_json(event.data().as_bytes(), |chunk| {
                         match usage_edit {
                             Some(None) => drop(chunk.remove("usage")),
                             Some(Some(usage)) => patch_usage(chunk, &usage),
@@ -413,15 +416,18 @@ impl Relay {
             }
             Err(_) => self.tally.unreadable += 1,
         }
-        let data = rewritten.as_deref().unwrap_or(&event.data);
-        Some(sse_frame(&event.event, data))
+        // Unedited, the event goes on as the upstream's own bytes: nothing is copied.
+        Some(match rewritten {
+            Some(data) => sse_frame(event.name(), &data),
+            None => event.raw().clone(),
+        })
     }
 
     /// The frames for one event of a translated upstream, or `None` when it yields none.
     fn translated(&mut self, event: &SseEvent) -> Option<Bytes> {
         let (mut decoder, mut renderer) = self.translator.take()?;
         let mut out = BytesMut::new();
-        match decoder.event(&event.event, &event.data) {
+        match decoder.event(event.name(), event.data()) {
             Err(_) => self.tally.unreadable += 1,
             Ok(deltas) => {
                 for d in &deltas {

@@ -5,7 +5,6 @@
 //! as the re-framed body.
 
 use bytes::BytesMut;
-use eventsource_stream::Eventsource;
 use futures_util::stream::StreamExt;
 use http_body_util::BodyExt;
 
@@ -87,7 +86,7 @@ pub trait Reframe: Send + 'static {
 
 /// `inner` (the relay's OpenAI event stream) re-framed by `translator`.
 pub fn reframe(inner: Body, translator: impl Reframe) -> Body {
-    let source = inner.into_data_stream().boxed().eventsource();
+    let source = super::Events::new(inner.into_data_stream().boxed(), super::OWN_EVENT_BYTES);
     let frames =
         futures_util::stream::unfold((source, translator), |(mut source, mut t)| async move {
             loop {
@@ -95,7 +94,7 @@ pub fn reframe(inner: Body, translator: impl Reframe) -> Body {
                     return None;
                 }
                 let out = match source.next().await {
-                    Some(Ok(event)) => t.event(&event.data),
+                    Some(Ok(event)) => t.event(event.data()),
                     Some(Err(e)) => t.broken(&format!("the stream broke off: {e}")),
                     None => t.broken("the stream ended before the answer was complete"),
                 };

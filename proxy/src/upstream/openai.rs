@@ -140,8 +140,9 @@ pub struct ChunkView<'a> {
     pub created: Option<u64>,
     #[serde(default, borrow, deserialize_with = "crate::canonical::borrowed_text")]
     pub model: Option<Cow<'a, str>>,
+    /// Inline: a chunk has one choice, and reading it allocates nothing.
     #[serde(default, borrow)]
-    pub choices: Vec<ChoiceView<'a>>,
+    pub choices: smallvec::SmallVec<[ChoiceView<'a>; 1]>,
     #[serde(default)]
     pub usage: Option<UsageView>,
     #[serde(default)]
