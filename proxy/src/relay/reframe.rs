@@ -12,6 +12,9 @@ use crate::body::{self, Body, BoxError};
 use crate::upstream::openai::ChunkView;
 
 /// One event of the relay's stream, read once the same way for every front end.
+// A chunk's view is large (its one choice is inline) but lives on the stack for one event;
+// boxing it would allocate per chunk.
+#[allow(clippy::large_enum_variant)]
 pub enum Read<'a> {
     /// `[DONE]`: the answer is complete.
     Done,
