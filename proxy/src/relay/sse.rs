@@ -103,7 +103,13 @@ impl Events {
     fn take_event(&mut self) -> Result<Option<Bytes>, SseError> {
         if self.carry.is_empty() {
             if let Some(end) = event_end(&self.chunk) {
-                return Ok(Some(self.chunk.split_to(end)));
+                let event = self.chunk.split_to(end);
+                if self.chunk.is_empty() {
+                    // An empty slice still holds the body's read buffer: let it go, so an
+                    // idle stream keeps no chunk alive.
+                    self.chunk = Bytes::new();
+                }
+                return Ok(Some(event));
             }
             // An event begins here and ends in a later chunk: keep its start.
             self.carry.extend_from_slice(&self.chunk);
@@ -113,7 +119,12 @@ impl Events {
             self.chunk = Bytes::new();
         }
         if let Some(end) = event_end(&self.carry) {
-            return Ok(Some(self.carry.split_to(end).freeze()));
+            let event = self.carry.split_to(end).freeze();
+            if self.carry.is_empty() {
+                // Back to reading chunks in place: the carry's memory goes with its events.
+                self.carry = BytesMut::new();
+            }
+            return Ok(Some(event));
         }
         if self.carry.len() > self.max_event {
             return Err(SseError::TooLarge(self.max_event));
