@@ -29,9 +29,9 @@ pub struct ChatRequest {
     /// The body as the client sent it, when it came through another API (`/v1/messages`,
     /// `/v1/responses`): an upstream speaking that API gets it as sent (only `model`,
     /// `stream` and the budget's knob set), so `cache_control`, betas, encrypted reasoning
-    /// and every field chat cannot carry reach it. Dropped as soon as the proxy edits the
-    /// conversation (a budget hint, a contemplating agent's role, a synthesis), which only
-    /// `body` then holds.
+    /// and every field chat cannot carry reach it. A system note (the budget hint, a
+    /// contemplating agent's role) is written into it too; appending turns (a follow-up, the
+    /// synthesis) drops it, and only `body` then holds the conversation.
     pub native: Option<NativeBody>,
 }
 
