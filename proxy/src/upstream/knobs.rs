@@ -125,6 +125,33 @@ fn can_turn_off(model: &Model, knob: Knob) -> bool {
                 .is_none_or(|l| l.iter().any(|e| e == "none")))
 }
 
+/// What each vendor's knob is set from: the model, the knob it is controlled by, whether
+/// thinking is off, the reasoning limit and the answer's reserve.
+struct Setting<'a> {
+    model: &'a Model,
+    knob: Knob,
+    off: bool,
+    limit: u64,
+    reserve: u64,
+    modes: &'a Modes,
+}
+
+impl Setting<'_> {
+    /// The output cap: the reserve alone when thinking is off, else limit + reserve.
+    fn cap(&self) -> u64 {
+        if self.off {
+            self.reserve
+        } else {
+            self.limit + self.reserve
+        }
+    }
+
+    /// The effort level for the limit.
+    fn effort(&self) -> String {
+        effort_for(self.modes, self.model, self.limit)
+    }
+}
+
 /// Sets the budget in `body` (already in the upstream's format) and says how it is enforced.
 /// Models without the reasoning capability get nothing.
 pub fn apply(
@@ -154,12 +181,19 @@ pub fn apply(
         budget.reasoning
     };
     let overrun = model.thinking.overrun.or(default_overrun(format, dialect));
-    let reserve = budget.reserve;
+    let setting = Setting {
+        model,
+        knob,
+        off,
+        limit,
+        reserve: budget.reserve,
+        modes,
+    };
     let native = match format {
-        WireFormat::Anthropic => anthropic(body, model, knob, off, limit, reserve, modes),
-        WireFormat::Gemini => gemini(body, model, knob, off, limit, reserve, modes),
-        WireFormat::OpenAi => openai(body, dialect, model, knob, off, limit, reserve, modes),
-        WireFormat::Responses => responses(body, model, knob, off, limit, reserve, modes),
+        WireFormat::Anthropic => anthropic(body, &setting),
+        WireFormat::Gemini => gemini(body, &setting),
+        WireFormat::OpenAi => openai(body, dialect, &setting),
+        WireFormat::Responses => responses(body, &setting),
     };
     // Hidden reasoning cannot be stopped at a line the proxy never sees (OpenAI shows only
     // a summary of it, if that).
@@ -172,43 +206,35 @@ pub fn apply(
     })
 }
 
-fn anthropic(
-    body: &mut Map<String, Value>,
-    model: &Model,
-    knob: Knob,
-    off: bool,
-    limit: u64,
-    reserve: u64,
-    modes: &Modes,
-) -> Native {
+fn anthropic(body: &mut Map<String, Value>, s: &Setting<'_>) -> Native {
     body.remove("output_config");
     // Anthropic refuses thinking when the tool-use turn being continued has no thinking
     // block (as after a no-thinking answer the proxy asked for): that turn goes on without.
-    if off || tool_turn_without_thinking(body) {
+    if s.off || tool_turn_without_thinking(body) {
         body.insert("thinking".into(), json!({"type": "disabled"}));
-        body.insert("max_tokens".into(), reserve.into());
+        body.insert("max_tokens".into(), s.reserve.into());
         return Native::Off;
     }
-    match knob {
+    match s.knob {
         Knob::Effort => {
-            let level = effort_for(modes, model, limit);
+            let level = s.effort();
             body.insert("thinking".into(), json!({"type": "adaptive"}));
             body.insert("output_config".into(), json!({ "effort": level }));
-            body.insert("max_tokens".into(), (limit + reserve).into());
+            body.insert("max_tokens".into(), s.cap().into());
             Native::Effort(level)
         }
         Knob::None => {
             body.remove("thinking");
-            body.insert("max_tokens".into(), (limit + reserve).into());
+            body.insert("max_tokens".into(), s.cap().into());
             Native::None
         }
         _ => {
-            let native = clamp(model, limit, ANTHROPIC_MIN_BUDGET);
+            let native = clamp(s.model, s.limit, ANTHROPIC_MIN_BUDGET);
             body.insert(
                 "thinking".into(),
                 json!({"type": "enabled", "budget_tokens": native}),
             );
-            body.insert("max_tokens".into(), (native + reserve).into());
+            body.insert("max_tokens".into(), (native + s.reserve).into());
             Native::Budget(native)
         }
     }
@@ -235,25 +261,17 @@ fn tool_turn_without_thinking(body: &Map<String, Value>) -> bool {
     calls_tools && !thinks_first
 }
 
-fn gemini(
-    body: &mut Map<String, Value>,
-    model: &Model,
-    knob: Knob,
-    off: bool,
-    limit: u64,
-    reserve: u64,
-    modes: &Modes,
-) -> Native {
+fn gemini(body: &mut Map<String, Value>, s: &Setting<'_>) -> Native {
     let config = body
         .entry("generationConfig")
         .or_insert_with(|| Value::Object(Map::new()));
     let Value::Object(config) = config else {
         return Native::None;
     };
-    let (thinking, native) = match knob {
-        _ if off => (json!({"thinkingBudget": 0}), Native::Off),
+    let (thinking, native) = match s.knob {
+        _ if s.off => (json!({"thinkingBudget": 0}), Native::Off),
         Knob::Effort => {
-            let level = effort_for(modes, model, limit);
+            let level = s.effort();
             (
                 json!({"includeThoughts": true, "thinkingLevel": level}),
                 Native::Effort(level),
@@ -261,7 +279,7 @@ fn gemini(
         }
         Knob::None => (json!({"includeThoughts": true}), Native::None),
         _ => {
-            let native = clamp(model, limit, 0);
+            let native = clamp(s.model, s.limit, 0);
             (
                 json!({"includeThoughts": true, "thinkingBudget": native}),
                 Native::Budget(native),
@@ -269,9 +287,8 @@ fn gemini(
         }
     };
     let room = match &native {
-        Native::Budget(n) => n + reserve,
-        Native::Off => reserve,
-        _ => limit + reserve,
+        Native::Budget(n) => n + s.reserve,
+        _ => s.cap(),
     };
     config.insert("thinkingConfig".into(), thinking);
     config.insert("maxOutputTokens".into(), room.into());
@@ -298,18 +315,9 @@ pub fn strip_client_knobs(body: &mut Map<String, Value>) {
 
 /// The Responses API: `reasoning.effort` (a client's `summary` kept) and
 /// `max_output_tokens`, which counts the reasoning as chat's `max_completion_tokens` does.
-fn responses(
-    body: &mut Map<String, Value>,
-    model: &Model,
-    knob: Knob,
-    off: bool,
-    limit: u64,
-    reserve: u64,
-    modes: &Modes,
-) -> Native {
-    let cap = if off { reserve } else { limit + reserve };
-    body.insert("max_output_tokens".into(), cap.into());
-    let (level, native) = match (off, knob) {
+fn responses(body: &mut Map<String, Value>, s: &Setting<'_>) -> Native {
+    body.insert("max_output_tokens".into(), s.cap().into());
+    let (level, native) = match (s.off, s.knob) {
         (true, _) => ("none".to_string(), Native::Off),
         (false, Knob::None) => {
             if let Some(Value::Object(r)) = body.get_mut("reasoning") {
@@ -318,7 +326,7 @@ fn responses(
             return Native::None;
         }
         (false, _) => {
-            let level = effort_for(modes, model, limit);
+            let level = s.effort();
             (level.clone(), Native::Effort(level))
         }
     };
@@ -334,19 +342,8 @@ fn responses(
     native
 }
 
-#[allow(clippy::too_many_arguments)]
-fn openai(
-    body: &mut Map<String, Value>,
-    dialect: Dialect,
-    model: &Model,
-    knob: Knob,
-    off: bool,
-    limit: u64,
-    reserve: u64,
-    modes: &Modes,
-) -> Native {
+fn openai(body: &mut Map<String, Value>, dialect: Dialect, s: &Setting<'_>) -> Native {
     strip_client_knobs(body);
-    let cap = if off { reserve } else { limit + reserve };
     body.remove("max_tokens");
     body.remove("max_completion_tokens");
     let cap_field = if dialect == Dialect::OpenAi {
@@ -354,8 +351,8 @@ fn openai(
     } else {
         "max_tokens"
     };
-    body.insert(cap_field.into(), cap.into());
-    if off {
+    body.insert(cap_field.into(), s.cap().into());
+    if s.off {
         match dialect {
             Dialect::OpenAi | Dialect::MuseSpark => {
                 body.insert("reasoning_effort".into(), "none".into())
@@ -377,23 +374,23 @@ fn openai(
         };
         return Native::Off;
     }
-    match knob {
+    match s.knob {
         Knob::Effort => {
-            let level = effort_for(modes, model, limit);
+            let level = s.effort();
             body.insert("reasoning_effort".into(), level.clone().into());
             Native::Effort(level)
         }
         Knob::Budget if dialect == Dialect::OpenRouter => {
-            body.insert("reasoning".into(), json!({ "max_tokens": limit }));
-            Native::Budget(limit)
+            body.insert("reasoning".into(), json!({ "max_tokens": s.limit }));
+            Native::Budget(s.limit)
         }
         Knob::Budget if dialect == Dialect::Llamacpp => {
-            body.insert("thinking_budget_tokens".into(), limit.into());
-            Native::Budget(limit)
+            body.insert("thinking_budget_tokens".into(), s.limit.into());
+            Native::Budget(s.limit)
         }
         Knob::Budget => {
-            body.insert("thinking_token_budget".into(), limit.into());
-            Native::Budget(limit)
+            body.insert("thinking_token_budget".into(), s.limit.into());
+            Native::Budget(s.limit)
         }
         _ => Native::None,
     }
