@@ -339,40 +339,20 @@ impl Simulator {
         };
         match (method, path) {
             (&Method::POST, "/v1/chat/completions" | "/chat/completions") => {
-                match self
-                    .chat(path, dialect, headers, &body, WireFormat::OpenAi)
+                self.chat_response(path, dialect, headers, &body, WireFormat::OpenAi)
                     .await
-                {
-                    Ok(resp) => resp,
-                    Err(e) => e.into_response(),
-                }
             }
             (&Method::POST, "/v1/responses" | "/responses") => {
-                match self
-                    .chat(path, dialect, headers, &body, WireFormat::Responses)
+                self.chat_response(path, dialect, headers, &body, WireFormat::Responses)
                     .await
-                {
-                    Ok(resp) => resp,
-                    Err(e) => e.into_response(),
-                }
             }
             (&Method::POST, "/v1/messages" | "/messages") => {
-                match self
-                    .chat(path, dialect, headers, &body, WireFormat::Anthropic)
+                self.chat_response(path, dialect, headers, &body, WireFormat::Anthropic)
                     .await
-                {
-                    Ok(resp) => resp,
-                    Err(e) => anthropic::error_response(e.status, &e.message),
-                }
             }
             (&Method::POST, _) if gemini::route(path).is_some() => {
-                match self
-                    .chat(path, dialect, headers, &body, WireFormat::Gemini)
+                self.chat_response(path, dialect, headers, &body, WireFormat::Gemini)
                     .await
-                {
-                    Ok(resp) => resp,
-                    Err(e) => gemini::error_response(e.status, &e.message),
-                }
             }
             (&Method::POST, "/v1/completions" | "/completions") => {
                 match self.completions(headers, &body) {
@@ -402,6 +382,25 @@ impl Simulator {
                 format!("Invalid URL ({method} {path})"),
             )
             .into_response(),
+        }
+    }
+
+    /// A chat call in `format`, its error in that API's shape.
+    async fn chat_response(
+        &self,
+        path: &str,
+        dialect: Dialect,
+        headers: &HeaderMap,
+        body: &[u8],
+        format: WireFormat,
+    ) -> Response<Body> {
+        match self.chat(path, dialect, headers, body, format).await {
+            Ok(resp) => resp,
+            Err(e) => match format {
+                WireFormat::OpenAi | WireFormat::Responses => e.into_response(),
+                WireFormat::Anthropic => anthropic::error_response(e.status, &e.message),
+                WireFormat::Gemini => gemini::error_response(e.status, &e.message),
+            },
         }
     }
 

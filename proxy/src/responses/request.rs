@@ -19,8 +19,6 @@ pub struct Parsed {
     /// The conversation a continuation replays: the stored history, then this request's
     /// turns, as chat messages (without the instructions, which it does not inherit).
     pub conversation: Vec<Value>,
-    /// How many of `conversation`'s messages are this request's (the rest were stored).
-    pub turns: usize,
     /// The stored conversation this one continues.
     pub previous_response_id: Option<String>,
     pub store: bool,
@@ -40,6 +38,13 @@ pub struct Parsed {
 pub const HOSTED_DROPPED: [&str; 3] = ["web_search", "web_search_preview", "image_generation"];
 
 pub use crate::canonical::namespaced;
+
+/// Whether `tool` is one of the [`HOSTED_DROPPED`] tools.
+fn is_dropped(tool: &Value) -> bool {
+    tool.get("type")
+        .and_then(Value::as_str)
+        .is_some_and(|kind| HOSTED_DROPPED.contains(&kind))
+}
 
 /// Top-level fields the chat path cannot express.
 const INEXPRESSIBLE: [&str; 3] = ["conversation", "prompt", "background"];
@@ -67,17 +72,13 @@ fn field(param: &str, message: impl Into<String>) -> ApiError {
 /// (looked up by the caller, which knows the key). The body is kept for an upstream that
 /// speaks the Responses API, minus the hosted tools left out for every upstream.
 pub fn to_chat(mut body: Map<String, Value>, history: Vec<Value>) -> Result<Parsed, ApiError> {
+    let stored = history.len();
     let mut parsed = translate(&body, history)?;
     if !parsed.dropped_tools.is_empty() {
         if let Some(Value::Array(tools)) = body.get_mut("tools") {
-            tools.retain(|t| {
-                !t.get("type")
-                    .and_then(Value::as_str)
-                    .is_some_and(|k| HOSTED_DROPPED.contains(&k))
-            });
+            tools.retain(|t| !is_dropped(t));
         }
     }
-    let stored = parsed.conversation.len() - parsed.turns;
     let history = parsed.conversation[..stored].to_vec();
     parsed.chat.native = Some(NativeBody::new(WireFormat::Responses, body, history));
     Ok(parsed)
@@ -112,7 +113,6 @@ fn translate(body: &Map<String, Value>, history: Vec<Value>) -> Result<Parsed, A
         Some(_) => return Err(field("instructions", "`instructions` must be a string")),
     }
     let mut conversation = history;
-    let turns_count = turns.len();
     conversation.extend(turns);
     messages.extend(conversation.iter().cloned());
     if messages.is_empty() {
@@ -160,7 +160,6 @@ fn translate(body: &Map<String, Value>, history: Vec<Value>) -> Result<Parsed, A
             native: None,
         },
         conversation,
-        turns: turns_count,
         previous_response_id: body
             .get("previous_response_id")
             .and_then(Value::as_str)
@@ -379,7 +378,7 @@ fn translate_tools(
                 }
                 namespaces.push(ns.to_string());
             }
-            hosted if HOSTED_DROPPED.contains(&hosted) => dropped.push(hosted.to_string()),
+            hosted if is_dropped(t) => dropped.push(hosted.to_string()),
             other => return Err(untranslatable_tool(&at, other)),
         }
     }

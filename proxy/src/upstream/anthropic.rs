@@ -95,11 +95,7 @@ pub fn request_body(
     if let Some(user) = body.get("user").and_then(Value::as_str) {
         out.insert("metadata".into(), json!({ "user_id": user }));
     }
-    if let Some(tools) = body
-        .get("tools")
-        .and_then(Value::as_array)
-        .filter(|t| !t.is_empty())
-    {
+    if let Some(tools) = convert::tools(body) {
         out.insert(
             "tools".into(),
             Value::Array(tools.iter().filter_map(tool).collect()),
@@ -123,13 +119,7 @@ pub fn native_body(
     upstream_model: &str,
     stream: bool,
 ) -> Map<String, Value> {
-    let mut out = native.clone();
-    out.insert("model".into(), upstream_model.into());
-    match stream {
-        true => drop(out.insert("stream".into(), true.into())),
-        false => drop(out.remove("stream")),
-    }
-    out
+    convert::as_sent(native, upstream_model, stream)
 }
 
 /// OpenAI's function tool → Anthropic's tool.

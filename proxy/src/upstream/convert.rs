@@ -54,6 +54,31 @@ pub fn stop_list(body: &Map<String, Value>) -> Vec<Value> {
     }
 }
 
+/// The request's tools, when it offers any.
+pub fn tools(body: &Map<String, Value>) -> Option<&[Value]> {
+    body.get("tools")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .filter(|t| !t.is_empty())
+}
+
+/// A client's body in the upstream's own API, as the client sent it, with only the model
+/// (the configured upstream name) and `stream` (the proxy streams whenever it watches the
+/// reasoning) set.
+pub fn as_sent(
+    native: &Map<String, Value>,
+    upstream_model: &str,
+    stream: bool,
+) -> Map<String, Value> {
+    let mut out = native.clone();
+    out.insert("model".into(), upstream_model.into());
+    match stream {
+        true => drop(out.insert("stream".into(), true.into())),
+        false => drop(out.remove("stream")),
+    }
+    out
+}
+
 /// A history tool call's arguments as a JSON value (`{}` when empty).
 pub fn call_arguments(call: &ToolCallIn, message: usize, index: usize) -> Result<Value, ApiError> {
     if call.function.arguments.trim().is_empty() {

@@ -66,11 +66,7 @@ pub fn request_body(req: &ChatRequest, reasoning: bool) -> Result<Map<String, Va
     if !system.is_empty() {
         out.insert("systemInstruction".into(), json!({ "parts": system }));
     }
-    if let Some(tools) = body
-        .get("tools")
-        .and_then(Value::as_array)
-        .filter(|t| !t.is_empty())
-    {
+    if let Some(tools) = convert::tools(body) {
         let declarations: Vec<Value> = tools.iter().filter_map(declaration).collect();
         out.insert(
             "tools".into(),

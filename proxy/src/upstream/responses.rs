@@ -83,11 +83,7 @@ pub fn request_body(
     if let Some(format) = body.get("response_format").and_then(text_format) {
         out.insert("text".into(), json!({ "format": format }));
     }
-    if let Some(tools) = body
-        .get("tools")
-        .and_then(Value::as_array)
-        .filter(|t| !t.is_empty())
-    {
+    if let Some(tools) = convert::tools(body) {
         out.insert(
             "tools".into(),
             Value::Array(tools.iter().filter_map(tool).collect()),
@@ -111,8 +107,7 @@ pub fn native_body(
     upstream_model: &str,
     stream: bool,
 ) -> Result<Map<String, Value>, ApiError> {
-    let mut out = native.clone();
-    out.insert("model".into(), upstream_model.into());
+    let mut out = convert::as_sent(native, upstream_model, stream);
     out.remove("previous_response_id");
     if !history.is_empty() {
         let history: Vec<Message> = history
@@ -128,10 +123,6 @@ pub fn native_body(
         out.insert("input".into(), Value::Array(input));
     }
     out.insert("store".into(), false.into());
-    match stream {
-        true => drop(out.insert("stream".into(), true.into())),
-        false => drop(out.remove("stream")),
-    }
     Ok(out)
 }
 
@@ -547,6 +538,21 @@ mod tests {
             json!({"type": "function", "name": "get"})
         );
         assert_eq!(out["store"], false);
+        // Content the Responses API cannot take is refused by its place in the request.
+        for (part, param) in [
+            (
+                json!({"type": "image_url", "image_url": {"url": "ftp://host/cat.png"}}),
+                "messages[0].content[1].image_url.url",
+            ),
+            (
+                json!({"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}),
+                "messages[0].content[1].type",
+            ),
+        ] {
+            let body = json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}, part]}]});
+            let err = request_body(&chat(body), "gpt-5").unwrap_err();
+            assert_eq!(err.param.as_deref(), Some(param), "{}", err.message);
+        }
         for (field, value) in [("stop", json!("x")), ("seed", json!(1)), ("n", json!(2))] {
             let mut body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
             body[field] = value;
