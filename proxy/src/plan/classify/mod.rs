@@ -1,22 +1,6 @@
 //! The domain classifier: which task domain a request belongs to, with a confidence.
 //!
 //! Structure first — an image in the last user turn is `vision`, a `tools` array is
-//! `agentic` — then a text model: multinomial logistic regression over hashed features of the
-//! last user turn (earlier user turns count at a third of the weight). Features are lowercase
-//! words, word pairs, character 3- and 4-grams inside words (so inflections, compounds and
-//! other languages share evidence with the training examples), and punctuation marks
-//! (`=`, `^`, `{`, `;` tell math and code apart). Digit runs become `#`, so a dose and an
-//! equation differ by their words, not their numbers.
-//!
-//! Trained from the config's domain examples, descriptions and keywords when the config
-//! loads (milliseconds, deterministic, no download); read-only afterwards. Reading is
-//! bounded: the first `HEAD_WORDS` and last `TAIL_WORDS` words of a turn (from at most
-//! `HEAD_BYTES` and `TAIL_BYTES`), character n-grams from the first `CHAR_WORDS`, so a
-//! long request costs what a short one does.
-
-//! The domain classifier: which task domain a request belongs to, with a confidence.
-//!
-//! Structure first — an image in the last user turn is `vision`, a `tools` array is
 //! `agentic` — then a text model: multinomial logistic regression over two kinds of feature
 //! of the last user turn (earlier user turns count at a fraction of the weight):
 //!
