@@ -9,6 +9,7 @@
 
 pub mod anthropic;
 pub mod convert;
+mod driven;
 pub mod gemini;
 pub mod knobs;
 pub mod openai;

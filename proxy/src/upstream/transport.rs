@@ -1,6 +1,7 @@
-//! How bytes reach an upstream: a pooled hyper client, or an upstream that lives in this
-//! process ([`LocalUpstream`]: the binary plugs its simulator in here; the proxy crate knows
-//! only the trait).
+//! How bytes reach an upstream: HTTP/1.1 connections the request drives itself for plain
+//! `http://` upstreams (`driven.rs`), a pooled hyper client (HTTP/2 or 1.1) for TLS ones, or
+//! an upstream that lives in this process ([`LocalUpstream`]: the binary plugs its
+//! simulator in here; the proxy crate knows only the trait).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use futures_util::future::BoxFuture;
 
+use super::driven::DrivenPool;
 use crate::body::{error_chain, Body, BoxError};
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -53,6 +55,8 @@ pub enum TransportError {
 /// serving thread (see [`set_serving_threads`]) gets its own set, so a request, its upstream
 /// connection and that connection's task stay on one thread: no hand-off per chunk.
 pub struct HttpClients {
+    /// Plain `http://` upstreams: HTTP/1.1 connections driven by the request's own task.
+    driven: Arc<DrivenPool>,
     connect_timeout: Duration,
     connections: usize,
     per_thread: Vec<std::sync::OnceLock<Vec<HttpClient>>>,
@@ -64,8 +68,8 @@ pub struct HttpClients {
 static SERVING_THREADS: AtomicUsize = AtomicUsize::new(1);
 
 thread_local! {
-    /// Which serving thread this is (0 on any other thread).
-    static SERVING_THREAD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// Which serving thread this is (`None` on any other thread).
+    static SERVING_THREAD: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
 }
 
 /// Declares how many serving threads there will be; call before the config is loaded.
@@ -73,9 +77,14 @@ pub fn set_serving_threads(n: usize) {
     SERVING_THREADS.store(n.max(1), Ordering::Relaxed);
 }
 
+/// Which serving thread the caller is, if it is one.
+pub(super) fn serving_thread() -> Option<usize> {
+    SERVING_THREAD.with(|t| t.get())
+}
+
 /// Marks the calling thread as serving thread `i`.
 pub fn set_serving_thread(i: usize) {
-    SERVING_THREAD.with(|t| t.set(i));
+    SERVING_THREAD.with(|t| t.set(Some(i)));
 }
 
 fn build_client(connect_timeout: Duration) -> HttpClient {
@@ -104,6 +113,7 @@ impl HttpClients {
     pub fn new(connect_timeout: Duration, connections: usize) -> Self {
         let threads = SERVING_THREADS.load(Ordering::Relaxed);
         HttpClients {
+            driven: DrivenPool::new(connect_timeout, threads),
             connect_timeout,
             connections: connections.max(1),
             per_thread: (0..threads).map(|_| std::sync::OnceLock::new()).collect(),
@@ -112,9 +122,7 @@ impl HttpClients {
     }
 
     fn pick(&self) -> &HttpClient {
-        let thread = SERVING_THREAD
-            .with(|t| t.get())
-            .min(self.per_thread.len() - 1);
+        let thread = serving_thread().unwrap_or(0).min(self.per_thread.len() - 1);
         let clients = self.per_thread[thread].get_or_init(|| {
             (0..self.connections)
                 .map(|_| build_client(self.connect_timeout))
@@ -129,6 +137,9 @@ impl Transport {
     pub async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<Body>, TransportError> {
         match self {
             Transport::InProcess(local) => Ok(local.call(req).await),
+            Transport::Http(clients) if req.uri().scheme_str() == Some("http") => {
+                clients.driven.send(req).await
+            }
             Transport::Http(clients) => match clients.pick().request(req).await {
                 Ok(resp) => Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync())),
                 Err(e) if e.is_connect() => Err(TransportError::Connect(error_chain(&e))),
