@@ -3,7 +3,8 @@
 //! nginx returning a fixed completion (the fastest upstream there is, so the proxy's own cost
 //! shows; installed from Debian's package when missing and the harness runs as root). Every
 //! server is a separate process; everything is on loopback. Against nginx, nginx's own
-//! `proxy_pass` in front of the same server is measured too: the floor any proxy pays here.
+//! `proxy_pass` (a process of its own) in front of the same server is measured too: the floor
+//! any proxy pays here.
 //!
 //! `cargo bench --bench load` (`LOAD_SECONDS`: each throughput phase's length, default 5;
 //! `LOAD_CURVE_SECONDS`: each point of the scale curve, default 2; `LOAD_STREAMS`: idle
@@ -109,53 +110,66 @@ fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-/// nginx serving [`FIXED_COMPLETION`] on a free loopback port, and a second nginx server
-/// block that reverse-proxies to it over kept-alive connections (`proxy_pass`): the
-/// reference for what any proxy costs on this machine. Stopped on drop.
+/// nginx serving [`FIXED_COMPLETION`] on a free loopback port, and a second nginx process
+/// that reverse-proxies to it over kept-alive connections (`proxy_pass`): the reference for
+/// what any proxy costs on this machine. The reference is its own process, as the proxy is:
+/// in one process with the fixed server, nginx hands the upstream hop to itself without a
+/// wake-up and looks cheaper than any real deployment. Both stop on drop.
 struct Nginx {
     server: Server,
     /// The `proxy_pass` reference in front of the fixed server.
-    reference: String,
+    reference: Server,
 }
 
 fn start_nginx(dir: &std::path::Path) -> Option<Nginx> {
+    let port = free_port();
+    let fixed = format!(
+        "server {{\n    listen 127.0.0.1:{port} reuseport;\n    location / {{\n\
+           default_type application/json;\n      return 200 '{FIXED_COMPLETION}';\n    }}\n  }}\n"
+    );
+    let server = nginx_process(dir, "fixed", port, &fixed)?;
+    let reference_port = free_port();
+    let reference = format!(
+        "upstream fixed {{ server 127.0.0.1:{port}; keepalive 256; }}\n\
+         server {{\n    listen 127.0.0.1:{reference_port} reuseport;\n    location / {{\n\
+           proxy_pass http://fixed;\n      proxy_http_version 1.1;\n\
+           proxy_set_header Connection \"\";\n    }}\n  }}\n"
+    );
+    let reference = nginx_process(dir, "reference", reference_port, &reference)?;
+    Some(Nginx { server, reference })
+}
+
+/// One nginx process (no master, one worker) serving `servers` inside its `http` block.
+fn nginx_process(dir: &std::path::Path, name: &str, port: u16, servers: &str) -> Option<Server> {
     let bin = nginx_binary()?;
-    let (port, reference_port) = (free_port(), free_port());
-    let conf = dir.join("nginx.conf");
+    let conf = dir.join(format!("nginx-{name}.conf"));
+    let tmp = dir.join(format!("nginx-{name}"));
+    std::fs::create_dir_all(&tmp).ok()?;
     std::fs::write(
         &conf,
         format!(
-            "daemon off;\nworker_processes 1;\npid {pid};\nerror_log {err} warn;\n\
+            // One process (no master): killing it on drop leaves no orphaned worker.
+            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {pid};\nerror_log {err} warn;\n\
              events {{ worker_connections 8192; }}\n\
              http {{\n  access_log off;\n  client_max_body_size 4m;\n  keepalive_requests 1000000;\n\
                client_body_temp_path {tmp};\n  proxy_temp_path {tmp};\n  fastcgi_temp_path {tmp};\n\
-               uwsgi_temp_path {tmp};\n  scgi_temp_path {tmp};\n\
-               upstream fixed {{ server 127.0.0.1:{port}; keepalive 256; }}\n\
-               server {{\n    listen 127.0.0.1:{port} reuseport;\n    location / {{\n\
-                 default_type application/json;\n      return 200 '{body}';\n    }}\n  }}\n\
-               server {{\n    listen 127.0.0.1:{reference_port} reuseport;\n    location / {{\n\
-                 proxy_pass http://fixed;\n      proxy_http_version 1.1;\n\
-                 proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n",
-            pid = dir.join("nginx.pid").display(),
-            err = dir.join("nginx-error.log").display(),
-            tmp = dir.display(),
-            body = FIXED_COMPLETION,
+               uwsgi_temp_path {tmp};\n  scgi_temp_path {tmp};\n{servers}}}\n",
+            pid = tmp.join("nginx.pid").display(),
+            err = tmp.join("error.log").display(),
+            tmp = tmp.display(),
         ),
     )
-    .unwrap();
+    .ok()?;
     let child = Command::new(bin)
-        .args(["-p", dir.to_str()?, "-c", conf.to_str()?])
+        .args(["-p", tmp.to_str()?, "-c", conf.to_str()?])
         .stderr(Stdio::null())
         .spawn()
         .ok()?;
     let addr = format!("127.0.0.1:{port}");
-    let reference = format!("127.0.0.1:{reference_port}");
+    let server = Server { child, addr };
     for _ in 0..100 {
-        if std::net::TcpStream::connect(&addr).is_ok()
-            && std::net::TcpStream::connect(&reference).is_ok()
-        {
-            let server = Server { child, addr };
-            return Some(Nginx { server, reference });
+        if std::net::TcpStream::connect(&server.addr).is_ok() {
+            return Some(server);
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -489,7 +503,7 @@ fn main() {
         println!("direct {direct:>9.0} req/s   proxy {via:>9.0} req/s   ratio {:.1} %", via / direct * 100.0);
 
         if let (Some(nginx), Some(proxy)) = (&nginx, &nginx_proxy) {
-            nginx_sections(&nginx.server.addr, &nginx.reference, &proxy.addr, N, curve_secs).await;
+            nginx_sections(&nginx.server.addr, &nginx.reference.addr, &proxy.addr, N, curve_secs).await;
         } else {
             println!("== nginx upstream: skipped, nginx is not installed and could not be ==");
         }
