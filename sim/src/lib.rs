@@ -9,6 +9,8 @@
 //! | header | effect |
 //! |---|---|
 //! | `x-sim-status` | answer with this error status |
+//! | `x-sim-fail-first` | fail only the first N calls with this `x-request-id` (a proxy's retries of one request share it), with `x-sim-status` or 503 |
+//! | `x-sim-retry-after` | the error response asks for this many seconds in `Retry-After` |
 //! | `x-sim-reset-after` | drop the connection after N streamed tokens |
 //! | `x-sim-stall-after` | stop sending after N streamed tokens |
 //! | `x-sim-reasoning-tokens`, `x-sim-answer-tokens` | response length |
@@ -108,6 +110,30 @@ pub struct Simulator {
     counter: TokenCounter,
     /// Prompt prefixes cached by Anthropic-format requests (`cache_control`).
     prompt_cache: anthropic::PromptCache,
+    /// Calls seen per `x-request-id`, for `x-sim-fail-first`.
+    calls_by_request: FailFirst,
+}
+
+/// Counts calls per request id for `x-sim-fail-first`, forgetting them all when
+/// [`FailFirst::CAPACITY`] ids are held (a long soak must not grow the simulator).
+#[derive(Default)]
+struct FailFirst(std::sync::Mutex<std::collections::HashMap<String, u64>>);
+
+impl FailFirst {
+    const CAPACITY: usize = 100_000;
+
+    /// Whether this call is one of the first `n` with `id`.
+    fn fails(&self, id: &str, n: u64) -> bool {
+        let Ok(mut seen) = self.0.lock() else {
+            return false;
+        };
+        if seen.len() >= Self::CAPACITY && !seen.contains_key(id) {
+            seen.clear();
+        }
+        let count = seen.entry(id.to_string()).or_insert(0);
+        *count += 1;
+        *count <= n
+    }
 }
 
 /// The request fields the simulator acts on, whatever format they came in.
@@ -202,6 +228,7 @@ impl Simulator {
             stats: Arc::new(SimStats::default()),
             counter: TokenCounter::new(Encoding::O200kBase),
             prompt_cache: anthropic::PromptCache::default(),
+            calls_by_request: FailFirst::default(),
         }
     }
 
@@ -427,11 +454,15 @@ impl Simulator {
         .to_string();
         let mut profile = self.profile_for(&model, headers)?;
         if let Some(status) = profile.faults.status {
-            return Ok(match format {
+            let mut resp = match format {
                 WireFormat::OpenAi | WireFormat::Responses => fault_response(status),
                 WireFormat::Anthropic => anthropic::fault_response(status),
                 WireFormat::Gemini => gemini::fault_response(status),
-            });
+            };
+            if let Some(v) = headers.get("x-sim-retry-after") {
+                resp.headers_mut().insert(header::RETRY_AFTER, v.clone());
+            }
+            return Ok(resp);
         }
         let request_view = match (format, in_path) {
             (WireFormat::Anthropic, _) => {
@@ -628,6 +659,13 @@ impl Simulator {
             p.reasoning = ReasoningStyle::parse(style).ok_or_else(|| {
                 ApiError::invalid_request(format!("x-sim-reasoning `{style}` is unknown"))
             })?;
+        }
+        if let Some(n) = num("x-sim-fail-first")? {
+            let id = get("x-request-id").unwrap_or("");
+            p.faults.status = self
+                .calls_by_request
+                .fails(id, n)
+                .then(|| p.faults.status.unwrap_or(503));
         }
         Ok(p)
     }
