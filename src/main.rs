@@ -77,6 +77,10 @@ enum Command {
         /// Plan as this client key (by its name in the config): its models, modes and caps.
         #[arg(long, value_name = "NAME")]
         key: Option<String>,
+        /// Ask this running server (an http:// base URL) instead of planning from the config
+        /// file: its live circuit breakers show. Sends $THINKGATE_API_KEY as the key.
+        #[arg(long, value_name = "URL", conflicts_with = "key")]
+        server: Option<String>,
     },
     /// Run the built-in upstream simulator as an OpenAI-compatible HTTP server.
     Simulate {
@@ -122,6 +126,11 @@ fn main() -> ExitCode {
             (None, None) => classify(config.as_deref()),
             (eval, folds) => evaluate(config.as_deref(), eval.as_deref(), folds),
         },
+        Command::Route {
+            json,
+            server: Some(server),
+            ..
+        } => route_on_server(&server, json),
         Command::Route {
             json, config, key, ..
         } => route(&config, json, key.as_deref()),
@@ -566,6 +575,87 @@ fn classify(path: Option<&std::path::Path>) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// `route --explain --server URL`: the running server's plan (`POST /v1/route`) for the
+/// body on stdin; exits 1 when no model can take the request.
+fn route_on_server(server: &str, as_json: bool) -> ExitCode {
+    use std::io::Read;
+    let mut body = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut body) {
+        eprintln!("error: stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    let url = format!("{}/v1/route", server.trim_end_matches('/'));
+    let key = std::env::var("THINKGATE_API_KEY").ok();
+    let plan = match post_json(&url, body, key.as_deref()) {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if as_json {
+        say!("{plan}");
+    } else {
+        say_raw!("{}", thinkgate_proxy::explain::render(&plan));
+    }
+    if plan["chosen"].is_string() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// POSTs a JSON body to a plain-http URL and reads a JSON answer; an error answer is
+/// reported by its message.
+fn post_json(url: &str, body: Vec<u8>, key: Option<&str>) -> Result<serde_json::Value, String> {
+    if !url.starts_with("http://") {
+        return Err(format!("{url}: only http:// servers can be asked"));
+    }
+    let mut req = hyper::Request::post(url)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .map_err(|e| format!("{url} is not a URL: {e}"))?;
+    if let Some(key) = key {
+        let value = hyper::header::HeaderValue::from_str(&format!("Bearer {key}"))
+            .map_err(|_| "THINKGATE_API_KEY is not a valid header value".to_string())?;
+        req.headers_mut()
+            .insert(hyper::header::AUTHORIZATION, value);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        use http_body_util::BodyExt;
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<http_body_util::Full<bytes::Bytes>>();
+        let ask = async {
+            let resp = client
+                .request(req)
+                .await
+                .map_err(|e| format!("cannot reach {url}: {e}"))?;
+            let status = resp.status();
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            let v: serde_json::Value = serde_json::from_slice(&bytes)
+                .map_err(|_| format!("{url} answered {status} with no JSON"))?;
+            if !status.is_success() {
+                let why = v["error"]["message"].as_str().unwrap_or("no message");
+                return Err(format!("{url} answered {status}: {why}"));
+            }
+            Ok(v)
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), ask)
+            .await
+            .map_err(|_| format!("{url} did not answer within 10 s"))?
+    })
 }
 
 /// `route --explain`: prints the plan; exits 1 when no model can take the request.

@@ -257,6 +257,8 @@ pub struct Server {
     pub idle_timeout: Duration,
     /// Upstream calls in flight at once, across every client and provider.
     pub max_upstream_calls: usize,
+    /// How many retries each provider may send beside its first tries.
+    pub retry_budget: RetryBudget,
     /// Serving threads, each with its own runtime and listening socket (default: one per
     /// core).
     pub threads: usize,
@@ -358,6 +360,51 @@ pub struct Provider {
     pub format: WireFormat,
     /// Which OpenAI-format server this is, for its quirks (`Generic` for other formats).
     pub dialect: Dialect,
+    /// When a failed call is tried again on this provider.
+    pub retry: RetryPolicy,
+    /// When a model on this provider is left out after failures.
+    pub breaker: BreakerPolicy,
+}
+
+/// `[providers.<name>.retry]`: a call that failed before its first byte (connect error,
+/// timeout, one of `on_status`) is sent again after a backoff with full jitter, or after the
+/// upstream's `Retry-After` when that is no longer than `max_retry_after`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Tries per call on this provider, the first included (1: never retry).
+    pub attempts: u32,
+    /// The statuses worth another try.
+    pub on_status: Vec<u16>,
+    /// How long each try waits for the response head; `response_timeout` bounds them all.
+    pub per_try_timeout: Duration,
+    /// The first backoff's ceiling; each retry doubles it, up to `max_backoff`.
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    /// A longer `Retry-After` hands the call to the next model instead of waiting.
+    pub max_retry_after: Duration,
+}
+
+/// `[providers.<name>.breaker]`: each model (deployment) on the provider opens its breaker
+/// after `consecutive_failures` in a row, or when at least `min_calls` calls in the last
+/// `window` failed at `failure_rate` or more. Open, it takes no calls for `open_for`; then
+/// `half_open_probes` calls test it, and one success closes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BreakerPolicy {
+    pub consecutive_failures: u32,
+    pub failure_rate: f64,
+    pub window: Duration,
+    pub min_calls: u32,
+    pub open_for: Duration,
+    pub half_open_probes: u32,
+}
+
+/// `[server] retry_budget` and `min_retries_per_second`: a provider's retries over the last
+/// ten seconds stay under `ratio` of its calls, or `min_per_second` per second when that is
+/// more (so a quiet provider can still retry), so retries never multiply an outage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryBudget {
+    pub ratio: f64,
+    pub min_per_second: u32,
 }
 
 /// The servers that speak OpenAI chat completions, each with its own reasoning field,

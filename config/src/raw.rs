@@ -118,6 +118,8 @@ pub struct RawServer {
     pub body_read_timeout: Option<String>,
     pub idle_timeout: Option<String>,
     pub max_upstream_calls: Option<u64>,
+    pub retry_budget: Option<f64>,
+    pub min_retries_per_second: Option<u64>,
     pub threads: Option<u64>,
     pub max_event_bytes: Option<u64>,
     pub max_response_bytes: Option<u64>,
@@ -213,6 +215,32 @@ pub struct RawProvider {
     pub dialect: Option<String>,
     #[serde(default)]
     pub forward_headers: Vec<String>,
+    pub retry: Option<RawRetry>,
+    pub breaker: Option<RawBreaker>,
+}
+
+/// `[providers.<name>.retry]`: when a failed call is tried again on the same provider.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    pub attempts: Option<u64>,
+    pub on_status: Option<Vec<u64>>,
+    pub per_try_timeout: Option<String>,
+    pub backoff: Option<String>,
+    pub max_backoff: Option<String>,
+    pub max_retry_after: Option<String>,
+}
+
+/// `[providers.<name>.breaker]`: when a model on this provider is left out after failures.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    pub consecutive_failures: Option<u64>,
+    pub failure_rate: Option<f64>,
+    pub window: Option<String>,
+    pub min_calls: Option<u64>,
+    pub open_for: Option<String>,
+    pub half_open_probes: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

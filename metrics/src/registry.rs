@@ -51,6 +51,10 @@ pub struct Metrics {
     pub routing_decisions: IntCounterVec,
     pub upstream_requests: IntCounterVec,
     pub upstream_duration: HistogramVec,
+    pub upstream_retries: IntCounterVec,
+    pub retry_budget_exhausted: IntCounterVec,
+    pub breaker_state: IntGaugeVec,
+    pub breaker_transitions: IntCounterVec,
     pub rate_limited: IntCounterVec,
     pub cost_usd: CounterVec,
     pub in_flight: IntGauge,
@@ -108,6 +112,10 @@ impl Metrics {
             routing_decisions: counter(&r, "thinkgate_routing_decisions_total", "Requests to `auto` routed, by domain and chosen model.", &["domain", "model"]),
             upstream_requests: counter(&r, "thinkgate_upstream_requests_total", "Calls to upstreams, by outcome.", &["provider", "model", "outcome"]),
             upstream_duration: histogram(&r, "thinkgate_upstream_duration_seconds", "Time from sending an upstream request to its last byte.", &["provider", "model"], &buckets.latency),
+            upstream_retries: counter(&r, "thinkgate_upstream_retries_total", "Upstream calls sent again after a failure before their first byte, by what failed: unreachable, timeout, broken, status_429, status_5xx (or status_408).", &["provider", "model", "reason"]),
+            retry_budget_exhausted: counter(&r, "thinkgate_retry_budget_exhausted_total", "Retries not sent because the provider's retry budget (server.retry_budget) was spent.", &["provider"]),
+            breaker_state: reg(&r, IntGaugeVec::new(Opts::new("thinkgate_circuit_breaker_state", "Each deployment's circuit breaker: 0 closed, 1 half-open (probing), 2 open (no calls)."), &["provider", "model"]).unwrap_or_else(|e| panic!("{e}"))), // ok: static definition
+            breaker_transitions: counter(&r, "thinkgate_circuit_breaker_transitions_total", "Circuit breaker changes, by the state entered.", &["provider", "model", "to"]),
             rate_limited: counter(&r, "thinkgate_rate_limited_total", "Requests refused by a rate limit or quota, by API key name and limit.", &["key", "limit"]),
             cost_usd: reg(&r, CounterVec::new(Opts::new("thinkgate_cost_usd_total", "Cost in US dollars from the models' configured prices."), &["model"]).unwrap_or_else(|e| panic!("{e}"))), // ok: static definition
             in_flight: reg(&r, IntGauge::new("thinkgate_in_flight_requests", "Requests being answered now (streams until their last byte).").unwrap_or_else(|e| panic!("{e}"))), // ok: static definition
@@ -124,7 +132,7 @@ impl Metrics {
     /// The name of every family, as scraped.
     pub fn family_names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 17] = [
+        let collectors: [&dyn Collector; 21] = [
             &self.requests,
             &self.request_duration,
             &self.ttft,
@@ -137,6 +145,10 @@ impl Metrics {
             &self.routing_decisions,
             &self.upstream_requests,
             &self.upstream_duration,
+            &self.upstream_retries,
+            &self.retry_budget_exhausted,
+            &self.breaker_state,
+            &self.breaker_transitions,
             &self.rate_limited,
             &self.cost_usd,
             &self.in_flight,
@@ -198,6 +210,6 @@ mod tests {
             }
         }
         assert!(queried >= 20);
-        assert_eq!(names.len(), 17);
+        assert_eq!(names.len(), 21);
     }
 }

@@ -18,20 +18,27 @@ use crate::plan::{self, Caller};
 use crate::state::Runtime;
 
 /// The plan for one request body, as JSON, as the client key named `key` (if any) would
-/// get it.
+/// get it (`thinkgate route --explain` against a config file).
 pub async fn explain(runtime: &Runtime, body: &[u8], key: Option<&str>) -> Result<Value, ApiError> {
-    let chat = ingress::parse_chat(body)?;
-    let headers = HeaderMap::new();
     let key = match key {
         Some(name) => Some(runtime.keys.by_name(name).ok_or_else(|| {
             ApiError::invalid_request(format!("the config has no client key named `{name}`"))
         })?),
         None => None,
     };
-    let caller = Caller {
-        headers: &headers,
-        key: key.map(|k| k.as_ref()),
-    };
+    plan_of(runtime, body, &HeaderMap::new(), key.map(|k| k.as_ref())).await
+}
+
+/// The plan for one request body with its headers, as `key` would get it: what the running
+/// server answers on `POST /v1/route`, with its live circuit breakers.
+pub async fn plan_of(
+    runtime: &Runtime,
+    body: &[u8],
+    headers: &HeaderMap,
+    key: Option<&crate::auth::KeyState>,
+) -> Result<Value, ApiError> {
+    let chat = ingress::parse_chat(body)?;
+    let caller = Caller { headers, key };
     let plan = plan::plan(&runtime.tables(), &chat, &caller).await?;
     let mode = plan.budget.as_ref().map_or(Value::Null, |b| {
         json!({
@@ -70,6 +77,7 @@ pub async fn explain(runtime: &Runtime, body: &[u8], key: Option<&str>) -> Resul
                         "estimated": c.score.estimated,
                         "fits": c.excluded.is_none(),
                         "excluded": c.excluded,
+                        "breaker": breaker(&c.route),
                     })
                 })
                 .collect();
@@ -84,6 +92,7 @@ pub async fn explain(runtime: &Runtime, body: &[u8], key: Option<&str>) -> Resul
                 "score": null,
                 "fits": excluded.is_none(),
                 "excluded": excluded,
+                "breaker": breaker(r),
             });
             (Value::Null, vec![candidate])
         }
@@ -217,6 +226,12 @@ pub fn render(plan: &Value) -> String {
             Some(w) => format!("excluded: {w}"),
             None => "fits".into(),
         };
+        let why = match c["breaker"]["state"].as_str() {
+            Some(state) if state != "closed" && c["excluded"].is_null() => {
+                format!("{why} (circuit breaker {})", state.replace('_', "-"))
+            }
+            _ => why,
+        };
         let mark = if c["estimated"].is_string() { "*" } else { " " };
         out.push_str(&format!(
             "  {}. {:<22} score {:>6}{mark} {}\n",
@@ -273,4 +288,14 @@ pub fn render(plan: &Value) -> String {
         }
     ));
     out
+}
+
+/// A deployment's circuit breaker as the server sees it now.
+fn breaker(route: &crate::models::Route) -> Value {
+    let (state, left) = route.breaker.state(std::time::Instant::now());
+    json!({
+        "state": state.as_str(),
+        "consecutive_failures": route.breaker.consecutive_failures(),
+        "open_for_seconds": left.map(|d| d.as_secs_f64().ceil()),
+    })
 }

@@ -10,7 +10,7 @@
 //!   the pipeline's calls for them;
 //! - [`messages`]: the Messages API as a front end — request and answer translation, no IO;
 //! - [`contemplate`]: contemplating mode — agents and the synthesis, each an attempt;
-//! - [`explain`]: `thinkgate route --explain`, rendering the plan the server would make;
+//! - [`explain`]: `thinkgate route --explain` and `POST /v1/route`, the plan rendered;
 //! - [`pipeline`]: the attempt path — every upstream call, end to end, with fallback;
 //! - [`state`]: the [`Runtime`], everything built once per config load;
 //! - [`responses`]: OpenAI's Responses API as a front end (`http/responses.rs` calls the chat
@@ -18,10 +18,11 @@
 //! - [`relay`]: the upstream's response → the client (pass-through, translate, budget guard);
 //! - [`plan`]: mode, budget, domain and the models to try (pure, no IO);
 //! - [`ingress`]: HTTP body → canonical [`canonical::ChatRequest`] (limits, precise 400s);
-//! - [`models`]: each configured model joined to its upstream, health and limits;
+//! - [`models`]: each configured model joined to its upstream, circuit breaker and limits;
 //! - [`upstream`]: one [`upstream::Upstream`] per provider, its transport and wire format;
 //! - [`telemetry`]: each request's metrics, recorded once when it ends;
-//! - [`auth`]: client keys, their limits and quotas.
+//! - [`auth`]: client keys, their limits and quotas;
+//! - [`resilience`]: retry backoff, retry budgets and circuit breakers (no IO, no clock).
 //!
 //! Shared by all: [`canonical`] (request, event and budget types), [`error`] (OpenAI-shaped
 //! errors), [`body`] (the response body type). The built-in simulator is its own crate
@@ -40,6 +41,7 @@ pub mod models;
 pub mod pipeline;
 pub mod plan;
 pub mod relay;
+pub mod resilience;
 pub mod responses;
 pub mod state;
 pub mod telemetry;

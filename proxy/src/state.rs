@@ -15,10 +15,11 @@ use thinkgate_config::{Config, Model, Provider};
 use thinkgate_metrics::{Buckets, Metrics, TokenCounter};
 
 use crate::auth::KeySet;
-use crate::models::{Health, ModelLimiter, Route};
+use crate::models::{ModelLimiter, Route};
 use crate::plan::classify::Classifier;
 use crate::plan::route::Table;
 use crate::plan::Tables;
+use crate::resilience::Breaker;
 use crate::telemetry::ModelMetrics;
 use crate::upstream::{LocalFactory, LocalUpstream, Upstream};
 
@@ -93,6 +94,8 @@ impl Runtime {
         let mut upstreams = HashMap::new();
         for p in &config.providers {
             let reused = previous
+                // The retry budget is built into each upstream.
+                .filter(|prev| prev.config.server.retry_budget == config.server.retry_budget)
                 .and_then(|prev| prev.upstreams.get(&p.name))
                 // An in-process upstream is rebuilt with its config; pools are kept.
                 .filter(|(was, _)| was == p && p.kind != thinkgate_config::ProviderKind::Simulator)
@@ -100,7 +103,7 @@ impl Runtime {
             let up = match reused {
                 Some(up) => up,
                 None => Arc::new(
-                    Upstream::build(p, local_upstream.as_ref())
+                    Upstream::build(p, &config.server.retry_budget, local_upstream.as_ref())
                         .map_err(|e| format!("provider `{}`: {e}", p.name))?,
                 ),
             };
@@ -168,6 +171,11 @@ impl Runtime {
         })
     }
 
+    /// Every configured model's route.
+    pub fn routes(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.routes.values()
+    }
+
     pub fn route(&self, id: &str) -> Option<&Arc<Route>> {
         self.routes.get(id)
     }
@@ -189,7 +197,7 @@ impl Runtime {
 }
 
 impl Route {
-    /// The route for `model`, keeping the health and limiter of `was` (the same model id in
+    /// The route for `model`, keeping the breaker and limiter of `was` (the same model id in
     /// the previous runtime) where they still apply.
     fn new(
         model: &Model,
@@ -201,9 +209,12 @@ impl Route {
         let header = http::HeaderValue::from_str(&model.id)
             .map_err(|_| format!("model id `{}` is not a valid header value", model.id))?;
         let same_upstream = was.is_some_and(|w| Arc::ptr_eq(&w.upstream, &upstream));
-        let health = match was {
-            Some(w) if same_upstream => w.health.clone(),
-            _ => Arc::new(Health::default()),
+        let breaker = match was {
+            Some(w) if same_upstream => w.breaker.clone(),
+            _ => Arc::new(Breaker::new(
+                upstream.breaker.clone(),
+                std::time::Instant::now(),
+            )),
         };
         let limiter = match was.and_then(|w| w.limiter.clone()) {
             Some(l) if l.rate == model.requests_per_second => Some(l),
@@ -215,7 +226,7 @@ impl Route {
             counter: TokenCounter::new(model.encoding),
             header,
             metrics: Arc::new(ModelMetrics::new(metrics, model, domains)),
-            health,
+            breaker,
             limiter,
         })
     }

@@ -296,6 +296,9 @@ async fn upstream_errors_keep_status_and_vendor_message() {
         assert_eq!(e["type"], expected);
     }
     // A stream that breaks mid-way ends with an error event, not [DONE].
+    // A fresh proxy: the failures above (each 429 and 5xx tried twice) opened the
+    // model's circuit breaker, which would refuse the stream before it is sent.
+    let proxy = proxy_for(&sim.url()).await;
     let r = call(
         &proxy.url("/v1/chat/completions"),
         chat("claude", true),

@@ -317,6 +317,9 @@ async fn upstream_errors_keep_status_and_vendor_message() {
     }
     // A stream that breaks mid-way ends with an error event, not [DONE]; one that ends
     // without a finish reason is broken too.
+    // A fresh proxy: the failures above (each 429 and 5xx tried twice) opened the
+    // model's circuit breaker, which would refuse the stream before it is sent.
+    let proxy = proxy_for(&sim.url()).await;
     let mut streamed = ask("gemini", "hi");
     streamed["stream"] = true.into();
     let r = call(

@@ -16,6 +16,7 @@ mod lifecycle;
 mod messages;
 mod metrics;
 mod reload;
+mod resilience;
 mod responses;
 mod routing;
 mod sdk;

@@ -178,12 +178,27 @@ async fn scrape_after_mixed_traffic_passes_promtool_and_equals_client_usage() {
         "thinkgate_upstream_requests_total",
         &["provider", "outcome"],
     );
+    // Two tries: the default retry policy sends a refused connection again once.
     assert_eq!(
         upstream[&vec!["dead".to_string(), "unreachable".to_string()]],
-        1.0
+        2.0
+    );
+    let retries = sum_by(
+        &text,
+        "thinkgate_upstream_retries_total",
+        &["provider", "reason"],
     );
     assert_eq!(
+        retries[&vec!["dead".to_string(), "unreachable".to_string()]],
+        1.0
+    );
+    // The 429 too, after its Retry-After (1 s).
+    assert_eq!(
         upstream[&vec!["net".to_string(), "error_status".to_string()]],
+        2.0
+    );
+    assert_eq!(
+        retries[&vec!["net".to_string(), "status_429".to_string()]],
         1.0
     );
     let routed = sum_by(

@@ -134,36 +134,37 @@ async fn a_config_file_that_disappears_keeps_the_running_config() {
 }
 
 #[test]
-fn a_reload_keeps_the_pools_health_and_limits_of_what_did_not_change() {
+fn a_reload_keeps_the_pools_breakers_and_limits_of_what_did_not_change() {
     let base = config_text(Some("http://127.0.0.1:9"), "").replace(
         "[models.net-model]\nprovider = \"net\"",
         "[models.net-model]\nprovider = \"net\"\nrequests_per_second = 1",
     );
     let runtime = thinkgate_proxy::Runtime::build(parse_config(&base), None).unwrap();
     let before = runtime.route("net-model").unwrap().clone();
+    let now = std::time::Instant::now();
     for _ in 0..3 {
-        before.health.failed();
+        before.breaker.record(now, false);
     }
     assert!(
         before.limiter.as_ref().unwrap().check(),
         "the one request of this second"
     );
-    // An edit elsewhere: the provider, its pools, the model's health and limiter carry over.
+    // An edit elsewhere: the provider, its pools, the model's breaker and limiter carry over.
     let edited = base.replace("shutdown_grace = \"5s\"", "shutdown_grace = \"6s\"");
     let next = runtime.rebuild(parse_config(&edited)).unwrap();
     let after = next.route("net-model").unwrap();
     assert!(Arc::ptr_eq(&before.upstream, &after.upstream), "pools kept");
-    assert_eq!(after.health.failures(), 3, "health kept");
+    assert_eq!(after.breaker.consecutive_failures(), 3, "breaker kept");
     assert!(
         !after.limiter.as_ref().unwrap().check(),
         "the limiter's state kept"
     );
-    // Editing the provider builds it anew, with fresh health.
+    // Editing the provider builds it anew, with a fresh breaker.
     let moved = edited.replace("response_timeout = \"2s\"", "response_timeout = \"3s\"");
     let third = next.rebuild(parse_config(&moved)).unwrap();
     let rebuilt = third.route("net-model").unwrap();
     assert!(!Arc::ptr_eq(&after.upstream, &rebuilt.upstream));
-    assert_eq!(rebuilt.health.failures(), 0);
+    assert_eq!(rebuilt.breaker.consecutive_failures(), 0);
 }
 
 #[test]

@@ -115,8 +115,9 @@ async fn the_best_scoring_model_that_fits_answers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failure_before_the_first_byte_moves_to_the_next_model() {
-    // `flaky` leads shopping (and overall) but always answers 503: the next model answers.
+async fn a_failure_before_the_first_byte_is_retried_then_moves_to_the_next_model() {
+    // `flaky` leads shopping (and overall) but always answers 503: after its retry, the next
+    // model answers.
     let text = config("").replace("general = 40, shopping = 99", "general = 70, shopping = 99");
     let proxy = Proxy::start(&text).await;
     let r = route(
@@ -128,14 +129,21 @@ async fn a_failure_before_the_first_byte_moves_to_the_next_model() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.header("x-thinkgate-fallback-from"), "flaky");
     assert_ne!(r.header("x-thinkgate-model"), "flaky");
-    // After three failures in a row it is left out until it cools down.
+    // Two tries per request (the default retry policy): five failures in a row, during the
+    // third request, open its circuit breaker, and it is left out until it is probed again.
     for _ in 0..2 {
-        route(&proxy, ask("Best budget headphones to buy?")).await;
+        let r = route(&proxy, ask("Best budget headphones to buy?")).await;
+        assert_eq!(r.header("x-thinkgate-fallback-from"), "flaky");
     }
     let r = route(&proxy, ask("Which smartwatch should I buy?")).await;
     assert_eq!(r.header("x-thinkgate-fallback-from"), "", "no longer tried");
     let m = get(&proxy.url("/metrics")).await.text();
-    assert!(m.contains("thinkgate_upstream_requests_total{model=\"flaky\",outcome=\"error_status\",provider=\"s2\"} 3"), "{m}");
+    assert!(m.contains("thinkgate_upstream_requests_total{model=\"flaky\",outcome=\"error_status\",provider=\"s2\"} 5"), "{m}");
+    assert!(m.contains("thinkgate_upstream_retries_total{model=\"flaky\",provider=\"s2\",reason=\"status_5xx\"} 2"), "{m}");
+    assert!(
+        m.contains("thinkgate_circuit_breaker_state{model=\"flaky\",provider=\"s2\"} 2"),
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

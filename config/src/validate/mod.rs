@@ -34,14 +34,14 @@ use crate::modes::{
     AgentModels, Contemplating, EffortAsk, Knob, Mode, ModePolicy, ModelThinking, Modes, Overrun,
 };
 use crate::raw::{
-    RawConfig, RawDomain, RawDomainsFile, RawModePolicy, RawModel, RawModelThinking, RawPolicy,
-    RawProvider, RawSimProfile,
+    RawBreaker, RawConfig, RawDomain, RawDomainsFile, RawModePolicy, RawModel, RawModelThinking,
+    RawPolicy, RawProvider, RawRetry, RawSimProfile,
 };
 use crate::{
-    ApiKey, Auth, ClientKey, Config, Dialect, Domain, EfficientBy, Encoding, HeaderPattern,
-    KeyLimits, LogFormat, MetricsConfig, Model, ModelNames, Policy, Provider, ProviderKind,
-    ReasoningField, ReasoningStyle, Routing, Secret, Server, SimFaults, SimProfile, Simulator,
-    WireFormat,
+    ApiKey, Auth, BreakerPolicy, ClientKey, Config, Dialect, Domain, EfficientBy, Encoding,
+    HeaderPattern, KeyLimits, LogFormat, MetricsConfig, Model, ModelNames, Policy, Provider,
+    ProviderKind, ReasoningField, ReasoningStyle, RetryBudget, RetryPolicy, Routing, Secret,
+    Server, SimFaults, SimProfile, Simulator, WireFormat,
 };
 
 /// Collects the context every error needs: the file and the source map.
@@ -101,6 +101,18 @@ impl Checker<'_> {
             ));
         }
         Ok(v as usize)
+    }
+
+    /// A share between 0 and 1, `default` when unset.
+    fn fraction(&self, key: KeyPath, value: Option<f64>, default: f64) -> Result<f64, ConfigError> {
+        let v = value.unwrap_or(default);
+        if !(0.0..=1.0).contains(&v) {
+            return Err(self.error(
+                key,
+                format!("`{v}` is not a share between 0 and 1 (e.g. 0.2)"),
+            ));
+        }
+        Ok(v)
     }
 
     /// A timeout or deadline: a duration that is not zero (zero would fail every request).

@@ -151,8 +151,18 @@ pub(super) fn validate_provider(
         forward_headers.push(pattern);
     }
 
+    let response_timeout = c.timeout(
+        base.child("response_timeout"),
+        p.response_timeout.as_deref(),
+        Duration::from_secs(120),
+    )?;
+    let retry = validate_retry(&base, p.retry.as_ref(), response_timeout, c)?;
+    let breaker = validate_breaker(&base, p.breaker.as_ref(), c)?;
+
     Ok(Provider {
         name: name.to_string(),
+        retry,
+        breaker,
         kind,
         base_url,
         api_key,
@@ -161,11 +171,7 @@ pub(super) fn validate_provider(
             p.connect_timeout.as_deref(),
             Duration::from_secs(5),
         )?,
-        response_timeout: c.timeout(
-            base.child("response_timeout"),
-            p.response_timeout.as_deref(),
-            Duration::from_secs(120),
-        )?,
+        response_timeout,
         stream_idle_timeout: c.timeout(
             base.child("stream_idle_timeout"),
             p.stream_idle_timeout.as_deref(),
@@ -185,6 +191,116 @@ pub(super) fn validate_provider(
         default_max_tokens,
         dialect,
         format,
+    })
+}
+
+/// The retry policy; without a `[retry]` table, one retry after up to 100 ms.
+fn validate_retry(
+    provider: &KeyPath,
+    raw: Option<&RawRetry>,
+    response_timeout: Duration,
+    c: &Checker<'_>,
+) -> Result<RetryPolicy, ConfigError> {
+    let default = RawRetry::default();
+    let r = raw.unwrap_or(&default);
+    let key = |k: &str| provider.child("retry").child(k);
+    let attempts = c.bounded(key("attempts"), r.attempts, 2, 1..=10)? as u32;
+    let on_status = match &r.on_status {
+        None => vec![429, 500, 502, 503, 504],
+        Some(list) => {
+            let mut out = Vec::with_capacity(list.len());
+            for (i, &status) in list.iter().enumerate() {
+                // A client error other than 429 says the request is at fault: a retry
+                // repeats it.
+                if !(status == 408 || status == 429 || (500..=599).contains(&status)) {
+                    return Err(c.error(
+                        key("on_status").child(i.to_string()),
+                        format!(
+                            "{status} is not a status worth retrying; use 408, 429 or 500 to 599"
+                        ),
+                    ));
+                }
+                out.push(status as u16);
+            }
+            out
+        }
+    };
+    let per_try_timeout = c.timeout(
+        key("per_try_timeout"),
+        r.per_try_timeout.as_deref(),
+        response_timeout,
+    )?;
+    if per_try_timeout > response_timeout {
+        return Err(c.error(
+            key("per_try_timeout"),
+            format!(
+                "is longer than the provider's response_timeout ({}), which bounds every try together",
+                humantime::format_duration(response_timeout)
+            ),
+        ));
+    }
+    let backoff = c.timeout(
+        key("backoff"),
+        r.backoff.as_deref(),
+        Duration::from_millis(100),
+    )?;
+    let max_backoff = c.timeout(
+        key("max_backoff"),
+        r.max_backoff.as_deref(),
+        Duration::from_secs(2),
+    )?;
+    if max_backoff < backoff {
+        return Err(c.error(key("max_backoff"), "is shorter than backoff"));
+    }
+    let max_retry_after = c.duration(
+        key("max_retry_after"),
+        r.max_retry_after.as_deref(),
+        Duration::from_secs(5),
+    )?;
+    Ok(RetryPolicy {
+        attempts,
+        on_status,
+        per_try_timeout,
+        backoff,
+        max_backoff,
+        max_retry_after,
+    })
+}
+
+/// The breaker policy; without a `[breaker]` table, 5 failures in a row or half of at least
+/// 20 calls in 30 s open it for 15 s.
+fn validate_breaker(
+    provider: &KeyPath,
+    raw: Option<&RawBreaker>,
+    c: &Checker<'_>,
+) -> Result<BreakerPolicy, ConfigError> {
+    let default = RawBreaker::default();
+    let b = raw.unwrap_or(&default);
+    let key = |k: &str| provider.child("breaker").child(k);
+    let failure_rate = c.fraction(key("failure_rate"), b.failure_rate, 0.5)?;
+    if failure_rate == 0.0 {
+        return Err(c.error(
+            key("failure_rate"),
+            "must be more than 0 (at 0 every call would open it)",
+        ));
+    }
+    Ok(BreakerPolicy {
+        consecutive_failures: c.bounded(
+            key("consecutive_failures"),
+            b.consecutive_failures,
+            5,
+            1..=10_000,
+        )? as u32,
+        failure_rate,
+        window: c.timeout(key("window"), b.window.as_deref(), Duration::from_secs(30))?,
+        min_calls: c.bounded(key("min_calls"), b.min_calls, 20, 1..=1_000_000)? as u32,
+        open_for: c.timeout(
+            key("open_for"),
+            b.open_for.as_deref(),
+            Duration::from_secs(15),
+        )?,
+        half_open_probes: c.bounded(key("half_open_probes"), b.half_open_probes, 1, 1..=1000)?
+            as u32,
     })
 }
 

@@ -76,6 +76,15 @@ pub(super) fn validate_server(raw: &RawConfig, c: &Checker<'_>) -> Result<Server
             1024,
             1..=1_000_000,
         )?,
+        retry_budget: RetryBudget {
+            ratio: c.fraction(key("retry_budget"), s.retry_budget, 0.2)?,
+            min_per_second: c.bounded(
+                key("min_retries_per_second"),
+                s.min_retries_per_second,
+                5,
+                0..=1_000_000,
+            )? as u32,
+        },
         max_event_bytes: c.bounded(
             key("max_event_bytes"),
             s.max_event_bytes,

@@ -403,3 +403,97 @@ fn openai_providers_may_speak_the_responses_api_and_others_may_not() {
     let err = parse(&typo).unwrap_err();
     assert!(err.to_string().contains("responses"), "{err}");
 }
+
+#[test]
+fn retry_and_breaker_policies_default_and_read_their_tables() {
+    let cfg = parse(MINIMAL).expect("valid");
+    let p = &cfg.providers[0];
+    assert_eq!(p.retry.attempts, 2);
+    assert_eq!(p.retry.on_status, [429, 500, 502, 503, 504]);
+    assert_eq!(p.retry.per_try_timeout, p.response_timeout);
+    assert_eq!(p.breaker.consecutive_failures, 5);
+    assert_eq!(cfg.server.retry_budget.ratio, 0.2);
+    assert_eq!(cfg.server.retry_budget.min_per_second, 5);
+
+    let text = format!(
+        "{MINIMAL}[providers.sim.retry]\nattempts = 4\non_status = [408, 503]\nbackoff = \"20ms\"\n\
+         [providers.sim.breaker]\nfailure_rate = 0.25\nopen_for = \"3s\"\n\
+         [server]\nretry_budget = 0.1\nmin_retries_per_second = 0\n"
+    );
+    let cfg = parse(&text).expect("valid");
+    let p = &cfg.providers[0];
+    assert_eq!(
+        (p.retry.attempts, p.retry.on_status.clone()),
+        (4, vec![408, 503])
+    );
+    assert_eq!(p.retry.backoff, Duration::from_millis(20));
+    assert_eq!(p.breaker.failure_rate, 0.25);
+    assert_eq!(p.breaker.open_for, Duration::from_secs(3));
+    assert_eq!(cfg.server.retry_budget.min_per_second, 0);
+}
+
+#[test]
+fn bad_retry_and_breaker_values_name_their_key_and_line() {
+    let cases = [
+        (
+            "[providers.sim.retry]\nattempts = 0\n",
+            "providers.sim.retry.attempts",
+            "between 1 and 10",
+        ),
+        (
+            "[providers.sim.retry]\non_status = [500, 404]\n",
+            "providers.sim.retry.on_status.1",
+            "404 is not a status worth retrying",
+        ),
+        (
+            "[providers.sim.retry]\nper_try_timeout = \"10m\"\n",
+            "providers.sim.retry.per_try_timeout",
+            "longer than the provider's response_timeout",
+        ),
+        (
+            "[providers.sim.retry]\nbackoff = \"5s\"\nmax_backoff = \"1s\"\n",
+            "providers.sim.retry.max_backoff",
+            "shorter than backoff",
+        ),
+        (
+            "[providers.sim.retry]\nretries = 3\n",
+            "providers.sim.retry.retries",
+            "unknown",
+        ),
+        (
+            "[providers.sim.breaker]\nfailure_rate = 1.5\n",
+            "providers.sim.breaker.failure_rate",
+            "share between 0 and 1",
+        ),
+        (
+            "[providers.sim.breaker]\nfailure_rate = 0.0\n",
+            "providers.sim.breaker.failure_rate",
+            "more than 0",
+        ),
+        (
+            "[providers.sim.breaker]\nopen_for = \"0s\"\n",
+            "providers.sim.breaker.open_for",
+            "longer than zero",
+        ),
+        (
+            "[server]\nretry_budget = 2\n",
+            "server.retry_budget",
+            "share between 0 and 1",
+        ),
+    ];
+    for (extra, key, message) in cases {
+        let text = format!("{MINIMAL}{extra}");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(
+            err.key().map(|k| k.to_string()).as_deref(),
+            Some(key),
+            "{err}"
+        );
+        assert!(err.message().contains(message), "{key}: {err}");
+        assert!(
+            err.line() > MINIMAL.lines().count(),
+            "{key}: line {}",
+            err.line()
+        );
+    }
+}

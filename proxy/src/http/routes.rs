@@ -16,6 +16,7 @@ use crate::body::{self, Body};
 use crate::error::ApiError;
 use crate::state::Runtime;
 use crate::telemetry::Account;
+use crate::{explain, ingress};
 
 /// The proxy's endpoints over the current runtime (swapped whole on reload).
 #[derive(Clone)]
@@ -38,8 +39,9 @@ impl tower::Service<Request<Incoming>> for Router {
     }
 }
 
-const PATHS: [&str; 10] = [
+const PATHS: [&str; 11] = [
     "/v1/chat/completions",
+    "/v1/route",
     "/v1/completions",
     "/v1/embeddings",
     "/v1/responses",
@@ -61,6 +63,7 @@ fn endpoint_label(path: &str) -> &'static str {
         "/v1/messages" => "messages",
         "/v1/messages/count_tokens" => "messages_count_tokens",
         "/v1/models" => "models",
+        "/v1/route" => "route",
         p if p.starts_with("/v1/models/") => "models",
         "/healthz" => "healthz",
         "/readyz" => "readyz",
@@ -123,6 +126,26 @@ async fn route(runtime: &Arc<Runtime>, req: Request<Incoming>) -> Response<Body>
             let id = request_id();
             // The chat pipeline owns the account from here: a stream records when it ends.
             return chat::handle(runtime, req, id, account, key).await;
+        }
+        (&Method::POST, "/v1/route") => {
+            let (parts, body) = req.into_parts();
+            let server = &runtime.config.server;
+            let read = ingress::read_body(
+                &parts.headers,
+                body,
+                server.max_body_bytes,
+                server.body_read_timeout,
+            );
+            let plan = match read.await {
+                Ok(bytes) => {
+                    explain::plan_of(runtime, &bytes, &parts.headers, key.as_deref()).await
+                }
+                Err(e) => Err(e),
+            };
+            match plan {
+                Ok(plan) => body::json_response(StatusCode::OK, plan.to_string()),
+                Err(e) => e.into_response(),
+            }
         }
         // Anthropic's SDKs (Claude Code's model list) send anthropic-version.
         (&Method::GET, "/v1/models") if req.headers().contains_key("anthropic-version") => {
@@ -189,6 +212,11 @@ async fn shaped(runtime: &Runtime, anthropic: bool, resp: Response<Body>) -> Res
 }
 
 fn metrics_response(runtime: &Runtime) -> Response<Body> {
+    // An open breaker turns half-open by time alone: show each as calls would meet it now.
+    let now = std::time::Instant::now();
+    for route in runtime.routes() {
+        route.metrics.breaker_is(route.breaker.state(now).0);
+    }
     let mut resp = Response::new(body::full(runtime.metrics.render()));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -11,7 +11,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -26,6 +26,7 @@ use crate::error::ApiError;
 use crate::models::Route;
 use crate::plan::budget;
 use crate::relay::{self, FollowUpSender, Guard};
+use crate::resilience::{backoff, retry_after, BreakerState, Transition};
 use crate::state::Runtime;
 use crate::telemetry::{Account, UpstreamCall, MODES};
 use crate::upstream::{self, ApiErrorOrRaw, UpstreamError};
@@ -174,32 +175,16 @@ impl Attempt<'_> {
             }
             Err(e) => return Ok(account.reject(e)),
         };
-        if let Err(limited) = admit(route) {
-            return self.failed(account, limited).await;
-        }
-        // Only a key refuses, so a refusal always has one.
-        if let (Err(refusal), Some(key)) = (self.call.admit_key(&mut account), &self.call.key) {
-            return Ok(reject_limited(account, key, refusal));
-        }
-        let permits = slots(&runtime.upstream_calls, route).await;
-        let sent = match permits {
-            Err(failure) => Err(failure),
-            Ok(permits) => {
-                account.upstream = Some(UpstreamCall {
-                    sent: Instant::now(),
-                    outcome: usize::MAX,
-                });
-                let (id, headers) = (&self.call.request_id, &self.call.headers);
-                let target = Target::Chat {
-                    stream: request.stream,
-                };
-                let sent = send(route, upstream_body, target, id, headers).await;
-                sent.map(|resp| (resp, permits))
-            }
+        let target = Target::Chat {
+            stream: request.stream,
         };
+        let sent = send_with_retries(self.call, route, upstream_body, target, &mut account).await;
         let (resp, permits) = match sent {
             Ok(sent) => sent,
-            Err(failure) => return self.failed(account, failure).await,
+            Err(Stopped::Failed(failure)) => return self.failed(account, failure).await,
+            Err(Stopped::KeyRefused(key, refusal)) => {
+                return Ok(reject_limited(account, &key, refusal))
+            }
         };
         let (id, chat) = (self.call.request_id.clone(), self.ask.chat);
         let server = &runtime.config.server;
@@ -284,6 +269,22 @@ async fn fail(
             )
             .with_code("upstream_overloaded");
             Ok(retry_later(account.reject(e)))
+        }
+        SendFailure::Open(left) => {
+            let wait = left.as_secs_f64().ceil().max(1.0) as u64;
+            let e = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_error",
+                format!(
+                    "model `{}` is failing: its circuit breaker is open for another {wait}s; retry later",
+                    route.model.id
+                ),
+            )
+            .with_code("circuit_open");
+            let mut resp = account.reject(e);
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, wait.into());
+            Ok(resp)
         }
         SendFailure::Unreachable(outcome, err) => {
             tracing::warn!(model = %route.model.id, provider = %route.upstream.name, status = err.status.as_u16(), "Upstream request failed: {}.", err.message);
@@ -387,6 +388,8 @@ enum SendFailure {
     Limited,
     /// No concurrency slot came free in time (which cap, for the error); nothing was sent.
     Busy(&'static str),
+    /// The deployment's circuit breaker is open for this long still; nothing was sent.
+    Open(Duration),
     /// No response (connect error, timeout, broken): the outcome label and the error.
     Unreachable(&'static str, ApiError),
     /// 429 or 5xx: another model may do better.
@@ -399,6 +402,29 @@ impl SendFailure {
     /// Whether another model may do better: everything but the client's own error.
     fn hands_over(&self) -> bool {
         !matches!(self, SendFailure::Error(_))
+    }
+
+    /// Logs and counts a failed try that is about to be sent again.
+    fn count_retry(
+        &self,
+        account: &mut Account,
+        route: &Route,
+        reason: &'static str,
+        tries: u32,
+        wait: Duration,
+    ) {
+        let status = match self {
+            SendFailure::Refused(resp) | SendFailure::Error(resp) => resp.status().as_u16(),
+            _ => 0,
+        };
+        tracing::warn!(model = %route.model.id, provider = %route.upstream.name, reason, status, tries, wait_ms = wait.as_millis() as u64, "Upstream call failed before its first byte; sending it again.");
+        let outcome = match self {
+            SendFailure::Unreachable(outcome, _) => outcome,
+            _ => "error_status",
+        };
+        account.failed_attempt(&route.metrics, outcome);
+        account.upstream = None;
+        route.metrics.retried(reason);
     }
 
     /// Logs and counts a failure the next model takes over from.
@@ -418,6 +444,137 @@ impl SendFailure {
         account.failed_attempt(&route.metrics, outcome);
         account.upstream = None;
     }
+}
+
+/// Why [`send_with_retries`] has no response head.
+enum Stopped {
+    Failed(SendFailure),
+    /// The client's key refused the request (only a key refuses); nothing was sent.
+    KeyRefused(Arc<KeyState>, Refusal),
+}
+
+/// The steps of every upstream call, tried again per the provider's retry policy: the
+/// deployment's breaker, the model's admission, the key's admission (once per request), the
+/// concurrency slots and the send. Every try shares one deadline for the response head (the
+/// provider's `response_timeout`), and retries come out of the provider's retry budget.
+async fn send_with_retries(
+    call: &Call,
+    route: &Route,
+    body: Bytes,
+    target: Target,
+    account: &mut Account,
+) -> Result<(Response<Body>, Vec<OwnedSemaphorePermit>), Stopped> {
+    let deadline = Instant::now() + route.upstream.response_timeout;
+    route.upstream.retry_budget.called(Instant::now());
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        breaker_allows(route)
+            .and_then(|()| admit(route))
+            .map_err(Stopped::Failed)?;
+        if let (Err(refusal), Some(key)) = (call.admit_key(account), &call.key) {
+            return Err(Stopped::KeyRefused(key.clone(), refusal));
+        }
+        let sent = match slots(&call.runtime.upstream_calls, route).await {
+            Err(failure) => Err(failure),
+            Ok(permits) => {
+                account.upstream = Some(UpstreamCall {
+                    sent: Instant::now(),
+                    outcome: usize::MAX,
+                });
+                let (id, headers) = (&call.request_id, &call.headers);
+                let sent = send(route, body.clone(), target, id, headers, deadline).await;
+                sent.map(|resp| (resp, permits))
+            }
+        };
+        let failure = match sent {
+            Ok(sent) => return Ok(sent),
+            Err(failure) => failure,
+        };
+        let Some((wait, reason)) = retry_wait(route, &failure, tries, deadline) else {
+            return Err(Stopped::Failed(failure));
+        };
+        if !route.upstream.retry_budget.try_retry(Instant::now()) {
+            route.metrics.retry_budget_exhausted();
+            tracing::info!(model = %route.model.id, provider = %route.upstream.name, "Not retrying: the provider's retry budget is spent.");
+            return Err(Stopped::Failed(failure));
+        }
+        failure.count_retry(account, route, reason, tries, wait);
+        drop(failure);
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// The deployment's circuit breaker: open, it takes no call (a half-open one lets its probes
+/// through).
+fn breaker_allows(route: &Route) -> Result<(), SendFailure> {
+    let (allowed, moved) = route.breaker.allow(Instant::now());
+    if let Some(transition) = moved {
+        breaker_moved(route, transition);
+    }
+    allowed.map_err(SendFailure::Open)
+}
+
+/// Counts, shows and logs a circuit breaker's change of state.
+fn breaker_moved(route: &Route, transition: Transition) {
+    route.metrics.breaker_moved(transition);
+    let (model, provider) = (&route.model.id, &route.upstream.name);
+    let policy = route.breaker.policy();
+    match transition.0 {
+        BreakerState::Open => {
+            let open_for = policy.open_for.as_secs_f64();
+            tracing::warn!(%model, %provider, open_for, "Circuit breaker opened: the model takes no calls until it is probed again.");
+        }
+        BreakerState::HalfOpen => {
+            tracing::info!(%model, %provider, probes = policy.half_open_probes, "Circuit breaker half-open: probing the model.");
+        }
+        BreakerState::Closed => {
+            tracing::info!(%model, %provider, "Circuit breaker closed: the model answered its probe.");
+        }
+    }
+}
+
+/// The wait before sending `failure`'s call to `route` again, and why (a
+/// [`crate::telemetry::RETRY_REASONS`] label), when the provider's retry policy wants
+/// another try and there is time for it before `deadline`. The budget is asked after.
+fn retry_wait(
+    route: &Route,
+    failure: &SendFailure,
+    tries: u32,
+    deadline: Instant,
+) -> Option<(Duration, &'static str)> {
+    let up = &route.upstream;
+    let policy = &up.retry;
+    // An upstream without its key fails the same way every time; a breaker this failure
+    // opened (or a failed probe reopened) takes no retry.
+    let (breaker, _) = route.breaker.state(Instant::now());
+    if tries >= policy.attempts || up.unusable.is_some() || breaker != BreakerState::Closed {
+        return None;
+    }
+    let (reason, asked) = match failure {
+        SendFailure::Unreachable(outcome, _) => (*outcome, None),
+        SendFailure::Refused(resp) | SendFailure::Error(resp) => {
+            let status = resp.status().as_u16();
+            if !policy.on_status.contains(&status) {
+                return None;
+            }
+            let reason = match status {
+                429 => "status_429",
+                408 => "status_408",
+                _ => "status_5xx",
+            };
+            (reason, retry_after(resp.headers(), SystemTime::now()))
+        }
+        // Refused here (a limit, a busy slot, an open breaker): the same model would refuse.
+        _ => return None,
+    };
+    let wait = match asked {
+        // Asked to wait longer than we would: the next model may answer now.
+        Some(wait) if wait > policy.max_retry_after => return None,
+        Some(wait) => wait,
+        None => backoff(tries, policy.backoff, policy.max_backoff),
+    };
+    (Instant::now() + wait < deadline).then_some((wait, reason))
 }
 
 /// The model's admission: its `requests_per_second` across every key.
@@ -473,36 +630,48 @@ async fn send(
     target: Target,
     request_id: &HeaderValue,
     headers: &HeaderMap,
+    deadline: Instant,
 ) -> Result<Response<Body>, SendFailure> {
     let up = &route.upstream;
+    let timeout = up
+        .retry
+        .per_try_timeout
+        .min(deadline.saturating_duration_since(Instant::now()));
     let sent = match target {
         Target::Chat { stream } => {
             let model = &route.model.upstream_model;
-            up.send(body, model, stream, request_id, headers).await
+            up.send(body, model, stream, request_id, headers, timeout)
+                .await
         }
         Target::OpenAi { path, stream } => {
-            up.send_openai(path, body, stream, request_id, headers)
+            up.send_openai(path, body, stream, request_id, headers, timeout)
                 .await
+        }
+    };
+    let outcome = |succeeded: bool| {
+        if let Some(transition) = route.breaker.record(Instant::now(), succeeded) {
+            breaker_moved(route, transition);
         }
     };
     let resp = match sent {
         Ok(resp) => resp,
         Err(e) => {
-            let outcome = match &e {
+            let label = match &e {
                 UpstreamError::Connect(_) | UpstreamError::Unusable(_) => "unreachable",
                 UpstreamError::Timeout(_) => "timeout",
                 UpstreamError::Broken(_) => "broken",
             };
-            route.health.failed();
-            return Err(SendFailure::Unreachable(outcome, e.into_api(&up.name)));
+            outcome(false);
+            return Err(SendFailure::Unreachable(label, e.into_api(&up.name)));
         }
     };
     let status = resp.status();
     if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-        route.health.failed();
+        outcome(false);
         return Err(SendFailure::Refused(Box::new(resp)));
     }
-    route.health.succeeded();
+    // A client error says nothing against the deployment.
+    outcome(true);
     if !status.is_success() {
         return Err(SendFailure::Error(Box::new(resp)));
     }
@@ -520,12 +689,14 @@ impl FollowUpSender for FollowUps {
     fn send(&self, body: Bytes) -> BoxFuture<'_, Result<Response<Body>, String>> {
         let route = &self.route;
         Box::pin(async move {
-            let sent = match admit(route) {
+            let sent = match breaker_allows(route).and_then(|()| admit(route)) {
                 Ok(()) => {
                     let target = Target::Chat { stream: true };
-                    send(route, body, target, &self.request_id, &self.headers).await
+                    let deadline = Instant::now() + route.upstream.response_timeout;
+                    let (id, headers) = (&self.request_id, &self.headers);
+                    send(route, body, target, id, headers, deadline).await
                 }
-                Err(limited) => Err(limited),
+                Err(refused) => Err(refused),
             };
             match sent {
                 Ok(resp) => Ok(resp),
@@ -536,6 +707,10 @@ impl FollowUpSender for FollowUps {
                 )),
                 Err(SendFailure::Unreachable(_, e)) => Err(e.message),
                 Err(SendFailure::Busy(which)) => Err(format!("{which} has no free slot")),
+                Err(SendFailure::Open(_)) => Err(format!(
+                    "model `{}` is failing: its circuit breaker is open",
+                    route.model.id
+                )),
                 Err(SendFailure::Refused(resp) | SendFailure::Error(resp)) => {
                     Err(format!("it returned {}", resp.status()))
                 }

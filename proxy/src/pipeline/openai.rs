@@ -1,30 +1,30 @@
 //! Calls to OpenAI's other endpoints — embeddings and legacy text completions — through the
 //! same steps as every chat attempt: the model's `requests_per_second`, the key's admission
-//! (the input's tokens counted before anything is sent), the concurrency slots, the send and
-//! the health bookkeeping, the failure handling, then the account. Embeddings are read
+//! (the input's tokens counted before anything is sent), the concurrency slots, the send with
+//! its retries and the circuit breaker, the failure handling, then the account. Embeddings are read
 //! whole under `server.max_response_bytes` and `server.request_timeout`; completions go
 //! through the relay's completions path, whole or streamed, observed like chat.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use serde_json::Value;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::{admit, fail, reject_limited, send, slots, Call, Target};
+use super::{fail, reject_limited, send_with_retries, Call, Stopped, Target};
 use crate::body::{self, Body};
 use crate::canonical::Usage;
 use crate::error::ApiError;
 use crate::models::Route;
 use crate::plan::PromptCount;
 use crate::relay;
-use crate::telemetry::{Account, Source, Tokens, UpstreamCall};
+use crate::telemetry::{Account, Source, Tokens};
 use crate::upstream::UpstreamError;
 
-/// Admission, slots and the send; the response with its slots, or the answer for the
-/// client when the call failed before its first byte (there is no fallback here).
+/// Breaker, admission, slots and the send, with the provider's retries; the response with
+/// its slots, or the answer for the client when the call failed before its first byte
+/// (there is no fallback here).
 async fn admitted_send(
     call: &Call,
     route: &Arc<Route>,
@@ -33,23 +33,12 @@ async fn admitted_send(
     mut account: Account,
 ) -> Result<(Response<Body>, Vec<OwnedSemaphorePermit>, Account), Response<Body>> {
     account.model = Some(route.metrics.clone());
-    if let Err(limited) = admit(route) {
-        return Err(answered(fail(call, route, false, account, limited).await));
-    }
-    if let (Err(refusal), Some(key)) = (call.admit_key(&mut account), &call.key) {
-        return Err(reject_limited(account, key, refusal));
-    }
-    let permits = match slots(&call.runtime.upstream_calls, route).await {
-        Ok(p) => p,
-        Err(busy) => return Err(answered(fail(call, route, false, account, busy).await)),
-    };
-    account.upstream = Some(UpstreamCall {
-        sent: Instant::now(),
-        outcome: usize::MAX,
-    });
-    match send(route, body, target, &call.request_id, &call.headers).await {
-        Ok(resp) => Ok((resp, permits, account)),
-        Err(failure) => Err(answered(fail(call, route, false, account, failure).await)),
+    match send_with_retries(call, route, body, target, &mut account).await {
+        Ok((resp, permits)) => Ok((resp, permits, account)),
+        Err(Stopped::Failed(failure)) => {
+            Err(answered(fail(call, route, false, account, failure).await))
+        }
+        Err(Stopped::KeyRefused(key, refusal)) => Err(reject_limited(account, &key, refusal)),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Routing `auto`: the models ranked for the request's domain by the domain's policy (built
 //! once per config), then filtered by what fits this request — context window, vision and
 //! tools, a usable and healthy upstream. The first that fits answers; the rest, in order,
-//! are the fallbacks for a failure before the first byte. Pure apart from reading health.
+//! are the fallbacks for a failure before the first byte. Pure apart from reading the circuit breakers.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -229,10 +229,10 @@ pub fn misfit(route: &Route, fit: &Fit<'_>) -> Option<(String, bool)> {
         let why = format!("provider `{}` unusable: {why}", route.upstream.name);
         return Some((why, true));
     }
-    if let Some(left) = route.health.down_for() {
+    if let (state, Some(left)) = route.breaker.state(std::time::Instant::now()) {
         let why = format!(
-            "unhealthy: {} failures in a row; retried in {}s",
-            route.health.failures(),
+            "circuit breaker {}: tried again in {}s",
+            state.as_str().replace('_', "-"),
             left.as_secs().max(1)
         );
         return Some((why, true));

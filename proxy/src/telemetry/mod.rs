@@ -8,7 +8,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use prometheus::{Counter, Histogram, IntCounter};
+use prometheus::{Counter, Histogram, IntCounter, IntGauge};
 use thinkgate_metrics::Metrics;
 
 use crate::auth::{Hold, KeyState};
@@ -17,6 +17,7 @@ use http::Response;
 use crate::body::Body;
 use crate::canonical::Usage;
 use crate::error::ApiError;
+use crate::resilience::{BreakerState, Transition};
 use thinkgate_config::Mode;
 
 /// Where a token count came from.
@@ -50,6 +51,22 @@ pub const UPSTREAM_OUTCOMES: [&str; 6] = [
     "cancelled",
 ];
 
+/// Why a call was sent again (`thinkgate_upstream_retries_total`'s `reason`).
+pub const RETRY_REASONS: [&str; 6] = [
+    "unreachable",
+    "timeout",
+    "broken",
+    "status_429",
+    "status_5xx",
+    "status_408",
+];
+/// Circuit breaker states, as the transition counter's `to` label and the gauge's values.
+const BREAKER_STATES: [BreakerState; 3] = [
+    BreakerState::Closed,
+    BreakerState::HalfOpen,
+    BreakerState::Open,
+];
+
 /// Handles for one (model, mode, domain).
 struct Slot {
     duration: Histogram,
@@ -69,6 +86,10 @@ pub struct ModelMetrics {
     slots: Vec<OnceLock<Slot>>,
     upstream: [OnceLock<IntCounter>; 6],
     upstream_duration: Histogram,
+    retries: [IntCounter; RETRY_REASONS.len()],
+    retry_budget_exhausted: IntCounter,
+    breaker_state: IntGauge,
+    breaker_transitions: [IntCounter; BREAKER_STATES.len()],
     cost: Counter,
 }
 
@@ -82,6 +103,7 @@ impl std::fmt::Debug for ModelMetrics {
 
 impl ModelMetrics {
     pub fn new(metrics: &Metrics, model: &thinkgate_config::Model, domains: Arc<[String]>) -> Self {
+        let (p, m) = (model.provider.as_str(), model.id.as_str());
         ModelMetrics {
             model: model.id.clone(),
             slots: (0..MODES.len() * domains.len())
@@ -96,7 +118,43 @@ impl ModelMetrics {
                 .upstream_duration
                 .with_label_values(&[model.provider.as_str(), model.id.as_str()]),
             cost: metrics.cost_usd.with_label_values(&[model.id.as_str()]),
+            retries: RETRY_REASONS
+                .map(|reason| metrics.upstream_retries.with_label_values(&[p, m, reason])),
+            retry_budget_exhausted: metrics.retry_budget_exhausted.with_label_values(&[p]),
+            breaker_state: metrics.breaker_state.with_label_values(&[p, m]),
+            breaker_transitions: BREAKER_STATES.map(|state| {
+                metrics
+                    .breaker_transitions
+                    .with_label_values(&[p, m, state.as_str()])
+            }),
         }
+    }
+
+    /// Counts a call sent again, by what failed (one of [`RETRY_REASONS`]).
+    pub fn retried(&self, reason: &str) {
+        if let Some(i) = RETRY_REASONS.iter().position(|r| *r == reason) {
+            self.retries[i].inc();
+        }
+    }
+
+    /// Counts a retry the provider's budget refused.
+    pub fn retry_budget_exhausted(&self) {
+        self.retry_budget_exhausted.inc();
+    }
+
+    /// Shows the breaker's state now (on every change, and at each scrape: an open breaker
+    /// turns half-open by time alone).
+    pub fn breaker_is(&self, state: BreakerState) {
+        self.breaker_state.set(state.gauge());
+    }
+
+    /// Counts and shows a breaker's change of state.
+    pub fn breaker_moved(&self, transition: Transition) {
+        let Transition(to) = transition;
+        if let Some(i) = BREAKER_STATES.iter().position(|s| *s == to) {
+            self.breaker_transitions[i].inc();
+        }
+        self.breaker_is(to);
     }
 
     /// Creates the model's series at zero, so a dashboard shows 0 (not "No data") and an

@@ -23,7 +23,11 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::Full;
 pub use thinkgate_config::WireFormat;
-use thinkgate_config::{ApiKey, Dialect, HeaderPattern, Provider, ProviderKind};
+use thinkgate_config::{
+    ApiKey, BreakerPolicy, Dialect, HeaderPattern, Provider, ProviderKind, RetryBudget, RetryPolicy,
+};
+
+use crate::resilience::RetryBudgetState;
 
 use crate::canonical::Budget;
 use crate::canonical::{ChatRequest, Delta};
@@ -75,6 +79,11 @@ pub struct Upstream {
     forward_headers: Vec<HeaderPattern>,
     /// The provider's `max_concurrent_calls`, as slots each call holds until it ends.
     pub concurrency: Option<Arc<tokio::sync::Semaphore>>,
+    /// When a failed call is tried again, and how many retries recent traffic allows.
+    pub retry: RetryPolicy,
+    pub retry_budget: RetryBudgetState,
+    /// The breaker policy of each model (deployment) on this provider.
+    pub breaker: BreakerPolicy,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -143,6 +152,7 @@ impl Upstream {
     /// one such a provider is unusable.
     pub fn build(
         provider: &Provider,
+        retry_budget: &RetryBudget,
         local: Option<&Arc<dyn LocalUpstream>>,
     ) -> Result<Upstream, String> {
         let path = match provider.format {
@@ -219,6 +229,9 @@ impl Upstream {
             concurrency: provider
                 .max_concurrent_calls
                 .map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
+            retry: provider.retry.clone(),
+            retry_budget: RetryBudgetState::new(retry_budget.clone(), std::time::Instant::now()),
+            breaker: provider.breaker.clone(),
         })
     }
 
@@ -422,7 +435,7 @@ impl Upstream {
             })
     }
 
-    /// Sends a chat request body and waits for the response head.
+    /// Sends a chat request body and waits for the response head, up to `timeout`.
     pub async fn send(
         &self,
         body: Bytes,
@@ -430,9 +443,10 @@ impl Upstream {
         stream: bool,
         request_id: &HeaderValue,
         client_headers: &HeaderMap,
+        timeout: Duration,
     ) -> Result<Response<Body>, UpstreamError> {
         let uri = self.chat_uri(upstream_model, stream)?;
-        self.send_to(uri, body, stream, request_id, client_headers)
+        self.send_to(uri, body, stream, request_id, client_headers, timeout)
             .await
     }
 
@@ -451,11 +465,12 @@ impl Upstream {
         stream: bool,
         request_id: &HeaderValue,
         client_headers: &HeaderMap,
+        timeout: Duration,
     ) -> Result<Response<Body>, UpstreamError> {
         let uri = format!("{}/{path}", self.base)
             .parse()
             .map_err(|_| UpstreamError::Broken(format!("its base_url has no `{path}` URL")))?;
-        self.send_to(uri, body, stream, request_id, client_headers)
+        self.send_to(uri, body, stream, request_id, client_headers, timeout)
             .await
     }
 
@@ -466,6 +481,7 @@ impl Upstream {
         stream: bool,
         request_id: &HeaderValue,
         client_headers: &HeaderMap,
+        timeout: Duration,
     ) -> Result<Response<Body>, UpstreamError> {
         if let Some(why) = &self.unusable {
             return Err(UpstreamError::Unusable(why.clone()));
@@ -524,8 +540,8 @@ impl Upstream {
                 }
             }
         }
-        match tokio::time::timeout(self.response_timeout, self.transport.send(req)).await {
-            Err(_) => Err(UpstreamError::Timeout(self.response_timeout)),
+        match tokio::time::timeout(timeout, self.transport.send(req)).await {
+            Err(_) => Err(UpstreamError::Timeout(timeout)),
             Ok(Err(TransportError::Connect(why))) => Err(UpstreamError::Connect(why)),
             Ok(Err(TransportError::Other(why))) => Err(UpstreamError::Broken(why)),
             Ok(Ok(resp)) => Ok(resp),
@@ -695,7 +711,10 @@ mod tests {
     fn openai_upstream() -> (Upstream, Config) {
         let text = "auth = \"none\"\n[routing]\ndefault_model = \"m\"\n[providers.p]\nkind = \"openai-compatible\"\nbase_url = \"http://127.0.0.1:9/v1\"\ndialect = \"openai\"\n[models.m]\nprovider = \"p\"\ncontext_window = 1000\ncapabilities = [\"reasoning\"]\n";
         let cfg = Config::parse(text, std::path::Path::new("t.toml"), &|_| None).unwrap();
-        (Upstream::build(&cfg.providers[0], None).unwrap(), cfg)
+        (
+            Upstream::build(&cfg.providers[0], &cfg.server.retry_budget, None).unwrap(),
+            cfg,
+        )
     }
 
     #[test]

@@ -1,0 +1,296 @@
+//! Retries, the retry budget and circuit breakers, end to end: the simulator fails on
+//! purpose (`x-sim-fail-first` fails only the first tries of one request id, which the
+//! proxy's retries of that request share) and the proxy's answers and metrics show what it
+//! did about it.
+
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+fn ask(model: &str) -> String {
+    json!({"model": model, "messages": [{"role": "user", "content": "hello"}]}).to_string()
+}
+
+fn streamed(model: &str) -> String {
+    json!({"model": model, "stream": true, "messages": [{"role": "user", "content": "hello"}]})
+        .to_string()
+}
+
+/// The value of the series of `family` whose labels include every `labels` pair.
+fn series(metrics: &str, family: &str, labels: &[(&str, &str)]) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(family) && l[family.len()..].starts_with('{'))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// `thinkgate route --explain --server URL` with `body` on stdin: what it prints.
+fn route_on_server(url: &str, body: &str) -> String {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_thinkgate"))
+        .args(["route", "--explain", "--server", url.trim_end_matches('/')])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+async fn scrape(proxy: &Proxy) -> String {
+    get(&proxy.url("/metrics")).await.text()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_before_the_first_byte_is_retried_on_the_same_model_whole_and_streamed() {
+    let proxy = Proxy::start(&config_text(None, "")).await;
+    let fail_once = [("x-sim-fail-first", "1")];
+    let r = call(
+        &proxy.url("/v1/chat/completions"),
+        ask("sim-model"),
+        &fail_once,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.header("x-thinkgate-model"), "sim-model");
+    assert_eq!(
+        r.header("x-thinkgate-fallback-from"),
+        "",
+        "no other model was needed"
+    );
+    assert!(!r.json()["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .is_empty());
+
+    let r = call(
+        &proxy.url("/v1/chat/completions"),
+        streamed("sim-model"),
+        &fail_once,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let s = r.streamed();
+    assert!(s.done, "the retried stream is whole");
+    assert_eq!(s.finish_reasons(), ["stop"]);
+
+    let m = scrape(&proxy).await;
+    let labels = [("model", "sim-model"), ("reason", "status_5xx")];
+    assert_eq!(
+        series(&m, "thinkgate_upstream_retries_total", &labels),
+        2.0,
+        "{m}"
+    );
+    let failed = [("model", "sim-model"), ("outcome", "error_status")];
+    assert_eq!(
+        series(&m, "thinkgate_upstream_requests_total", &failed),
+        2.0
+    );
+    let ok = [("model", "sim-model"), ("outcome", "ok")];
+    assert_eq!(series(&m, "thinkgate_upstream_requests_total", &ok), 2.0);
+    // Each client request is counted once, as the success it became.
+    let answered = [("model", "sim-model"), ("status", "200")];
+    assert_eq!(series(&m, "thinkgate_requests_total", &answered), 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured_up_to_its_bound_and_a_longer_one_is_not_waited_for() {
+    let extra = "\n[providers.sim.retry]\nmax_retry_after = \"2s\"\n";
+    let proxy = Proxy::start(&config_text(None, extra)).await;
+    let url = proxy.url("/v1/chat/completions");
+    let asks_one_second = [
+        ("x-sim-fail-first", "1"),
+        ("x-sim-status", "429"),
+        ("x-sim-retry-after", "1"),
+    ];
+    let started = Instant::now();
+    let r = call(&url, ask("sim-model"), &asks_one_second).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "the retry waited for Retry-After: {:?}",
+        started.elapsed()
+    );
+
+    // Asked for 30 s, over the 2 s bound: the 429 reaches the client at once, in OpenAI's
+    // shape, with the upstream's Retry-After.
+    let asks_long = [
+        ("x-sim-fail-first", "1"),
+        ("x-sim-status", "429"),
+        ("x-sim-retry-after", "30"),
+    ];
+    let started = Instant::now();
+    let r = call(&url, ask("sim-model"), &asks_long).await;
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text());
+    r.error();
+    let m = scrape(&proxy).await;
+    let labels = [("model", "sim-model"), ("reason", "status_429")];
+    assert_eq!(
+        series(&m, "thinkgate_upstream_retries_total", &labels),
+        1.0,
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_retry_budget_stops_retries_and_says_so() {
+    let text = config_text(None, "").replace(
+        "[server]\n",
+        "[server]\nretry_budget = 0.0\nmin_retries_per_second = 0\n",
+    );
+    let proxy = Proxy::start(&text).await;
+    let url = proxy.url("/v1/chat/completions");
+    let r = call(&url, ask("sim-model"), &[("x-sim-fail-first", "1")]).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    r.error();
+    let m = scrape(&proxy).await;
+    let spent = [("provider", "sim")];
+    assert_eq!(
+        series(&m, "thinkgate_retry_budget_exhausted_total", &spent),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(series(&m, "thinkgate_upstream_retries_total", &[]), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_upstream_is_retried_until_the_policy_gives_up() {
+    let sim = SimServer::start().await;
+    let extra = "\n[providers.dead.retry]\nattempts = 3\nbackoff = \"10ms\"\n";
+    let proxy = Proxy::start(&config_text(Some(&sim.url()), extra)).await;
+    let r = call(&proxy.url("/v1/chat/completions"), ask("dead-model"), &[]).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
+    r.error();
+    let m = scrape(&proxy).await;
+    let labels = [("model", "dead-model"), ("reason", "unreachable")];
+    assert_eq!(
+        series(&m, "thinkgate_upstream_retries_total", &labels),
+        2.0,
+        "{m}"
+    );
+    let tried = [("model", "dead-model"), ("outcome", "unreachable")];
+    assert_eq!(series(&m, "thinkgate_upstream_requests_total", &tried), 3.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_try_has_its_own_timeout_inside_the_response_timeout() {
+    let sim = SimServer::start().await;
+    // The network model's upstream answers after 3 s; each try waits 300 ms, all of them
+    // together at most the 2 s response_timeout.
+    let extra =
+        "\n[providers.net.retry]\nattempts = 10\nper_try_timeout = \"300ms\"\nbackoff = \"10ms\"\n";
+    let proxy = Proxy::start(&config_text(Some(&sim.url()), extra)).await;
+    let started = Instant::now();
+    let slow = [("x-sim-ttft-ms", "3000")];
+    let r = call(&proxy.url("/v1/chat/completions"), ask("net-model"), &slow).await;
+    let took = started.elapsed();
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{}", r.text());
+    assert!(
+        r.error()["message"].as_str().unwrap().contains("300ms"),
+        "{}",
+        r.text()
+    );
+    assert!(
+        took < Duration::from_millis(2600),
+        "bounded by response_timeout: {took:?}"
+    );
+    let m = scrape(&proxy).await;
+    let retried = series(
+        &m,
+        "thinkgate_upstream_retries_total",
+        &[("reason", "timeout")],
+    );
+    assert!(
+        (3.0..=6.0).contains(&retried),
+        "{retried} retries in 2 s of 300 ms tries: {m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_breaker_answers_at_once_with_retry_after_then_a_probe_closes_it() {
+    let extra = "\n[providers.sim.retry]\nattempts = 1\n\
+                 [providers.sim.breaker]\nconsecutive_failures = 2\nopen_for = \"1s\"\n";
+    let proxy = Proxy::start(&config_text(None, extra)).await;
+    let url = proxy.url("/v1/chat/completions");
+    let failing = [("x-sim-status", "500")];
+    for _ in 0..2 {
+        let r = call(&url, ask("sim-model"), &failing).await;
+        assert_eq!(
+            r.status,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the upstream's own error"
+        );
+    }
+    // Open: nothing is sent, whatever the request.
+    let r = call(&url, ask("sim-model"), &[]).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    assert_eq!(r.error()["code"], "circuit_open");
+    assert_eq!(r.header("retry-after"), "1");
+    let m = scrape(&proxy).await;
+    let model = [("model", "sim-model")];
+    assert_eq!(
+        series(&m, "thinkgate_circuit_breaker_state", &model),
+        2.0,
+        "{m}"
+    );
+    assert_eq!(
+        series(&m, "thinkgate_upstream_requests_total", &model),
+        2.0,
+        "{m}"
+    );
+
+    // The running server's plan shows it, over HTTP and through `route --explain --server`.
+    let explained = call(&proxy.url("/v1/route"), ask("sim-model"), &[]).await;
+    assert_eq!(explained.status, StatusCode::OK, "{}", explained.text());
+    let plan: Value = explained.json();
+    assert_eq!(plan["candidates"][0]["breaker"]["state"], "open", "{plan}");
+    let cli = route_on_server(&proxy.url(""), &ask("sim-model"));
+    assert!(cli.contains("circuit breaker open"), "{cli}");
+
+    // After open_for the scrape shows it half-open, and one good probe closes it.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let m = scrape(&proxy).await;
+    assert_eq!(
+        series(&m, "thinkgate_circuit_breaker_state", &model),
+        1.0,
+        "{m}"
+    );
+    let r = call(&url, ask("sim-model"), &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let m = scrape(&proxy).await;
+    assert_eq!(
+        series(&m, "thinkgate_circuit_breaker_state", &model),
+        0.0,
+        "{m}"
+    );
+    let to = |state| [("model", "sim-model"), ("to", state)];
+    for (state, n) in [("open", 1.0), ("half_open", 1.0), ("closed", 1.0)] {
+        assert_eq!(
+            series(
+                &m,
+                "thinkgate_circuit_breaker_transitions_total",
+                &to(state)
+            ),
+            n,
+            "{state}: {m}"
+        );
+    }
+}
