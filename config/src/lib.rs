@@ -581,6 +581,48 @@ pub struct Model {
     pub output_tokens_mtok: Option<f64>,
     /// Requests per second to this model across all keys.
     pub requests_per_second: Option<u32>,
+    /// Where the model is served: one deployment per provider (region, account), the first
+    /// being `provider` and `upstream_model` above. Never empty.
+    pub deployments: Vec<Deployment>,
+    /// How a request picks among several deployments.
+    pub balance: Balance,
+}
+
+/// One provider (region, account) serving a model, with the vendor account's own limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deployment {
+    pub provider: String,
+    pub upstream_model: String,
+    /// Its share under `balance = "weighted"`, and its cost divisor under the others.
+    pub weight: u32,
+    /// The vendor account's requests and tokens per minute: a deployment at either is
+    /// skipped, not tried.
+    pub requests_per_minute: Option<u32>,
+    pub tokens_per_minute: Option<u32>,
+}
+
+/// How a request's deployment is chosen; the others follow as its fallbacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// At random, in proportion to `weight`.
+    Weighted,
+    /// The one with the fewest calls in flight.
+    LeastInFlight,
+    /// The lowest peak-EWMA latency times calls in flight (as linkerd), of two drawn at
+    /// random: fast and idle wins, and a slow one is left alone at once.
+    PeakEwma,
+}
+
+impl Balance {
+    pub const NAMES: [&'static str; 3] = ["weighted", "least_in_flight", "peak_ewma"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::Weighted => "weighted",
+            Balance::LeastInFlight => "least_in_flight",
+            Balance::PeakEwma => "peak_ewma",
+        }
+    }
 }
 
 impl Model {

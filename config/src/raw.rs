@@ -246,7 +246,10 @@ pub struct RawBreaker {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawModel {
-    pub provider: String,
+    /// The one provider serving the model (or `deployments`, for several).
+    pub provider: Option<String>,
+    pub deployments: Option<Vec<RawDeployment>>,
+    pub balance: Option<String>,
     pub upstream_model: Option<String>,
     pub context_window: u64,
     #[serde(default)]
@@ -263,6 +266,17 @@ pub struct RawModel {
     pub output_tokens_mtok: Option<f64>,
     /// A global limit on requests per second to this model, across all keys.
     pub requests_per_second: Option<u32>,
+}
+
+/// One of a model's deployments: a provider (region, account) that serves it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeployment {
+    pub provider: String,
+    pub upstream_model: Option<String>,
+    pub weight: Option<u64>,
+    pub requests_per_minute: Option<u32>,
+    pub tokens_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -78,6 +78,7 @@ pub async fn plan_of(
                         "fits": c.excluded.is_none(),
                         "excluded": c.excluded,
                         "breaker": breaker(&c.route),
+                        "deployments": deployments(&c.route),
                     })
                 })
                 .collect();
@@ -93,6 +94,7 @@ pub async fn plan_of(
                 "fits": excluded.is_none(),
                 "excluded": excluded,
                 "breaker": breaker(r),
+                "deployments": deployments(r),
             });
             (Value::Null, vec![candidate])
         }
@@ -243,6 +245,19 @@ pub fn render(plan: &Value) -> String {
         if let Some(e) = c["estimated"].as_str() {
             out.push_str(&format!("     {:<22} * {e}\n", ""));
         }
+        let deployments = c["deployments"].as_array().map_or(&[][..], Vec::as_slice);
+        if deployments.len() > 1 {
+            for d in deployments {
+                out.push_str(&format!(
+                    "     @ {:<20} weight {:<3} in flight {:<4} latency {} ms, breaker {}\n",
+                    s(&d["provider"]),
+                    s(&d["weight"]),
+                    s(&d["in_flight"]),
+                    s(&d["latency_ms"]),
+                    s(&d["breaker"]["state"]).replace('_', "-"),
+                ));
+            }
+        }
     }
     for m in plan["not_ranked"].as_array().into_iter().flatten() {
         out.push_str(&format!(
@@ -288,6 +303,24 @@ pub fn render(plan: &Value) -> String {
         }
     ));
     out
+}
+
+/// A model's deployments as the server sees them now: provider, upstream model, weight,
+/// calls in flight, latency estimate and breaker.
+fn deployments(route: &crate::models::Route) -> Value {
+    route
+        .deployments()
+        .map(|d| {
+            json!({
+                "provider": d.upstream.name,
+                "upstream_model": d.model.upstream_model,
+                "weight": d.deployment.config.weight,
+                "in_flight": d.deployment.in_flight(),
+                "latency_ms": (d.deployment.latency().as_secs_f64() * 1e4).round() / 10.0,
+                "breaker": breaker(d),
+            })
+        })
+        .collect()
 }
 
 /// A deployment's circuit breaker as the server sees it now.

@@ -1,21 +1,33 @@
-//! The configured models as requests meet them: each [`Route`] joins a model to the
-//! upstream that serves it, its token counter, its metric handles, its circuit breaker and its
-//! request limit. Built once per config load by [`crate::state`]; read by every stage after
-//! the plan.
+//! The configured models as requests meet them: each [`Route`] is one deployment of a
+//! model — the model joined to the upstream that serves it there, its token counter, its
+//! metric handles, its circuit breaker, its load and limits. A model's first deployment's
+//! route stands for the model (and holds the others); the plan orders them with the
+//! balancer. Built once per config load by [`crate::state`]; read by every stage after the
+//! plan.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use thinkgate_config::Model;
 use thinkgate_metrics::TokenCounter;
 
-use crate::resilience::Breaker;
+use crate::auth::TokenBucket;
+use crate::resilience::{self, Breaker, Load, PeakEwma};
 use crate::telemetry::ModelMetrics;
 use crate::upstream::Upstream;
 
-/// A model clients can name, with the upstream that serves it.
+/// One deployment of a model clients can name, with the upstream that serves it there.
 #[derive(Debug)]
 pub struct Route {
+    /// The model, its `provider` and `upstream_model` those of this deployment.
     pub model: Model,
+    /// The model id, or `id@provider` for a model with several deployments (logs, the
+    /// fallback header).
+    pub label: String,
+    /// On the model's first deployment: the others, in config order (empty elsewhere).
+    pub others: Vec<Arc<Route>>,
+    /// This deployment's weight, load and vendor-account limits (kept across reloads).
+    pub deployment: Arc<DeploymentState>,
     pub upstream: Arc<Upstream>,
     pub counter: TokenCounter,
     /// `x-thinkgate-model`, precomputed.
@@ -26,6 +38,145 @@ pub struct Route {
     pub breaker: Arc<Breaker>,
     /// The model's global request limit across keys, if it has one (kept across reloads).
     pub limiter: Option<Arc<ModelLimiter>>,
+}
+
+impl Route {
+    /// Every deployment of the model, this one (its first) included.
+    pub fn deployments(&self) -> impl Iterator<Item = &Route> {
+        std::iter::once(self).chain(self.others.iter().map(|r| &**r))
+    }
+
+    /// The model's deployments in the order a call should try them, those with an open
+    /// breaker last (they refuse at once, so a request naming the model still gets
+    /// `circuit_open` when all are open).
+    pub fn arranged(self: &Arc<Self>, now: Instant) -> Vec<Arc<Route>> {
+        if self.others.is_empty() {
+            return vec![self.clone()];
+        }
+        let all: Vec<&Arc<Route>> = std::iter::once(self).chain(self.others.iter()).collect();
+        let loads: Vec<Load> = all.iter().map(|r| r.deployment.load()).collect();
+        let order = resilience::arrange(&loads, self.model.balance, resilience::unit_random);
+        let (mut open, mut ready) = (Vec::new(), Vec::new());
+        for i in order {
+            match all[i].breaker.state(now) {
+                (_, Some(_)) => open.push(all[i].clone()),
+                _ => ready.push(all[i].clone()),
+            }
+        }
+        ready.extend(open);
+        ready
+    }
+}
+
+/// What one deployment carries from call to call: its weight, its calls in flight, its
+/// latency, and the vendor account's requests and tokens per minute.
+pub struct DeploymentState {
+    pub config: thinkgate_config::Deployment,
+    /// One permit per call in flight (held until the response ends), out of a supply no
+    /// load reaches: the count is what is missing.
+    in_flight: Arc<tokio::sync::Semaphore>,
+    latency: Mutex<PeakEwma>,
+    requests_per_minute: Option<governor::DefaultDirectRateLimiter>,
+    tokens_per_minute: Option<Arc<TokenBucket>>,
+}
+
+/// Why a deployment takes no call now.
+#[derive(Debug, Clone, Copy)]
+pub enum AtLimit {
+    RequestsPerMinute(u32),
+    TokensPerMinute(u32),
+}
+
+impl std::fmt::Debug for DeploymentState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeploymentState")
+            .field("config", &self.config)
+            .field("in_flight", &self.in_flight())
+            .finish()
+    }
+}
+
+impl DeploymentState {
+    const SUPPLY: usize = tokio::sync::Semaphore::MAX_PERMITS;
+
+    pub fn new(config: &thinkgate_config::Deployment) -> Self {
+        let per_minute = |n: u32| {
+            let n = std::num::NonZeroU32::new(n)?;
+            Some(governor::RateLimiter::direct(governor::Quota::per_minute(
+                n,
+            )))
+        };
+        DeploymentState {
+            config: config.clone(),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(Self::SUPPLY)),
+            latency: Mutex::new(PeakEwma::new()),
+            requests_per_minute: config.requests_per_minute.and_then(per_minute),
+            tokens_per_minute: config
+                .tokens_per_minute
+                .map(|n| Arc::new(TokenBucket::per_minute(n))),
+        }
+    }
+
+    /// A call in flight until the permit is dropped (it travels with the response).
+    pub fn start_call(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.in_flight.clone().try_acquire_owned().ok()
+    }
+
+    /// Takes one request and the prompt's tokens from the account's limits, or says which
+    /// limit is reached. The prompt is counted only under a token limit.
+    pub fn admit(&self, prompt_tokens: &(dyn Fn() -> u64 + Sync)) -> Result<(), AtLimit> {
+        if let Some(tpm) = &self.tokens_per_minute {
+            // A debt from earlier answers is paid first: a deployment over its TPM rests.
+            if tpm.owed() > 0 {
+                return Err(AtLimit::TokensPerMinute(
+                    self.config.tokens_per_minute.unwrap_or(0),
+                ));
+            }
+        }
+        if let Some(rpm) = &self.requests_per_minute {
+            if rpm.check().is_err() {
+                return Err(AtLimit::RequestsPerMinute(
+                    self.config.requests_per_minute.unwrap_or(0),
+                ));
+            }
+        }
+        if let Some(tpm) = &self.tokens_per_minute {
+            if tpm.take(prompt_tokens()).is_err() {
+                return Err(AtLimit::TokensPerMinute(
+                    self.config.tokens_per_minute.unwrap_or(0),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The bucket the answer's output tokens are charged to when it ends, if limited.
+    pub fn tokens_per_minute(&self) -> Option<&Arc<TokenBucket>> {
+        self.tokens_per_minute.as_ref()
+    }
+
+    /// Counts a response head's latency.
+    pub fn observe(&self, latency: Duration, now: Instant) {
+        if let Ok(mut l) = self.latency.lock() {
+            l.observe(latency, now);
+        }
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        (Self::SUPPLY - self.in_flight.available_permits()) as u32
+    }
+
+    pub fn load(&self) -> Load {
+        Load {
+            weight: self.config.weight,
+            in_flight: self.in_flight(),
+            latency_ns: self.latency.lock().map_or(0.0, |l| l.nanos(Instant::now())),
+        }
+    }
+
+    pub fn latency(&self) -> Duration {
+        Duration::from_nanos(self.load().latency_ns as u64)
+    }
 }
 
 /// A model's `requests_per_second`, across every client key.

@@ -15,7 +15,7 @@ use thinkgate_config::{Config, Model, Provider};
 use thinkgate_metrics::{Buckets, Metrics, TokenCounter};
 
 use crate::auth::KeySet;
-use crate::models::{ModelLimiter, Route};
+use crate::models::{DeploymentState, ModelLimiter, Route};
 use crate::plan::classify::Classifier;
 use crate::plan::route::Table;
 use crate::plan::Tables;
@@ -115,20 +115,41 @@ impl Runtime {
             .collect();
         let mut routes = HashMap::new();
         for m in &config.models {
-            let upstream = upstreams
-                .get(&m.provider)
-                .map(|(_, up)| up.clone())
-                .ok_or_else(|| format!("model `{}`: provider `{}` is missing", m.id, m.provider))?;
             let was = previous.and_then(|p| p.routes.get(&m.id));
-            let route = Route::new(m, upstream, &metrics, domains.clone(), was)?;
-            routes.insert(m.id.clone(), Arc::new(route));
+            // The model's limit is across keys and deployments: one limiter for all.
+            let limiter = match was.and_then(|w| w.limiter.clone()) {
+                Some(l) if l.rate == m.requests_per_second => Some(l),
+                _ => ModelLimiter::new(m.requests_per_second).map(Arc::new),
+            };
+            let mut built = Vec::with_capacity(m.deployments.len());
+            for d in &m.deployments {
+                let upstream = upstreams
+                    .get(&d.provider)
+                    .map(|(_, up)| up.clone())
+                    .ok_or_else(|| {
+                        format!("model `{}`: provider `{}` is missing", m.id, d.provider)
+                    })?;
+                let was_here =
+                    was.and_then(|w| w.deployments().find(|r| r.model.provider == d.provider));
+                let parts = RouteParts {
+                    model: m,
+                    deployment: d,
+                    labelled: m.deployments.len() > 1,
+                    upstream,
+                    limiter: limiter.clone(),
+                };
+                built.push(Route::new(parts, &metrics, domains.clone(), was_here)?);
+            }
+            let mut first = built.remove(0);
+            first.others = built.into_iter().map(Arc::new).collect();
+            routes.insert(m.id.clone(), Arc::new(first));
         }
         let models_body = models_body(&config.models);
         let anthropic_models_body = anthropic_models_body(&config.models);
         let classifier = Classifier::shared(&config.domains, config.confidence_threshold);
         let table = Table::build(&config, &routes);
         let keys = KeySet::build(&config, previous.map(|p| &p.keys));
-        for route in routes.values() {
+        for route in routes.values().flat_map(|r| r.deployments()) {
             route.metrics.touch(&metrics);
         }
         for key in &config.keys {
@@ -192,20 +213,42 @@ impl Runtime {
 
     /// Ready when at least one model's upstream can take requests.
     pub fn ready(&self) -> bool {
-        self.routes.values().any(|r| r.upstream.unusable.is_none())
+        self.routes
+            .values()
+            .flat_map(|r| r.deployments())
+            .any(|r| r.upstream.unusable.is_none())
     }
 }
 
+/// What one deployment's route is made of.
+struct RouteParts<'a> {
+    model: &'a Model,
+    deployment: &'a thinkgate_config::Deployment,
+    /// The model has several deployments: label this one `id@provider`.
+    labelled: bool,
+    upstream: Arc<Upstream>,
+    limiter: Option<Arc<ModelLimiter>>,
+}
+
 impl Route {
-    /// The route for `model`, keeping the breaker and limiter of `was` (the same model id in
-    /// the previous runtime) where they still apply.
+    /// The route for one deployment of a model, keeping the breaker and load of `was` (the
+    /// same deployment in the previous runtime) where they still apply.
     fn new(
-        model: &Model,
-        upstream: Arc<Upstream>,
+        parts: RouteParts<'_>,
         metrics: &Metrics,
         domains: Arc<[String]>,
-        was: Option<&Arc<Route>>,
+        was: Option<&Route>,
     ) -> Result<Route, String> {
+        let RouteParts {
+            model,
+            deployment,
+            labelled,
+            upstream,
+            limiter,
+        } = parts;
+        let mut model = model.clone();
+        model.provider = deployment.provider.clone();
+        model.upstream_model = deployment.upstream_model.clone();
         let header = http::HeaderValue::from_str(&model.id)
             .map_err(|_| format!("model id `{}` is not a valid header value", model.id))?;
         let same_upstream = was.is_some_and(|w| Arc::ptr_eq(&w.upstream, &upstream));
@@ -216,16 +259,23 @@ impl Route {
                 std::time::Instant::now(),
             )),
         };
-        let limiter = match was.and_then(|w| w.limiter.clone()) {
-            Some(l) if l.rate == model.requests_per_second => Some(l),
-            _ => ModelLimiter::new(model.requests_per_second).map(Arc::new),
+        let state = match was {
+            Some(w) if w.deployment.config == *deployment => w.deployment.clone(),
+            _ => Arc::new(DeploymentState::new(deployment)),
+        };
+        let label = match labelled {
+            true => format!("{}@{}", model.id, deployment.provider),
+            false => model.id.clone(),
         };
         Ok(Route {
-            model: model.clone(),
-            upstream,
+            metrics: Arc::new(ModelMetrics::new(metrics, &model, domains)),
             counter: TokenCounter::new(model.encoding),
+            model,
+            label,
+            others: Vec::new(),
+            deployment: state,
+            upstream,
             header,
-            metrics: Arc::new(ModelMetrics::new(metrics, model, domains)),
             breaker,
             limiter,
         })

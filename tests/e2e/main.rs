@@ -20,4 +20,5 @@ mod resilience;
 mod responses;
 mod routing;
 mod sdk;
+mod soak;
 mod support;

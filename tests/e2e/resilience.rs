@@ -294,3 +294,142 @@ async fn an_open_breaker_answers_at_once_with_retry_after_then_a_probe_closes_it
         );
     }
 }
+
+/// `multi` served by two simulated providers: `s1` (upstream `one`) and `s2` (`two`).
+fn deployments(model_extra: &str, s1: &str, s2: &str, sim_extra: &str) -> String {
+    config_text(
+        None,
+        &format!(
+            r#"
+[providers.s1]
+kind = "simulator"
+
+[providers.s2]
+kind = "simulator"
+
+[models.multi]
+context_window = 100000
+{model_extra}
+deployments = [
+  {{ provider = "s1", upstream_model = "one"{s1} }},
+  {{ provider = "s2", upstream_model = "two"{s2} }},
+]
+{sim_extra}"#
+        ),
+    )
+}
+
+fn by_provider(metrics: &str, outcome: &str) -> (f64, f64) {
+    let n = |p| {
+        series(
+            metrics,
+            "thinkgate_upstream_requests_total",
+            &[("model", "multi"), ("provider", p), ("outcome", outcome)],
+        )
+    };
+    (n("s1"), n("s2"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_deployment_is_retried_then_left_for_the_other_one() {
+    let text = deployments("", "", "", "[simulator.models.one]\nfault_status = 503\n");
+    let proxy = Proxy::start(&text).await;
+    let url = proxy.url("/v1/chat/completions");
+    for i in 0..10 {
+        let r = call(&url, ask("multi"), &[]).await;
+        assert_eq!(r.status, StatusCode::OK, "request {i}: {}", r.text());
+        assert_eq!(r.header("x-thinkgate-model"), "multi");
+        let from = r.header("x-thinkgate-fallback-from");
+        assert!(from.is_empty() || from == "multi@s1", "{from}");
+    }
+    let m = scrape(&proxy).await;
+    let (failed, _) = by_provider(&m, "error_status");
+    // A failure goes to the other deployment at once (no retry on s1 while s2 is next), and
+    // counts as a slow call, so the balancer turns to s2; five in a row would open s1's
+    // breaker.
+    assert!(
+        (1.0..=5.0).contains(&failed),
+        "{failed} failed calls to s1: {m}"
+    );
+    assert_eq!(by_provider(&m, "ok"), (0.0, 10.0));
+    assert_eq!(
+        series(
+            &m,
+            "thinkgate_upstream_retries_total",
+            &[("model", "multi")]
+        ),
+        0.0
+    );
+    // The running server's plan shows both deployments.
+    let plan = call(&proxy.url("/v1/route"), ask("multi"), &[])
+        .await
+        .json();
+    let listed: Vec<&str> = plan["candidates"][0]["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["provider"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ["s1", "s2"], "{plan}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_balancing_splits_calls_by_weight() {
+    let text = deployments("balance = \"weighted\"", ", weight = 1", ", weight = 3", "");
+    let proxy = Proxy::start(&text).await;
+    let url = proxy.url("/v1/chat/completions");
+    for _ in 0..200 {
+        assert_eq!(call(&url, ask("multi"), &[]).await.status, StatusCode::OK);
+    }
+    let (one, two) = by_provider(&scrape(&proxy).await, "ok");
+    assert_eq!(one + two, 200.0);
+    // 150 expected on s2; 4.5 standard deviations either way is 120 to 180.
+    assert!((120.0..=180.0).contains(&two), "s1 {one}, s2 {two}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_at_its_vendor_limit_is_skipped_not_tried() {
+    // s1 takes 2 requests a minute and is always preferred; s2 takes the rest.
+    let text = deployments(
+        "balance = \"weighted\"",
+        ", weight = 1000, requests_per_minute = 2",
+        ", weight = 1",
+        "",
+    );
+    let proxy = Proxy::start(&text).await;
+    let url = proxy.url("/v1/chat/completions");
+    for _ in 0..6 {
+        let r = call(&url, ask("multi"), &[]).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    let m = scrape(&proxy).await;
+    // Weighted at 1000:1, s1 is first for nearly every request; past its limit it is
+    // skipped without a call (no failed call is counted).
+    let (one, two) = by_provider(&m, "ok");
+    assert!(one <= 2.0 && one + two == 6.0, "s1 {one}, s2 {two}: {m}");
+    assert_eq!(
+        series(
+            &m,
+            "thinkgate_upstream_requests_total",
+            &[("outcome", "error_status")]
+        ),
+        0.0
+    );
+
+    // A model served once, at its deployment's limit: a 429 naming the limit.
+    let single = config_text(
+        None,
+        "\n[models.capped]\ncontext_window = 1000\ndeployments = [{ provider = \"sim\", requests_per_minute = 1 }]\n",
+    );
+    let proxy = Proxy::start(&single).await;
+    let url = proxy.url("/v1/chat/completions");
+    assert_eq!(call(&url, ask("capped"), &[]).await.status, StatusCode::OK);
+    let r = call(&url, ask("capped"), &[]).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text());
+    let message = r.error()["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("deployment requests per minute (limit 1)"),
+        "{message}"
+    );
+    assert!(!r.header("retry-after").is_empty());
+}

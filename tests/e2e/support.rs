@@ -161,9 +161,12 @@ impl Binary {
         let mut startup = Vec::new();
         // Human logs say `listen=ADDR`; JSON logs carry `"listen":"ADDR"`.
         let addr = loop {
-            let line = logs
-                .recv_timeout(Duration::from_secs(30))
-                .expect("the server logs its address");
+            let Ok(line) = logs.recv_timeout(Duration::from_secs(30)) else {
+                // Not left running: it holds the test's output open.
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the server did not log its address: {startup:?}");
+            };
             // The start-up line ("thinkgate is serving.") names the bound address; other
             // lines may mention the configured one.
             let found = Some(line.as_str())

@@ -38,10 +38,10 @@ use crate::raw::{
     RawPolicy, RawProvider, RawRetry, RawSimProfile,
 };
 use crate::{
-    ApiKey, Auth, BreakerPolicy, ClientKey, Config, Dialect, Domain, EfficientBy, Encoding,
-    HeaderPattern, KeyLimits, LogFormat, MetricsConfig, Model, ModelNames, Policy, Provider,
-    ProviderKind, ReasoningField, ReasoningStyle, RetryBudget, RetryPolicy, Routing, Secret,
-    Server, SimFaults, SimProfile, Simulator, WireFormat,
+    ApiKey, Auth, Balance, BreakerPolicy, ClientKey, Config, Deployment, Dialect, Domain,
+    EfficientBy, Encoding, HeaderPattern, KeyLimits, LogFormat, MetricsConfig, Model, ModelNames,
+    Policy, Provider, ProviderKind, ReasoningField, ReasoningStyle, RetryBudget, RetryPolicy,
+    Routing, Secret, Server, SimFaults, SimProfile, Simulator, WireFormat,
 };
 
 /// Collects the context every error needs: the file and the source map.

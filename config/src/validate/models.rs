@@ -17,22 +17,24 @@ pub(super) fn validate_model(
             format!("`{id}` cannot be a model id: `auto`, empty ids, `:` and spaces are reserved"),
         ));
     }
-    if !providers.contains_key(&m.provider) {
-        let hint = closest(&m.provider, providers.keys().map(String::as_str))
-            .map(|s| format!("; did you mean `{s}`?"))
-            .unwrap_or_default();
-        return Err(c.error(
-            base.child("provider"),
-            format!("`{}` is not a configured provider{hint}", m.provider),
-        ));
-    }
+    let upstream_model = m.upstream_model.clone().unwrap_or_else(|| id.to_string());
+    let deployments = deployments(&base, m, &upstream_model, providers, c)?;
     if m.context_window == 0 {
         return Err(c.error(base.child("context_window"), "must be at least 1"));
     }
     let mut model = Model {
         id: id.to_string(),
-        provider: m.provider.clone(),
-        upstream_model: m.upstream_model.clone().unwrap_or_else(|| id.to_string()),
+        provider: deployments[0].provider.clone(),
+        upstream_model: deployments[0].upstream_model.clone(),
+        balance: match m.balance.as_deref() {
+            None => Balance::PeakEwma,
+            Some(b) => match c.one_of(base.child("balance"), b, &Balance::NAMES)? {
+                "weighted" => Balance::Weighted,
+                "least_in_flight" => Balance::LeastInFlight,
+                _ => Balance::PeakEwma,
+            },
+        },
+        deployments,
         context_window: m.context_window,
         vision: false,
         embeddings: false,
@@ -113,6 +115,79 @@ pub(super) fn validate_model(
         model.encoding = encoding(c, base.child("encoding"), enc)?;
     }
     Ok(model)
+}
+
+/// `provider` (one deployment) or `deployments` (several), each on a configured provider.
+fn deployments(
+    base: &KeyPath,
+    m: &RawModel,
+    upstream_model: &str,
+    providers: &BTreeMap<String, RawProvider>,
+    c: &Checker<'_>,
+) -> Result<Vec<Deployment>, ConfigError> {
+    let known = |key: KeyPath, name: &str| {
+        if providers.contains_key(name) {
+            return Ok(());
+        }
+        let hint = closest(name, providers.keys().map(String::as_str))
+            .map(|s| format!("; did you mean `{s}`?"))
+            .unwrap_or_default();
+        Err(c.error(key, format!("`{name}` is not a configured provider{hint}")))
+    };
+    match (&m.provider, &m.deployments) {
+        (Some(provider), None) => {
+            known(base.child("provider"), provider)?;
+            Ok(vec![Deployment {
+                provider: provider.clone(),
+                upstream_model: upstream_model.to_string(),
+                weight: 1,
+                requests_per_minute: None,
+                tokens_per_minute: None,
+            }])
+        }
+        (None, None) => Err(c.error(
+            base.clone(),
+            "needs `provider` (the provider serving it) or `deployments` (several)",
+        )),
+        (Some(_), Some(_)) => Err(c.error(
+            base.child("deployments"),
+            "is instead of `provider`: list every provider serving the model here",
+        )),
+        (None, Some(list)) if list.is_empty() => {
+            Err(c.error(base.child("deployments"), "needs at least one deployment"))
+        }
+        (None, Some(list)) => {
+            let mut out: Vec<Deployment> = Vec::with_capacity(list.len());
+            for (i, d) in list.iter().enumerate() {
+                let key = base.child("deployments").child(i.to_string());
+                known(key.child("provider"), &d.provider)?;
+                if out.iter().any(|o| o.provider == d.provider) {
+                    return Err(c.error(
+                        key.child("provider"),
+                        format!("`{}` serves this model twice; one deployment per provider (make another provider for another account or region)", d.provider),
+                    ));
+                }
+                let limit = |field: &str, v: Option<u32>| match v {
+                    Some(0) => Err(c.error(
+                        key.child(field),
+                        "must be at least 1 (leave it out for no limit)",
+                    )),
+                    other => Ok(other),
+                };
+                out.push(Deployment {
+                    provider: d.provider.clone(),
+                    upstream_model: d
+                        .upstream_model
+                        .clone()
+                        .unwrap_or_else(|| upstream_model.to_string()),
+                    weight: c.bounded(key.child("weight"), d.weight, 1, 1..=1000)? as u32,
+                    requests_per_minute: limit("requests_per_minute", d.requests_per_minute)?,
+                    tokens_per_minute: limit("tokens_per_minute", d.tokens_per_minute)?,
+                });
+            }
+            Ok(out)
+        }
+    }
 }
 
 pub(super) fn encoding(c: &Checker<'_>, key: KeyPath, name: &str) -> Result<Encoding, ConfigError> {

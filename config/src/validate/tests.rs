@@ -497,3 +497,76 @@ fn bad_retry_and_breaker_values_name_their_key_and_line() {
         );
     }
 }
+
+#[test]
+fn deployments_list_the_providers_serving_a_model() {
+    let text = format!(
+        "{MINIMAL}[providers.east]\nkind = \"simulator\"\n\
+         [models.multi]\ncontext_window = 1000\nupstream_model = \"base\"\nbalance = \"least_in_flight\"\n\
+         deployments = [{{ provider = \"sim\" }}, {{ provider = \"east\", upstream_model = \"e\", weight = 3, requests_per_minute = 60, tokens_per_minute = 1000 }}]\n"
+    );
+    let cfg = parse(&text).expect("valid");
+    let m = cfg.models.iter().find(|m| m.id == "multi").unwrap();
+    assert_eq!(
+        (m.provider.as_str(), m.upstream_model.as_str()),
+        ("sim", "base")
+    );
+    assert_eq!(m.balance, Balance::LeastInFlight);
+    assert_eq!(m.deployments.len(), 2);
+    assert_eq!(m.deployments[1].upstream_model, "e");
+    assert_eq!(m.deployments[1].weight, 3);
+    assert_eq!(m.deployments[1].requests_per_minute, Some(60));
+    assert_eq!(m.deployments[1].tokens_per_minute, Some(1000));
+    // A model with `provider` has that one deployment.
+    let single = cfg.models.iter().find(|m| m.id == "m").unwrap();
+    assert_eq!(single.deployments.len(), 1);
+    assert_eq!(single.deployments[0].provider, "sim");
+}
+
+#[test]
+fn bad_deployments_name_their_key() {
+    let model = |body: &str| format!("{MINIMAL}[models.x]\ncontext_window = 1000\n{body}\n");
+    let cases = [
+        ("", "models.x", "needs `provider`"),
+        (
+            "provider = \"sim\"\ndeployments = [{ provider = \"sim\" }]",
+            "models.x.deployments",
+            "instead of `provider`",
+        ),
+        ("deployments = []", "models.x.deployments", "at least one"),
+        (
+            "deployments = [{ provider = \"simm\" }]",
+            "models.x.deployments.0.provider",
+            "did you mean `sim`",
+        ),
+        (
+            "deployments = [{ provider = \"sim\" }, { provider = \"sim\" }]",
+            "models.x.deployments.1.provider",
+            "twice",
+        ),
+        (
+            "deployments = [{ provider = \"sim\", weight = 0 }]",
+            "models.x.deployments.0.weight",
+            "between 1 and 1000",
+        ),
+        (
+            "deployments = [{ provider = \"sim\", requests_per_minute = 0 }]",
+            "models.x.deployments.0.requests_per_minute",
+            "at least 1",
+        ),
+        (
+            "provider = \"sim\"\nbalance = \"random\"",
+            "models.x.balance",
+            "is not one of",
+        ),
+    ];
+    for (body, key, message) in cases {
+        let err = parse(&model(body)).unwrap_err();
+        assert_eq!(
+            err.key().map(|k| k.to_string()).as_deref(),
+            Some(key),
+            "{err}"
+        );
+        assert!(err.message().contains(message), "{key}: {err}");
+    }
+}

@@ -144,7 +144,8 @@ async fn call(
     let prompt_tokens = crate::plan::PromptCount::later(&chat.messages(), first.counter);
     // The other models that fit are fallbacks, except for a configured synthesis model,
     // which the config names to write every answer.
-    let mut order = vec![first.clone()];
+    // The agent's model first, each of its deployments in the balancer's order.
+    let mut order = first.arranged(std::time::Instant::now());
     let pinned = endpoint == SYNTHESIS
         && req
             .call
@@ -154,7 +155,13 @@ async fn call(
             .synthesis_model
             .is_some();
     if !pinned {
-        order.extend(req.order.iter().filter(|r| !Arc::ptr_eq(r, first)).cloned());
+        let rest: Vec<_> = req
+            .order
+            .iter()
+            .filter(|r| !order.iter().any(|o| Arc::ptr_eq(o, r)))
+            .cloned()
+            .collect();
+        order.extend(rest);
     }
     let ask = Ask {
         chat: &chat,

@@ -31,7 +31,7 @@ pub async fn embeddings(
     key: Option<Arc<KeyState>>,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    let mut request = match read(runtime, &parts.headers, body, "input").await {
+    let request = match read(runtime, &parts.headers, body, "input").await {
         Ok(r) => r,
         Err(e) => return account.reject(e),
     };
@@ -41,10 +41,8 @@ pub async fn embeddings(
         Err(e) => return account.reject(e),
     };
     let counted = request.get("input").map_or(0, |i| count(i, route.counter));
-    request.insert("model".into(), route.model.upstream_model.clone().into());
-    let upstream_body = Value::Object(request).to_string();
     let call = call(runtime, request_id, parts.headers, key, counted, 0);
-    pipeline::embed(&call, &route, upstream_body.into(), counted, account).await
+    pipeline::embed(&call, &route, request, counted, account).await
 }
 
 /// `POST /v1/completions`: the prompt counted for the key, the usage chunk asked for on a
@@ -85,7 +83,6 @@ pub async fn completions(
             .and_then(|o| o.get("include_usage"))
             .and_then(Value::as_bool)
             == Some(true);
-    request.insert("model".into(), route.model.upstream_model.clone().into());
     if stream {
         let options = request
             .entry("stream_options")
@@ -94,12 +91,11 @@ pub async fn completions(
             o.insert("include_usage".into(), true.into());
         }
     }
-    let upstream_body = Value::Object(request).to_string();
     let call = call(runtime, request_id, parts.headers, key, counted, output);
     pipeline::complete(
         &call,
         &route,
-        upstream_body.into(),
+        request,
         stream,
         include_usage,
         counted,

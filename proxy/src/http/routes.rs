@@ -214,7 +214,7 @@ async fn shaped(runtime: &Runtime, anthropic: bool, resp: Response<Body>) -> Res
 fn metrics_response(runtime: &Runtime) -> Response<Body> {
     // An open breaker turns half-open by time alone: show each as calls would meet it now.
     let now = std::time::Instant::now();
-    for route in runtime.routes() {
+    for route in runtime.routes().flat_map(|r| r.deployments()) {
         route.metrics.breaker_is(route.breaker.state(now).0);
     }
     let mut resp = Response::new(body::full(runtime.metrics.render()));

@@ -23,7 +23,7 @@ use crate::auth::{Admission, Expected, KeyState, Refusal};
 use crate::body::{self, Body};
 use crate::canonical::{Budget, ChatRequest};
 use crate::error::ApiError;
-use crate::models::Route;
+use crate::models::{AtLimit, Route};
 use crate::plan::budget;
 use crate::relay::{self, FollowUpSender, Guard};
 use crate::resilience::{backoff, retry_after, BreakerState, Transition};
@@ -119,6 +119,11 @@ pub async fn answer(
             route,
             ask,
             may_fall_back: i + 1 < order.len(),
+            // Another deployment of the same model follows: a failure goes there, not
+            // again to this one.
+            retry_here: order
+                .get(i + 1)
+                .is_none_or(|next| next.model.id != route.model.id),
         };
         match attempt.run(account).await {
             Ok(mut resp) => {
@@ -130,7 +135,7 @@ pub async fn answer(
                 return resp;
             }
             Err(next) => {
-                skipped.push(&route.model.id);
+                skipped.push(&route.label);
                 account = next;
             }
         }
@@ -153,6 +158,9 @@ pub struct Attempt<'a> {
     pub ask: Ask<'a>,
     /// Another model follows: a failure before the first byte hands over to it.
     pub may_fall_back: bool,
+    /// A failure before the first byte may be retried on this deployment (no other
+    /// deployment of the model is next).
+    pub retry_here: bool,
 }
 
 impl Attempt<'_> {
@@ -178,7 +186,18 @@ impl Attempt<'_> {
         let target = Target::Chat {
             stream: request.stream,
         };
-        let sent = send_with_retries(self.call, route, upstream_body, target, &mut account).await;
+        let prompt = self.ask.prompt_tokens;
+        let retry = self.retry_here;
+        let sent = send_with_retries(
+            self.call,
+            route,
+            upstream_body,
+            target,
+            &mut account,
+            retry,
+            &|| prompt.get(),
+        )
+        .await;
         let (resp, permits) = match sent {
             Ok(sent) => sent,
             Err(Stopped::Failed(failure)) => return self.failed(account, failure).await,
@@ -242,17 +261,17 @@ async fn fail(
         resp
     };
     match failure {
-        SendFailure::Limited => {
+        SendFailure::Limited(limit) => {
             let key = call.key.as_ref();
             let name = key.map_or("none", |k| k.key.name.as_str());
-            account.rate_limited(name, "model requests per second");
+            let (what, n) = limit.what();
+            account.rate_limited(name, what);
             let e = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limit_error",
                 format!(
-                    "Rate limit reached for model `{}`: requests per second (limit {}).",
-                    route.model.id,
-                    route.model.requests_per_second.unwrap_or(0)
+                    "Rate limit reached for model `{}`: {what} (limit {n}).",
+                    route.label
                 ),
             )
             .with_code("rate_limit_exceeded");
@@ -384,8 +403,8 @@ fn attempt_headers(
 
 /// Why a call produced no usable response head.
 enum SendFailure {
-    /// The model is at its `requests_per_second`; nothing was sent.
-    Limited,
+    /// The model or this deployment is at a limit; nothing was sent.
+    Limited(Limit),
     /// No concurrency slot came free in time (which cap, for the error); nothing was sent.
     Busy(&'static str),
     /// The deployment's circuit breaker is open for this long still; nothing was sent.
@@ -446,6 +465,9 @@ impl SendFailure {
     }
 }
 
+/// What a failed call weighs in a deployment's latency estimate.
+const FAILED_CALL_LATENCY: Duration = Duration::from_secs(1);
+
 /// Why [`send_with_retries`] has no response head.
 enum Stopped {
     Failed(SendFailure),
@@ -453,7 +475,8 @@ enum Stopped {
     KeyRefused(Arc<KeyState>, Refusal),
 }
 
-/// The steps of every upstream call, tried again per the provider's retry policy: the
+/// The steps of every upstream call, tried again per the provider's retry policy (when
+/// `retry`: not when another deployment of the model is next, which a failure goes to): the
 /// deployment's breaker, the model's admission, the key's admission (once per request), the
 /// concurrency slots and the send. Every try shares one deadline for the response head (the
 /// provider's `response_timeout`), and retries come out of the provider's retry budget.
@@ -463,6 +486,8 @@ async fn send_with_retries(
     body: Bytes,
     target: Target,
     account: &mut Account,
+    retry: bool,
+    prompt_tokens: &(dyn Fn() -> u64 + Sync),
 ) -> Result<(Response<Body>, Vec<OwnedSemaphorePermit>), Stopped> {
     let deadline = Instant::now() + route.upstream.response_timeout;
     route.upstream.retry_budget.called(Instant::now());
@@ -470,28 +495,44 @@ async fn send_with_retries(
     loop {
         tries += 1;
         breaker_allows(route)
-            .and_then(|()| admit(route))
+            .and_then(|()| admit(route, prompt_tokens))
             .map_err(Stopped::Failed)?;
         if let (Err(refusal), Some(key)) = (call.admit_key(account), &call.key) {
             return Err(Stopped::KeyRefused(key.clone(), refusal));
         }
         let sent = match slots(&call.runtime.upstream_calls, route).await {
             Err(failure) => Err(failure),
-            Ok(permits) => {
+            Ok(mut permits) => {
+                // Held with the slots until the response ends: the balancer's load.
+                permits.extend(route.deployment.start_call());
+                let started = Instant::now();
                 account.upstream = Some(UpstreamCall {
-                    sent: Instant::now(),
+                    sent: started,
                     outcome: usize::MAX,
                 });
                 let (id, headers) = (&call.request_id, &call.headers);
                 let sent = send(route, body.clone(), target, id, headers, deadline).await;
+                // A failed call counts as a slow one, so the balancer turns from a failing
+                // deployment before its breaker opens.
+                let latency = match &sent {
+                    Ok(_) => started.elapsed(),
+                    Err(_) => started.elapsed().max(FAILED_CALL_LATENCY),
+                };
+                route.deployment.observe(latency, Instant::now());
                 sent.map(|resp| (resp, permits))
             }
         };
         let failure = match sent {
-            Ok(sent) => return Ok(sent),
+            Ok(sent) => {
+                account.deployment_tokens = route.deployment.tokens_per_minute().cloned();
+                return Ok(sent);
+            }
             Err(failure) => failure,
         };
-        let Some((wait, reason)) = retry_wait(route, &failure, tries, deadline) else {
+        let wait = retry
+            .then(|| retry_wait(route, &failure, tries, deadline))
+            .flatten();
+        let Some((wait, reason)) = wait else {
             return Err(Stopped::Failed(failure));
         };
         if !route.upstream.retry_budget.try_retry(Instant::now()) {
@@ -577,12 +618,41 @@ fn retry_wait(
     (Instant::now() + wait < deadline).then_some((wait, reason))
 }
 
-/// The model's admission: its `requests_per_second` across every key.
-fn admit(route: &Route) -> Result<(), SendFailure> {
-    match &route.limiter {
-        Some(l) if !l.check() => Err(SendFailure::Limited),
-        _ => Ok(()),
+/// Which limit refused a call.
+#[derive(Clone, Copy)]
+enum Limit {
+    /// The model's `requests_per_second`, across keys and deployments.
+    Model(u32),
+    /// The deployment's vendor account.
+    Deployment(AtLimit),
+}
+
+impl Limit {
+    /// The limit in words, for the metric label and the error.
+    fn what(self) -> (&'static str, u32) {
+        match self {
+            Limit::Model(n) => ("model requests per second", n),
+            Limit::Deployment(AtLimit::RequestsPerMinute(n)) => {
+                ("deployment requests per minute", n)
+            }
+            Limit::Deployment(AtLimit::TokensPerMinute(n)) => ("deployment tokens per minute", n),
+        }
     }
+}
+
+/// The model's admission (its `requests_per_second` across every key), then the
+/// deployment's (its vendor account's requests and tokens per minute; `prompt_tokens` is
+/// asked only when a token limit needs it).
+fn admit(route: &Route, prompt_tokens: &(dyn Fn() -> u64 + Sync)) -> Result<(), SendFailure> {
+    if let Some(l) = &route.limiter {
+        if !l.check() {
+            return Err(SendFailure::Limited(Limit::Model(l.rate.unwrap_or(0))));
+        }
+    }
+    route
+        .deployment
+        .admit(prompt_tokens)
+        .map_err(|at| SendFailure::Limited(Limit::Deployment(at)))
 }
 
 /// The call's concurrency slots: one of `server.max_upstream_calls`, and one of the
@@ -689,7 +759,8 @@ impl FollowUpSender for FollowUps {
     fn send(&self, body: Bytes) -> BoxFuture<'_, Result<Response<Body>, String>> {
         let route = &self.route;
         Box::pin(async move {
-            let sent = match breaker_allows(route).and_then(|()| admit(route)) {
+            // A continuation of an admitted answer: its tokens are charged when it ends.
+            let sent = match breaker_allows(route).and_then(|()| admit(route, &|| 0)) {
                 Ok(()) => {
                     let target = Target::Chat { stream: true };
                     let deadline = Instant::now() + route.upstream.response_timeout;
@@ -700,11 +771,10 @@ impl FollowUpSender for FollowUps {
             };
             match sent {
                 Ok(resp) => Ok(resp),
-                Err(SendFailure::Limited) => Err(format!(
-                    "model `{}` is at its limit of {} requests per second",
-                    route.model.id,
-                    route.model.requests_per_second.unwrap_or(0)
-                )),
+                Err(SendFailure::Limited(limit)) => {
+                    let (what, n) = limit.what();
+                    Err(format!("model `{}` is at its {what} ({n})", route.label))
+                }
                 Err(SendFailure::Unreachable(_, e)) => Err(e.message),
                 Err(SendFailure::Busy(which)) => Err(format!("{which} has no free slot")),
                 Err(SendFailure::Open(_)) => Err(format!(

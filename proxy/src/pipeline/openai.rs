@@ -6,10 +6,11 @@
 //! through the relay's completions path, whole or streamed, observed like chat.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::{fail, reject_limited, send_with_retries, Call, Stopped, Target};
@@ -22,24 +23,68 @@ use crate::relay;
 use crate::telemetry::{Account, Source, Tokens};
 use crate::upstream::UpstreamError;
 
-/// Breaker, admission, slots and the send, with the provider's retries; the response with
-/// its slots, or the answer for the client when the call failed before its first byte
-/// (there is no fallback here).
+/// Breaker, admission, slots and the send, with the provider's retries, on each of the
+/// model's deployments in the balancer's order until one answers: the deployment that did,
+/// its response with its slots, or the answer for the client when every one failed before
+/// its first byte. `request` is the client's body; each deployment gets its own model name.
 async fn admitted_send(
     call: &Call,
     route: &Arc<Route>,
-    body: Bytes,
+    request: &Map<String, Value>,
     target: Target,
+    counted: u64,
     mut account: Account,
-) -> Result<(Response<Body>, Vec<OwnedSemaphorePermit>, Account), Response<Body>> {
-    account.model = Some(route.metrics.clone());
-    match send_with_retries(call, route, body, target, &mut account).await {
-        Ok((resp, permits)) => Ok((resp, permits, account)),
-        Err(Stopped::Failed(failure)) => {
-            Err(answered(fail(call, route, false, account, failure).await))
+) -> Result<
+    (
+        Arc<Route>,
+        Response<Body>,
+        Vec<OwnedSemaphorePermit>,
+        Account,
+    ),
+    Response<Body>,
+> {
+    let order = route.arranged(Instant::now());
+    let mut body: Option<(&str, Bytes)> = None;
+    for (i, deployment) in order.iter().enumerate() {
+        account.model = Some(deployment.metrics.clone());
+        let name = deployment.model.upstream_model.as_str();
+        let bytes = match &body {
+            Some((for_name, bytes)) if *for_name == name => bytes.clone(),
+            _ => {
+                let mut request = request.clone();
+                request.insert("model".into(), name.into());
+                let bytes = Bytes::from(Value::Object(request).to_string());
+                body = Some((name, bytes.clone()));
+                bytes
+            }
+        };
+        let may_fall_back = i + 1 < order.len();
+        // A failure goes to the next deployment; only the last one retries.
+        let sent = send_with_retries(
+            call,
+            deployment,
+            bytes,
+            target,
+            &mut account,
+            !may_fall_back,
+            &|| counted,
+        )
+        .await;
+        match sent {
+            Ok((resp, permits)) => return Ok((deployment.clone(), resp, permits, account)),
+            Err(Stopped::KeyRefused(key, refusal)) => {
+                return Err(reject_limited(account, &key, refusal))
+            }
+            Err(Stopped::Failed(failure)) => {
+                match fail(call, deployment, may_fall_back, account, failure).await {
+                    Ok(answer) => return Err(answer),
+                    Err(next) => account = next,
+                }
+            }
         }
-        Err(Stopped::KeyRefused(key, refusal)) => Err(reject_limited(account, &key, refusal)),
     }
+    // `arranged` is never empty; an empty order answers like no model at all.
+    Err(answered(Err(account)))
 }
 
 /// One embeddings request to `route`, whose body is `body` (the client's, model set);
@@ -47,7 +92,7 @@ async fn admitted_send(
 pub async fn embed(
     call: &Call,
     route: &Arc<Route>,
-    body: Bytes,
+    request: Map<String, Value>,
     counted: u64,
     account: Account,
 ) -> Response<Body> {
@@ -55,8 +100,8 @@ pub async fn embed(
         path: "embeddings",
         stream: false,
     };
-    let (resp, permits, mut account) = match admitted_send(call, route, body, target, account).await
-    {
+    let sent = admitted_send(call, route, &request, target, counted, account).await;
+    let (route, resp, permits, mut account) = match sent {
         Ok(sent) => sent,
         Err(answer) => return answer,
     };
@@ -69,11 +114,11 @@ pub async fn embed(
         Ok(Ok(bytes)) => bytes,
         Ok(Err(e)) => {
             let why = format!("its response could not be read: {e}");
-            return failed(account, route, "broken", UpstreamError::Broken(why));
+            return failed(account, &route, "broken", UpstreamError::Broken(why));
         }
         Err(_) => {
             let err = UpstreamError::Timeout(server.request_timeout);
-            return failed(account, route, "timeout", err);
+            return failed(account, &route, "timeout", err);
         }
     };
     let reported = serde_json::from_slice::<Value>(&bytes)
@@ -82,7 +127,7 @@ pub async fn embed(
         .map(|v| v["usage"]["prompt_tokens"].as_u64());
     let Some(reported) = reported else {
         let why = "its response is not an embeddings list".to_string();
-        return failed(account, route, "broken", UpstreamError::Broken(why));
+        return failed(account, &route, "broken", UpstreamError::Broken(why));
     };
     account.upstream_outcome("ok");
     account.tokens = Some(Tokens {
@@ -111,7 +156,7 @@ pub async fn embed(
 pub async fn complete(
     call: &Call,
     route: &Arc<Route>,
-    body: Bytes,
+    request: Map<String, Value>,
     stream: bool,
     include_usage: bool,
     counted: u64,
@@ -121,7 +166,8 @@ pub async fn complete(
         path: "completions",
         stream,
     };
-    let (resp, permits, account) = match admitted_send(call, route, body, target, account).await {
+    let sent = admitted_send(call, route, &request, target, counted, account).await;
+    let (route, resp, permits, account) = match sent {
         Ok(sent) => sent,
         Err(answer) => return answer,
     };
@@ -145,7 +191,7 @@ pub async fn complete(
     out
 }
 
-/// The answer of a call that cannot hand over (these calls have no fallback).
+/// The answer when no deployment was left to try.
 fn answered(result: Result<Response<Body>, Account>) -> Response<Body> {
     result.unwrap_or_else(|account| {
         account.reject(ApiError::new(

@@ -56,7 +56,8 @@ pub struct Plan {
     /// The prompt's tokens: counted when a key's token limit or a context fit needed them,
     /// else on first use.
     pub prompt_tokens: PromptCount,
-    /// The models to try, in order: the first answers, the rest are fallbacks.
+    /// The deployments to try, in order (each model's in its balancer's order): the first
+    /// answers, the rest are fallbacks.
     pub order: Vec<Arc<Route>>,
     /// Why no model can take the request, when `order` is empty.
     pub refusal: Option<ApiError>,
@@ -160,6 +161,9 @@ pub async fn plan(
             Err(e) => (None, Vec::new(), Some(e)),
         },
     };
+    // Each model's deployments, in the balancer's order, stand in for it.
+    let now = std::time::Instant::now();
+    let order = order.iter().flat_map(|r| r.arranged(now)).collect();
     Ok(Plan {
         named,
         suffix,

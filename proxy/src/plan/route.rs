@@ -225,11 +225,21 @@ pub fn misfit(route: &Route, fit: &Fit<'_>) -> Option<(String, bool)> {
         );
         return Some((why, false));
     }
-    if let Some(why) = &route.upstream.unusable {
+    // Down only when every deployment is.
+    if route.deployments().all(|d| d.upstream.unusable.is_some()) {
+        let why = route.upstream.unusable.as_deref().unwrap_or_default();
         let why = format!("provider `{}` unusable: {why}", route.upstream.name);
         return Some((why, true));
     }
-    if let (state, Some(left)) = route.breaker.state(std::time::Instant::now()) {
+    let now = std::time::Instant::now();
+    let open: Option<Vec<_>> = route
+        .deployments()
+        .map(|d| match d.breaker.state(now) {
+            (state, Some(left)) => Some((state, left)),
+            _ => None,
+        })
+        .collect();
+    if let Some((state, left)) = open.and_then(|o| o.into_iter().min_by_key(|(_, left)| *left)) {
         let why = format!(
             "circuit breaker {}: tried again in {}s",
             state.as_str().replace('_', "-"),

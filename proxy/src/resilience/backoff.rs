@@ -77,9 +77,9 @@ fn httpdate(text: &str) -> Option<SystemTime> {
     Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
-/// A uniform draw in `[0, 1)` from a per-thread xorshift generator: jitter needs spread,
-/// not unpredictability, and this costs no lock and no dependency.
-fn unit_random() -> f64 {
+/// A uniform draw in `[0, 1)` from a per-thread xorshift generator: jitter and balancing
+/// need spread, not unpredictability, and this costs no lock and no dependency.
+pub fn unit_random() -> f64 {
     thread_local! {
         static STATE: Cell<u64> = Cell::new(seed());
     }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use prometheus::{Counter, Histogram, IntCounter, IntGauge};
 use thinkgate_metrics::Metrics;
 
-use crate::auth::{Hold, KeyState};
+use crate::auth::{Hold, KeyState, TokenBucket};
 use http::Response;
 
 use crate::body::Body;
@@ -251,6 +251,9 @@ pub struct Account {
     /// What the request's admission holds against the key's daily quotas; let go when the
     /// account records, whatever the outcome.
     pub hold: Hold,
+    /// The answering deployment's tokens-per-minute limit, charged the output when the
+    /// response ends (its prompt was taken at admission).
+    pub deployment_tokens: Option<Arc<TokenBucket>>,
 }
 
 impl Account {
@@ -270,6 +273,7 @@ impl Account {
             budget: None,
             key: None,
             hold: Hold::default(),
+            deployment_tokens: None,
         }
     }
 
@@ -400,6 +404,9 @@ impl Account {
 
 impl Drop for Account {
     fn drop(&mut self) {
+        if let (Some(tpm), Some(tokens)) = (&self.deployment_tokens, &self.tokens) {
+            tpm.debit(tokens.usage.completion_tokens);
+        }
         if let Some((key, mode)) = &self.key {
             key.settle(*mode, self.tokens.as_ref().map(|t| &t.usage), self.hold);
         }

@@ -419,6 +419,14 @@ mod tests {
             scores: Default::default(),
             output_tokens_mtok: None,
             requests_per_second: None,
+            deployments: vec![thinkgate_config::Deployment {
+                provider: "p".into(),
+                upstream_model: "m".into(),
+                weight: 1,
+                requests_per_minute: None,
+                tokens_per_minute: None,
+            }],
+            balance: thinkgate_config::Balance::PeakEwma,
         }
     }
 
