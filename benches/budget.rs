@@ -122,15 +122,7 @@ async fn ask(
 }
 
 fn main() {
-    let full = std::env::args().any(|a| a == "--bench");
-    let per_upstream: usize = if full {
-        std::env::var("BUDGET_REQUESTS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(20)
-    } else {
-        1
-    };
+    let (full, per_upstream) = common::size("BUDGET_REQUESTS", 20, 1);
     let rt = common::runtime();
     rt.block_on(run(per_upstream, full));
 }

@@ -56,15 +56,7 @@ async fn ask(client: &HttpClient, url: &str, model: &str, round: usize) -> (Dura
 }
 
 fn main() {
-    let full = std::env::args().any(|a| a == "--bench");
-    let rounds: usize = if full {
-        std::env::var("CONTEMPLATE_ROUNDS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(5)
-    } else {
-        1
-    };
+    let (full, rounds) = common::size("CONTEMPLATE_ROUNDS", 5, 1);
     let rt = common::runtime();
     rt.block_on(async move {
         let config = Config::parse(CONFIG, std::path::Path::new("contemplate-bench.toml"), &|_| None)

@@ -1,3 +1,6 @@
+// Each bench compiles this module on its own and uses a part of it.
+#![allow(dead_code)]
+
 //! What the end-to-end benches share: the proxy served in process on a loopback port, and
 //! one timed JSON request against it.
 
@@ -62,4 +65,38 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("tokio runtime")
+}
+
+/// Posts `body` with extra request headers; the time to its last byte and the body.
+pub async fn post_with(
+    client: &HttpClient,
+    url: &str,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> (Duration, Bytes) {
+    let mut req = Request::post(url).header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("request");
+    let started = Instant::now();
+    let resp = client.request(req).await.expect("proxy answers");
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (started.elapsed(), bytes)
+}
+
+/// Whether this is a `cargo bench` run (not `cargo test` running the bench once), and the
+/// size to run at: `$var`, else `bench` under `cargo bench` and `test` under `cargo test`.
+pub fn size(var: &str, bench: usize, test: usize) -> (bool, usize) {
+    let full = std::env::args().any(|a| a == "--bench");
+    let n = match full {
+        true => std::env::var(var)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(bench),
+        false => test,
+    };
+    (full, n)
 }

@@ -382,6 +382,19 @@ pub struct RetryPolicy {
     pub max_backoff: Duration,
     /// A longer `Retry-After` hands the call to the next model instead of waiting.
     pub max_retry_after: Duration,
+    /// A call still without an answer this long (its response head; a stream's first
+    /// content) is sent to the model's next deployment too; the first answer wins, the
+    /// other is cancelled.
+    pub hedge_after: Option<HedgeAfter>,
+}
+
+/// When a hedge goes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HedgeAfter {
+    Fixed(Duration),
+    /// The deployment's own 95th percentile of recent answers (no hedge until it has seen
+    /// enough calls).
+    P95,
 }
 
 /// `[providers.<name>.breaker]`: each model (deployment) on the provider opens its breaker

@@ -229,6 +229,7 @@ pub struct RawRetry {
     pub backoff: Option<String>,
     pub max_backoff: Option<String>,
     pub max_retry_after: Option<String>,
+    pub hedge_after: Option<String>,
 }
 
 /// `[providers.<name>.breaker]`: when a model on this provider is left out after failures.

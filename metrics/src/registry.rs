@@ -55,6 +55,7 @@ pub struct Metrics {
     pub retry_budget_exhausted: IntCounterVec,
     pub breaker_state: IntGaugeVec,
     pub breaker_transitions: IntCounterVec,
+    pub hedges: IntCounterVec,
     pub rate_limited: IntCounterVec,
     pub cost_usd: CounterVec,
     pub in_flight: IntGauge,
@@ -116,6 +117,7 @@ impl Metrics {
             retry_budget_exhausted: counter(&r, "thinkgate_retry_budget_exhausted_total", "Retries not sent because the provider's retry budget (server.retry_budget) was spent.", &["provider"]),
             breaker_state: reg(&r, IntGaugeVec::new(Opts::new("thinkgate_circuit_breaker_state", "Each deployment's circuit breaker: 0 closed, 1 half-open (probing), 2 open (no calls)."), &["provider", "model"]).unwrap_or_else(|e| panic!("{e}"))), // ok: static definition
             breaker_transitions: counter(&r, "thinkgate_circuit_breaker_transitions_total", "Circuit breaker changes, by the state entered.", &["provider", "model", "to"]),
+            hedges: counter(&r, "thinkgate_hedges_total", "Hedged calls: sent (to this deployment, after the first one's wait), won (answered first; the other was cancelled).", &["provider", "model", "result"]),
             rate_limited: counter(&r, "thinkgate_rate_limited_total", "Requests refused by a rate limit or quota, by API key name and limit.", &["key", "limit"]),
             cost_usd: reg(&r, CounterVec::new(Opts::new("thinkgate_cost_usd_total", "Cost in US dollars from the models' configured prices."), &["model"]).unwrap_or_else(|e| panic!("{e}"))), // ok: static definition
             in_flight: reg(&r, IntGauge::new("thinkgate_in_flight_requests", "Requests being answered now (streams until their last byte).").unwrap_or_else(|e| panic!("{e}"))), // ok: static definition
@@ -132,7 +134,7 @@ impl Metrics {
     /// The name of every family, as scraped.
     pub fn family_names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 21] = [
+        let collectors: [&dyn Collector; 22] = [
             &self.requests,
             &self.request_duration,
             &self.ttft,
@@ -149,6 +151,7 @@ impl Metrics {
             &self.retry_budget_exhausted,
             &self.breaker_state,
             &self.breaker_transitions,
+            &self.hedges,
             &self.rate_limited,
             &self.cost_usd,
             &self.in_flight,
@@ -210,6 +213,6 @@ mod tests {
             }
         }
         assert!(queried >= 20);
-        assert_eq!(names.len(), 21);
+        assert_eq!(names.len(), 22);
     }
 }

@@ -76,8 +76,22 @@ pub struct DeploymentState {
     /// load reaches: the count is what is missing.
     in_flight: Arc<tokio::sync::Semaphore>,
     latency: Mutex<PeakEwma>,
+    /// The last [`RECENT`] response-head latencies (µs), for a hedge at the p95.
+    recent: Mutex<Recent>,
     requests_per_minute: Option<governor::DefaultDirectRateLimiter>,
     tokens_per_minute: Option<Arc<TokenBucket>>,
+}
+
+/// Response heads remembered per deployment for its percentiles.
+const RECENT: usize = 128;
+/// Fewer than this many and there is no percentile to hedge at.
+const RECENT_MIN: usize = 20;
+
+#[derive(Debug)]
+struct Recent {
+    micros: [u32; RECENT],
+    next: usize,
+    len: usize,
 }
 
 /// Why a deployment takes no call now.
@@ -110,6 +124,11 @@ impl DeploymentState {
             config: config.clone(),
             in_flight: Arc::new(tokio::sync::Semaphore::new(Self::SUPPLY)),
             latency: Mutex::new(PeakEwma::new()),
+            recent: Mutex::new(Recent {
+                micros: [0; RECENT],
+                next: 0,
+                len: 0,
+            }),
             requests_per_minute: config.requests_per_minute.and_then(per_minute),
             tokens_per_minute: config
                 .tokens_per_minute
@@ -155,11 +174,34 @@ impl DeploymentState {
         self.tokens_per_minute.as_ref()
     }
 
-    /// Counts a response head's latency.
+    /// Counts a call's latency to its response head (a failed call's, penalised, goes to
+    /// the balancer only).
     pub fn observe(&self, latency: Duration, now: Instant) {
         if let Ok(mut l) = self.latency.lock() {
             l.observe(latency, now);
         }
+    }
+
+    /// Remembers a response head's latency for the percentiles.
+    pub fn answered_in(&self, latency: Duration) {
+        if let Ok(mut r) = self.recent.lock() {
+            let at = r.next;
+            r.micros[at] = latency.as_micros().min(u32::MAX as u128) as u32;
+            r.next = (at + 1) % RECENT;
+            r.len = (r.len + 1).min(RECENT);
+        }
+    }
+
+    /// The 95th percentile of the recent response heads, once there are enough of them.
+    pub fn p95(&self) -> Option<Duration> {
+        let r = self.recent.lock().ok()?;
+        if r.len < RECENT_MIN {
+            return None;
+        }
+        let mut seen = r.micros[..r.len].to_vec();
+        let at = (seen.len() * 95).div_ceil(100) - 1;
+        let (_, p95, _) = seen.select_nth_unstable(at);
+        Some(Duration::from_micros(u64::from(*p95)))
     }
 
     pub fn in_flight(&self) -> u32 {

@@ -11,6 +11,7 @@
 //! | `x-sim-status` | answer with this error status |
 //! | `x-sim-fail-first` | fail only the first N calls with this `x-request-id` (a proxy's retries of one request share it), with `x-sim-status` or 503 |
 //! | `x-sim-retry-after` | the error response asks for this many seconds in `Retry-After` |
+//! | `x-sim-tail-percent`, `x-sim-tail-ms` | this share of calls (each drawn on its own, retries and hedges too) waits this long before its first token: a heavy-tailed latency |
 //! | `x-sim-reset-after` | drop the connection after N streamed tokens |
 //! | `x-sim-stall-after` | stop sending after N streamed tokens |
 //! | `x-sim-reasoning-tokens`, `x-sim-answer-tokens` | response length |
@@ -112,6 +113,17 @@ pub struct Simulator {
     prompt_cache: anthropic::PromptCache,
     /// Calls seen per `x-request-id`, for `x-sim-fail-first`.
     calls_by_request: FailFirst,
+}
+
+/// A draw in 0..100 per call, independent of the request (its body and id are the same
+/// for a retry or a hedge, which must not be slow just because the first call was).
+fn tail_draw() -> u64 {
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut x = n.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x ^= x >> 31;
+    x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    (x ^ (x >> 29)) % 100
 }
 
 /// Counts calls per request id for `x-sim-fail-first`, forgetting them all when
@@ -659,6 +671,11 @@ impl Simulator {
             p.reasoning = ReasoningStyle::parse(style).ok_or_else(|| {
                 ApiError::invalid_request(format!("x-sim-reasoning `{style}` is unknown"))
             })?;
+        }
+        if let (Some(percent), Some(ms)) = (num("x-sim-tail-percent")?, num("x-sim-tail-ms")?) {
+            if tail_draw() < percent.min(100) {
+                p.time_to_first_token = Duration::from_millis(ms);
+            }
         }
         if let Some(n) = num("x-sim-fail-first")? {
             let id = get("x-request-id").unwrap_or("");

@@ -433,3 +433,128 @@ async fn a_deployment_at_its_vendor_limit_is_skipped_not_tried() {
     );
     assert!(!r.header("retry-after").is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_call_is_hedged_on_the_next_deployment_and_the_loser_cancelled() {
+    // s1 is always tried first and takes 3 s; after 150 ms the call also goes to s2.
+    let text = deployments(
+        "balance = \"weighted\"",
+        ", weight = 1000",
+        ", weight = 1",
+        "[providers.s1.retry]\nhedge_after = \"150ms\"\n[simulator.models.one]\ntime_to_first_token = \"3s\"\n",
+    );
+    let proxy = Proxy::start(&text).await;
+    let url = proxy.url("/v1/chat/completions");
+    let started = Instant::now();
+    let r = call(&url, ask("multi"), &[]).await;
+    let took = started.elapsed();
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(
+        took < Duration::from_secs(2),
+        "the hedge answered: {took:?}"
+    );
+    assert_eq!(r.json()["model"], "two", "s2's upstream model answered");
+    let m = scrape(&proxy).await;
+    let on = |provider, result| {
+        series(
+            &m,
+            "thinkgate_hedges_total",
+            &[("provider", provider), ("result", result)],
+        )
+    };
+    assert_eq!((on("s2", "sent"), on("s2", "won")), (1.0, 1.0), "{m}");
+    let cancelled = [("provider", "s1"), ("outcome", "cancelled")];
+    assert_eq!(
+        series(&m, "thinkgate_upstream_requests_total", &cancelled),
+        1.0,
+        "{m}"
+    );
+
+    // A stream is hedged until its first content: s1's head comes at once, its first token
+    // only after 3 s, so s2's stream is the one the client gets, whole.
+    let started = Instant::now();
+    let r = call(&url, streamed("multi"), &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let s = r.streamed();
+    assert!(s.done, "{}", r.text());
+    let models: Vec<&str> = s
+        .chunks
+        .iter()
+        .filter_map(|c| c["model"].as_str())
+        .collect();
+    assert!(models.iter().all(|m| *m == "two"), "{models:?}");
+    let m = scrape(&proxy).await;
+    assert_eq!(
+        series(&m, "thinkgate_hedges_total", &[("result", "won")]),
+        2.0,
+        "{m}"
+    );
+
+    // Without a retry budget there is no hedge: the slow deployment answers.
+    let spent = text.replace(
+        "[server]\n",
+        "[server]\nretry_budget = 0.0\nmin_retries_per_second = 0\n",
+    );
+    let proxy = Proxy::start(&spent).await;
+    let started = Instant::now();
+    let r = call(&proxy.url("/v1/chat/completions"), ask("multi"), &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    assert_eq!(r.json()["model"], "one");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_breaks_before_content_moves_to_the_next_deployment_unseen() {
+    // s1 (always first) sends its role chunk and resets before the first token.
+    let text = deployments(
+        "balance = \"weighted\"",
+        ", weight = 1000",
+        ", weight = 1",
+        "[simulator.models.one]\nfault_reset_after = 0\n",
+    );
+    let proxy = Proxy::start(&text).await;
+    let url = proxy.url("/v1/chat/completions");
+    let r = call(&url, streamed("multi"), &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.header("x-thinkgate-fallback-from"), "multi@s1");
+    let s = r.streamed();
+    assert!(s.done, "whole: {}", r.text());
+    assert_eq!(s.finish_reasons(), ["stop"]);
+    // Nothing of s1's stream reached the client: one role chunk, from s2.
+    let models: Vec<&str> = s
+        .chunks
+        .iter()
+        .filter_map(|c| c["model"].as_str())
+        .collect();
+    assert!(models.iter().all(|m| *m == "two"), "{models:?}");
+    let m = scrape(&proxy).await;
+    let broke = [("provider", "s1"), ("outcome", "broken")];
+    assert_eq!(
+        series(&m, "thinkgate_upstream_requests_total", &broke),
+        1.0,
+        "{m}"
+    );
+
+    // After content, a break is the client's to see: the stream ends with an error event.
+    let late = deployments(
+        "balance = \"weighted\"",
+        ", weight = 1000",
+        ", weight = 1",
+        "[simulator.models.one]\nfault_reset_after = 3\n",
+    );
+    let proxy = Proxy::start(&late).await;
+    let r = call(&proxy.url("/v1/chat/completions"), streamed("multi"), &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let last: Value = serde_json::from_str(r.sse_data().last().unwrap()).unwrap();
+    assert_eq!(
+        last["error"]["code"],
+        "upstream_stream_broken",
+        "{}",
+        r.text()
+    );
+}

@@ -39,9 +39,9 @@ use crate::raw::{
 };
 use crate::{
     ApiKey, Auth, Balance, BreakerPolicy, ClientKey, Config, Deployment, Dialect, Domain,
-    EfficientBy, Encoding, HeaderPattern, KeyLimits, LogFormat, MetricsConfig, Model, ModelNames,
-    Policy, Provider, ProviderKind, ReasoningField, ReasoningStyle, RetryBudget, RetryPolicy,
-    Routing, Secret, Server, SimFaults, SimProfile, Simulator, WireFormat,
+    EfficientBy, Encoding, HeaderPattern, HedgeAfter, KeyLimits, LogFormat, MetricsConfig, Model,
+    ModelNames, Policy, Provider, ProviderKind, ReasoningField, ReasoningStyle, RetryBudget,
+    RetryPolicy, Routing, Secret, Server, SimFaults, SimProfile, Simulator, WireFormat,
 };
 
 /// Collects the context every error needs: the file and the source map.

@@ -257,7 +257,23 @@ fn validate_retry(
         r.max_retry_after.as_deref(),
         Duration::from_secs(5),
     )?;
+    let hedge_after = match r.hedge_after.as_deref() {
+        None => None,
+        Some("p95") => Some(HedgeAfter::P95),
+        Some(text) => {
+            let after = c
+                .timeout(key("hedge_after"), Some(text), Duration::ZERO)
+                .map_err(|_| {
+                    c.error(
+                        key("hedge_after"),
+                        format!("`{text}` is neither \"p95\" nor a duration such as \"800ms\""),
+                    )
+                })?;
+            Some(HedgeAfter::Fixed(after))
+        }
+    };
     Ok(RetryPolicy {
+        hedge_after,
         attempts,
         on_status,
         per_try_timeout,

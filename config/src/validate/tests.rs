@@ -570,3 +570,25 @@ fn bad_deployments_name_their_key() {
         assert!(err.message().contains(message), "{key}: {err}");
     }
 }
+
+#[test]
+fn hedge_after_is_p95_or_a_duration() {
+    let with = |v: &str| format!("{MINIMAL}[providers.sim.retry]\nhedge_after = {v}\n");
+    let cfg = parse(&with("\"p95\"")).expect("valid");
+    assert_eq!(cfg.providers[0].retry.hedge_after, Some(HedgeAfter::P95));
+    let cfg = parse(&with("\"800ms\"")).expect("valid");
+    assert_eq!(
+        cfg.providers[0].retry.hedge_after,
+        Some(HedgeAfter::Fixed(Duration::from_millis(800)))
+    );
+    assert_eq!(parse(MINIMAL).unwrap().providers[0].retry.hedge_after, None);
+    let err = parse(&with("\"p99\"")).unwrap_err();
+    assert_eq!(
+        err.key().unwrap().to_string(),
+        "providers.sim.retry.hedge_after"
+    );
+    assert!(
+        err.message().contains("neither \"p95\" nor a duration"),
+        "{err}"
+    );
+}

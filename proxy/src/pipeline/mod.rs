@@ -11,12 +11,12 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
-use thinkgate_config::Mode;
+use thinkgate_config::{HedgeAfter, Mode};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::auth::{Admission, Expected, KeyState, Refusal};
@@ -26,13 +26,15 @@ use crate::error::ApiError;
 use crate::models::{AtLimit, Route};
 use crate::plan::budget;
 use crate::relay::{self, FollowUpSender, Guard};
-use crate::resilience::{backoff, retry_after, BreakerState, Transition};
 use crate::state::Runtime;
-use crate::telemetry::{Account, UpstreamCall, MODES};
+use crate::telemetry::{Account, MODES};
 use crate::upstream::{self, ApiErrorOrRaw, UpstreamError};
 
+mod first_content;
 mod openai;
+mod tries;
 pub use openai::{complete, embed};
+use tries::{breaker_allows, breaker_outcome, send_with_retries, Hedge, Stopped, Tries};
 
 /// What every attempt of one client request shares.
 pub struct Call {
@@ -124,6 +126,9 @@ pub async fn answer(
             retry_here: order
                 .get(i + 1)
                 .is_none_or(|next| next.model.id != route.model.id),
+            hedge_to: order
+                .get(i + 1)
+                .filter(|next| next.model.id == route.model.id),
         };
         match attempt.run(account).await {
             Ok(mut resp) => {
@@ -161,6 +166,8 @@ pub struct Attempt<'a> {
     /// A failure before the first byte may be retried on this deployment (no other
     /// deployment of the model is next).
     pub retry_here: bool,
+    /// The model's next deployment, which a slow non-streamed call may be hedged to.
+    pub hedge_to: Option<&'a Arc<Route>>,
 }
 
 impl Attempt<'_> {
@@ -187,23 +194,47 @@ impl Attempt<'_> {
             stream: request.stream,
         };
         let prompt = self.ask.prompt_tokens;
-        let retry = self.retry_here;
+        let tries = Tries {
+            retry: self.retry_here,
+            hedge: self.hedge(&request, budget.is_some()),
+        };
         let sent = send_with_retries(
             self.call,
             route,
             upstream_body,
             target,
             &mut account,
-            retry,
+            tries,
             &|| prompt.get(),
         )
         .await;
-        let (resp, permits) = match sent {
-            Ok(sent) => sent,
+        let (resp, permits, route) = match sent {
+            Ok((resp, permits, Some(hedge))) => (resp, permits, hedge),
+            Ok((resp, permits, None)) => (resp, permits, route),
             Err(Stopped::Failed(failure)) => return self.failed(account, failure).await,
             Err(Stopped::KeyRefused(key, refusal)) => {
                 return Ok(reject_limited(account, &key, refusal))
             }
+        };
+        // A stream that breaks before its first content goes to the next candidate while
+        // the client has seen nothing.
+        let unprimed = resp.extensions().get::<first_content::Primed>().is_none();
+        let started = account
+            .upstream
+            .as_ref()
+            .map_or_else(Instant::now, |u| u.sent);
+        let resp = if self.may_fall_back && unprimed && body::is_event_stream(resp.headers()) {
+            let max_event = runtime.config.server.max_event_bytes;
+            match first_content::first_content(route, resp, max_event, started).await {
+                Ok(resp) => resp,
+                Err(failure) => {
+                    breaker_outcome(route, false);
+                    drop(permits);
+                    return self.failed(account, failure).await;
+                }
+            }
+        } else {
+            resp
         };
         let (id, chat) = (self.call.request_id.clone(), self.ask.chat);
         let server = &runtime.config.server;
@@ -230,6 +261,26 @@ impl Attempt<'_> {
         let mut out = relay::respond(ctx, resp, guard, self.ask.chat.stream).await;
         attempt_headers(out.headers_mut(), route, budget.as_ref(), self.ask.suffix);
         Ok(out)
+    }
+
+    /// The hedge for this call, when its provider hedges, no budget guard watches it (its
+    /// knobs are the first deployment's), and the model has a next deployment that can take
+    /// the same request. A stream is hedged until its first content.
+    fn hedge(&self, request: &ChatRequest, guarded: bool) -> Option<Hedge<'_>> {
+        let next = self.hedge_to?;
+        if guarded {
+            return None;
+        }
+        let after = match self.route.upstream.retry.hedge_after? {
+            HedgeAfter::Fixed(after) => after,
+            HedgeAfter::P95 => self.route.deployment.p95()?,
+        };
+        let (body, _) = next.upstream.body(request, &next.model, None).ok()?;
+        Some(Hedge {
+            route: next,
+            body,
+            after,
+        })
     }
 
     /// A call that failed before its first byte: hand over, or answer with the failure.
@@ -465,159 +516,6 @@ impl SendFailure {
     }
 }
 
-/// What a failed call weighs in a deployment's latency estimate.
-const FAILED_CALL_LATENCY: Duration = Duration::from_secs(1);
-
-/// Why [`send_with_retries`] has no response head.
-enum Stopped {
-    Failed(SendFailure),
-    /// The client's key refused the request (only a key refuses); nothing was sent.
-    KeyRefused(Arc<KeyState>, Refusal),
-}
-
-/// The steps of every upstream call, tried again per the provider's retry policy (when
-/// `retry`: not when another deployment of the model is next, which a failure goes to): the
-/// deployment's breaker, the model's admission, the key's admission (once per request), the
-/// concurrency slots and the send. Every try shares one deadline for the response head (the
-/// provider's `response_timeout`), and retries come out of the provider's retry budget.
-async fn send_with_retries(
-    call: &Call,
-    route: &Route,
-    body: Bytes,
-    target: Target,
-    account: &mut Account,
-    retry: bool,
-    prompt_tokens: &(dyn Fn() -> u64 + Sync),
-) -> Result<(Response<Body>, Vec<OwnedSemaphorePermit>), Stopped> {
-    let deadline = Instant::now() + route.upstream.response_timeout;
-    route.upstream.retry_budget.called(Instant::now());
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        breaker_allows(route)
-            .and_then(|()| admit(route, prompt_tokens))
-            .map_err(Stopped::Failed)?;
-        if let (Err(refusal), Some(key)) = (call.admit_key(account), &call.key) {
-            return Err(Stopped::KeyRefused(key.clone(), refusal));
-        }
-        let sent = match slots(&call.runtime.upstream_calls, route).await {
-            Err(failure) => Err(failure),
-            Ok(mut permits) => {
-                // Held with the slots until the response ends: the balancer's load.
-                permits.extend(route.deployment.start_call());
-                let started = Instant::now();
-                account.upstream = Some(UpstreamCall {
-                    sent: started,
-                    outcome: usize::MAX,
-                });
-                let (id, headers) = (&call.request_id, &call.headers);
-                let sent = send(route, body.clone(), target, id, headers, deadline).await;
-                // A failed call counts as a slow one, so the balancer turns from a failing
-                // deployment before its breaker opens.
-                let latency = match &sent {
-                    Ok(_) => started.elapsed(),
-                    Err(_) => started.elapsed().max(FAILED_CALL_LATENCY),
-                };
-                route.deployment.observe(latency, Instant::now());
-                sent.map(|resp| (resp, permits))
-            }
-        };
-        let failure = match sent {
-            Ok(sent) => {
-                account.deployment_tokens = route.deployment.tokens_per_minute().cloned();
-                return Ok(sent);
-            }
-            Err(failure) => failure,
-        };
-        let wait = retry
-            .then(|| retry_wait(route, &failure, tries, deadline))
-            .flatten();
-        let Some((wait, reason)) = wait else {
-            return Err(Stopped::Failed(failure));
-        };
-        if !route.upstream.retry_budget.try_retry(Instant::now()) {
-            route.metrics.retry_budget_exhausted();
-            tracing::info!(model = %route.model.id, provider = %route.upstream.name, "Not retrying: the provider's retry budget is spent.");
-            return Err(Stopped::Failed(failure));
-        }
-        failure.count_retry(account, route, reason, tries, wait);
-        drop(failure);
-        tokio::time::sleep(wait).await;
-    }
-}
-
-/// The deployment's circuit breaker: open, it takes no call (a half-open one lets its probes
-/// through).
-fn breaker_allows(route: &Route) -> Result<(), SendFailure> {
-    let (allowed, moved) = route.breaker.allow(Instant::now());
-    if let Some(transition) = moved {
-        breaker_moved(route, transition);
-    }
-    allowed.map_err(SendFailure::Open)
-}
-
-/// Counts, shows and logs a circuit breaker's change of state.
-fn breaker_moved(route: &Route, transition: Transition) {
-    route.metrics.breaker_moved(transition);
-    let (model, provider) = (&route.model.id, &route.upstream.name);
-    let policy = route.breaker.policy();
-    match transition.0 {
-        BreakerState::Open => {
-            let open_for = policy.open_for.as_secs_f64();
-            tracing::warn!(%model, %provider, open_for, "Circuit breaker opened: the model takes no calls until it is probed again.");
-        }
-        BreakerState::HalfOpen => {
-            tracing::info!(%model, %provider, probes = policy.half_open_probes, "Circuit breaker half-open: probing the model.");
-        }
-        BreakerState::Closed => {
-            tracing::info!(%model, %provider, "Circuit breaker closed: the model answered its probe.");
-        }
-    }
-}
-
-/// The wait before sending `failure`'s call to `route` again, and why (a
-/// [`crate::telemetry::RETRY_REASONS`] label), when the provider's retry policy wants
-/// another try and there is time for it before `deadline`. The budget is asked after.
-fn retry_wait(
-    route: &Route,
-    failure: &SendFailure,
-    tries: u32,
-    deadline: Instant,
-) -> Option<(Duration, &'static str)> {
-    let up = &route.upstream;
-    let policy = &up.retry;
-    // An upstream without its key fails the same way every time; a breaker this failure
-    // opened (or a failed probe reopened) takes no retry.
-    let (breaker, _) = route.breaker.state(Instant::now());
-    if tries >= policy.attempts || up.unusable.is_some() || breaker != BreakerState::Closed {
-        return None;
-    }
-    let (reason, asked) = match failure {
-        SendFailure::Unreachable(outcome, _) => (*outcome, None),
-        SendFailure::Refused(resp) | SendFailure::Error(resp) => {
-            let status = resp.status().as_u16();
-            if !policy.on_status.contains(&status) {
-                return None;
-            }
-            let reason = match status {
-                429 => "status_429",
-                408 => "status_408",
-                _ => "status_5xx",
-            };
-            (reason, retry_after(resp.headers(), SystemTime::now()))
-        }
-        // Refused here (a limit, a busy slot, an open breaker): the same model would refuse.
-        _ => return None,
-    };
-    let wait = match asked {
-        // Asked to wait longer than we would: the next model may answer now.
-        Some(wait) if wait > policy.max_retry_after => return None,
-        Some(wait) => wait,
-        None => backoff(tries, policy.backoff, policy.max_backoff),
-    };
-    (Instant::now() + wait < deadline).then_some((wait, reason))
-}
-
 /// Which limit refused a call.
 #[derive(Clone, Copy)]
 enum Limit {
@@ -718,11 +616,7 @@ async fn send(
                 .await
         }
     };
-    let outcome = |succeeded: bool| {
-        if let Some(transition) = route.breaker.record(Instant::now(), succeeded) {
-            breaker_moved(route, transition);
-        }
-    };
+    let outcome = |succeeded: bool| breaker_outcome(route, succeeded);
     let resp = match sent {
         Ok(resp) => resp,
         Err(e) => {

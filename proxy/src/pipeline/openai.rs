@@ -13,7 +13,7 @@ use http::{Response, StatusCode};
 use serde_json::{Map, Value};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::{fail, reject_limited, send_with_retries, Call, Stopped, Target};
+use super::{fail, reject_limited, send_with_retries, Call, Stopped, Target, Tries};
 use crate::body::{self, Body};
 use crate::canonical::Usage;
 use crate::error::ApiError;
@@ -66,12 +66,12 @@ async fn admitted_send(
             bytes,
             target,
             &mut account,
-            !may_fall_back,
+            Tries::retry(!may_fall_back),
             &|| counted,
         )
         .await;
         match sent {
-            Ok((resp, permits)) => return Ok((deployment.clone(), resp, permits, account)),
+            Ok((resp, permits, _)) => return Ok((deployment.clone(), resp, permits, account)),
             Err(Stopped::KeyRefused(key, refusal)) => {
                 return Err(reject_limited(account, &key, refusal))
             }

@@ -18,7 +18,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use futures_util::stream::{BoxStream, Stream};
+use futures_util::stream::{BoxStream, Stream, StreamExt};
 
 use crate::body::BoxError;
 
@@ -97,6 +97,18 @@ impl Events {
             at_start: true,
             ended: false,
         }
+    }
+
+    /// What is left to read, as a body: the bytes read past the last event returned, then
+    /// the rest of the body (nothing once it ended). Events read so far are not in it.
+    pub fn into_rest(self) -> BoxStream<'static, Result<Bytes, BoxError>> {
+        if self.ended {
+            return futures_util::stream::empty().boxed();
+        }
+        let mut read = self.carry;
+        read.extend_from_slice(&self.chunk);
+        let read = futures_util::stream::iter((!read.is_empty()).then(|| Ok(read.freeze())));
+        read.chain(self.body).boxed()
     }
 
     /// The next whole event's bytes, if the data read so far holds one.

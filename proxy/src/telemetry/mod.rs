@@ -90,6 +90,8 @@ pub struct ModelMetrics {
     retry_budget_exhausted: IntCounter,
     breaker_state: IntGauge,
     breaker_transitions: [IntCounter; BREAKER_STATES.len()],
+    /// Hedges sent to this deployment, and won by it.
+    hedges: [IntCounter; 2],
     cost: Counter,
 }
 
@@ -122,6 +124,7 @@ impl ModelMetrics {
                 .map(|reason| metrics.upstream_retries.with_label_values(&[p, m, reason])),
             retry_budget_exhausted: metrics.retry_budget_exhausted.with_label_values(&[p]),
             breaker_state: metrics.breaker_state.with_label_values(&[p, m]),
+            hedges: ["sent", "won"].map(|result| metrics.hedges.with_label_values(&[p, m, result])),
             breaker_transitions: BREAKER_STATES.map(|state| {
                 metrics
                     .breaker_transitions
@@ -135,6 +138,11 @@ impl ModelMetrics {
         if let Some(i) = RETRY_REASONS.iter().position(|r| *r == reason) {
             self.retries[i].inc();
         }
+    }
+
+    /// Counts a hedge sent to this deployment, and whether it answered first.
+    pub fn hedged(&self, won: bool) {
+        self.hedges[usize::from(won)].inc();
     }
 
     /// Counts a retry the provider's budget refused.
