@@ -460,8 +460,11 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(2.0);
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+    // One thread for the client, as wrk runs: with a worker thread beside the one that
+    // reads, every body frame crossed threads (a futex wake-up each), which cost the client
+    // more for a stream re-chunked per event than for the simulator's batched chunks and
+    // swung the per-chunk figure between runs (+5 µs in one, +70 µs in the next).
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
