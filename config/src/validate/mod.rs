@@ -226,13 +226,12 @@ fn parse_raw(text: &str, checker: &Checker<'_>) -> Result<RawConfig, ConfigError
                 key.push(field.to_string());
                 "is required".to_string()
             }
-            DeserializerError::InvalidType(found, expected) => {
-                format!("expected {expected}, found {}", found.to_unexpected())
-            }
-            DeserializerError::InvalidValue(found, expected) => {
+            DeserializerError::InvalidType(found, expected)
+            | DeserializerError::InvalidValue(found, expected) => {
                 format!(
-                    "invalid value {}, expected {expected}",
-                    found.to_unexpected()
+                    "must be {}, not {}",
+                    expected_in_words(&expected),
+                    found_in_words(&found.to_unexpected())
                 )
             }
             DeserializerError::InvalidLength(n, expected) => {
@@ -243,6 +242,38 @@ fn parse_raw(text: &str, checker: &Checker<'_>) -> Result<RawConfig, ConfigError
         };
         error(key.clone(), checker.map.line_of_key(&key), message)
     })
+}
+
+/// What serde expected, in the words of someone writing TOML ("a whole number", not "u64").
+fn expected_in_words(expected: &str) -> String {
+    let words = match expected {
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a whole number of 0 or more",
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number",
+        "f32" | "f64" => "a number",
+        "a boolean" => "true or false",
+        "a string" | "a borrowed string" | "a character" => "text in quotes",
+        "a sequence" => "a list, such as [\"a\", \"b\"]",
+        "a map" => "a table",
+        other if other.starts_with("struct ") => "a table",
+        other => return other.to_string(),
+    };
+    words.to_string()
+}
+
+/// What was found instead, in the same words.
+fn found_in_words(found: &serde::de::Unexpected<'_>) -> String {
+    use serde::de::Unexpected;
+    match found {
+        Unexpected::Bool(b) => format!("{b}"),
+        Unexpected::Unsigned(n) => format!("the number {n}"),
+        Unexpected::Signed(n) => format!("the number {n}"),
+        Unexpected::Float(f) => format!("the number {f}"),
+        Unexpected::Char(c) => format!("the text \"{c}\""),
+        Unexpected::Str(t) => format!("the text \"{t}\""),
+        Unexpected::Seq => "a list".to_string(),
+        Unexpected::Map => "a table".to_string(),
+        other => other.to_string(),
+    }
 }
 
 fn validate(

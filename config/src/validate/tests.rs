@@ -55,6 +55,40 @@ fn wrong_type_names_the_key() {
 }
 
 #[test]
+fn type_errors_speak_toml_not_rust() {
+    let cases = [
+        (
+            "context_window = \"big\"",
+            "must be a whole number of 0 or more, not the text \"big\"",
+        ),
+        (
+            "context_window = -5",
+            "must be a whole number of 0 or more, not the number -5",
+        ),
+        (
+            "context_window = 1000\ncapabilities = \"tools\"",
+            "must be a list, such as [\"a\", \"b\"], not the text \"tools\"",
+        ),
+        (
+            "context_window = 1000\nprice_input_per_mtok = \"cheap\"",
+            "must be a number, not the text \"cheap\"",
+        ),
+    ];
+    for (line, message) in cases {
+        let err = parse(&MINIMAL.replace("context_window = 1000", line)).unwrap_err();
+        assert_eq!(err.message(), message, "{err}");
+        for rust in ["u64", "f64", "sequence", "struct"] {
+            assert!(!err.to_string().contains(rust), "{err}");
+        }
+    }
+    let text = format!("{MINIMAL}[server]\nallow_public_without_auth = \"yes\"\n");
+    assert_eq!(
+        parse(&text).unwrap_err().message(),
+        "must be true or false, not the text \"yes\""
+    );
+}
+
+#[test]
 fn syntax_error_has_a_line() {
     let err = parse("[server\nlisten = 1").unwrap_err();
     assert_eq!(err.line(), 1, "{err}");
@@ -312,7 +346,8 @@ fn type_and_missing_key_errors_are_structured_and_name_the_key() {
         .unwrap_err();
     assert_eq!(err.key().unwrap().to_string(), "server.max_body_bytes");
     assert!(
-        err.message().contains("expected u64, found string"),
+        err.message()
+            .contains("must be a whole number of 0 or more, not the text \"big\""),
         "{err}"
     );
     assert!(err.line() > 0);
