@@ -31,6 +31,7 @@ struct Cli {
 enum Command {
     /// Run the proxy.
     Serve {
+        /// The TOML config to serve (watched: edits and SIGHUP reload it).
         #[arg(long, short)]
         config: PathBuf,
         /// Overrides `server.listen`.
@@ -39,6 +40,7 @@ enum Command {
     },
     /// Validate a config file and summarize it.
     Check {
+        /// The TOML config to validate.
         #[arg(long, short)]
         config: PathBuf,
     },
@@ -72,6 +74,7 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// The TOML config whose models, modes and keys to plan with.
         #[arg(long, short, default_value = "config/thinkgate.toml")]
         config: PathBuf,
         /// Plan as this client key (by its name in the config): its models, modes and caps.
@@ -220,11 +223,22 @@ fn init_logging(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a person at a terminal: escape codes in a file or a log pipeline are
+    // noise (and NO_COLOR says no, whatever the terminal).
+    use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        // The request's span once per line (its id, method and path), not also the list of
+        // every enclosing span.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_span_list(false)
+            .init(),
         LogFormat::Human => builder.init(),
     }
 }
@@ -298,7 +312,13 @@ fn check(path: &std::path::Path) -> ExitCode {
     let cfg = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
+            let each = e.each();
+            for one in &each {
+                eprintln!("error: {one}");
+            }
+            if each.len() > 1 {
+                eprintln!("{} errors in {}", each.len(), path.display());
+            }
             return ExitCode::from(2);
         }
     };

@@ -65,14 +65,38 @@ pub enum ConfigError {
         key: KeyPath,
         message: String,
     },
+    /// Several keys are wrong: every one, in file order, a line each.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<ConfigError>),
 }
 
 impl ConfigError {
+    /// One error, or all of them (never an empty list).
+    pub fn all(mut errors: Vec<ConfigError>) -> Option<ConfigError> {
+        match errors.len() {
+            0 => None,
+            1 => errors.pop(),
+            _ => {
+                errors.sort_by_key(ConfigError::line);
+                Some(ConfigError::Several(errors))
+            }
+        }
+    }
+
+    /// Each error on its own (one for all but [`ConfigError::Several`]).
+    pub fn each(&self) -> Vec<&ConfigError> {
+        match self {
+            ConfigError::Several(all) => all.iter().collect(),
+            one => vec![one],
+        }
+    }
+
     /// The message without the location, for tests and summaries.
     pub fn message(&self) -> String {
         match self {
             ConfigError::Read { source, .. } => source.to_string(),
             ConfigError::Invalid { message, .. } => message.clone(),
+            ConfigError::Several(all) => all.first().map(ConfigError::message).unwrap_or_default(),
         }
     }
 
@@ -80,6 +104,7 @@ impl ConfigError {
         match self {
             ConfigError::Read { .. } => 0,
             ConfigError::Invalid { line, .. } => *line,
+            ConfigError::Several(all) => all.first().map_or(0, ConfigError::line),
         }
     }
 
@@ -87,6 +112,7 @@ impl ConfigError {
         match self {
             ConfigError::Read { .. } => None,
             ConfigError::Invalid { key, .. } => Some(key),
+            ConfigError::Several(all) => all.first().and_then(ConfigError::key),
         }
     }
 }

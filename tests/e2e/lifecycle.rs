@@ -185,14 +185,71 @@ context_window = 1000
         .iter()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON log line: {l}")))
         .collect();
+    // The id once per line: in the request's span, or (a stream's end, after the span) on
+    // the line itself; never both.
+    let id_of = |v: &serde_json::Value| match (&v["request_id"], &v["span"]["request_id"]) {
+        (serde_json::Value::Null, id) | (id, serde_json::Value::Null) => {
+            id.as_str().map(str::to_string)
+        }
+        _ => panic!("the request id twice on one line: {v}"),
+    };
     let finished = |id: &str| {
-        parsed
-            .iter()
-            .any(|v| v["message"] == "Request finished." && v["request_id"] == id)
+        parsed.iter().any(|v| {
+            v["message"] == "Request finished."
+                && id_of(v).as_deref() == Some(id)
+                && v["kind"] == "request"
+                && v["api"] == "chat_completions"
+                && v["status"] == 200
+                && v["output_tokens"].is_u64()
+        })
     };
     assert!(finished("req-ok-test"), "{all}");
     assert!(
+        parsed.iter().all(|v| v.get("spans").is_none()),
+        "no span lists: {all}"
+    );
+    assert!(
         all.contains("req-secret-test"),
         "the failed request is logged with its id: {all}"
+    );
+}
+
+#[test]
+fn human_logs_have_no_colour_codes_when_stderr_is_not_a_terminal() {
+    use std::io::{BufRead, BufReader};
+    let dir = std::env::temp_dir().join(format!("thinkgate-colour-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("config.toml");
+    std::fs::write(&cfg, config_text(None, "")).unwrap();
+    // NO_COLOR unset: only the pipe says there is no terminal.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_thinkgate"))
+        .args([
+            "serve",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env_remove("NO_COLOR")
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref().map_while(Result::ok) {
+        let serving = line.contains("is serving");
+        seen.push(line);
+        if serving {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(seen.iter().any(|l| l.contains("WARN")), "{seen:?}");
+    assert!(
+        seen.iter().all(|l| !l.contains('\u{1b}')),
+        "colour codes in a pipe: {seen:?}"
     );
 }

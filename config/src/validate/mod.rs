@@ -276,27 +276,56 @@ fn found_in_words(found: &serde::de::Unexpected<'_>) -> String {
     }
 }
 
+/// `checked`'s value, or `None` with its error kept in `errors`.
+fn keep<T>(errors: &mut Vec<ConfigError>, checked: Result<T, ConfigError>) -> Option<T> {
+    checked.map_err(|e| errors.push(e)).ok()
+}
+
 fn validate(
     raw: RawConfig,
     file: &Path,
     c: &Checker<'_>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
-    let server = validate_server(&raw, c)?;
-
+    // Sections that do not depend on each other are all checked, so one run names every
+    // error among them.
+    let mut errors = Vec::new();
+    let server = keep(&mut errors, validate_server(&raw, c));
     let mut providers = Vec::with_capacity(raw.providers.len());
     for (name, p) in &raw.providers {
-        providers.push(validate_provider(name, p, c, env)?);
+        providers.extend(keep(&mut errors, validate_provider(name, p, c, env)));
     }
-
     let default_encoding = match &raw.metrics.default_encoding {
-        None => Encoding::O200kBase,
-        Some(e) => encoding(c, KeyPath::new(["metrics", "default_encoding"]), e)?,
-    };
+        None => Some(Encoding::O200kBase),
+        Some(e) => keep(
+            &mut errors,
+            encoding(c, KeyPath::new(["metrics", "default_encoding"]), e),
+        ),
+    }
+    .unwrap_or(Encoding::O200kBase);
     let mut models = Vec::with_capacity(raw.models.len());
     for (id, m) in &raw.models {
-        models.push(validate_model(id, m, &raw.providers, default_encoding, c)?);
+        let model = validate_model(id, m, &raw.providers, default_encoding, c);
+        models.extend(keep(&mut errors, model));
     }
+    let simulator = keep(&mut errors, validate_simulator(&raw, c));
+    let modes = keep(&mut errors, validate_modes(&raw, c));
+    let domains = keep(&mut errors, validate_domains(&raw, c));
+    let keys = match &server {
+        Some(server) => keep(&mut errors, validate_keys(&raw, c, env, server)),
+        None => None,
+    };
+    if let Some(all) = ConfigError::all(errors) {
+        return Err(all);
+    }
+    let (Some(server), Some(simulator), Some(modes), Some(domains), Some((auth, keys))) =
+        (server, simulator, modes, domains, keys)
+    else {
+        return Err(c.error(
+            KeyPath::new(Vec::<String>::new()),
+            "the config could not be read",
+        ));
+    };
     if models.is_empty() {
         return Err(c.error(
             KeyPath::new(["models"]),
@@ -319,10 +348,6 @@ fn validate(
         None => return Err(c.error(default_key, "is required: the model `auto` resolves to")),
     };
 
-    let simulator = validate_simulator(&raw, c)?;
-    let modes = validate_modes(&raw, c)?;
-    let (auth, keys) = validate_keys(&raw, c, env, &server)?;
-    let domains = validate_domains(&raw, c)?;
     let threshold = raw.routing.confidence_threshold.unwrap_or(0.28);
     if !(0.0..=1.0).contains(&threshold) {
         return Err(c.error(

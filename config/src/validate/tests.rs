@@ -627,3 +627,35 @@ fn hedge_after_is_p95_or_a_duration() {
         "{err}"
     );
 }
+
+#[test]
+fn every_independent_error_is_reported_at_once() {
+    let text = format!(
+        "{MINIMAL}[providers.bad]\nkind = \"openai\"\nhttp2_connections = 0\n\
+         [models.x]\nprovider = \"nope\"\ncontext_window = 10\n\
+         [server]\nmax_connections = 0\n"
+    );
+    let err = parse(&text).unwrap_err();
+    let keys: Vec<String> = err
+        .each()
+        .iter()
+        .map(|e| e.key().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "providers.bad.http2_connections",
+            "models.x.provider",
+            "server.max_connections"
+        ],
+        "{err}"
+    );
+    // In file order, a line each, each with its own file and line.
+    let lines: Vec<usize> = err.each().iter().map(|e| e.line()).collect();
+    assert!(lines.windows(2).all(|w| w[0] < w[1]), "{lines:?}");
+    assert_eq!(err.to_string().lines().count(), 3);
+    assert!(
+        err.to_string().lines().all(|l| l.starts_with("t.toml:")),
+        "{err}"
+    );
+}

@@ -45,6 +45,8 @@ pub fn reload(
     };
     let rejected = |why: String| {
         counter("error");
+        // Several errors go on one log line, each with its file, line and key.
+        let why = why.replace('\n', "; ");
         tracing::error!(config = %path.display(), "The config was not reloaded; the previous one keeps serving: {why}");
         ReloadError::Rejected(why)
     };

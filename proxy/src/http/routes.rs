@@ -79,6 +79,7 @@ async fn route(runtime: &Arc<Runtime>, req: Request<Incoming>) -> Response<Body>
         return metrics_response(runtime);
     }
     let mut account = Account::open(runtime.metrics.clone(), endpoint_label(path));
+    account.request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
     // Anthropic's clients get Anthropic's error shape, from the first check on.
     let anthropic = path == "/v1/messages" || path.starts_with("/v1/messages/");
     if let Err(e) = check_head(req.headers()) {

@@ -83,6 +83,7 @@ impl Call {
     /// synthesis): recorded as its own call, charged to the client's key.
     pub fn sub_account(&self, endpoint: &'static str, mode: Mode) -> Account {
         let mut account = Account::open(self.runtime.metrics.clone(), endpoint);
+        account.request_id = Some(self.request_id.clone());
         account.key = self.key.clone().map(|k| (k, Some(mode)));
         account.mode = mode_index(Some(mode));
         account.domain = self.domain;

@@ -96,15 +96,16 @@ impl Context {
         }
     }
 
-    /// Works out the response's token figures, logs the request and hands the figures to the
-    /// account. Called once, when the response is complete or abandoned.
+    /// Works out the response's token figures and hands them to the account. Called once,
+    /// when the response is complete or abandoned.
     fn finish(&mut self, tally: &Tally, outcome: &str) -> Tokens {
         let tokens = tally.tokens(|| self.prompt_estimate.get());
         self.record(tokens, tally.finish_reason.as_deref(), outcome);
         tokens
     }
 
-    /// Logs the request and hands its token figures to the account.
+    /// Hands the response's token figures and outcome to the account, which logs the request
+    /// when it records.
     fn record(&mut self, tokens: Tokens, finish_reason: Option<&str>, outcome: &str) {
         self.account.upstream_outcome(match outcome {
             "ok" => "ok",
@@ -114,20 +115,7 @@ impl Context {
             _ => "broken",
         });
         self.account.tokens = Some(tokens);
-        tracing::info!(
-            request_id = self.request_id.to_str().unwrap_or(""),
-            model = %self.route.model.id,
-            provider = %self.route.upstream.name,
-            outcome,
-            prompt_tokens = tokens.usage.prompt_tokens,
-            output_tokens = tokens.usage.completion_tokens,
-            reasoning_tokens = tokens.usage.reasoning_tokens.unwrap_or(0),
-            token_source = tokens.output_source.as_str(),
-            finish_reason,
-            ttft_ms = tokens.ttft.map(|d| d.as_millis() as u64),
-            duration_ms = self.started.elapsed().as_millis() as u64,
-            "Request finished."
-        );
+        self.account.finish_reason = finish_reason.map(str::to_string);
     }
 
     /// The error event that ends a stream the upstream broke, stalled or cut short, with

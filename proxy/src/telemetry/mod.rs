@@ -262,6 +262,9 @@ pub struct Account {
     /// The answering deployment's tokens-per-minute limit, charged the output when the
     /// response ends (its prompt was taken at admission).
     pub deployment_tokens: Option<Arc<TokenBucket>>,
+    /// For the access line: the request's id and how its answer ended.
+    pub request_id: Option<http::HeaderValue>,
+    pub finish_reason: Option<String>,
 }
 
 impl Account {
@@ -282,6 +285,8 @@ impl Account {
             key: None,
             hold: Hold::default(),
             deployment_tokens: None,
+            request_id: None,
+            finish_reason: None,
         }
     }
 
@@ -410,8 +415,66 @@ impl Account {
     }
 }
 
+impl Account {
+    /// The access line: one per client request (and one per contemplating agent and
+    /// synthesis, marked so), when its account records. Inside the request's span the span
+    /// carries the id; a stream ends after it, so the line names the id itself.
+    fn log(&self) {
+        // A load balancer's probes every few seconds are not traffic worth a line.
+        if matches!(self.endpoint, "healthz" | "readyz") && self.status < 400 {
+            return;
+        }
+        let kind = match self.endpoint {
+            "contemplate_agent" => "agent",
+            "contemplate_synthesis" => "synthesis",
+            _ => "request",
+        };
+        let model = self.model.as_deref();
+        let t = self.tokens.as_ref();
+        let outcome = self.upstream.map(|c| {
+            UPSTREAM_OUTCOMES
+                .get(c.outcome)
+                .copied()
+                .unwrap_or("cancelled")
+        });
+        let domain = model
+            .and_then(|mm| mm.domains.get(self.domain))
+            .map(String::as_str);
+        macro_rules! access {
+            ($($id:tt)*) => {
+                tracing::info!(
+                    $($id)*
+                    kind,
+                    api = self.endpoint,
+                    status = self.status,
+                    model = model.map(|mm| mm.model.as_str()),
+                    provider = model.map(|mm| mm.provider.as_str()),
+                    mode = MODES[self.mode],
+                    domain = domain.filter(|d| *d != "none"),
+                    outcome,
+                    prompt_tokens = t.map(|t| t.usage.prompt_tokens),
+                    output_tokens = t.map(|t| t.usage.completion_tokens),
+                    reasoning_tokens = t.and_then(|t| t.usage.reasoning_tokens),
+                    token_source = t.map(|t| t.output_source.as_str()),
+                    finish_reason = self.finish_reason.as_deref(),
+                    enforcement = self.budget.map(|b| b.method),
+                    reasoning_budget = self.budget.map(|b| b.limit),
+                    ttft_ms = t.and_then(|t| t.ttft).map(|d| d.as_millis() as u64),
+                    duration_ms = self.started.elapsed().as_millis() as u64,
+                    "Request finished."
+                )
+            };
+        }
+        match self.request_id.as_ref().and_then(|v| v.to_str().ok()) {
+            Some(id) if tracing::Span::current().is_none() => access!(request_id = id,),
+            _ => access!(),
+        }
+    }
+}
+
 impl Drop for Account {
     fn drop(&mut self) {
+        self.log();
         if let (Some(tpm), Some(tokens)) = (&self.deployment_tokens, &self.tokens) {
             tpm.debit(tokens.usage.completion_tokens);
         }
