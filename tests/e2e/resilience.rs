@@ -558,3 +558,36 @@ async fn a_stream_that_breaks_before_content_moves_to_the_next_deployment_unseen
         r.text()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_over_its_tokens_per_minute_rests_until_paid_back() {
+    // s1 takes 60 tokens a minute and is always preferred. A call is admitted while its
+    // prompt fits and nothing is owed; its output is charged when it ends. The first two
+    // answers (about 10 prompt + 40 output tokens each) leave s1 owing, so it rests and the
+    // next calls go to s2.
+    let text = deployments(
+        "balance = \"weighted\"",
+        ", weight = 1000, tokens_per_minute = 60",
+        ", weight = 1",
+        "[simulator.models.one]\nanswer_tokens = 40\nreasoning = \"none\"\n",
+    );
+    let proxy = Proxy::start(&text).await;
+    let url = proxy.url("/v1/chat/completions");
+    let mut answered = Vec::new();
+    for _ in 0..4 {
+        let r = call(&url, ask("multi"), &[]).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        answered.push(r.json()["model"].as_str().unwrap().to_string());
+    }
+    assert_eq!(answered, ["one", "one", "two", "two"]);
+    let m = scrape(&proxy).await;
+    assert_eq!(by_provider(&m, "ok"), (2.0, 2.0), "{m}");
+    assert_eq!(
+        series(
+            &m,
+            "thinkgate_upstream_requests_total",
+            &[("outcome", "error_status")]
+        ),
+        0.0
+    );
+}
