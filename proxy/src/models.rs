@@ -242,3 +242,71 @@ impl ModelLimiter {
         self.limiter.check().is_ok()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(requests_per_minute: Option<u32>, tokens_per_minute: Option<u32>) -> DeploymentState {
+        DeploymentState::new(&thinkgate_config::Deployment {
+            provider: "p".into(),
+            upstream_model: "m".into(),
+            weight: 1,
+            requests_per_minute,
+            tokens_per_minute,
+        })
+    }
+
+    #[test]
+    fn the_hedging_percentile_waits_for_enough_answers_and_keeps_the_recent_ones() {
+        let d = state(None, None);
+        for ms in 1..20 {
+            d.answered_in(Duration::from_millis(ms));
+        }
+        assert_eq!(d.p95(), None, "19 answers are too few");
+        for ms in 20..=100 {
+            d.answered_in(Duration::from_millis(ms));
+        }
+        assert_eq!(d.p95(), Some(Duration::from_millis(95)));
+        // Only the last 128 count: a slow spell long past is forgotten.
+        for _ in 0..RECENT {
+            d.answered_in(Duration::from_millis(10));
+        }
+        assert_eq!(d.p95(), Some(Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn calls_in_flight_are_the_permits_out() {
+        let d = state(None, None);
+        let (a, b) = (d.start_call(), d.start_call());
+        assert_eq!(d.in_flight(), 2);
+        drop(a);
+        assert_eq!(d.load().in_flight, 1);
+        drop(b);
+        assert_eq!(d.in_flight(), 0);
+    }
+
+    #[test]
+    fn the_vendor_limits_refuse_without_taking() {
+        let d = state(Some(2), None);
+        assert!(d.admit(&|| 0).is_ok());
+        assert!(d.admit(&|| 0).is_ok());
+        assert!(matches!(d.admit(&|| 0), Err(AtLimit::RequestsPerMinute(2))));
+        // The prompt is counted only under a token limit.
+        let counted = std::sync::atomic::AtomicBool::new(false);
+        let count = || {
+            counted.store(true, std::sync::atomic::Ordering::Relaxed);
+            10
+        };
+        let free = state(None, None);
+        assert!(free.admit(&count).is_ok());
+        assert!(!counted.load(std::sync::atomic::Ordering::Relaxed));
+        let tpm = state(None, Some(15));
+        assert!(tpm.admit(&count).is_ok());
+        assert!(counted.load(std::sync::atomic::Ordering::Relaxed));
+        assert!(
+            matches!(tpm.admit(&count), Err(AtLimit::TokensPerMinute(15))),
+            "10 + 10 > 15"
+        );
+    }
+}
