@@ -96,8 +96,8 @@ impl One<'_> {
     /// Sends to `route`, and to the hedge's deployment too once `route` has been silent (no
     /// response head, or for a stream no content) for the hedge's wait (when the retry
     /// budget, that deployment's breaker and limits and a free slot allow): the first answer
-    /// wins, the other call is cancelled (it is
-    /// dropped, which closes its connection). A failure waits for the other call.
+    /// wins, and the other call is cancelled (dropped, which closes its connection). A
+    /// failure waits for the other call.
     async fn race<'h>(
         &self,
         route: &Route,
