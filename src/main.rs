@@ -266,8 +266,9 @@ async fn serve(cfg: Config) -> Result<(), String> {
     } else {
         tracing::info!(keys = runtime.keys.len(), "Client API keys loaded.");
     }
-    if !not_ready.is_empty() {
-        tracing::warn!(providers = ?not_ready, "Some providers have no API key in the environment; their models answer 503.");
+    // A line per provider: a list in a log field would reach JSON logs as one string.
+    for provider in &not_ready {
+        tracing::warn!(%provider, "A provider has no API key in the environment; its models answer 503.");
     }
     let runtime = Arc::new(ArcSwap::from_pointee(runtime));
     // Edits to the file (and SIGHUP) reload it; a bad edit keeps the running config.
