@@ -162,7 +162,10 @@ context_window = 1000
     let ok = call(
         &url,
         chat("sim-model", false),
-        &[("x-request-id", "req-ok-test")],
+        &[
+            ("x-request-id", "req-ok-test"),
+            ("traceparent", TRACEPARENT),
+        ],
     )
     .await;
     assert_eq!(ok.status, StatusCode::OK);
@@ -201,6 +204,7 @@ context_window = 1000
                 && v["api"] == "chat_completions"
                 && v["status"] == 200
                 && v["output_tokens"].is_u64()
+                && v["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
         })
     };
     assert!(finished("req-ok-test"), "{all}");
@@ -252,4 +256,55 @@ fn human_logs_have_no_colour_codes_when_stderr_is_not_a_terminal() {
         seen.iter().all(|l| !l.contains('\u{1b}')),
         "colour codes in a pipe: {seen:?}"
     );
+}
+
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+/// A one-shot upstream on loopback that answers a fixed completion and hands back the
+/// request head it read.
+async fn capturing_upstream() -> (String, tokio::sync::oneshot::Receiver<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            let mut chunk = [0u8; 4096];
+            let n = sock.read(&mut chunk).await.unwrap();
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let body = r#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#;
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        sock.write_all(resp.as_bytes()).await.unwrap();
+        let _ = tx.send(String::from_utf8_lossy(&buf).to_lowercase());
+    });
+    (url, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_valid_trace_context_goes_upstream_and_an_invalid_one_does_not() {
+    for (parent, forwarded) in [(TRACEPARENT, true), ("00-not-a-trace-01", false)] {
+        let (upstream, head) = capturing_upstream().await;
+        let proxy = Proxy::start(&config_text(Some(&upstream), "")).await;
+        let headers = [("traceparent", parent), ("tracestate", "vendor=abc")];
+        let r = call(
+            &proxy.url("/v1/chat/completions"),
+            chat("net-model", false),
+            &headers,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        let head = head.await.unwrap();
+        assert_eq!(
+            head.contains(&format!("traceparent: {parent}")),
+            forwarded,
+            "{head}"
+        );
+        assert_eq!(head.contains("tracestate: vendor=abc"), forwarded, "{head}");
+    }
 }

@@ -15,7 +15,7 @@ use super::{chat, messages, openai, responses};
 use crate::body::{self, Body};
 use crate::error::ApiError;
 use crate::state::Runtime;
-use crate::telemetry::Account;
+use crate::telemetry::{trace_context, Account};
 use crate::{explain, ingress};
 
 /// The proxy's endpoints over the current runtime (swapped whole on reload).
@@ -80,6 +80,7 @@ async fn route(runtime: &Arc<Runtime>, req: Request<Incoming>) -> Response<Body>
     }
     let mut account = Account::open(runtime.metrics.clone(), endpoint_label(path));
     account.request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
+    account.trace_id = trace_context::trace_id(req.headers()).map(str::to_string);
     // Anthropic's clients get Anthropic's error shape, from the first check on.
     let anthropic = path == "/v1/messages" || path.starts_with("/v1/messages/");
     if let Err(e) = check_head(req.headers()) {

@@ -84,6 +84,8 @@ impl Call {
     pub fn sub_account(&self, endpoint: &'static str, mode: Mode) -> Account {
         let mut account = Account::open(self.runtime.metrics.clone(), endpoint);
         account.request_id = Some(self.request_id.clone());
+        account.trace_id =
+            crate::telemetry::trace_context::trace_id(&self.headers).map(str::to_string);
         account.key = self.key.clone().map(|k| (k, Some(mode)));
         account.mode = mode_index(Some(mode));
         account.domain = self.domain;

@@ -8,6 +8,8 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod trace_context;
+
 use prometheus::{Counter, Histogram, IntCounter, IntGauge};
 use thinkgate_metrics::Metrics;
 
@@ -262,8 +264,10 @@ pub struct Account {
     /// The answering deployment's tokens-per-minute limit, charged the output when the
     /// response ends (its prompt was taken at admission).
     pub deployment_tokens: Option<Arc<TokenBucket>>,
-    /// For the access line: the request's id and how its answer ended.
+    /// For the access line: the request's id, the client's trace id (W3C `traceparent`),
+    /// and how its answer ended.
     pub request_id: Option<http::HeaderValue>,
+    pub trace_id: Option<String>,
     pub finish_reason: Option<String>,
 }
 
@@ -286,6 +290,7 @@ impl Account {
             hold: Hold::default(),
             deployment_tokens: None,
             request_id: None,
+            trace_id: None,
             finish_reason: None,
         }
     }
@@ -445,6 +450,7 @@ impl Account {
                 tracing::info!(
                     $($id)*
                     kind,
+                    trace_id = self.trace_id.as_deref(),
                     api = self.endpoint,
                     status = self.status,
                     model = model.map(|mm| mm.model.as_str()),

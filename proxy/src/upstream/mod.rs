@@ -500,6 +500,7 @@ impl Upstream {
                 headers.append(name.clone(), value.clone());
             }
         }
+        crate::telemetry::trace_context::propagate(client_headers, headers);
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
