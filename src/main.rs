@@ -154,10 +154,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Serve { config, listen } => match Config::load_listening_on(&config, listen) {
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(2)
-            }
+            Err(e) => config_failed(&e, &config),
             Ok(cfg) => {
                 init_logging(cfg.server.log_format, &cfg.server.log_level);
                 // Upstream connection pools are kept per serving thread.
@@ -166,11 +163,11 @@ fn main() -> ExitCode {
             }
         },
         Command::Simulate { listen, config } => {
-            let sim = match config.map(Config::load).transpose() {
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
+            let loaded = config
+                .as_deref()
+                .map(|path| Config::load(path).map_err(|e| (e, path)));
+            let sim = match loaded.transpose() {
+                Err((e, path)) => return config_failed(&e, path),
                 Ok(cfg) => cfg.map(|c| c.simulator).unwrap_or_default(),
             };
             init_logging(LogFormat::Human, "info");
@@ -309,19 +306,23 @@ async fn simulate(listen: SocketAddr, config: thinkgate_config::Simulator) -> Re
     Ok(())
 }
 
+/// A config that did not load: each error on its own `error:` line (with its file, line
+/// and key), then how many there were; exit code 2.
+fn config_failed(e: &thinkgate_config::ConfigError, path: &std::path::Path) -> ExitCode {
+    let each = e.each();
+    for one in &each {
+        eprintln!("error: {one}");
+    }
+    if each.len() > 1 {
+        eprintln!("{} errors in {}", each.len(), path.display());
+    }
+    ExitCode::from(2)
+}
+
 fn check(path: &std::path::Path) -> ExitCode {
     let cfg = match Config::load(path) {
         Ok(c) => c,
-        Err(e) => {
-            let each = e.each();
-            for one in &each {
-                eprintln!("error: {one}");
-            }
-            if each.len() > 1 {
-                eprintln!("{} errors in {}", each.len(), path.display());
-            }
-            return ExitCode::from(2);
-        }
+        Err(e) => return config_failed(&e, path),
     };
     say!("{}: valid", path.display());
     say!("listen: {}", cfg.server.listen);
@@ -445,9 +446,23 @@ fn read_scrape(source: &str) -> Result<String, String> {
         }
         return std::fs::read_to_string(source).map_err(|e| format!("cannot read {source}: {e}"));
     }
-    let uri: hyper::Uri = source
-        .parse()
+    let req = hyper::Request::get(source)
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
         .map_err(|e| format!("{source} is not a URL: {e}"))?;
+    let (status, body) = exchange(source, req, "fetch")?;
+    if !status.is_success() {
+        return Err(format!("{source} answered {status}"));
+    }
+    String::from_utf8(body.to_vec()).map_err(|e| e.to_string())
+}
+
+/// One request to a plain-http server from the CLI (`report`, `route --server`), within
+/// 10 s: its status and body. `doing` names the attempt in the error ("cannot fetch URL").
+fn exchange(
+    url: &str,
+    req: hyper::Request<http_body_util::Full<bytes::Bytes>>,
+    doing: &str,
+) -> Result<(hyper::StatusCode, bytes::Bytes), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -456,25 +471,23 @@ fn read_scrape(source: &str) -> Result<String, String> {
         use http_body_util::BodyExt;
         let client =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build_http::<http_body_util::Empty<bytes::Bytes>>();
-        let fetch = async {
+                .build_http::<http_body_util::Full<bytes::Bytes>>();
+        let ask = async {
             let resp = client
-                .get(uri)
+                .request(req)
                 .await
-                .map_err(|e| format!("cannot fetch {source}: {e}"))?;
-            if !resp.status().is_success() {
-                return Err(format!("{source} answered {}", resp.status()));
-            }
+                .map_err(|e| format!("cannot {doing} {url}: {e}"))?;
+            let status = resp.status();
             let body = resp
                 .into_body()
                 .collect()
                 .await
                 .map_err(|e| e.to_string())?;
-            String::from_utf8(body.to_bytes().to_vec()).map_err(|e| e.to_string())
+            Ok((status, body.to_bytes()))
         };
-        tokio::time::timeout(std::time::Duration::from_secs(10), fetch)
+        tokio::time::timeout(std::time::Duration::from_secs(10), ask)
             .await
-            .map_err(|_| format!("{source} did not answer within 10 s"))?
+            .map_err(|_| format!("{url} did not answer within 10 s"))?
     })
 }
 
@@ -644,39 +657,14 @@ fn post_json(url: &str, body: Vec<u8>, key: Option<&str>) -> Result<serde_json::
         req.headers_mut()
             .insert(hyper::header::AUTHORIZATION, value);
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    rt.block_on(async {
-        use http_body_util::BodyExt;
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build_http::<http_body_util::Full<bytes::Bytes>>();
-        let ask = async {
-            let resp = client
-                .request(req)
-                .await
-                .map_err(|e| format!("cannot reach {url}: {e}"))?;
-            let status = resp.status();
-            let bytes = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
-            let v: serde_json::Value = serde_json::from_slice(&bytes)
-                .map_err(|_| format!("{url} answered {status} with no JSON"))?;
-            if !status.is_success() {
-                let why = v["error"]["message"].as_str().unwrap_or("no message");
-                return Err(format!("{url} answered {status}: {why}"));
-            }
-            Ok(v)
-        };
-        tokio::time::timeout(std::time::Duration::from_secs(10), ask)
-            .await
-            .map_err(|_| format!("{url} did not answer within 10 s"))?
-    })
+    let (status, bytes) = exchange(url, req, "reach")?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|_| format!("{url} answered {status} with no JSON"))?;
+    if !status.is_success() {
+        let why = v["error"]["message"].as_str().unwrap_or("no message");
+        return Err(format!("{url} answered {status}: {why}"));
+    }
+    Ok(v)
 }
 
 /// `route --explain`: prints the plan; exits 1 when no model can take the request.
@@ -684,10 +672,7 @@ fn route(path: &std::path::Path, as_json: bool, key: Option<&str>) -> ExitCode {
     use std::io::Read;
     let cfg = match Config::load(path) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return config_failed(&e, path),
     };
     let mut body = Vec::new();
     if let Err(e) = std::io::stdin().read_to_end(&mut body) {

@@ -28,13 +28,7 @@ pub async fn handle(
     key: Option<Arc<KeyState>>,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    let server = &runtime.config.server;
-    let read = ingress::read_body(
-        &parts.headers,
-        body,
-        server.max_body_bytes,
-        server.body_read_timeout,
-    );
+    let read = ingress::read_within(&parts.headers, body, &runtime.config.server);
     let chat = match read.await.and_then(|bytes| ingress::parse_chat(&bytes)) {
         Ok(c) => c,
         Err(e) => return account.reject(e),

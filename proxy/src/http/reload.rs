@@ -45,8 +45,6 @@ pub fn reload(
     };
     let rejected = |why: String| {
         counter("error");
-        // Several errors go on one log line, each with its file, line and key.
-        let why = why.replace('\n', "; ");
         tracing::error!(config = %path.display(), "The config was not reloaded; the previous one keeps serving: {why}");
         ReloadError::Rejected(why)
     };
@@ -59,8 +57,12 @@ pub fn reload(
     if last.as_deref() == Some(text.as_str()) {
         return Err(ReloadError::Unchanged);
     }
+    // Several errors go on one log line, each with its file, line and key.
     let result = Config::parse(&text, path, &|var| std::env::var(var).ok())
-        .map_err(|e| e.to_string())
+        .map_err(|e| {
+            let each: Vec<String> = e.each().iter().map(ToString::to_string).collect();
+            each.join("; ")
+        })
         .and_then(|config| current.rebuild(config));
     match result {
         Ok(next) => {

@@ -131,13 +131,7 @@ async fn route(runtime: &Arc<Runtime>, req: Request<Incoming>) -> Response<Body>
         }
         (&Method::POST, "/v1/route") => {
             let (parts, body) = req.into_parts();
-            let server = &runtime.config.server;
-            let read = ingress::read_body(
-                &parts.headers,
-                body,
-                server.max_body_bytes,
-                server.body_read_timeout,
-            );
+            let read = ingress::read_within(&parts.headers, body, &runtime.config.server);
             let plan = match read.await {
                 Ok(bytes) => {
                     explain::plan_of(runtime, &bytes, &parts.headers, key.as_deref()).await

@@ -137,8 +137,27 @@ const ROLES: [&str; 6] = [
     "function",
 ];
 
-/// A request body read under `[server]`'s bounds (`max_body_bytes`, `body_read_timeout`)
-/// and parsed as a JSON object: how every API's ingress begins.
+/// A request body read under `[server]`'s bounds (`max_body_bytes`, `body_read_timeout`):
+/// how every API's ingress begins.
+pub async fn read_within<B>(
+    headers: &HeaderMap,
+    body: B,
+    server: &thinkgate_config::Server,
+) -> Result<Bytes, ApiError>
+where
+    B: hyper::body::Body,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    read_body(
+        headers,
+        body,
+        server.max_body_bytes,
+        server.body_read_timeout,
+    )
+    .await
+}
+
+/// [`read_within`], parsed as a JSON object.
 pub async fn read_object<B>(
     headers: &HeaderMap,
     body: B,
@@ -148,14 +167,7 @@ where
     B: hyper::body::Body,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let bytes = read_body(
-        headers,
-        body,
-        server.max_body_bytes,
-        server.body_read_timeout,
-    )
-    .await?;
-    json_object(&bytes)
+    json_object(&read_within(headers, body, server).await?)
 }
 
 /// A body as a JSON object, or the 400 that says why it is not one.

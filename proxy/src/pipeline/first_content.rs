@@ -30,14 +30,27 @@ pub const HOLD_LIMIT: usize = 64 * 1024;
 #[derive(Clone, Copy)]
 pub(super) struct Primed;
 
-/// The response with its leading events held until content, or why it failed before any.
-/// The time from `started` to the first content counts toward the deployment's hedging
-/// percentile.
+/// The response with its leading events held until content, or why it failed before any
+/// (a failure the deployment's breaker counts, as it counts a failed send). The time from
+/// `started` to the first content counts toward the deployment's hedging percentile.
 pub(super) async fn first_content(
     route: &Route,
     resp: Response<Body>,
     max_event: usize,
     started: Instant,
+) -> Result<Response<Body>, SendFailure> {
+    let held = hold_until_content(route, resp, max_event).await;
+    match &held {
+        Ok(_) => route.deployment.answered_in(started.elapsed()),
+        Err(_) => super::breaker_outcome(route, false),
+    }
+    held
+}
+
+async fn hold_until_content(
+    route: &Route,
+    resp: Response<Body>,
+    max_event: usize,
 ) -> Result<Response<Body>, SendFailure> {
     let up = &route.upstream;
     let broken = |why: String| {
@@ -85,7 +98,6 @@ pub(super) async fn first_content(
             break;
         }
     }
-    route.deployment.answered_in(started.elapsed());
     let rest = events.into_rest();
     let body = futures_util::stream::iter(held.into_iter().map(Ok)).chain(rest);
     let mut resp = Response::from_parts(parts, body::stream(body));

@@ -231,7 +231,6 @@ impl Attempt<'_> {
             match first_content::first_content(route, resp, max_event, started).await {
                 Ok(resp) => resp,
                 Err(failure) => {
-                    breaker_outcome(route, false);
                     drop(permits);
                     return self.failed(account, failure).await;
                 }
@@ -563,9 +562,12 @@ async fn slots(
     global: &Arc<tokio::sync::Semaphore>,
     route: &Route,
 ) -> Result<Vec<OwnedSemaphorePermit>, SendFailure> {
+    // Free slots are taken without arming a timer (the common case).
+    if let Some(permits) = free_slots(global, route) {
+        return Ok(permits);
+    }
     let wait = route.upstream.response_timeout;
     let take = |s: Arc<tokio::sync::Semaphore>, which: &'static str| async move {
-        // A free slot is taken without arming a timer (the common case).
         if let Ok(permit) = s.clone().try_acquire_owned() {
             return Ok(permit);
         }
@@ -579,6 +581,18 @@ async fn slots(
         permits.push(take(provider.clone(), "its provider (max_concurrent_calls)").await?);
     }
     Ok(permits)
+}
+
+/// The call's concurrency slots if they are free now (a hedge never waits for one).
+fn free_slots(
+    global: &Arc<tokio::sync::Semaphore>,
+    route: &Route,
+) -> Option<Vec<OwnedSemaphorePermit>> {
+    let mut permits = vec![global.clone().try_acquire_owned().ok()?];
+    if let Some(provider) = &route.upstream.concurrency {
+        permits.push(provider.clone().try_acquire_owned().ok()?);
+    }
+    Some(permits)
 }
 
 /// What a call asks the upstream for.
@@ -619,7 +633,6 @@ async fn send(
                 .await
         }
     };
-    let outcome = |succeeded: bool| breaker_outcome(route, succeeded);
     let resp = match sent {
         Ok(resp) => resp,
         Err(e) => {
@@ -628,17 +641,17 @@ async fn send(
                 UpstreamError::Timeout(_) => "timeout",
                 UpstreamError::Broken(_) => "broken",
             };
-            outcome(false);
+            breaker_outcome(route, false);
             return Err(SendFailure::Unreachable(label, e.into_api(&up.name)));
         }
     };
     let status = resp.status();
     if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-        outcome(false);
+        breaker_outcome(route, false);
         return Err(SendFailure::Refused(Box::new(resp)));
     }
     // A client error says nothing against the deployment.
-    outcome(true);
+    breaker_outcome(route, true);
     if !status.is_success() {
         return Err(SendFailure::Error(Box::new(resp)));
     }

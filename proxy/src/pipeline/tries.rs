@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::Response;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::{admit, first_content, send, slots, Call, SendFailure, Target};
+use super::{admit, first_content, free_slots, send, slots, Call, SendFailure, Target};
 use crate::auth::{KeyState, Refusal};
 use crate::body::{self, Body};
 use crate::models::Route;
@@ -86,11 +86,7 @@ impl One<'_> {
             return Ok(resp);
         }
         let max_event = self.call.runtime.config.server.max_event_bytes;
-        let primed = first_content::first_content(route, resp, max_event, started).await;
-        if primed.is_err() {
-            breaker_outcome(route, false);
-        }
-        primed
+        first_content::first_content(route, resp, max_event, started).await
     }
 
     /// Sends to `route`, and to the hedge's deployment too once `route` has been silent (no
@@ -157,18 +153,6 @@ impl One<'_> {
             },
         }
     }
-}
-
-/// The call's concurrency slots if they are free now (a hedge never waits for one).
-fn free_slots(
-    global: &Arc<tokio::sync::Semaphore>,
-    route: &Route,
-) -> Option<Vec<OwnedSemaphorePermit>> {
-    let mut permits = vec![global.clone().try_acquire_owned().ok()?];
-    if let Some(provider) = &route.upstream.concurrency {
-        permits.push(provider.clone().try_acquire_owned().ok()?);
-    }
-    Some(permits)
 }
 
 /// What a failed call weighs in a deployment's latency estimate.

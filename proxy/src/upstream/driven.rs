@@ -82,6 +82,17 @@ struct Idle {
     since: Instant,
 }
 
+/// Closes the idle connections past [`IDLE_TIMEOUT`]. They are queued in the order they
+/// went idle, so the expired ones are at the front: no walk over the rest per request.
+fn drop_expired(idle: &mut VecDeque<Idle>, now: Instant) {
+    while idle
+        .front()
+        .is_some_and(|i| now.duration_since(i.since) >= IDLE_TIMEOUT)
+    {
+        idle.pop_front();
+    }
+}
+
 /// The idle connections of every serving thread.
 pub struct DrivenPool {
     connect_timeout: Duration,
@@ -105,11 +116,10 @@ impl DrivenPool {
         self.per_thread.get(super::transport::serving_thread()?)
     }
 
-    /// The newest live idle connection to `authority`; expired ones are closed on the way.
+    /// The newest idle connection to `authority`; expired ones are closed on the way.
     fn checkout(&self, authority: &str) -> Option<Conn> {
         let mut idle = self.idle()?.lock().ok()?;
-        let now = Instant::now();
-        idle.retain(|i| now.duration_since(i.since) < IDLE_TIMEOUT && !i.conn.closed);
+        drop_expired(&mut idle, Instant::now());
         let at = idle.iter().rposition(|i| i.authority == authority)?;
         idle.remove(at).map(|i| i.conn)
     }
@@ -121,14 +131,14 @@ impl DrivenPool {
         let Some(idle) = self.idle() else { return };
         if let Ok(mut idle) = idle.lock() {
             let now = Instant::now();
-            idle.retain(|i| now.duration_since(i.since) < IDLE_TIMEOUT);
+            drop_expired(&mut idle, now);
             if idle.len() >= MAX_IDLE {
                 idle.pop_front();
             }
             idle.push_back(Idle {
                 authority,
                 conn,
-                since: Instant::now(),
+                since: now,
             });
         }
     }
