@@ -19,39 +19,12 @@ fn streamed(model: &str) -> String {
         .to_string()
 }
 
-/// The value of the series of `family` whose labels include every `labels` pair.
-fn series(metrics: &str, family: &str, labels: &[(&str, &str)]) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(family) && l[family.len()..].starts_with('{'))
-        .filter(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-/// `thinkgate route --explain --server URL` with `body` on stdin: what it prints.
-fn route_on_server(url: &str, body: &str) -> String {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_thinkgate"))
-        .args(["route", "--explain", "--server", url.trim_end_matches('/')])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+/// `thinkgate route --explain --server URL` with `body` on stdin: its exit code and what
+/// it prints.
+fn route_on_server(url: &str, body: &str) -> (i32, String) {
+    let url = url.trim_end_matches('/');
+    let (code, out, err) = run_cli(&["route", "--explain", "--server", url], body);
+    (code, out + &err)
 }
 
 async fn scrape(proxy: &Proxy) -> String {
@@ -262,7 +235,7 @@ async fn an_open_breaker_answers_at_once_with_retry_after_then_a_probe_closes_it
     assert_eq!(explained.status, StatusCode::OK, "{}", explained.text());
     let plan: Value = explained.json();
     assert_eq!(plan["candidates"][0]["breaker"]["state"], "open", "{plan}");
-    let cli = route_on_server(&proxy.url(""), &ask("sim-model"));
+    let (_, cli) = route_on_server(&proxy.url(""), &ask("sim-model"));
     assert!(cli.contains("circuit breaker open"), "{cli}");
 
     // After open_for the scrape shows it half-open, and one good probe closes it.
@@ -331,7 +304,7 @@ fn by_provider(metrics: &str, outcome: &str) -> (f64, f64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_deployment_is_retried_then_left_for_the_other_one() {
+async fn a_failing_deployment_hands_over_to_the_other_one_and_is_then_avoided() {
     let text = deployments("", "", "", "[simulator.models.one]\nfault_status = 503\n");
     let proxy = Proxy::start(&text).await;
     let url = proxy.url("/v1/chat/completions");
@@ -589,5 +562,56 @@ async fn a_deployment_over_its_tokens_per_minute_rests_until_paid_back() {
             &[("outcome", "error_status")]
         ),
         0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_stalls_before_content_moves_on_after_the_idle_timeout() {
+    // s1 sends its role chunk, then nothing: after its 300 ms stream_idle_timeout the stream
+    // goes to s2, unseen.
+    let text = deployments(
+        "balance = \"weighted\"",
+        ", weight = 1000",
+        ", weight = 1",
+        "[simulator.models.one]\nfault_stall_after = 0\n",
+    )
+    .replace(
+        "[providers.s1]\nkind = \"simulator\"\n",
+        "[providers.s1]\nkind = \"simulator\"\nstream_idle_timeout = \"300ms\"\n",
+    );
+    let proxy = Proxy::start(&text).await;
+    let started = Instant::now();
+    let r = call(&proxy.url("/v1/chat/completions"), streamed("multi"), &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(r.streamed().done, "{}", r.text());
+    assert_eq!(r.header("x-thinkgate-fallback-from"), "multi@s1");
+    let m = scrape(&proxy).await;
+    let timed_out = [("provider", "s1"), ("outcome", "timeout")];
+    assert_eq!(
+        series(&m, "thinkgate_upstream_requests_total", &timed_out),
+        1.0,
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_plan_refuses_a_bad_body_and_the_cli_names_a_server_it_cannot_reach() {
+    let proxy = Proxy::start(&config_text(None, "")).await;
+    let r = call(&proxy.url("/v1/route"), "{not json", &[]).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    r.error();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let (code, out) = route_on_server(&url, &ask("sim-model"));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("cannot reach {url}/v1/route")),
+        "{out}"
     );
 }

@@ -209,14 +209,6 @@ fn resident_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn metric(text: &str, family: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(family) && !l.starts_with('#'))
-        .filter(|l| matches!(l.as_bytes().get(family.len()), Some(b' ' | b'{')))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_faults_every_answer_is_whole_or_a_clear_error() {
     let dir = std::env::temp_dir().join(format!("thinkgate-soak-{}", std::process::id()));
@@ -309,16 +301,20 @@ async fn under_faults_every_answer_is_whole_or_a_clear_error() {
     let mut text = String::new();
     for _ in 0..100 {
         text = get(&proxy.url("/metrics")).await.text();
-        if metric(&text, "thinkgate_in_flight_requests") == 0.0 {
+        if series(&text, "thinkgate_in_flight_requests", &[]) == 0.0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(metric(&text, "thinkgate_in_flight_requests"), 0.0, "{text}");
+    assert_eq!(
+        series(&text, "thinkgate_in_flight_requests", &[]),
+        0.0,
+        "{text}"
+    );
     // Retries within the budget: 20 % of first tries, plus the floor of 5 a second per
     // provider over the run and its 10 s window.
-    let retries = metric(&text, "thinkgate_upstream_retries_total");
-    let calls = metric(&text, "thinkgate_upstream_requests_total");
+    let retries = series(&text, "thinkgate_upstream_retries_total", &[]);
+    let calls = series(&text, "thinkgate_upstream_requests_total", &[]);
     let floor = 2.0 * 5.0 * (elapsed.as_secs_f64() + 10.0);
     assert!(retries > 0.0, "the faults were retried");
     assert!(
