@@ -277,7 +277,7 @@ async fn serve(cfg: Config) -> Result<(), String> {
         }
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let service = server::proxy_service(runtime);
+    let service = server::proxy_service(runtime.clone());
     let serving = server::serve_on_threads(listen, workers, service, limit, grace, stopped)?;
     let local = serving.addr;
     tracing::info!(listen = %local, threads = workers, config = %source.display(), "thinkgate is serving.");
@@ -285,6 +285,12 @@ async fn serve(cfg: Config) -> Result<(), String> {
     let _ = stop.send(true);
     // Each serving thread drains its own connections within the grace period.
     let _ = tokio::task::spawn_blocking(move || serving.wait()).await;
+    // The spans of the last requests go out before the process does.
+    if let Some(telemetry) = runtime.load().telemetry.clone() {
+        telemetry
+            .flush(grace.max(std::time::Duration::from_secs(1)))
+            .await;
+    }
     Ok(())
 }
 

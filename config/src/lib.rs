@@ -55,6 +55,47 @@ pub struct Config {
     pub auth: Auth,
     /// Client API keys, sorted by name.
     pub keys: Vec<ClientKey>,
+    /// OpenTelemetry export (traces, and metrics when asked); off without an endpoint.
+    pub telemetry: Telemetry,
+}
+
+/// `[telemetry]`: where and what to export over OTLP/HTTP (protobuf).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Telemetry {
+    /// The collector's base URL (`http://host:4318`): spans go to `/v1/traces`, metrics
+    /// to `/v1/metrics`. `None`: nothing is exported and nothing is traced.
+    pub endpoint: Option<String>,
+    /// Sent with every export; values came from the config with `${VAR}` resolved.
+    pub headers: Vec<(String, Secret)>,
+    /// Share of new traces sampled; a client's sampled flag is followed whatever it is.
+    pub sample_ratio: f64,
+    pub service_name: String,
+    /// Whether spans carry the prompt and answer (`gen_ai.input.messages`, ...).
+    pub capture_content: bool,
+    /// Whether the GenAI metric instruments are exported too (Prometheus stays).
+    pub metrics: bool,
+    pub metrics_interval: Duration,
+    /// Finished spans waiting for export (besides the batch being sent); more are dropped
+    /// and counted.
+    pub queue_spans: usize,
+    /// The longest one export may take before it is given up (and its spans counted).
+    pub export_timeout: Duration,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry {
+            endpoint: None,
+            headers: Vec::new(),
+            sample_ratio: 1.0,
+            service_name: "thinkgate".to_string(),
+            capture_content: false,
+            metrics: false,
+            metrics_interval: Duration::from_secs(60),
+            queue_spans: 2048,
+            export_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

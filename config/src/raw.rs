@@ -34,6 +34,25 @@ pub struct RawConfig {
     pub domains: BTreeMap<String, RawDomain>,
     #[serde(default)]
     pub contemplating: RawContemplating,
+    #[serde(default)]
+    pub telemetry: RawTelemetry,
+}
+
+/// `[telemetry]`: OpenTelemetry export over OTLP/HTTP.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    pub endpoint: Option<String>,
+    /// Header values may hold `${VAR}` references (a collector's API key).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub sample_ratio: Option<f64>,
+    pub service_name: Option<String>,
+    pub capture_content: Option<bool>,
+    pub metrics: Option<bool>,
+    pub metrics_interval: Option<String>,
+    pub queue_spans: Option<u64>,
+    pub export_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

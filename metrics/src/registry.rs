@@ -60,6 +60,7 @@ pub struct Metrics {
     pub cost_usd: CounterVec,
     pub in_flight: IntGauge,
     pub config_reloads: IntCounterVec,
+    pub telemetry_spans: IntCounterVec,
     pub build_info: IntGaugeVec,
 }
 
@@ -122,6 +123,7 @@ impl Metrics {
             cost_usd: reg(&r, CounterVec::new(Opts::new("thinkgate_cost_usd_total", "Cost in US dollars from the models' configured prices."), &["model"]).unwrap_or_else(|e| panic!("{e}"))), // ok: static definition
             in_flight: reg(&r, IntGauge::new("thinkgate_in_flight_requests", "Requests being answered now (streams until their last byte).").unwrap_or_else(|e| panic!("{e}"))), // ok: static definition
             config_reloads: counter(&r, "thinkgate_config_reloads_total", "Config reloads, by result.", &["result"]),
+            telemetry_spans: counter(&r, "thinkgate_telemetry_spans_total", "Finished trace spans, by what became of them: exported to the OTLP collector, queue_full (dropped: the export queue was full), export_failed (dropped: the collector refused, failed or timed out).", &["outcome"]),
             build_info: reg(&r, IntGaugeVec::new(Opts::new("thinkgate_build_info", "Always 1; the version is in the label."), &["version"]).unwrap_or_else(|e| panic!("{e}"))), // ok: static definition
             registry: r,
         };
@@ -134,7 +136,7 @@ impl Metrics {
     /// The name of every family, as scraped.
     pub fn family_names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 22] = [
+        let collectors: [&dyn Collector; 23] = [
             &self.requests,
             &self.request_duration,
             &self.ttft,
@@ -156,6 +158,7 @@ impl Metrics {
             &self.cost_usd,
             &self.in_flight,
             &self.config_reloads,
+            &self.telemetry_spans,
             &self.build_info,
         ];
         collectors
@@ -213,6 +216,6 @@ mod tests {
             }
         }
         assert!(queried >= 20);
-        assert_eq!(names.len(), 22);
+        assert_eq!(names.len(), 23);
     }
 }

@@ -20,6 +20,7 @@ use crate::plan::classify::Classifier;
 use crate::plan::route::Table;
 use crate::plan::Tables;
 use crate::resilience::Breaker;
+use crate::telemetry::otlp::Exporter;
 use crate::telemetry::ModelMetrics;
 use crate::upstream::{LocalFactory, LocalUpstream, Upstream};
 
@@ -51,6 +52,9 @@ pub struct Runtime {
     pub upstream_calls: Arc<tokio::sync::Semaphore>,
     /// Responses API conversations for `previous_response_id` (kept across reloads).
     pub responses: Arc<crate::responses::Store>,
+    /// OTLP export of traces (and GenAI metrics), when `[telemetry]` names a collector
+    /// (kept across reloads while that section is unchanged).
+    pub telemetry: Option<Arc<Exporter>>,
 }
 
 /// The ids every config offers besides its models.
@@ -174,7 +178,12 @@ impl Runtime {
                 server.response_store_bytes,
             )),
         };
+        let telemetry = match previous.and_then(|p| p.telemetry.as_ref()) {
+            Some(t) if t.config() == &config.telemetry => Some(t.clone()),
+            _ => Exporter::start(&config.telemetry, &metrics)?,
+        };
         Ok(Runtime {
+            telemetry,
             responses,
             upstream_calls,
             keys,
@@ -268,7 +277,7 @@ impl Route {
             false => model.id.clone(),
         };
         Ok(Route {
-            metrics: Arc::new(ModelMetrics::new(metrics, &model, domains)),
+            metrics: Arc::new(ModelMetrics::new(metrics, &model, upstream.kind, domains)),
             counter: TokenCounter::new(model.encoding),
             model,
             label,

@@ -154,7 +154,10 @@ context_window = 1000
     let bad = call(
         &url,
         chat("vendor-model", false),
-        &[("x-request-id", "req-secret-test")],
+        &[
+            ("x-request-id", "req-secret-test"),
+            ("traceparent", TRACEPARENT),
+        ],
     )
     .await;
     assert_eq!(bad.status, StatusCode::BAD_GATEWAY);
@@ -188,14 +191,15 @@ context_window = 1000
         .iter()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON log line: {l}")))
         .collect();
-    // The id once per line: in the request's span, or (a stream's end, after the span) on
-    // the line itself; never both.
-    let id_of = |v: &serde_json::Value| match (&v["request_id"], &v["span"]["request_id"]) {
+    // The request and trace ids once per line: in the request's span, or (a stream's end,
+    // after the span) on the line itself; never both.
+    let once = |v: &serde_json::Value, key: &str| match (&v[key], &v["span"][key]) {
         (serde_json::Value::Null, id) | (id, serde_json::Value::Null) => {
             id.as_str().map(str::to_string)
         }
-        _ => panic!("the request id twice on one line: {v}"),
+        _ => panic!("the {key} twice on one line: {v}"),
     };
+    let id_of = |v: &serde_json::Value| once(v, "request_id");
     let finished = |id: &str| {
         parsed.iter().any(|v| {
             v["message"] == "Request finished."
@@ -204,10 +208,23 @@ context_window = 1000
                 && v["api"] == "chat_completions"
                 && v["status"] == 200
                 && v["output_tokens"].is_u64()
-                && v["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+                && once(v, "trace_id").as_deref() == Some("4bf92f3577b34da6a3ce929d0e0e4736")
         })
     };
     assert!(finished("req-ok-test"), "{all}");
+    // Every line of a request names its trace, not only the access line.
+    let failed: Vec<_> = parsed
+        .iter()
+        .filter(|v| id_of(v).as_deref() == Some("req-secret-test"))
+        .collect();
+    assert!(failed.len() >= 2, "the failure and the access line: {all}");
+    for v in failed {
+        assert_eq!(
+            once(v, "trace_id").as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736"),
+            "{v}"
+        );
+    }
     assert!(
         parsed.iter().all(|v| v.get("spans").is_none()),
         "no span lists: {all}"

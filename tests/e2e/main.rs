@@ -22,3 +22,4 @@ mod routing;
 mod sdk;
 mod soak;
 mod support;
+mod telemetry;

@@ -269,29 +269,6 @@ async fn an_open_breaker_answers_at_once_with_retry_after_then_a_probe_closes_it
 }
 
 /// `multi` served by two simulated providers: `s1` (upstream `one`) and `s2` (`two`).
-fn deployments(model_extra: &str, s1: &str, s2: &str, sim_extra: &str) -> String {
-    config_text(
-        None,
-        &format!(
-            r#"
-[providers.s1]
-kind = "simulator"
-
-[providers.s2]
-kind = "simulator"
-
-[models.multi]
-context_window = 100000
-{model_extra}
-deployments = [
-  {{ provider = "s1", upstream_model = "one"{s1} }},
-  {{ provider = "s2", upstream_model = "two"{s2} }},
-]
-{sim_extra}"#
-        ),
-    )
-}
-
 fn by_provider(metrics: &str, outcome: &str) -> (f64, f64) {
     let n = |p| {
         series(

@@ -681,3 +681,29 @@ pub fn series(metrics: &str, family: &str, labels: &[(&str, &str)]) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// A config with one model, `multi`, on two simulator deployments `s1` (upstream model
+/// `one`) and `s2` (`two`); `s1`/`s2` extend each deployment's entry, `sim_extra` is
+/// appended.
+pub fn deployments(model_extra: &str, s1: &str, s2: &str, sim_extra: &str) -> String {
+    config_text(
+        None,
+        &format!(
+            r#"
+[providers.s1]
+kind = "simulator"
+
+[providers.s2]
+kind = "simulator"
+
+[models.multi]
+context_window = 100000
+{model_extra}
+deployments = [
+  {{ provider = "s1", upstream_model = "one"{s1} }},
+  {{ provider = "s2", upstream_model = "two"{s2} }},
+]
+{sim_extra}"#
+        ),
+    )
+}

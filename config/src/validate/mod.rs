@@ -9,6 +9,7 @@ mod providers;
 mod routing;
 mod server;
 mod simulator;
+mod telemetry;
 #[cfg(test)]
 mod tests;
 
@@ -20,6 +21,7 @@ use providers::*;
 use routing::*;
 use server::*;
 use simulator::*;
+use telemetry::*;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -35,13 +37,13 @@ use crate::modes::{
 };
 use crate::raw::{
     RawBreaker, RawConfig, RawDomain, RawDomainsFile, RawModePolicy, RawModel, RawModelThinking,
-    RawPolicy, RawProvider, RawRetry, RawSimProfile,
+    RawPolicy, RawProvider, RawRetry, RawSimProfile, RawTelemetry,
 };
 use crate::{
     ApiKey, Auth, Balance, BreakerPolicy, ClientKey, Config, Deployment, Dialect, Domain,
     EfficientBy, Encoding, HeaderPattern, HedgeAfter, KeyLimits, LogFormat, MetricsConfig, Model,
     ModelNames, Policy, Provider, ProviderKind, ReasoningField, ReasoningStyle, RetryBudget,
-    RetryPolicy, Routing, Secret, Server, SimFaults, SimProfile, Simulator, WireFormat,
+    RetryPolicy, Routing, Secret, Server, SimFaults, SimProfile, Simulator, Telemetry, WireFormat,
 };
 
 /// Collects the context every error needs: the file and the source map.
@@ -113,6 +115,25 @@ impl Checker<'_> {
             ));
         }
         Ok(v)
+    }
+
+    /// An `http://` or `https://` URL, without its trailing slashes.
+    fn http_url(&self, key: KeyPath, url: &str) -> Result<String, ConfigError> {
+        let trimmed = url.trim_end_matches('/');
+        let rest = trimmed
+            .strip_prefix("https://")
+            .or_else(|| trimmed.strip_prefix("http://"));
+        // Just enough checking to reject garbage: a host of URL characters, no spaces.
+        let host = rest.map(|r| r.split('/').next().unwrap_or(""));
+        let valid = host.is_some_and(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
+        }) && !trimmed.contains(char::is_whitespace);
+        if !valid {
+            return Err(self.error(key, format!("`{url}` is not an http:// or https:// URL")));
+        }
+        Ok(trimmed.to_string())
     }
 
     /// A timeout or deadline: a duration that is not zero (zero would fail every request).
@@ -311,6 +332,7 @@ fn validate(
     let simulator = keep(&mut errors, validate_simulator(&raw, c));
     let modes = keep(&mut errors, validate_modes(&raw, c));
     let domains = keep(&mut errors, validate_domains(&raw, c));
+    let telemetry = keep(&mut errors, validate_telemetry(&raw.telemetry, c, env));
     let keys = match &server {
         Some(server) => keep(&mut errors, validate_keys(&raw, c, env, server)),
         None => None,
@@ -318,8 +340,14 @@ fn validate(
     if let Some(all) = ConfigError::all(errors) {
         return Err(all);
     }
-    let (Some(server), Some(simulator), Some(modes), Some(domains), Some((auth, keys))) =
-        (server, simulator, modes, domains, keys)
+    let (
+        Some(server),
+        Some(simulator),
+        Some(modes),
+        Some(domains),
+        Some((auth, keys)),
+        Some(telemetry),
+    ) = (server, simulator, modes, domains, keys, telemetry)
     else {
         return Err(c.error(
             KeyPath::new(Vec::<String>::new()),
@@ -396,6 +424,7 @@ fn validate(
         keys,
         domains,
         confidence_threshold: threshold as f32,
+        telemetry,
     })
 }
 

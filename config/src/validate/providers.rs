@@ -18,18 +18,7 @@ pub(super) fn validate_provider(
     };
 
     let base_url = match (&p.base_url, kind) {
-        (Some(url), _) => {
-            let trimmed = url.trim_end_matches('/');
-            let valid = (trimmed.starts_with("http://") || trimmed.starts_with("https://"))
-                && trimmed.parse::<http_uri_check::Uri>().is_ok();
-            if !valid {
-                return Err(c.error(
-                    base.child("base_url"),
-                    format!("`{url}` is not an http:// or https:// URL"),
-                ));
-            }
-            trimmed.to_string()
-        }
+        (Some(url), _) => c.http_url(base.child("base_url"), url)?,
         (None, ProviderKind::Simulator) => String::new(),
         (None, ProviderKind::OpenAi) => "https://api.openai.com/v1".to_string(),
         (None, ProviderKind::Anthropic) => "https://api.anthropic.com/v1".to_string(),
@@ -318,31 +307,4 @@ fn validate_breaker(
         half_open_probes: c.bounded(key("half_open_probes"), b.half_open_probes, 1, 1..=1000)?
             as u32,
     })
-}
-
-/// Just enough URI checking to reject garbage without pulling in `http` here.
-mod http_uri_check {
-    pub struct Uri;
-
-    impl std::str::FromStr for Uri {
-        type Err = ();
-
-        fn from_str(s: &str) -> Result<Self, ()> {
-            let rest = s
-                .strip_prefix("https://")
-                .or_else(|| s.strip_prefix("http://"))
-                .ok_or(())?;
-            let host = rest.split('/').next().unwrap_or("");
-            let ok = !host.is_empty()
-                && !s.contains(char::is_whitespace)
-                && host
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b));
-            if ok {
-                Ok(Uri)
-            } else {
-                Err(())
-            }
-        }
-    }
 }

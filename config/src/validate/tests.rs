@@ -659,3 +659,79 @@ fn every_independent_error_is_reported_at_once() {
         "{err}"
     );
 }
+
+#[test]
+fn telemetry_resolves_header_references_and_keeps_them_secret() {
+    let text = format!(
+        "{MINIMAL}\n[telemetry]\nendpoint = \"http://127.0.0.1:4318/\"\nsample_ratio = 0.25\n\
+         headers = {{ authorization = \"Bearer ${{SET_KEY}}\", \"x-dataset\" = \"prod\" }}\n"
+    );
+    let cfg = parse(&text).expect("valid");
+    let t = &cfg.telemetry;
+    assert_eq!(t.endpoint.as_deref(), Some("http://127.0.0.1:4318"));
+    assert_eq!(t.sample_ratio, 0.25);
+    assert_eq!(t.headers[0].0, "authorization");
+    assert_eq!(t.headers[0].1.expose(), "Bearer sk-secret-value");
+    assert_eq!(t.headers[1].1.expose(), "prod");
+    assert!(!format!("{t:?}").contains("sk-secret-value"));
+    // Without an endpoint nothing is exported.
+    assert_eq!(parse(MINIMAL).unwrap().telemetry.endpoint, None);
+}
+
+#[test]
+fn telemetry_errors_name_their_key() {
+    let cases = [
+        (
+            "endpoint = \"udp://x\"",
+            "telemetry.endpoint",
+            "not an http",
+        ),
+        (
+            "sample_ratio = 2.0",
+            "telemetry.sample_ratio",
+            "between 0 and 1",
+        ),
+        (
+            "headers = { authorization = \"${NOT_SET}\" }",
+            "telemetry.headers.authorization",
+            "`${NOT_SET}`, which is not set",
+        ),
+        (
+            "headers = { authorization = \"Bearer ${OPEN\" }",
+            "telemetry.headers.authorization",
+            "closing",
+        ),
+        (
+            "headers = { \"bad name\" = \"x\" }",
+            "telemetry.headers.\"bad name\"",
+            "header name",
+        ),
+        (
+            "metrics_interval = \"10ms\"",
+            "telemetry.metrics_interval",
+            "at least 1s",
+        ),
+        ("queue_spans = 1", "telemetry.queue_spans", "between 16"),
+        (
+            "export_timeout = \"0s\"",
+            "telemetry.export_timeout",
+            "longer than zero",
+        ),
+        (
+            "endpont = \"http://x\"",
+            "telemetry.endpont",
+            "did you mean `endpoint`",
+        ),
+    ];
+    for (line, key, says) in cases {
+        let text = format!("{MINIMAL}\n[telemetry]\n{line}\n");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(
+            err.key().map(|k| k.to_string()).as_deref(),
+            Some(key),
+            "{line}: {err}"
+        );
+        assert!(err.message().contains(says), "{line}: {err}");
+        assert_eq!(err.line(), MINIMAL.lines().count() + 3, "{line}: {err}");
+    }
+}

@@ -18,6 +18,7 @@ use crate::ingress;
 use crate::pipeline::{self, mode_index, Ask, Call, KeyAdmission};
 use crate::plan::{self, Caller, Plan};
 use crate::state::Runtime;
+use crate::telemetry::spans::{attr, TraceSpan};
 use crate::telemetry::Account;
 
 pub async fn handle(
@@ -55,6 +56,7 @@ pub async fn serve(
         Err(e) => return account.reject(e),
     };
     label(&mut account, runtime, &plan);
+    account.trace(|span| traced(span, &chat, &plan));
     if let Some(refusal) = plan.refusal.clone() {
         account.model = Some(plan.named.metrics.clone());
         return account.reject(refusal);
@@ -73,6 +75,7 @@ pub async fn serve(
         key,
         domain: account.domain,
         admission,
+        trace: account.span.as_ref().map(TraceSpan::parent),
     };
     answer(call, &plan, chat, account).await
 }
@@ -88,6 +91,21 @@ fn label(account: &mut Account, runtime: &Runtime, plan: &Plan) {
             .position(|d| *d == r.decision.domain)
             .unwrap_or(0);
     }
+}
+
+/// What the request's span says of the ask and the plan.
+fn traced(span: &mut TraceSpan, chat: &ChatRequest, plan: &Plan) {
+    let max_tokens = crate::upstream::convert::max_tokens(&chat.body);
+    span.requested("chat", &chat.model, max_tokens);
+    if let Some(r) = &plan.routed {
+        span.set(attr::CONFIDENCE, f64::from(r.decision.confidence));
+    }
+    span.content(attr::INPUT_MESSAGES, || {
+        chat.body
+            .get("messages")
+            .map(|m| m.to_string())
+            .unwrap_or_default()
+    });
 }
 
 /// What the key is asked to admit: the mode, the prompt, and the most the request may spend.

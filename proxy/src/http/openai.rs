@@ -27,7 +27,7 @@ pub async fn embeddings(
     runtime: &Arc<Runtime>,
     req: Request<Incoming>,
     request_id: HeaderValue,
-    account: Account,
+    mut account: Account,
     key: Option<Arc<KeyState>>,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
@@ -41,6 +41,7 @@ pub async fn embeddings(
         Err(e) => return account.reject(e),
     };
     let counted = request.get("input").map_or(0, |i| count(i, route.counter));
+    account.trace(|span| span.requested("embeddings", &asked, None));
     let call = call(runtime, request_id, parts.headers, key, counted, 0);
     pipeline::embed(&call, &route, request, counted, account).await
 }
@@ -51,7 +52,7 @@ pub async fn completions(
     runtime: &Arc<Runtime>,
     req: Request<Incoming>,
     request_id: HeaderValue,
-    account: Account,
+    mut account: Account,
     key: Option<Arc<KeyState>>,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
@@ -91,6 +92,8 @@ pub async fn completions(
             o.insert("include_usage".into(), true.into());
         }
     }
+    account
+        .trace(|span| span.requested("text_completion", &asked, Some(output).filter(|n| *n > 0)));
     let call = call(runtime, request_id, parts.headers, key, counted, output);
     pipeline::complete(
         &call,
@@ -128,6 +131,8 @@ fn call(
         },
         key,
         domain: 0,
+        // Only an orchestrated request's calls hang under a span of their own.
+        trace: None,
     }
 }
 

@@ -67,6 +67,7 @@ where
         let span = tracing::info_span!(
             "request",
             request_id = id.to_str().unwrap_or(""),
+            trace_id = tracing::field::Empty,
             method = %req.method(),
             path = req.uri().path(),
         );

@@ -15,6 +15,7 @@ use super::{chat, messages, openai, responses};
 use crate::body::{self, Body};
 use crate::error::ApiError;
 use crate::state::Runtime;
+use crate::telemetry::spans::{self, TraceSpan};
 use crate::telemetry::{trace_context, Account};
 use crate::{explain, ingress};
 
@@ -53,6 +54,15 @@ const PATHS: [&str; 11] = [
     "/metrics",
 ];
 
+/// The path as `http.route`: one of [`PATHS`], whatever path a client sends.
+fn path_label(path: &str) -> &'static str {
+    PATHS
+        .iter()
+        .find(|p| **p == path)
+        .copied()
+        .unwrap_or("other")
+}
+
 /// The `endpoint` label: a fixed set, whatever path a client sends.
 fn endpoint_label(path: &str) -> &'static str {
     match path {
@@ -80,7 +90,24 @@ async fn route(runtime: &Arc<Runtime>, req: Request<Incoming>) -> Response<Body>
     }
     let mut account = Account::open(runtime.metrics.clone(), endpoint_label(path));
     account.request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
-    account.trace_id = trace_context::trace_id(req.headers()).map(str::to_string);
+    let operation = spans::operation(account.endpoint());
+    account.span = runtime
+        .telemetry
+        .as_ref()
+        .zip(operation)
+        .map(|(exporter, op)| TraceSpan::request(exporter, req.headers(), op, path_label(path)));
+    match &account.span {
+        Some(span) => {
+            let trace_id = span.trace_id();
+            tracing::Span::current().record("trace_id", tracing::field::display(trace_id));
+        }
+        None => {
+            account.trace_id = trace_context::trace_id(req.headers()).map(str::to_string);
+            if let Some(id) = &account.trace_id {
+                tracing::Span::current().record("trace_id", id.as_str());
+            }
+        }
+    }
     // Anthropic's clients get Anthropic's error shape, from the first check on.
     let anthropic = path == "/v1/messages" || path.starts_with("/v1/messages/");
     if let Err(e) = check_head(req.headers()) {

@@ -27,8 +27,9 @@ use crate::models::{AtLimit, Route};
 use crate::plan::budget;
 use crate::relay::{self, FollowUpSender, Guard};
 use crate::state::Runtime;
+use crate::telemetry::spans::{attr, Parent, TraceSpan};
 use crate::telemetry::{Account, MODES};
-use crate::upstream::{self, ApiErrorOrRaw, UpstreamError};
+use crate::upstream::{self, ApiErrorOrRaw, Origin, UpstreamError};
 
 mod first_content;
 mod openai;
@@ -49,6 +50,8 @@ pub struct Call {
     /// The key's admission: asked for by the first attempt whose model admits it (so a key
     /// is not charged for a request its model's limit refuses), or made up front.
     pub admission: KeyAdmission,
+    /// The request's span, which an orchestrated call's span hangs under.
+    pub trace: Option<Parent>,
 }
 
 /// The client key's admission of one request.
@@ -89,6 +92,11 @@ impl Call {
         account.key = self.key.clone().map(|k| (k, Some(mode)));
         account.mode = mode_index(Some(mode));
         account.domain = self.domain;
+        let call = match endpoint {
+            "contemplate_synthesis" => "synthesis",
+            _ => "agent",
+        };
+        account.span = self.trace.as_ref().map(|p| p.orchestrated(call));
         account
     }
 }
@@ -240,6 +248,7 @@ impl Attempt<'_> {
         };
         let (id, chat) = (self.call.request_id.clone(), self.ask.chat);
         let server = &runtime.config.server;
+        let trace = account.span.as_ref().map(TraceSpan::parent);
         let mut ctx = relay::Context::new(
             id,
             route.clone(),
@@ -258,6 +267,7 @@ impl Attempt<'_> {
                 route: route.clone(),
                 request_id: self.call.request_id.clone(),
                 headers: self.call.headers.clone(),
+                trace: trace.clone(),
             }),
         });
         let mut out = relay::respond(ctx, resp, guard, self.ask.chat.stream).await;
@@ -304,6 +314,11 @@ async fn fail(
     mut account: Account,
     failure: SendFailure,
 ) -> Result<Response<Body>, Account> {
+    // A call whose head came but whose stream broke before its first content.
+    if let Some(mut span) = account.call_span.take() {
+        span.fail(failure.error_type());
+        span.end();
+    }
     if may_fall_back && failure.hands_over() {
         failure.count_hand_over(&mut account, route);
         return Err(account);
@@ -471,6 +486,19 @@ enum SendFailure {
 }
 
 impl SendFailure {
+    /// The failure as a span's `error.type`: the status code, or what went wrong.
+    fn error_type(&self) -> opentelemetry::StringValue {
+        match self {
+            SendFailure::Limited(_) => "rate_limited".into(),
+            SendFailure::Busy(_) => "busy".into(),
+            SendFailure::Open(_) => "circuit_open".into(),
+            SendFailure::Unreachable(outcome, _) => (*outcome).into(),
+            SendFailure::Refused(resp) | SendFailure::Error(resp) => {
+                resp.status().as_u16().to_string().into()
+            }
+        }
+    }
+
     /// Whether another model may do better: everything but the client's own error.
     fn hands_over(&self) -> bool {
         !matches!(self, SendFailure::Error(_))
@@ -608,13 +636,25 @@ enum Target {
     },
 }
 
+impl Target {
+    /// The call's `gen_ai.operation.name`.
+    fn operation(self) -> &'static str {
+        match self {
+            Target::Chat { .. } => "chat",
+            Target::OpenAi {
+                path: "embeddings", ..
+            } => "embeddings",
+            Target::OpenAi { .. } => "text_completion",
+        }
+    }
+}
+
 /// The send step every call shares: the send and the health bookkeeping.
 async fn send(
     route: &Route,
     body: Bytes,
     target: Target,
-    request_id: &HeaderValue,
-    headers: &HeaderMap,
+    origin: Origin<'_>,
     deadline: Instant,
 ) -> Result<Response<Body>, SendFailure> {
     let up = &route.upstream;
@@ -625,12 +665,10 @@ async fn send(
     let sent = match target {
         Target::Chat { stream } => {
             let model = &route.model.upstream_model;
-            up.send(body, model, stream, request_id, headers, timeout)
-                .await
+            up.send(body, model, stream, origin, timeout).await
         }
         Target::OpenAi { path, stream } => {
-            up.send_openai(path, body, stream, request_id, headers, timeout)
-                .await
+            up.send_openai(path, body, stream, origin, timeout).await
         }
     };
     let resp = match sent {
@@ -658,11 +696,28 @@ async fn send(
     Ok(resp)
 }
 
+/// What a call's span says of its send: the status, and why it failed if it did.
+fn note_sent(span: &mut TraceSpan, sent: &Result<Response<Body>, SendFailure>) {
+    let status = match sent {
+        Ok(resp) => Some(resp.status()),
+        Err(SendFailure::Refused(resp) | SendFailure::Error(resp)) => Some(resp.status()),
+        Err(_) => None,
+    };
+    if let Some(status) = status {
+        span.set(attr::HTTP_STATUS, i64::from(status.as_u16()));
+    }
+    if let Err(failure) = sent {
+        span.fail(failure.error_type());
+    }
+}
+
 /// The budget guard's follow-up calls, through the same send step as every attempt.
 struct FollowUps {
     route: Arc<Route>,
     request_id: HeaderValue,
     headers: HeaderMap,
+    /// The request's span, which each follow-up's span hangs under.
+    trace: Option<Parent>,
 }
 
 impl FollowUpSender for FollowUps {
@@ -674,8 +729,24 @@ impl FollowUpSender for FollowUps {
                 Ok(()) => {
                     let target = Target::Chat { stream: true };
                     let deadline = Instant::now() + route.upstream.response_timeout;
-                    let (id, headers) = (&self.request_id, &self.headers);
-                    send(route, body, target, id, headers, deadline).await
+                    let mut span = self.trace.as_ref().map(|p| {
+                        let mut span = p.call("chat", &route.metrics.values, 1, false);
+                        span.set(attr::CALL, "guard_follow_up");
+                        span
+                    });
+                    let traceparent = span.as_ref().and_then(TraceSpan::traceparent);
+                    let origin = Origin {
+                        request_id: &self.request_id,
+                        client_headers: &self.headers,
+                        traceparent: traceparent.as_ref(),
+                    };
+                    let sent = send(route, body, target, origin, deadline).await;
+                    // The follow-up's span covers its call until the response head.
+                    if let Some(mut span) = span.take() {
+                        note_sent(&mut span, &sent);
+                        span.end();
+                    }
+                    sent
                 }
                 Err(refused) => Err(refused),
             };

@@ -10,12 +10,17 @@ use bytes::Bytes;
 use http::Response;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::{admit, first_content, free_slots, send, slots, Call, SendFailure, Target};
+use super::{admit, first_content, free_slots, note_sent, send, slots, Call, SendFailure, Target};
 use crate::auth::{KeyState, Refusal};
 use crate::body::{self, Body};
 use crate::models::Route;
 use crate::resilience::{backoff, retry_after, BreakerState, Transition};
+use crate::telemetry::spans::{Parent, TraceSpan};
 use crate::telemetry::{Account, UpstreamCall};
+use crate::upstream::Origin;
+
+/// A response head and the span of the call that brought it (when tracing).
+type Sent = (Response<Body>, Option<TraceSpan>);
 
 /// How a call may be tried beyond its first send.
 pub struct Tries<'a> {
@@ -46,6 +51,10 @@ struct One<'a> {
     call: &'a Call,
     target: Target,
     deadline: Instant,
+    /// The span each send's span hangs under (the account's), when tracing.
+    trace: Option<&'a Parent>,
+    /// Which try this is (1 for the first send).
+    attempt: u32,
 }
 
 impl One<'_> {
@@ -58,9 +67,19 @@ impl One<'_> {
         route: &Route,
         body: Bytes,
         started: Instant,
-    ) -> Result<Response<Body>, SendFailure> {
-        let (id, headers) = (&self.call.request_id, &self.call.headers);
-        let sent = send(route, body, self.target, id, headers, self.deadline).await;
+        hedge: bool,
+    ) -> Result<Sent, SendFailure> {
+        let operation = self.target.operation();
+        let mut span = self
+            .trace
+            .map(|p| p.call(operation, &route.metrics.values, self.attempt, hedge));
+        let traceparent = span.as_ref().and_then(TraceSpan::traceparent);
+        let origin = Origin {
+            request_id: &self.call.request_id,
+            client_headers: &self.call.headers,
+            traceparent: traceparent.as_ref(),
+        };
+        let sent = send(route, body, self.target, origin, self.deadline).await;
         let latency = match &sent {
             Ok(resp) => {
                 if !body::is_event_stream(resp.headers()) {
@@ -71,7 +90,18 @@ impl One<'_> {
             Err(_) => started.elapsed().max(FAILED_CALL_LATENCY),
         };
         route.deployment.observe(latency, Instant::now());
-        sent
+        if let Some(span) = span.as_mut() {
+            note_sent(span, &sent);
+        }
+        match sent {
+            Ok(resp) => Ok((resp, span)),
+            Err(failure) => {
+                if let Some(span) = span {
+                    span.end();
+                }
+                Err(failure)
+            }
+        }
     }
 
     /// [`One::send`], and for a stream its first content too: what a hedge races for.
@@ -80,13 +110,23 @@ impl One<'_> {
         route: &Route,
         body: Bytes,
         started: Instant,
-    ) -> Result<Response<Body>, SendFailure> {
-        let resp = self.send(route, body, started).await?;
+        hedge: bool,
+    ) -> Result<Sent, SendFailure> {
+        let (resp, span) = self.send(route, body, started, hedge).await?;
         if !body::is_event_stream(resp.headers()) {
-            return Ok(resp);
+            return Ok((resp, span));
         }
         let max_event = self.call.runtime.config.server.max_event_bytes;
-        first_content::first_content(route, resp, max_event, started).await
+        match first_content::first_content(route, resp, max_event, started).await {
+            Ok(resp) => Ok((resp, span)),
+            Err(failure) => {
+                if let Some(mut span) = span {
+                    span.fail(failure.error_type());
+                    span.end();
+                }
+                Err(failure)
+            }
+        }
     }
 
     /// Sends to `route`, and to the hedge's deployment too once `route` has been silent (no
@@ -102,14 +142,8 @@ impl One<'_> {
         hedge: Hedge<'h>,
         account: &mut Account,
         prompt_tokens: &(dyn Fn() -> u64 + Sync),
-    ) -> Result<
-        (
-            Response<Body>,
-            Option<(&'h Arc<Route>, Vec<OwnedSemaphorePermit>)>,
-        ),
-        SendFailure,
-    > {
-        let first = self.answer(route, body, started);
+    ) -> Result<(Sent, Option<(&'h Arc<Route>, Vec<OwnedSemaphorePermit>)>), SendFailure> {
+        let first = self.answer(route, body, started, false);
         tokio::pin!(first);
         tokio::select! {
             sent = &mut first => return sent.map(|resp| (resp, None)),
@@ -128,7 +162,7 @@ impl One<'_> {
         permits.extend(other.deployment.start_call());
         other.metrics.hedged(false);
         tracing::info!(model = %route.model.id, slow = %route.upstream.name, hedge = %other.upstream.name, after_ms = hedge.after.as_millis() as u64, "Hedging a slow call on the model's next deployment.");
-        let second = self.answer(other, hedge.body, Instant::now());
+        let second = self.answer(other, hedge.body, Instant::now(), true);
         tokio::pin!(second);
         tokio::select! {
             sent = &mut first => match sent {
@@ -187,6 +221,7 @@ pub(super) async fn send_with_retries<'h>(
     Stopped,
 > {
     let deadline = Instant::now() + route.upstream.response_timeout;
+    let trace = account.span.as_ref().map(TraceSpan::parent);
     route.upstream.retry_budget.called(Instant::now());
     let mut tries = 0;
     loop {
@@ -211,10 +246,12 @@ pub(super) async fn send_with_retries<'h>(
                     call,
                     target,
                     deadline,
+                    trace: trace.as_ref(),
+                    attempt: tries,
                 };
                 let sent = match tries_as.hedge.take() {
                     None => one
-                        .send(route, body.clone(), started)
+                        .send(route, body.clone(), started, false)
                         .await
                         .map(|r| (r, None)),
                     Some(hedge) => {
@@ -230,7 +267,8 @@ pub(super) async fn send_with_retries<'h>(
             }
         };
         let failure = match sent {
-            Ok((resp, permits, hedged)) => {
+            Ok(((resp, span), permits, hedged)) => {
+                account.call_span = span;
                 let answered = hedged.map_or(route, |h| &**h);
                 account.model = Some(answered.metrics.clone());
                 account.deployment_tokens = answered.deployment.tokens_per_minute().cloned();

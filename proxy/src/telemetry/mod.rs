@@ -8,8 +8,11 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod otlp;
+pub mod spans;
 pub mod trace_context;
 
+use opentelemetry::KeyValue;
 use prometheus::{Counter, Histogram, IntCounter, IntGauge};
 use thinkgate_metrics::Metrics;
 
@@ -95,6 +98,8 @@ pub struct ModelMetrics {
     /// Hedges sent to this deployment, and won by it.
     hedges: [IntCounter; 2],
     cost: Counter,
+    /// This deployment's names as trace attribute values.
+    pub values: spans::ModelValues,
 }
 
 impl std::fmt::Debug for ModelMetrics {
@@ -106,9 +111,15 @@ impl std::fmt::Debug for ModelMetrics {
 }
 
 impl ModelMetrics {
-    pub fn new(metrics: &Metrics, model: &thinkgate_config::Model, domains: Arc<[String]>) -> Self {
+    pub fn new(
+        metrics: &Metrics,
+        model: &thinkgate_config::Model,
+        kind: thinkgate_config::ProviderKind,
+        domains: Arc<[String]>,
+    ) -> Self {
         let (p, m) = (model.provider.as_str(), model.id.as_str());
         ModelMetrics {
+            values: spans::ModelValues::new(model, kind),
             model: model.id.clone(),
             slots: (0..MODES.len() * domains.len())
                 .map(|_| OnceLock::new())
@@ -269,6 +280,11 @@ pub struct Account {
     pub request_id: Option<http::HeaderValue>,
     pub trace_id: Option<String>,
     pub finish_reason: Option<String>,
+    /// The request's span (or an agent's, or the synthesis's), when the proxy traces; it
+    /// ends when the account records, with what the account knows.
+    pub span: Option<spans::TraceSpan>,
+    /// The span of the upstream call that answered, ended with it.
+    pub call_span: Option<spans::TraceSpan>,
 }
 
 impl Account {
@@ -292,11 +308,25 @@ impl Account {
             request_id: None,
             trace_id: None,
             finish_reason: None,
+            span: None,
+            call_span: None,
+        }
+    }
+
+    /// Sets an attribute of the request's span (when it is traced and sampled).
+    pub fn trace(&mut self, attribute: impl FnOnce(&mut spans::TraceSpan)) {
+        if let Some(span) = self.span.as_mut().filter(|s| s.recording()) {
+            attribute(span);
         }
     }
 
     pub fn started(&self) -> Instant {
         self.started
+    }
+
+    /// The endpoint label the account records under.
+    pub fn endpoint(&self) -> &'static str {
+        self.endpoint
     }
 
     /// Ends the request with `e`: its status is recorded, and the account with it.
@@ -426,7 +456,8 @@ impl Account {
     /// carries the id; a stream ends after it, so the line names the id itself.
     fn log(&self) {
         // A load balancer's probes every few seconds are not traffic worth a line.
-        if matches!(self.endpoint, "healthz" | "readyz") && self.status < 400 {
+        let probe = matches!(self.endpoint, "healthz" | "readyz") && self.status < 400;
+        if probe || !tracing::enabled!(tracing::Level::INFO) {
             return;
         }
         let kind = match self.endpoint {
@@ -450,7 +481,6 @@ impl Account {
                 tracing::info!(
                     $($id)*
                     kind,
-                    trace_id = self.trace_id.as_deref(),
                     api = self.endpoint,
                     status = self.status,
                     model = model.map(|mm| mm.model.as_str()),
@@ -471,16 +501,105 @@ impl Account {
                 )
             };
         }
-        match self.request_id.as_ref().and_then(|v| v.to_str().ok()) {
-            Some(id) if tracing::Span::current().is_none() => access!(request_id = id,),
-            _ => access!(),
+        // Inside the request's span the span names the request and trace ids.
+        if !tracing::Span::current().is_none() {
+            return access!();
         }
+        let request_id = self.request_id.as_ref().and_then(|v| v.to_str().ok());
+        let trace_id = match &self.span {
+            Some(span) => Some(span.trace_id().to_string()),
+            None => self.trace_id.clone(),
+        };
+        access!(request_id, trace_id = trace_id.as_deref(),)
+    }
+}
+
+impl Account {
+    /// Ends the answering call's span and the request's with the usage, the answering
+    /// model and the outcome, and records the call in the GenAI metric instruments.
+    fn end_spans(&mut self) {
+        let Some(mut span) = self.span.take() else {
+            return;
+        };
+        let model = self.model.as_deref();
+        let tokens = self.tokens.as_ref();
+        let error_type = spans::status_error(self.status);
+        if let Some(mm) = model {
+            let operation = spans::operation(self.endpoint).unwrap_or("chat");
+            span.exporter().record(&otlp::CallRecord {
+                operation,
+                provider: mm.values.provider.clone(),
+                request_model: mm.values.upstream_model.clone(),
+                response_model: mm.values.upstream_model.clone(),
+                input_tokens: tokens.map(|t| t.usage.prompt_tokens),
+                output_tokens: tokens.map(|t| t.usage.completion_tokens),
+                seconds: self.started.elapsed().as_secs_f64(),
+                error_type: error_type.as_ref().map(|e| e.as_str()),
+            });
+        }
+        if !span.recording() {
+            return;
+        }
+        // What the answer was, on the call that made it and on the request.
+        let answered = |span: &mut spans::TraceSpan| {
+            if let Some(mm) = model {
+                span.set(
+                    spans::attr::RESPONSE_MODEL,
+                    mm.values.upstream_model.clone(),
+                );
+            }
+            if let Some(t) = tokens {
+                span.usage(&t.usage, t.output_source.as_str());
+            }
+            if let Some(reason) = &self.finish_reason {
+                span.finish_reason(reason);
+            }
+        };
+        if let Some(mut call) = self.call_span.take() {
+            answered(&mut call);
+            call.end();
+        }
+        answered(&mut span);
+        if let Some(mm) = model {
+            span.set_all([
+                KeyValue::new(spans::attr::PROVIDER, mm.values.provider.clone()),
+                KeyValue::new(spans::attr::MODEL, mm.values.model.clone()),
+                KeyValue::new(spans::attr::PROVIDER_NAME, mm.values.provider_name.clone()),
+            ]);
+        }
+        if self.mode > 0 {
+            span.set(spans::attr::MODE, MODES[self.mode]);
+        }
+        if let Some(domain) = model.and_then(|mm| mm.domains.get(self.domain)) {
+            if self.domain > 0 {
+                span.set(spans::attr::DOMAIN, domain.clone());
+            }
+        }
+        if let Some(b) = self.budget {
+            span.set(
+                spans::attr::BUDGET,
+                i64::try_from(b.limit).unwrap_or(i64::MAX),
+            );
+            span.set(spans::attr::ENFORCEMENT, b.method);
+        }
+        if let Some((key, _)) = &self.key {
+            span.set(spans::attr::KEY, key.key.name.clone());
+        }
+        if let Some(id) = self.request_id.as_ref().and_then(|v| v.to_str().ok()) {
+            span.set(spans::attr::REQUEST_ID, id.to_string());
+        }
+        span.set(spans::attr::HTTP_STATUS, i64::from(self.status));
+        if let Some(error_type) = error_type {
+            span.fail(error_type);
+        }
+        span.end();
     }
 }
 
 impl Drop for Account {
     fn drop(&mut self) {
         self.log();
+        self.end_spans();
         if let (Some(tpm), Some(tokens)) = (&self.deployment_tokens, &self.tokens) {
             tpm.debit(tokens.usage.completion_tokens);
         }

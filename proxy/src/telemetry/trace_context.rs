@@ -1,6 +1,7 @@
 //! W3C trace context (`traceparent`, `tracestate`): read from the client and passed to the
 //! upstream, so a trace a client started continues through the vendor's side, and its id
-//! is on the request's access line.
+//! is on the request's access line. When the proxy traces, the upstream's parent is the
+//! proxy's own call span; otherwise the client's header goes on as it came.
 
 use http::{HeaderMap, HeaderValue};
 
@@ -9,19 +10,30 @@ pub const MAX_TRACESTATE: usize = 512;
 
 /// A valid `traceparent`'s trace id (32 lowercase hex digits), if the headers have one.
 pub fn trace_id(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get("traceparent")?.to_str().ok()?;
-    valid(value).then(|| &value[3..35])
+    parent(headers).map(|(trace, _, _)| trace)
 }
 
-/// Copies a valid `traceparent` (and with it a bounded `tracestate`) from the client's
-/// headers to the upstream's; an invalid one is dropped, as the specification says.
-pub fn propagate(from: &HeaderMap, to: &mut HeaderMap) {
-    let Some(parent) = from.get("traceparent") else {
-        return;
-    };
-    if !parent.to_str().is_ok_and(valid) {
-        return;
+/// A valid `traceparent`'s trace id, parent span id and sampled flag.
+pub fn parent(headers: &HeaderMap) -> Option<(&str, &str, bool)> {
+    let value = headers.get("traceparent")?.to_str().ok()?;
+    if !valid(value) {
+        return None;
     }
+    let flags = u8::from_str_radix(&value[53..55], 16).ok()?;
+    Some((&value[3..35], &value[36..52], flags & 1 == 1))
+}
+
+/// Sets the upstream's `traceparent`: `ours` (the proxy's call span) when it traces, else
+/// the client's when valid (an invalid one is dropped, as the specification says); with
+/// it goes the client's `tracestate`, when within bounds.
+pub fn propagate(from: &HeaderMap, ours: Option<&HeaderValue>, to: &mut HeaderMap) {
+    let parent = match ours {
+        Some(ours) => ours,
+        None => match from.get("traceparent") {
+            Some(theirs) if theirs.to_str().is_ok_and(valid) => theirs,
+            _ => return,
+        },
+    };
     to.insert("traceparent", parent.clone());
     to.remove("tracestate");
     let state: Vec<&HeaderValue> = from.get_all("tracestate").iter().collect();
@@ -77,10 +89,35 @@ mod tests {
             ("tracestate", "x=1"),
         ]);
         let mut to = HeaderMap::new();
-        propagate(&from, &mut to);
+        propagate(&from, None, &mut to);
         assert_eq!(to["traceparent"], GOOD);
         assert_eq!(to.get_all("tracestate").iter().count(), 2);
         assert_eq!(trace_id(&from), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        assert_eq!(
+            parent(&from),
+            Some(("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", true))
+        );
+    }
+
+    #[test]
+    fn the_proxys_own_span_is_the_upstreams_parent_when_it_traces() {
+        let ours =
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01");
+        let from = headers(&[("traceparent", GOOD), ("tracestate", "vendor=abc")]);
+        let mut to = HeaderMap::new();
+        propagate(&from, Some(&ours), &mut to);
+        assert_eq!(to["traceparent"], ours);
+        assert_eq!(to["tracestate"], "vendor=abc");
+        // A trace the proxy started has no client state to carry.
+        let mut to = HeaderMap::new();
+        propagate(&HeaderMap::new(), Some(&ours), &mut to);
+        assert_eq!(to["traceparent"], ours);
+        assert!(to.get("tracestate").is_none());
+        let unsampled = headers(&[(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+        )]);
+        assert_eq!(parent(&unsampled).map(|p| p.2), Some(false));
     }
 
     #[test]
@@ -97,6 +134,7 @@ mod tests {
             let mut to = HeaderMap::new();
             propagate(
                 &headers(&[("traceparent", bad), ("tracestate", "a=b")]),
+                None,
                 &mut to,
             );
             assert!(to.is_empty(), "{bad}");
@@ -113,6 +151,7 @@ mod tests {
         let mut to = HeaderMap::new();
         propagate(
             &headers(&[("traceparent", GOOD), ("tracestate", &big)]),
+            None,
             &mut to,
         );
         assert_eq!(to["traceparent"], GOOD);

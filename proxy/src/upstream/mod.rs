@@ -96,6 +96,16 @@ impl std::fmt::Debug for Upstream {
     }
 }
 
+/// Where an upstream call comes from: the client request's id and headers (some are
+/// forwarded, by the provider's patterns), and the proxy's span of the call when it traces.
+#[derive(Clone, Copy)]
+pub struct Origin<'a> {
+    pub request_id: &'a HeaderValue,
+    pub client_headers: &'a HeaderMap,
+    /// The call span's own `traceparent`, sent in place of the client's.
+    pub traceparent: Option<&'a HeaderValue>,
+}
+
 /// Why an upstream call produced no response.
 #[derive(Debug)]
 pub enum UpstreamError {
@@ -441,13 +451,11 @@ impl Upstream {
         body: Bytes,
         upstream_model: &str,
         stream: bool,
-        request_id: &HeaderValue,
-        client_headers: &HeaderMap,
+        origin: Origin<'_>,
         timeout: Duration,
     ) -> Result<Response<Body>, UpstreamError> {
         let uri = self.chat_uri(upstream_model, stream)?;
-        self.send_to(uri, body, stream, request_id, client_headers, timeout)
-            .await
+        self.send_to(uri, body, stream, origin, timeout).await
     }
 
     /// Whether this upstream serves OpenAI's other endpoints (`/embeddings`,
@@ -463,15 +471,13 @@ impl Upstream {
         path: &str,
         body: Bytes,
         stream: bool,
-        request_id: &HeaderValue,
-        client_headers: &HeaderMap,
+        origin: Origin<'_>,
         timeout: Duration,
     ) -> Result<Response<Body>, UpstreamError> {
         let uri = format!("{}/{path}", self.base)
             .parse()
             .map_err(|_| UpstreamError::Broken(format!("its base_url has no `{path}` URL")))?;
-        self.send_to(uri, body, stream, request_id, client_headers, timeout)
-            .await
+        self.send_to(uri, body, stream, origin, timeout).await
     }
 
     async fn send_to(
@@ -479,10 +485,14 @@ impl Upstream {
         uri: Uri,
         body: Bytes,
         stream: bool,
-        request_id: &HeaderValue,
-        client_headers: &HeaderMap,
+        origin: Origin<'_>,
         timeout: Duration,
     ) -> Result<Response<Body>, UpstreamError> {
+        let Origin {
+            request_id,
+            client_headers,
+            traceparent,
+        } = origin;
         if let Some(why) = &self.unusable {
             return Err(UpstreamError::Unusable(why.clone()));
         }
@@ -500,7 +510,7 @@ impl Upstream {
                 headers.append(name.clone(), value.clone());
             }
         }
-        crate::telemetry::trace_context::propagate(client_headers, headers);
+        crate::telemetry::trace_context::propagate(client_headers, traceparent, headers);
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
