@@ -487,19 +487,47 @@ async fn sampling_follows_the_ratio_and_the_clients_flag() {
 #[tokio::test]
 async fn content_is_exported_only_when_the_config_opts_in() {
     let otlp = Receiver::start(Behaviour::Accept).await;
-    let proxy = Proxy::start(&config_text(
-        None,
-        &telemetry(&otlp.url, "capture_content = true"),
-    ))
-    .await;
-    let body = json!({"model": "sim-model",
-        "messages": [{"role": "user", "content": "the prompt itself"}]});
-    let r = call(&proxy.url("/v1/chat/completions"), body.to_string(), &[]).await;
-    assert_eq!(r.status, 200);
-    let spans = otlp.wait_for(2).await;
-    let messages: Value =
-        serde_json::from_str(&text(server_span(&spans), "gen_ai.input.messages")).unwrap();
-    assert_eq!(messages[0]["content"], "the prompt itself");
+    let telemetry = telemetry(&otlp.url, "capture_content = true");
+    let proxy = Proxy::start(&config_text(None, &telemetry)).await;
+    let url = proxy.url("/v1/chat/completions");
+    for stream in [false, true] {
+        let body = json!({"model": "sim-model", "stream": stream, "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": [{"type": "text", "text": "the prompt itself"}]}]});
+        let r = call(&url, body.to_string(), &[]).await;
+        assert_eq!(r.status, 200);
+        let answer = match stream {
+            false => r.json()["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+            true => r.streamed().text("content"),
+        };
+        let spans = otlp.wait_for(if stream { 4 } else { 2 }).await;
+        // This round's request: the server span that arrived last.
+        let server = spans
+            .iter()
+            .rev()
+            .find(|s| {
+                s.kind == opentelemetry_proto::tonic::trace::v1::span::SpanKind::Server as i32
+            })
+            .unwrap();
+        let input: Value = serde_json::from_str(&text(server, "gen_ai.input.messages")).unwrap();
+        assert_eq!(input[0]["role"], "system");
+        assert_eq!(
+            input[0]["parts"][0],
+            json!({"type": "text", "content": "be brief"})
+        );
+        assert_eq!(input[1]["parts"][0]["content"], "the prompt itself");
+        let output: Value = serde_json::from_str(&text(server, "gen_ai.output.messages")).unwrap();
+        assert_eq!(output[0]["role"], "assistant");
+        assert_eq!(
+            output[0]["parts"][0]["content"],
+            answer.as_str(),
+            "stream: {stream}"
+        );
+        assert_eq!(output[0]["finish_reason"], "stop");
+    }
 }
 
 #[tokio::test]
@@ -749,4 +777,68 @@ async fn a_hedge_is_a_call_span_and_the_loser_ends_cancelled() {
     ));
     assert!(attr(winner, "error.type").is_none());
     assert_eq!(text(server, "gen_ai.response.model"), "two");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_guard_follow_up_is_a_call_span_and_the_enforcement_is_on_the_request() {
+    let otlp = Receiver::start(Behaviour::Accept).await;
+    // DeepSeek takes no per-request budget: thinking past it is stopped and the answer is
+    // asked for in a follow-up call.
+    let extra = format!(
+        r#"
+[modes.thinking]
+reasoning_budget = 40
+answer_reserve = 20
+budget_hint = false
+
+[providers.p-deepseek]
+kind = "simulator"
+dialect = "deepseek"
+forward_headers = ["x-sim-*"]
+
+[models.deepseek]
+provider = "p-deepseek"
+upstream_model = "deepseek-model"
+context_window = 100000
+capabilities = ["reasoning"]
+{}"#,
+        telemetry(&otlp.url, "capture_content = true")
+    );
+    let proxy = Proxy::start(&config_text(None, &extra)).await;
+    let body = json!({"model": "deepseek:thinking",
+        "messages": [{"role": "user", "content": "How many primes are below 30?"}]});
+    let r = call(
+        &proxy.url("/v1/chat/completions"),
+        body.to_string(),
+        &[("x-sim-reasoning-tokens", "400")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let answer = r.json()["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let spans = otlp.wait_for(3).await;
+    let server = server_span(&spans);
+    assert_eq!(text(server, "thinkgate.mode"), "thinking");
+    assert_eq!(int(server, "thinkgate.reasoning.budget"), 40);
+    assert_eq!(text(server, "thinkgate.reasoning.enforcement"), "forced");
+    let usage = r.json()["usage"].clone();
+    assert_eq!(
+        int(server, "gen_ai.usage.reasoning.output_tokens"),
+        usage["completion_tokens_details"]["reasoning_tokens"]
+            .as_i64()
+            .unwrap()
+    );
+    let calls = children(&spans, server);
+    assert_eq!(calls.len(), 2, "{:?}", names(&spans));
+    let follow_up = calls
+        .iter()
+        .find(|s| attr(s, "thinkgate.call").is_some())
+        .expect("a follow-up span");
+    assert_eq!(text(follow_up, "thinkgate.call"), "guard_follow_up");
+    assert_eq!(int(follow_up, "http.response.status_code"), 200);
+    // The answer the client got, across both calls.
+    let output: Value = serde_json::from_str(&text(server, "gen_ai.output.messages")).unwrap();
+    assert_eq!(output[0]["parts"][0]["content"], answer.as_str());
 }

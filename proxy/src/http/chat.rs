@@ -101,10 +101,11 @@ fn traced(span: &mut TraceSpan, chat: &ChatRequest, plan: &Plan) {
         span.set(attr::CONFIDENCE, f64::from(r.decision.confidence));
     }
     span.content(attr::INPUT_MESSAGES, || {
-        chat.body
+        let messages = chat
+            .body
             .get("messages")
-            .map(|m| m.to_string())
-            .unwrap_or_default()
+            .unwrap_or(&serde_json::Value::Null);
+        crate::telemetry::spans::input_messages(messages)
     });
 }
 

@@ -50,7 +50,7 @@ pub async fn whole(mut ctx: Context, resp: Response<Body>) -> Response<Body> {
         let why = "its response is not a text completion".to_string();
         return ctx.fail_whole("broken", UpstreamError::Broken(why));
     }
-    let mut tally = Tally::new(ctx.route.counter);
+    let mut tally = ctx.tally();
     observe(&mut tally, &parsed, &ctx);
     ctx.finish(&tally, "ok");
     body::json_response(StatusCode::OK, bytes)
@@ -63,7 +63,7 @@ pub fn stream(ctx: Context, resp: Response<Body>) -> Response<Body> {
     let data = resp.into_body().into_data_stream().boxed();
     let relay = Relay {
         events: Events::new(data, max_event),
-        tally: Tally::new(ctx.route.counter),
+        tally: ctx.tally(),
         idle: ctx.route.upstream.stream_idle_timeout,
         ctx,
         finished: false,

@@ -205,7 +205,7 @@ struct Watch {
 
 impl Watch {
     fn new(ctx: Context, guard: Guard, resp: Response<Body>) -> Watch {
-        let counter = ctx.route.counter;
+        let (first, follow) = (ctx.tally(), ctx.tally());
         let source = Source::new(
             resp,
             ctx.format,
@@ -222,8 +222,8 @@ impl Watch {
             shown: String::new(),
             answered: false,
             finish: None,
-            first: Tally::new(counter),
-            follow: Tally::new(counter),
+            first,
+            follow,
             acted: None,
             note: None,
             started: false,
@@ -487,6 +487,10 @@ impl Watch {
         });
         let finish = self.finish.clone();
         self.ctx.record(tokens, finish.as_deref(), outcome);
+        if let Some(first) = self.first.answer() {
+            let answer = format!("{first}{}", self.follow.answer().unwrap_or(""));
+            self.ctx.answered(&answer);
+        }
         self.recorded = true;
         (tokens.usage, report)
     }

@@ -28,6 +28,7 @@ use crate::body::{self, Body, BoxError};
 use crate::canonical::Delta;
 use crate::error::ApiError;
 use crate::models::Route;
+use crate::telemetry::spans;
 use crate::telemetry::{Account, Tokens};
 use crate::upstream::openai::{patch_usage, rename_reasoning, with_usage, ChunkView};
 use crate::upstream::{humanize, upstream_kind, Decoder, UpstreamError, WireFormat};
@@ -101,7 +102,29 @@ impl Context {
     fn finish(&mut self, tally: &Tally, outcome: &str) -> Tokens {
         let tokens = tally.tokens(|| self.prompt_estimate.get());
         self.record(tokens, tally.finish_reason.as_deref(), outcome);
+        if let Some(answer) = tally.answer() {
+            self.answered(answer);
+        }
         tokens
+    }
+
+    /// A tally for this response, keeping the answer when the trace records content.
+    fn tally(&self) -> Tally {
+        let tally = Tally::new(self.route.counter);
+        match self.account.captures_content() {
+            true => tally.keeping_answer(),
+            false => tally,
+        }
+    }
+
+    /// The answer on the request's span (`gen_ai.output.messages`), when it records content.
+    fn answered(&mut self, answer: &str) {
+        let finish = self.account.finish_reason.clone();
+        self.account.trace(|span| {
+            span.content(spans::attr::OUTPUT_MESSAGES, || {
+                spans::output_messages(answer, finish.as_deref())
+            })
+        });
     }
 
     /// Hands the response's token figures and outcome to the account, which logs the request
@@ -195,7 +218,7 @@ pub async fn whole(mut ctx: Context, resp: Response<Body>) -> Response<Body> {
     if let Some(decoder) = Decoder::for_format(ctx.format) {
         return whole_translated(ctx, decoder, &bytes);
     }
-    let mut tally = Tally::new(ctx.route.counter);
+    let mut tally = ctx.tally();
     let field = ctx.reasoning_field;
     let (needs_repair, misnamed) = match std::str::from_utf8(&bytes).ok().map(ChunkView::parse) {
         Some(Ok(view)) => {
@@ -243,7 +266,7 @@ fn whole_translated(mut ctx: Context, mut decoder: Decoder, bytes: &[u8]) -> Res
         Ok(d) => d,
         Err(why) => return ctx.fail_whole("broken", UpstreamError::Broken(why)),
     };
-    let mut tally = Tally::new(ctx.route.counter);
+    let mut tally = ctx.tally();
     for d in &deltas {
         if let Some(e) = d.event() {
             tally.observe(e, ctx.started);
@@ -269,7 +292,7 @@ pub fn stream(ctx: Context, resp: Response<Body>) -> Response<Body> {
     let relay = Relay {
         translator,
         events: Events::new(upstream, ctx.limits.max_event_bytes),
-        tally: Tally::new(ctx.route.counter),
+        tally: ctx.tally(),
         ctx,
         idle,
         finished: false,

@@ -58,7 +58,13 @@ pub struct Tally {
     pub first_token: Option<Duration>,
     /// Chunks the proxy could not read (forwarded anyway).
     pub unreadable: u32,
+    /// The answer's text, kept (up to [`KEPT_ANSWER_BYTES`]) only when the trace records
+    /// content.
+    kept: Option<String>,
 }
+
+/// The most of an answer kept for a trace.
+pub const KEPT_ANSWER_BYTES: usize = 64 * 1024;
 
 impl Tally {
     /// A tally counting with the model's tokenizer.
@@ -73,7 +79,19 @@ impl Tally {
             finish_reason: None,
             first_token: None,
             unreadable: 0,
+            kept: None,
         }
+    }
+
+    /// Keeps the answer's text too (for a trace that records content).
+    pub fn keeping_answer(mut self) -> Tally {
+        self.kept = Some(String::new());
+        self
+    }
+
+    /// The answer's text, when kept.
+    pub fn answer(&self) -> Option<&str> {
+        self.kept.as_deref()
     }
 
     pub fn observe(&mut self, event: Event<'_>, started: Instant) {
@@ -91,6 +109,14 @@ impl Tally {
             Event::Content(text) => {
                 first(&mut self.first_token);
                 self.content.push(&text, counter);
+                if let Some(kept) = self.kept.as_mut() {
+                    let room = KEPT_ANSWER_BYTES.saturating_sub(kept.len());
+                    let mut end = room.min(text.len());
+                    while !text.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    kept.push_str(&text[..end]);
+                }
             }
             Event::ToolCall(text) => {
                 first(&mut self.first_token);

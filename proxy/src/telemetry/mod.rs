@@ -313,6 +313,13 @@ impl Account {
         }
     }
 
+    /// Whether the request's span records message content (`capture_content`).
+    pub fn captures_content(&self) -> bool {
+        self.span
+            .as_ref()
+            .is_some_and(|s| s.recording() && s.exporter().capture_content())
+    }
+
     /// Sets an attribute of the request's span (when it is traced and sampled).
     pub fn trace(&mut self, attribute: impl FnOnce(&mut spans::TraceSpan)) {
         if let Some(span) = self.span.as_mut().filter(|s| s.recording()) {

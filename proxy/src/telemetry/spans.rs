@@ -379,7 +379,114 @@ fn hex_into(out: &mut [u8], bytes: &[u8]) {
     }
 }
 
+/// The most of a prompt's text a span carries, per part (content only when opted in).
+const CONTENT_PART_BYTES: usize = 16 * 1024;
+
+/// The client's OpenAI-shaped `messages` in the conventions' `gen_ai.input.messages` shape:
+/// `[{"role", "parts": [{"type": "text", "content"} | {"type": "tool_call", ...} |
+/// {"type": "tool_call_response", ...}]}]`, each text part cut to a bound.
+pub fn input_messages(messages: &serde_json::Value) -> String {
+    use serde_json::{json, Value};
+    let text = |s: &str| json!({"type": "text", "content": bounded(s)});
+    let parts_of = |m: &Value| -> Vec<Value> {
+        let mut parts = Vec::new();
+        if m["role"] == "tool" {
+            let response = m["content"].as_str().map(bounded).unwrap_or_default();
+            parts.push(json!({"type": "tool_call_response", "id": m["tool_call_id"], "response": response}));
+            return parts;
+        }
+        match &m["content"] {
+            Value::String(s) => parts.push(text(s)),
+            Value::Array(items) => {
+                for item in items {
+                    match item["text"].as_str() {
+                        Some(s) => parts.push(text(s)),
+                        // An image or file: its kind, never its bytes.
+                        None => parts.push(json!({"type": item["type"]})),
+                    }
+                }
+            }
+            _ => {}
+        }
+        for call in m["tool_calls"].as_array().into_iter().flatten() {
+            let f = &call["function"];
+            let arguments = f["arguments"].as_str().map(bounded).unwrap_or_default();
+            parts.push(json!({"type": "tool_call", "id": call["id"], "name": f["name"], "arguments": arguments}));
+        }
+        parts
+    };
+    let out: Vec<Value> = messages
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| json!({"role": m["role"], "parts": parts_of(m)}))
+        .collect();
+    Value::Array(out).to_string()
+}
+
+/// An answer in the conventions' `gen_ai.output.messages` shape.
+pub fn output_messages(answer: &str, finish_reason: Option<&str>) -> String {
+    serde_json::json!([{
+        "role": "assistant",
+        "parts": [{"type": "text", "content": answer}],
+        "finish_reason": finish_reason,
+    }])
+    .to_string()
+}
+
+/// `s` cut to [`CONTENT_PART_BYTES`] at a character boundary.
+fn bounded(s: &str) -> String {
+    let mut end = s.len().min(CONTENT_PART_BYTES);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
 /// An HTTP status as `error.type`, as the conventions write it; `None` for a success.
 pub fn status_error(status: u16) -> Option<StringValue> {
     (status >= 400).then(|| StringValue::from(status.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn messages_take_the_conventions_shape_and_never_an_images_bytes() {
+        let messages = json!([
+            {"role": "user", "content": [
+                {"type": "text", "text": "what is this?"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "look", "arguments": "{\"q\":1}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "a cat"},
+        ]);
+        let out: serde_json::Value = serde_json::from_str(&input_messages(&messages)).unwrap();
+        assert_eq!(
+            out,
+            json!([
+                {"role": "user", "parts": [
+                    {"type": "text", "content": "what is this?"}, {"type": "image_url"}]},
+                {"role": "assistant", "parts": [
+                    {"type": "tool_call", "id": "c1", "name": "look", "arguments": "{\"q\":1}"}]},
+                {"role": "tool", "parts": [
+                    {"type": "tool_call_response", "id": "c1", "response": "a cat"}]},
+            ])
+        );
+        assert!(!input_messages(&messages).contains("AAAA"));
+        // Long text is cut at a character boundary.
+        let long = json!([{"role": "user", "content": "é".repeat(CONTENT_PART_BYTES)}]);
+        let out: serde_json::Value = serde_json::from_str(&input_messages(&long)).unwrap();
+        let part = out[0]["parts"][0]["content"].as_str().unwrap();
+        assert!(part.len() <= CONTENT_PART_BYTES && part.len() >= CONTENT_PART_BYTES - 1);
+    }
+
+    #[test]
+    fn traceparent_bytes_are_lowercase_hex() {
+        let mut out = [0u8; 4];
+        hex_into(&mut out, &[0xab, 0x0f]);
+        assert_eq!(&out, b"ab0f");
+    }
 }
