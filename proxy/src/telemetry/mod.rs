@@ -535,9 +535,7 @@ impl Account {
             let operation = spans::operation(self.endpoint).unwrap_or("chat");
             span.exporter().record(&otlp::CallRecord {
                 operation,
-                provider: mm.values.provider.clone(),
-                request_model: mm.values.upstream_model.clone(),
-                response_model: mm.values.upstream_model.clone(),
+                model: &mm.values,
                 input_tokens: tokens.map(|t| t.usage.prompt_tokens),
                 output_tokens: tokens.map(|t| t.usage.completion_tokens),
                 seconds: self.started.elapsed().as_secs_f64(),

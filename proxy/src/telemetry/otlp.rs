@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use opentelemetry::metrics::{Histogram, MeterProvider as _};
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry::{InstrumentationScope, KeyValue, StringValue};
+use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::error::OTelSdkResult;
@@ -76,9 +76,8 @@ const DURATION_BOUNDARIES: [f64; 14] = [
 /// What one finished call says to the metric instruments.
 pub struct CallRecord<'a> {
     pub operation: &'static str,
-    pub provider: StringValue,
-    pub request_model: StringValue,
-    pub response_model: StringValue,
+    /// The model that answered (its upstream name is the request's and the response's).
+    pub model: &'a super::spans::ModelValues,
     pub input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
     pub seconds: f64,
@@ -181,14 +180,14 @@ impl Exporter {
         let Some(m) = &self.meters else { return };
         let mut attributes = vec![
             KeyValue::new(super::spans::attr::OPERATION, call.operation),
-            KeyValue::new(super::spans::attr::PROVIDER, call.provider.clone()),
+            KeyValue::new(super::spans::attr::PROVIDER, call.model.provider.clone()),
             KeyValue::new(
                 super::spans::attr::REQUEST_MODEL,
-                call.request_model.clone(),
+                call.model.upstream_model.clone(),
             ),
             KeyValue::new(
                 super::spans::attr::RESPONSE_MODEL,
-                call.response_model.clone(),
+                call.model.upstream_model.clone(),
             ),
         ];
         if let Some(error) = call.error_type {

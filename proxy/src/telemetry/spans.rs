@@ -209,16 +209,30 @@ impl TraceSpan {
                 TraceState::default(),
             ))
         });
-        // Room for every attribute, unless the client's flag already says "not sampled".
-        let room = match &remote {
-            Some(sc) if !sc.is_sampled() => 2,
-            _ => REQUEST_ATTRIBUTES,
-        };
+        // The sampler follows a remote parent's flag: under an unsampled client trace no
+        // span is made, only a context of our own to pass upstream.
+        if let Some(theirs) = remote.as_ref().filter(|sc| !sc.is_sampled()) {
+            use opentelemetry_sdk::trace::IdGenerator;
+            let ours = opentelemetry_sdk::trace::RandomIdGenerator::default().new_span_id();
+            let context = SpanContext::new(
+                theirs.trace_id(),
+                ours,
+                TraceFlags::default(),
+                false,
+                TraceState::default(),
+            );
+            return TraceSpan {
+                span: None,
+                context,
+                exporter: exporter.clone(),
+                ended: false,
+            };
+        }
         let parent = remote.map_or_else(Context::new, |sc| {
             Context::new().with_remote_span_context(sc)
         });
         let tracer = exporter.tracer();
-        let mut attributes = Vec::with_capacity(room);
+        let mut attributes = Vec::with_capacity(REQUEST_ATTRIBUTES);
         attributes.extend([
             KeyValue::new(attr::OPERATION, operation),
             KeyValue::new(attr::HTTP_ROUTE, route),
@@ -337,7 +351,18 @@ impl TraceSpan {
     }
 
     pub fn finish_reason(&mut self, reason: &str) {
-        let reasons = Array::String(vec![StringValue::from(reason.to_string())]);
+        if !self.recording() {
+            return;
+        }
+        // The common reasons without an allocation.
+        let reason = match reason {
+            "stop" => StringValue::from("stop"),
+            "length" => StringValue::from("length"),
+            "tool_calls" => StringValue::from("tool_calls"),
+            "content_filter" => StringValue::from("content_filter"),
+            other => StringValue::from(other.to_string()),
+        };
+        let reasons = Array::String(vec![reason]);
         self.set(attr::FINISH_REASONS, Value::Array(reasons));
     }
 
