@@ -414,7 +414,7 @@ fn bench_keys(c: &mut Criterion) {
         ));
     }
     let cfg = Config::parse(&text, std::path::Path::new("keys.toml"), &|_| None).expect("config");
-    let keys = thinkgate_proxy::auth::KeySet::build(&cfg, None);
+    let keys = thinkgate_proxy::auth::KeySet::build(&cfg, None, None);
     assert_eq!(keys.len(), 10_000);
     let headers: Vec<http::HeaderMap> = secrets
         .iter()
@@ -433,7 +433,7 @@ fn bench_keys(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % headers.len();
             let key = keys.authenticate(&headers[i]).expect("auth").expect("key");
-            key.admit(
+            key.admit_local(
                 Some(thinkgate_config::Mode::Thinking),
                 120,
                 Default::default(),

@@ -57,6 +57,39 @@ pub struct Config {
     pub keys: Vec<ClientKey>,
     /// OpenTelemetry export (traces, and metrics when asked); off without an endpoint.
     pub telemetry: Telemetry,
+    /// Where the keys' limit and quota state lives.
+    pub state: StateBackend,
+}
+
+/// `[state]`: one process's memory, or a Redis shared by every replica.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum StateBackend {
+    #[default]
+    Memory,
+    Redis(RedisState),
+}
+
+/// A Redis that holds every replica's limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisState {
+    /// `redis://[user:password@]host:port[/db]` (or `rediss://`), `${VAR}` resolved.
+    pub url: Secret,
+    /// The longest an admission waits for Redis before the failure behaviour applies.
+    pub timeout: Duration,
+    pub on_failure: OnFailure,
+    /// How many replicas share the limits: failing open, each holds limit / replicas.
+    pub replicas: u32,
+    /// Prefix of every key written.
+    pub prefix: String,
+}
+
+/// What a replica does while Redis cannot answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Admit by local limits at limit / replicas.
+    Open,
+    /// Refuse with 429 `rate_limit_state_unavailable`.
+    Closed,
 }
 
 /// `[telemetry]`: where and what to export over OTLP/HTTP (protobuf).

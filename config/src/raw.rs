@@ -36,6 +36,21 @@ pub struct RawConfig {
     pub contemplating: RawContemplating,
     #[serde(default)]
     pub telemetry: RawTelemetry,
+    #[serde(default)]
+    pub state: RawState,
+}
+
+/// `[state]`: where limit and quota state lives.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    pub backend: Option<String>,
+    /// May hold `${VAR}` references (a password in the URL).
+    pub url: Option<String>,
+    pub timeout: Option<String>,
+    pub on_failure: Option<String>,
+    pub replicas: Option<u64>,
+    pub prefix: Option<String>,
 }
 
 /// `[telemetry]`: OpenTelemetry export over OTLP/HTTP.

@@ -3,8 +3,8 @@
 //! provider names, modes, domains, key names — never from raw client input.
 
 use prometheus::{
-    CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Histogram buckets, in seconds unless named otherwise.
@@ -61,6 +61,9 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     pub config_reloads: IntCounterVec,
     pub telemetry_spans: IntCounterVec,
+    pub state_backend_up: IntGauge,
+    pub state_unavailable: IntCounterVec,
+    pub state_lost_settlements: IntCounter,
     pub build_info: IntGaugeVec,
 }
 
@@ -124,6 +127,9 @@ impl Metrics {
             in_flight: reg(&r, IntGauge::new("thinkgate_in_flight_requests", "Requests being answered now (streams until their last byte).").unwrap_or_else(|e| panic!("{e}"))), // ok: static definition
             config_reloads: counter(&r, "thinkgate_config_reloads_total", "Config reloads, by result.", &["result"]),
             telemetry_spans: counter(&r, "thinkgate_telemetry_spans_total", "Finished trace spans, by what became of them: exported to the OTLP collector, queue_full (dropped: the export queue was full), export_failed (dropped: the collector refused, failed or timed out).", &["outcome"]),
+            state_backend_up: reg(&r, IntGauge::new("thinkgate_state_backend_up", "With [state] backend = \"redis\": 1 while Redis answers, 0 while admissions fall back; always 1 with the memory backend.").unwrap_or_else(|e| panic!("{e}"))), // ok: static definition
+            state_unavailable: counter(&r, "thinkgate_state_unavailable_total", "Admissions decided without the shared state (Redis slow or down), by the configured behaviour: open (local limits at limit / replicas) or closed (refused).", &["on_failure"]),
+            state_lost_settlements: reg(&r, IntCounter::new("thinkgate_state_lost_settlements_total", "Finished requests whose charges the shared state (Redis) could not take.").unwrap_or_else(|e| panic!("{e}"))), // ok: static definition
             build_info: reg(&r, IntGaugeVec::new(Opts::new("thinkgate_build_info", "Always 1; the version is in the label."), &["version"]).unwrap_or_else(|e| panic!("{e}"))), // ok: static definition
             registry: r,
         };
@@ -136,7 +142,7 @@ impl Metrics {
     /// The name of every family, as scraped.
     pub fn family_names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 23] = [
+        let collectors: [&dyn Collector; 26] = [
             &self.requests,
             &self.request_duration,
             &self.ttft,
@@ -159,6 +165,9 @@ impl Metrics {
             &self.in_flight,
             &self.config_reloads,
             &self.telemetry_spans,
+            &self.state_backend_up,
+            &self.state_unavailable,
+            &self.state_lost_settlements,
             &self.build_info,
         ];
         collectors
@@ -216,6 +225,6 @@ mod tests {
             }
         }
         assert!(queried >= 20);
-        assert_eq!(names.len(), 23);
+        assert_eq!(names.len(), 26);
     }
 }

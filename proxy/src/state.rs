@@ -11,9 +11,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde_json::{json, Value};
-use thinkgate_config::{Config, Model, Provider};
+use thinkgate_config::{Config, Model, Provider, StateBackend};
 use thinkgate_metrics::{Buckets, Metrics, TokenCounter};
 
+use crate::auth::shared::SharedState;
 use crate::auth::KeySet;
 use crate::models::{DeploymentState, ModelLimiter, Route};
 use crate::plan::classify::Classifier;
@@ -55,6 +56,9 @@ pub struct Runtime {
     /// OTLP export of traces (and GenAI metrics), when `[telemetry]` names a collector
     /// (kept across reloads while that section is unchanged).
     pub telemetry: Option<Arc<Exporter>>,
+    /// The keys' limit state in Redis, when `[state]` says so (kept across reloads while
+    /// that section is unchanged).
+    pub shared_state: Option<Arc<SharedState>>,
 }
 
 /// The ids every config offers besides its models.
@@ -152,7 +156,18 @@ impl Runtime {
         let anthropic_models_body = anthropic_models_body(&config.models);
         let classifier = Classifier::shared(&config.domains, config.confidence_threshold);
         let table = Table::build(&config, &routes);
-        let keys = KeySet::build(&config, previous.map(|p| &p.keys));
+        let shared_state = match (&config.state, previous) {
+            (StateBackend::Memory, _) => {
+                metrics.state_backend_up.set(1);
+                None
+            }
+            (StateBackend::Redis(_), Some(p)) if p.config.state == config.state => {
+                p.shared_state.clone()
+            }
+            (StateBackend::Redis(redis), _) => Some(SharedState::start(redis, &metrics)?),
+        };
+        let keys = KeySet::build(&config, previous.map(|p| &p.keys), shared_state.as_ref());
+        let shared_for_store = shared_state.clone();
         for route in routes.values().flat_map(|r| r.deployments()) {
             route.metrics.touch(&metrics);
         }
@@ -178,11 +193,13 @@ impl Runtime {
                 server.response_store_bytes,
             )),
         };
+        responses.share(shared_for_store);
         let telemetry = match previous.and_then(|p| p.telemetry.as_ref()) {
             Some(t) if t.config() == &config.telemetry => Some(t.clone()),
             _ => Exporter::start(&config.telemetry, &metrics)?,
         };
         Ok(Runtime {
+            shared_state,
             telemetry,
             responses,
             upstream_calls,

@@ -7,7 +7,9 @@ use std::process::Command;
 
 use crate::support::*;
 
-fn venv_python() -> PathBuf {
+/// The test virtualenv's python, with the SDKs (and `kubernetes-validate`, which
+/// `deploy.rs` runs) installed on first use.
+pub fn venv_python() -> PathBuf {
     // The SDK tests run in parallel; on a fresh checkout only one may build the virtualenv.
     static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one_at_a_time = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
@@ -15,7 +17,7 @@ fn venv_python() -> PathBuf {
     let python = venv.join("bin").join("python");
     let has_sdks = |py: &Path| {
         Command::new(py)
-            .args(["-c", "import openai, anthropic"])
+            .args(["-c", "import openai, anthropic, kubernetes_validate"])
             .status()
             .is_ok_and(|s| s.success())
     };
@@ -36,11 +38,12 @@ fn venv_python() -> PathBuf {
                 "--quiet",
                 "openai>=1.40",
                 "anthropic>=0.40",
+                "kubernetes-validate>=1.30",
             ])
             .status();
         assert!(
             installed.is_ok_and(|s| s.success()),
-            "pip install openai anthropic failed"
+            "pip install openai anthropic kubernetes-validate failed"
         );
     }
     python

@@ -9,6 +9,7 @@ mod providers;
 mod routing;
 mod server;
 mod simulator;
+mod state;
 mod telemetry;
 #[cfg(test)]
 mod tests;
@@ -21,6 +22,7 @@ use providers::*;
 use routing::*;
 use server::*;
 use simulator::*;
+use state::*;
 use telemetry::*;
 
 use std::collections::BTreeMap;
@@ -37,13 +39,14 @@ use crate::modes::{
 };
 use crate::raw::{
     RawBreaker, RawConfig, RawDomain, RawDomainsFile, RawModePolicy, RawModel, RawModelThinking,
-    RawPolicy, RawProvider, RawRetry, RawSimProfile, RawTelemetry,
+    RawPolicy, RawProvider, RawRetry, RawSimProfile, RawState, RawTelemetry,
 };
 use crate::{
     ApiKey, Auth, Balance, BreakerPolicy, ClientKey, Config, Deployment, Dialect, Domain,
     EfficientBy, Encoding, HeaderPattern, HedgeAfter, KeyLimits, LogFormat, MetricsConfig, Model,
-    ModelNames, Policy, Provider, ProviderKind, ReasoningField, ReasoningStyle, RetryBudget,
-    RetryPolicy, Routing, Secret, Server, SimFaults, SimProfile, Simulator, Telemetry, WireFormat,
+    ModelNames, OnFailure, Policy, Provider, ProviderKind, ReasoningField, ReasoningStyle,
+    RedisState, RetryBudget, RetryPolicy, Routing, Secret, Server, SimFaults, SimProfile,
+    Simulator, StateBackend, Telemetry, WireFormat,
 };
 
 /// Collects the context every error needs: the file and the source map.
@@ -333,6 +336,7 @@ fn validate(
     let modes = keep(&mut errors, validate_modes(&raw, c));
     let domains = keep(&mut errors, validate_domains(&raw, c));
     let telemetry = keep(&mut errors, validate_telemetry(&raw.telemetry, c, env));
+    let state = keep(&mut errors, validate_state(&raw.state, c, env));
     let keys = match &server {
         Some(server) => keep(&mut errors, validate_keys(&raw, c, env, server)),
         None => None,
@@ -347,7 +351,8 @@ fn validate(
         Some(domains),
         Some((auth, keys)),
         Some(telemetry),
-    ) = (server, simulator, modes, domains, keys, telemetry)
+        Some(state),
+    ) = (server, simulator, modes, domains, keys, telemetry, state)
     else {
         return Err(c.error(
             KeyPath::new(Vec::<String>::new()),
@@ -425,6 +430,7 @@ fn validate(
         domains,
         confidence_threshold: threshold as f32,
         telemetry,
+        state,
     })
 }
 

@@ -66,7 +66,10 @@ pub(super) fn validate_telemetry(
 
 /// `value` with every `${VAR}` replaced by the variable's value. An unset variable is an
 /// error naming it; the value itself is never echoed (it may hold a secret).
-fn resolve_references(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+pub(super) fn resolve_references(
+    value: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, String> {
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
     while let Some(start) = rest.find("${") {

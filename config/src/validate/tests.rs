@@ -735,3 +735,58 @@ fn telemetry_errors_name_their_key() {
         assert_eq!(err.line(), MINIMAL.lines().count() + 3, "{line}: {err}");
     }
 }
+
+#[test]
+fn state_is_memory_by_default_and_redis_when_asked() {
+    assert_eq!(parse(MINIMAL).unwrap().state, StateBackend::Memory);
+    let text = format!(
+        "{MINIMAL}\n[state]\nbackend = \"redis\"\nurl = \"redis://:${{SET_KEY}}@127.0.0.1:6379/0\"\nreplicas = 3\non_failure = \"closed\"\n"
+    );
+    let StateBackend::Redis(r) = parse(&text).unwrap().state else {
+        panic!("redis")
+    };
+    assert_eq!(r.url.expose(), "redis://:sk-secret-value@127.0.0.1:6379/0");
+    assert_eq!((r.replicas, r.on_failure), (3, OnFailure::Closed));
+    assert_eq!(r.timeout, Duration::from_millis(10));
+    assert!(!format!("{r:?}").contains("sk-secret-value"));
+}
+
+#[test]
+fn state_errors_name_their_key_and_never_echo_the_url() {
+    let cases = [
+        ("backend = \"etcd\"", "state.backend", "one of"),
+        ("backend = \"redis\"", "state.url", "is required"),
+        ("url = \"redis://x\"", "state.url", "only applies"),
+        (
+            "backend = \"redis\"\nurl = \"http://pw@x\"",
+            "state.url",
+            "not a redis://",
+        ),
+        (
+            "backend = \"redis\"\nurl = \"redis://x\"\ntimeout = \"5s\"",
+            "state.timeout",
+            "at most 1s",
+        ),
+        (
+            "backend = \"redis\"\nurl = \"redis://x\"\non_failure = \"maybe\"",
+            "state.on_failure",
+            "one of",
+        ),
+        (
+            "backend = \"redis\"\nurl = \"redis://x\"\nreplicas = 0",
+            "state.replicas",
+            "between 1",
+        ),
+    ];
+    for (lines, key, says) in cases {
+        let text = format!("{MINIMAL}\n[state]\n{lines}\n");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(
+            err.key().map(|k| k.to_string()).as_deref(),
+            Some(key),
+            "{lines}: {err}"
+        );
+        assert!(err.message().contains(says), "{lines}: {err}");
+        assert!(!err.to_string().contains("pw@"), "{err}");
+    }
+}

@@ -26,8 +26,10 @@ use subtle::ConstantTimeEq;
 use thinkgate_config::{Auth, ClientKey, Config, Mode};
 
 mod bucket;
+pub mod shared;
 
 pub use bucket::TokenBucket;
+use shared::{Check, Kind, SharedState, Step, Verdict};
 
 use crate::canonical::Usage;
 use crate::error::ApiError;
@@ -73,6 +75,10 @@ pub struct Hold {
     day: u64,
     pub output: u64,
     pub reasoning: u64,
+    /// Held in the shared state (Redis), which the settlement goes to; per reasoning scope
+    /// (the mode's, then `all`), what each daily reasoning quota holds.
+    shared: bool,
+    shared_reasoning: [u64; 2],
 }
 
 /// The most a request may spend, as far as the plan knows (0 when it does not).
@@ -99,6 +105,11 @@ pub struct KeyState {
     /// By mode name or `all`.
     reasoning_per_minute: BTreeMap<String, TokenBucket>,
     day: Mutex<Day>,
+    /// The limits the local limiters hold (the key's, or over the replicas with `shared`).
+    local_limits: thinkgate_config::KeyLimits,
+    /// The limits every replica shares, when `[state]` is Redis; the local limiters above
+    /// then hold limit / replicas, for when Redis does not answer.
+    shared: Option<Arc<SharedState>>,
 }
 
 impl std::fmt::Debug for KeyState {
@@ -118,8 +129,24 @@ pub struct Refusal {
     pub detail: String,
 }
 
+/// The `limit` of a refusal because the shared state did not answer (`on_failure =
+/// "closed"`).
+pub const STATE_UNAVAILABLE: &str = "shared limit state unavailable";
+
 impl Refusal {
     pub fn to_api(&self, key: &str) -> ApiError {
+        if self.limit == STATE_UNAVAILABLE {
+            return ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                format!(
+                    "The limits of key `{key}` cannot be checked now ({}); retry after {} s.",
+                    self.detail,
+                    self.retry_after.as_secs().max(1)
+                ),
+            )
+            .with_code("rate_limit_state_unavailable");
+        }
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limit_error",
@@ -173,8 +200,17 @@ impl Admission {
 }
 
 impl KeyState {
-    fn new(key: ClientKey) -> KeyState {
-        let l = &key.limits;
+    /// A key's state; with `shared` limits, the local limiters (used only while the shared
+    /// state does not answer) hold each limit over the replicas.
+    fn new(key: ClientKey, shared: Option<Arc<SharedState>>) -> KeyState {
+        let replicas = shared.as_ref().map_or(1, |s| s.config.replicas.max(1));
+        let mut local = key.clone();
+        local.limits = divided(&key.limits, replicas);
+        KeyState::local(local, key, shared)
+    }
+
+    fn local(local: ClientKey, key: ClientKey, shared: Option<Arc<SharedState>>) -> KeyState {
+        let l = &local.limits;
         let burst = |rate: u32| nz(l.burst.unwrap_or(rate));
         KeyState {
             requests_per_second: l
@@ -191,6 +227,8 @@ impl KeyState {
                 .collect(),
             day: Mutex::new(Day::default()),
             key,
+            shared,
+            local_limits: local.limits,
         }
     }
 
@@ -226,8 +264,41 @@ impl KeyState {
     }
 
     /// Admits a request about to be sent, charging its request and its prompt tokens, or
-    /// refuses it (nothing is charged for what is refused after the request counters).
-    pub fn admit(
+    /// refuses it: in the shared state when there is one (applying `[state] on_failure` when
+    /// it does not answer), else in this process.
+    pub async fn admit(
+        &self,
+        mode: Option<Mode>,
+        prompt_tokens: u64,
+        expected: Expected,
+    ) -> Result<Admission, Refusal> {
+        let Some(shared) = &self.shared else {
+            return self.admit_local(mode, prompt_tokens, expected);
+        };
+        let (day, until_midnight) = today();
+        let (checks, limits) = self.checks(shared, mode, prompt_tokens, expected, day);
+        match shared.admit(&checks).await {
+            Verdict::Admitted(results) => Ok(self.admitted(&limits, &results, day, until_midnight)),
+            Verdict::Refused { index, wait } => {
+                Err(self.refused(&limits, index, wait, until_midnight))
+            }
+            Verdict::Unavailable => match shared.config.on_failure {
+                thinkgate_config::OnFailure::Open => {
+                    self.admit_local(mode, prompt_tokens, expected)
+                }
+                thinkgate_config::OnFailure::Closed => Err(Refusal {
+                    limit: STATE_UNAVAILABLE,
+                    retry_after: Duration::from_secs(1),
+                    detail: "the shared limit state does not answer".to_string(),
+                }),
+            },
+        }
+    }
+
+    /// Admits in this process (the memory backend, or failing open), charging its request
+    /// and its prompt tokens, or refuses it (nothing is charged for what is refused after
+    /// the request counters).
+    pub fn admit_local(
         &self,
         mode: Option<Mode>,
         prompt_tokens: u64,
@@ -238,13 +309,13 @@ impl KeyState {
             (
                 &self.requests_per_second,
                 "requests per second",
-                self.key.limits.requests_per_second,
+                self.local_limits.requests_per_second,
                 Duration::from_secs(1),
             ),
             (
                 &self.requests_per_minute,
                 "requests per minute",
-                self.key.limits.requests_per_minute,
+                self.local_limits.requests_per_minute,
                 Duration::from_secs(60),
             ),
         ] {
@@ -317,7 +388,7 @@ impl KeyState {
             day,
             ..Hold::default()
         };
-        if let Some(q) = self.key.limits.output_tokens_per_day {
+        if let Some(q) = self.local_limits.output_tokens_per_day {
             let spent = d.output + d.held_output;
             if spent >= q {
                 return Err(Refusal {
@@ -335,7 +406,7 @@ impl KeyState {
         }
         let scopes = || mode.map(Mode::as_str).into_iter().chain(["all"]);
         for scope in scopes() {
-            if let Some(q) = self.key.limits.reasoning_tokens_per_day.get(scope) {
+            if let Some(q) = self.local_limits.reasoning_tokens_per_day.get(scope) {
                 let used = d.reasoning.get(scope).copied().unwrap_or(0);
                 let held = d.held_reasoning.get(scope).copied().unwrap_or(0);
                 if used + held >= *q {
@@ -358,10 +429,15 @@ impl KeyState {
     }
 
     /// Charges what a finished response spent beyond its prompt (`usage`, when it has any)
-    /// and lets go of what its admission held.
+    /// and lets go of what its admission held, where it was admitted.
     pub fn settle(&self, mode: Option<Mode>, usage: Option<&Usage>, hold: Hold) {
         let reasoning = usage.map_or(0, |u| u.reasoning_tokens.unwrap_or(0));
         let output = usage.map_or(0, |u| u.completion_tokens);
+        if let (true, Some(shared)) = (hold.shared, &self.shared) {
+            let steps = self.settlement(shared, mode, output, reasoning, hold);
+            shared.settle(steps);
+            return;
+        }
         if let Some(bucket) = &self.tokens {
             bucket.debit(output);
         }
@@ -392,8 +468,293 @@ impl KeyState {
     }
 }
 
+/// Each limit over `replicas` (at least 1 where set): what one replica holds while the
+/// shared state does not answer.
+fn divided(l: &thinkgate_config::KeyLimits, replicas: u32) -> thinkgate_config::KeyLimits {
+    if replicas <= 1 {
+        return l.clone();
+    }
+    let n32 = |v: u32| (v / replicas).max(1);
+    let n64 = |v: u64| (v / u64::from(replicas)).max(1);
+    thinkgate_config::KeyLimits {
+        requests_per_second: l.requests_per_second.map(n32),
+        requests_per_minute: l.requests_per_minute.map(n32),
+        burst: l.burst.map(n32),
+        tokens_per_minute: l.tokens_per_minute.map(n32),
+        reasoning_tokens_per_minute: l
+            .reasoning_tokens_per_minute
+            .iter()
+            .map(|(k, v)| (k.clone(), n32(*v)))
+            .collect(),
+        reasoning_tokens_per_day: l
+            .reasoning_tokens_per_day
+            .iter()
+            .map(|(k, v)| (k.clone(), n64(*v)))
+            .collect(),
+        output_tokens_per_day: l.output_tokens_per_day.map(n64),
+    }
+}
+
+/// Which limit a shared check is, for the refusal and the admission's headers.
+#[derive(Debug, Clone, Copy)]
+enum LimitOf {
+    Requests {
+        name: &'static str,
+        rate: u32,
+        window: Duration,
+    },
+    OutputPerDay(u64),
+    /// Scope index (0: the mode's, 1: `all`) and the quota.
+    ReasoningPerDay(usize, u64),
+    ReasoningPerMinute(u32),
+    TokensPerMinute {
+        limit: u32,
+        prompt: u64,
+    },
+}
+
+const MINUTE_US: u64 = 60_000_000;
+
+impl KeyState {
+    /// The reasoning scopes a request in `mode` counts against: the mode's, then `all`.
+    fn scopes(mode: Option<Mode>) -> impl Iterator<Item = (usize, &'static str)> {
+        mode.map(Mode::as_str)
+            .into_iter()
+            .chain(["all"])
+            .enumerate()
+            .map(|(i, s)| (if s == "all" { 1 } else { i }, s))
+    }
+
+    /// The shared checks of one admission, in the order the local path checks them.
+    fn checks(
+        &self,
+        shared: &SharedState,
+        mode: Option<Mode>,
+        prompt_tokens: u64,
+        expected: Expected,
+        day: u64,
+    ) -> (Vec<Check>, Vec<LimitOf>) {
+        let l = &self.key.limits;
+        let name = &self.key.name;
+        let (mut checks, mut limits) = (Vec::with_capacity(6), Vec::with_capacity(6));
+        let mut add = |key: String, kind: Kind, of: LimitOf| {
+            checks.push(Check { key, kind });
+            limits.push(of);
+        };
+        let rates = [
+            (
+                "rps",
+                "requests per second",
+                l.requests_per_second,
+                1_000_000u64,
+            ),
+            (
+                "rpm",
+                "requests per minute",
+                l.requests_per_minute,
+                MINUTE_US,
+            ),
+        ];
+        for (suffix, what, rate, window_us) in rates {
+            let Some(rate) = rate else { continue };
+            let per_us = window_us / u64::from(rate.max(1));
+            let burst = u64::from(l.burst.unwrap_or(rate).max(1));
+            let kind = Kind::Rate {
+                per_us,
+                window_us: burst * per_us,
+            };
+            let window = Duration::from_micros(window_us);
+            let of = LimitOf::Requests {
+                name: what,
+                rate,
+                window,
+            };
+            add(shared.key(format_args!("{name}:{suffix}")), kind, of);
+        }
+        if let Some(q) = l.output_tokens_per_day {
+            let kind = Kind::Quota {
+                quota: q,
+                hold: expected.output,
+            };
+            add(
+                shared.key(format_args!("{name}:day:{day}:output")),
+                kind,
+                LimitOf::OutputPerDay(q),
+            );
+        }
+        for (i, scope) in Self::scopes(mode) {
+            if let Some(q) = l.reasoning_tokens_per_day.get(scope) {
+                let kind = Kind::Quota {
+                    quota: *q,
+                    hold: expected.reasoning,
+                };
+                let key = shared.key(format_args!("{name}:day:{day}:reasoning:{scope}"));
+                add(key, kind, LimitOf::ReasoningPerDay(i, *q));
+            }
+        }
+        for (_, scope) in Self::scopes(mode) {
+            if let Some(n) = l.reasoning_tokens_per_minute.get(scope) {
+                let kind = Kind::Tokens {
+                    per_us: MINUTE_US / u64::from((*n).max(1)),
+                    take: 0,
+                };
+                let key = shared.key(format_args!("{name}:rtpm:{scope}"));
+                add(key, kind, LimitOf::ReasoningPerMinute(*n));
+            }
+        }
+        if let Some(n) = l.tokens_per_minute {
+            let kind = Kind::Tokens {
+                per_us: MINUTE_US / u64::from(n.max(1)),
+                take: prompt_tokens,
+            };
+            let of = LimitOf::TokensPerMinute {
+                limit: n,
+                prompt: prompt_tokens,
+            };
+            add(shared.key(format_args!("{name}:tpm")), kind, of);
+        }
+        (checks, limits)
+    }
+
+    /// The admission the shared state granted: its headers and what it holds.
+    fn admitted(
+        &self,
+        limits: &[LimitOf],
+        results: &[(u64, u64)],
+        day: u64,
+        until_midnight: Duration,
+    ) -> Admission {
+        let mut a = Admission {
+            hold: Hold {
+                day,
+                shared: true,
+                ..Hold::default()
+            },
+            ..Admission::default()
+        };
+        for (of, (remaining, held)) in limits.iter().zip(results) {
+            match *of {
+                LimitOf::Requests { rate, window, .. } => {
+                    a.requests_limit = Some(rate);
+                    a.requests_remaining = Some(u32::try_from(*remaining).unwrap_or(u32::MAX));
+                    a.requests_reset = Some(window);
+                }
+                LimitOf::OutputPerDay(_) => {
+                    a.hold.output = *held;
+                    a.tokens_remaining = Some(*remaining);
+                    a.tokens_reset = Some(until_midnight);
+                }
+                LimitOf::ReasoningPerDay(scope, _) => {
+                    a.hold.shared_reasoning[scope] = *held;
+                    a.hold.reasoning = a.hold.reasoning.max(*held);
+                }
+                LimitOf::ReasoningPerMinute(_) => {}
+                LimitOf::TokensPerMinute { limit, .. } => {
+                    a.tokens_limit = Some(limit);
+                    a.tokens_remaining =
+                        Some(a.tokens_remaining.map_or(*remaining, |q| q.min(*remaining)));
+                    a.tokens_reset.get_or_insert(Duration::from_secs(60));
+                }
+            }
+        }
+        a
+    }
+
+    /// The refusal of the shared check at `index`.
+    fn refused(
+        &self,
+        limits: &[LimitOf],
+        index: usize,
+        wait: Duration,
+        until_midnight: Duration,
+    ) -> Refusal {
+        let (limit, retry_after, detail) = match limits.get(index).copied() {
+            Some(LimitOf::Requests { name, rate, .. }) => (name, wait, format!("limit {rate}")),
+            Some(LimitOf::OutputPerDay(q)) => (
+                "output tokens per day",
+                until_midnight,
+                format!("quota {q}, spent or held by requests in flight across replicas"),
+            ),
+            Some(LimitOf::ReasoningPerDay(_, q)) => (
+                "reasoning tokens per day",
+                until_midnight,
+                format!("quota {q}, spent or held by requests in flight across replicas"),
+            ),
+            Some(LimitOf::ReasoningPerMinute(n)) => {
+                ("reasoning tokens per minute", wait, format!("limit {n}"))
+            }
+            Some(LimitOf::TokensPerMinute { limit, prompt }) => (
+                "tokens per minute",
+                wait,
+                format!("limit {limit}, this request's prompt is {prompt}"),
+            ),
+            None => ("requests per minute", wait, "limit".to_string()),
+        };
+        Refusal {
+            limit,
+            retry_after,
+            detail,
+        }
+    }
+
+    /// What settling a request admitted by the shared state writes there.
+    fn settlement(
+        &self,
+        shared: &SharedState,
+        mode: Option<Mode>,
+        output: u64,
+        reasoning: u64,
+        hold: Hold,
+    ) -> Vec<Step> {
+        let l = &self.key.limits;
+        let name = &self.key.name;
+        let (today, _) = today();
+        let mut steps = Vec::with_capacity(6);
+        if let Some(n) = l.tokens_per_minute {
+            let per_us = MINUTE_US / u64::from(n.max(1));
+            steps.push(Step::Debit {
+                key: shared.key(format_args!("{name}:tpm")),
+                per_us,
+                n: output,
+            });
+        }
+        for (i, scope) in Self::scopes(mode) {
+            if let Some(n) = l.reasoning_tokens_per_minute.get(scope) {
+                let per_us = MINUTE_US / u64::from((*n).max(1));
+                let key = shared.key(format_args!("{name}:rtpm:{scope}"));
+                steps.push(Step::Debit {
+                    key,
+                    per_us,
+                    n: reasoning,
+                });
+            }
+            if l.reasoning_tokens_per_day.contains_key(scope) {
+                let day = hold.day;
+                let key = shared.key(format_args!("{name}:day:{day}:reasoning:{scope}"));
+                steps.push(Step::Release {
+                    key,
+                    n: hold.shared_reasoning[i],
+                });
+                let key = shared.key(format_args!("{name}:day:{today}:reasoning:{scope}"));
+                steps.push(Step::Spend { key, n: reasoning });
+            }
+        }
+        if l.output_tokens_per_day.is_some() {
+            let day = hold.day;
+            let key = shared.key(format_args!("{name}:day:{day}:output"));
+            steps.push(Step::Release {
+                key,
+                n: hold.output,
+            });
+            let key = shared.key(format_args!("{name}:day:{today}:output"));
+            steps.push(Step::Spend { key, n: output });
+        }
+        steps
+    }
+}
+
 /// Every limit a key can be refused by: the `limit` label's values.
-pub const LIMITS: [&str; 7] = [
+pub const LIMITS: [&str; 8] = [
     "requests per second",
     "requests per minute",
     "tokens per minute",
@@ -401,6 +762,7 @@ pub const LIMITS: [&str; 7] = [
     "output tokens per day",
     "reasoning tokens per day",
     "model requests per second",
+    STATE_UNAVAILABLE,
 ];
 
 /// Every configured key, by the digest of its secret.
@@ -414,7 +776,11 @@ pub struct KeySet {
 impl KeySet {
     /// Builds the keys of `config`, keeping the state (counters included) of keys from
     /// `previous` whose settings are unchanged.
-    pub fn build(config: &Config, previous: Option<&KeySet>) -> KeySet {
+    pub fn build(
+        config: &Config,
+        previous: Option<&KeySet>,
+        shared: Option<&Arc<SharedState>>,
+    ) -> KeySet {
         let mut set = KeySet {
             auth_required: config.auth == Auth::Keys,
             ..KeySet::default()
@@ -423,8 +789,13 @@ impl KeySet {
             let state = previous
                 .and_then(|p| p.by_name.get(&key.name))
                 .filter(|old| old.key == *key)
+                .filter(|old| match (&old.shared, shared) {
+                    (None, None) => true,
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    _ => false,
+                })
                 .cloned()
-                .unwrap_or_else(|| Arc::new(KeyState::new(key.clone())));
+                .unwrap_or_else(|| Arc::new(KeyState::new(key.clone(), shared.cloned())));
             set.by_digest.insert(key.digest, state.clone());
             set.by_name.insert(key.name.clone(), state);
         }

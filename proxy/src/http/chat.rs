@@ -149,7 +149,7 @@ async fn answer(
         return resp;
     };
     // Its stream starts at once, so the key admits the whole request first.
-    if let (Err(refusal), Some(key)) = (call.admit_key(&mut account), &call.key) {
+    if let (Err(refusal), Some(key)) = (call.admit_key(&mut account).await, &call.key) {
         return pipeline::reject_limited(account, key, refusal);
     }
     let admitted = call.admission.admitted.get().cloned();

@@ -66,7 +66,7 @@ async fn read(
     let body = ingress::read_object(headers, body, &runtime.config.server).await?;
     let history = match body.get("previous_response_id") {
         None | Some(Value::Null) => Vec::new(),
-        Some(Value::String(id)) => runtime.responses.get(id, owner).ok_or_else(|| {
+        Some(Value::String(id)) => runtime.responses.get(id, owner).await.ok_or_else(|| {
             ApiError::invalid_request(format!(
                 "Previous response with id '{id}' not found (it expired, was stored with `store: false`, or belongs to another key)."
             ))

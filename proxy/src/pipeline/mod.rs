@@ -66,7 +66,7 @@ pub struct KeyAdmission {
 impl Call {
     /// Admits the request with its key once, before the first upstream call is sent; the
     /// account is charged to the key from then on.
-    pub fn admit_key(&self, account: &mut Account) -> Result<(), Refusal> {
+    pub async fn admit_key(&self, account: &mut Account) -> Result<(), Refusal> {
         let (Some(key), Some((mode, prompt_tokens, expected))) =
             (&self.key, self.admission.pending)
         else {
@@ -75,7 +75,7 @@ impl Call {
         if self.admission.admitted.get().is_some() {
             return Ok(());
         }
-        let admitted = key.admit(mode, prompt_tokens, expected)?;
+        let admitted = key.admit(mode, prompt_tokens, expected).await?;
         account.key = Some((key.clone(), mode));
         account.hold = admitted.hold;
         let _ = self.admission.admitted.set(admitted);

@@ -229,7 +229,7 @@ pub(super) async fn send_with_retries<'h>(
         breaker_allows(route)
             .and_then(|()| admit(route, prompt_tokens))
             .map_err(Stopped::Failed)?;
-        if let (Err(refusal), Some(key)) = (call.admit_key(account), &call.key) {
+        if let (Err(refusal), Some(key)) = (call.admit_key(account).await, &call.key) {
             return Err(Stopped::KeyRefused(key.clone(), refusal));
         }
         let sent = match slots(&call.runtime.upstream_calls, route).await {

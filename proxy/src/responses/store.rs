@@ -4,16 +4,33 @@
 //! `server.response_store_bytes` of serialized JSON (the oldest go first). An entry belongs
 //! to the client key that made it; another key cannot read it, and is told only that the id
 //! is unknown. Kept across config reloads.
+//!
+//! With `[state] backend = "redis"` every entry is also written to Redis (with the same
+//! TTL), so a continuation that reaches another replica finds it; the memory copy is then a
+//! cache of this replica's own entries, which also serves while Redis does not answer.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde_json::Value;
 
+use crate::auth::shared::SharedState;
+
 pub struct Store {
     inner: Mutex<Inner>,
+    /// Redis, shared by every replica, when `[state]` says so.
+    shared: arc_swap::ArcSwapOption<SharedState>,
+}
+
+/// What a shared entry holds: its owner and the conversation.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SharedEntry {
+    owner: Option<String>,
+    messages: Vec<Value>,
 }
 
 struct Inner {
@@ -42,7 +59,17 @@ impl Store {
                 order: VecDeque::new(),
                 bytes: 0,
             }),
+            shared: arc_swap::ArcSwapOption::empty(),
         }
+    }
+
+    /// Shares the entries through `shared` (or stops sharing them), from a config load.
+    pub fn share(&self, shared: Option<Arc<SharedState>>) {
+        self.shared.store(shared);
+    }
+
+    fn shared_key(shared: &SharedState, id: &str) -> String {
+        shared.key(format_args!("response:{id}"))
     }
 
     /// New limits from a reloaded config; entries over them go now.
@@ -60,6 +87,17 @@ impl Store {
             return;
         };
         let now = Instant::now();
+        if let Some(shared) = self.shared.load_full() {
+            let entry = SharedEntry {
+                owner: owner.map(str::to_string),
+                messages: messages.to_vec(),
+            };
+            let ttl = self.lock().ttl;
+            let fits = serialized.len() + id.len() <= self.lock().max_bytes;
+            if let (true, Ok(bytes)) = (fits, serde_json::to_vec(&entry)) {
+                shared.set_later(Self::shared_key(&shared, &id), bytes, ttl);
+            }
+        }
         let mut inner = self.lock();
         let size = serialized.len() + id.len();
         if size > inner.max_bytes {
@@ -79,8 +117,20 @@ impl Store {
         );
     }
 
-    /// The conversation stored under `id`, if it exists, has not expired and is `owner`'s.
-    pub fn get(&self, id: &str, owner: Option<&str>) -> Option<Vec<Value>> {
+    /// The conversation stored under `id` by this replica or (with Redis) any other, if it
+    /// exists, has not expired and is `owner`'s.
+    pub async fn get(&self, id: &str, owner: Option<&str>) -> Option<Vec<Value>> {
+        if let Some(found) = self.get_local(id, owner) {
+            return Some(found);
+        }
+        let shared = self.shared.load_full()?;
+        let bytes = shared.get(&Self::shared_key(&shared, id)).await.ok()??;
+        let entry: SharedEntry = serde_json::from_slice(&bytes).ok()?;
+        (entry.owner.as_deref() == owner).then_some(entry.messages)
+    }
+
+    /// The conversation this replica stored under `id`.
+    fn get_local(&self, id: &str, owner: Option<&str>) -> Option<Vec<Value>> {
         let messages = {
             let inner = self.lock();
             let entry = inner.entries.get(id)?;
@@ -138,14 +188,14 @@ mod tests {
             &[json!({"role": "user", "content": "hi"})],
         );
         assert_eq!(
-            store.get("resp_1", Some("team-a")).unwrap()[0]["content"],
+            store.get_local("resp_1", Some("team-a")).unwrap()[0]["content"],
             "hi"
         );
-        assert!(store.get("resp_1", Some("team-b")).is_none());
-        assert!(store.get("resp_1", None).is_none());
-        assert!(store.get("resp_2", Some("team-a")).is_none());
+        assert!(store.get_local("resp_1", Some("team-b")).is_none());
+        assert!(store.get_local("resp_1", None).is_none());
+        assert!(store.get_local("resp_2", Some("team-a")).is_none());
         std::thread::sleep(Duration::from_millis(40));
-        assert!(store.get("resp_1", Some("team-a")).is_none());
+        assert!(store.get_local("resp_1", Some("team-a")).is_none());
     }
 
     #[test]
@@ -160,8 +210,10 @@ mod tests {
             store.put(format!("resp_{i}"), None, std::slice::from_ref(&turn));
         }
         assert_eq!(store.len(), 3);
-        assert!(store.get("resp_6", None).is_none());
-        assert!(store.get("resp_7", None).is_some() && store.get("resp_9", None).is_some());
+        assert!(store.get_local("resp_6", None).is_none());
+        assert!(
+            store.get_local("resp_7", None).is_some() && store.get_local("resp_9", None).is_some()
+        );
         assert!(store.lock().bytes <= one * 3);
         // Larger than the whole store: not kept, and nothing else is evicted for it.
         store.put("big".into(), None, &[json!("y".repeat(one * 4))]);
