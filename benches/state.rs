@@ -116,30 +116,37 @@ fn main() {
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         std::thread::sleep(Duration::from_millis(20));
     }
-    // STATE_RUNTIME=current: one thread, as each of the proxy's serving threads is.
-    let rt = match std::env::var("STATE_RUNTIME").as_deref() {
-        Ok("current") => tokio::runtime::Builder::new_current_thread()
+    // The proxy's layout: the runtime is built (and Redis first reached) on the main
+    // runtime, and requests are served on threads that each run a runtime of their own.
+    // STATE_RUNTIME=multi serves on one two-worker runtime instead.
+    let main_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let serving = match std::env::var("STATE_RUNTIME").as_deref() {
+        Ok("multi") => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
             .enable_all()
             .build(),
-        _ => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+        _ => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
     }
     .unwrap();
-    rt.block_on(async {
+    let (memory, shared) = main_runtime.block_on(async {
         let memory = Runtime::build(config(""), None).unwrap();
-        let shared = Runtime::build(
-            config(&format!(
-                "[state]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:{port}/0\"\ntimeout = \"100ms\"\n"
-            )),
-            None,
-        )
-        .unwrap();
-        let (memory_key, shared_key) = (key(&memory), key(&shared));
+        let redis = format!(
+            "[state]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:{port}/0\"\ntimeout = \"100ms\"\n"
+        );
+        let shared = Runtime::build(config(&redis), None).unwrap();
         while !shared.shared_state.as_ref().is_some_and(|s| s.connected()) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        (memory, shared)
+    });
+    serving.block_on(async {
+        let (memory_key, shared_key) = (key(&memory), key(&shared));
         // Warm both paths (the script load, the connection).
         latencies(&memory_key, 1_000).await;
         latencies(&shared_key, 1_000).await;
@@ -206,6 +213,7 @@ fn main() {
         );
         assert!(total > 0 && unavailable == 0.0, "every admission went through Redis");
     });
+    drop(main_runtime);
     let _ = redis.kill();
     let _ = redis.wait();
 }

@@ -277,6 +277,10 @@ impl KeyState {
         };
         let (day, until_midnight) = today();
         let (checks, limits) = self.checks(shared, mode, prompt_tokens, expected, day);
+        if checks.is_empty() {
+            // A key without limits has nothing to share: no round trip.
+            return Ok(Admission::default());
+        }
         match shared.admit(&checks).await {
             Verdict::Admitted(results) => Ok(self.admitted(&limits, &results, day, until_midnight)),
             Verdict::Refused { index, wait } => {
