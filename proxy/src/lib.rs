@@ -14,14 +14,17 @@
 //! - [`pipeline`]: the attempt path — every upstream call, end to end, with fallback;
 //! - [`state`]: the [`Runtime`], everything built once per config load;
 //! - [`responses`]: OpenAI's Responses API as a front end (`http/responses.rs` calls the chat
-//!   stages) and its bounded conversation store, no IO;
+//!   stages) and its bounded conversation store (in memory, and in Redis with the shared
+//!   state);
 //! - [`relay`]: the upstream's response → the client (pass-through, translate, budget guard);
 //! - [`plan`]: mode, budget, domain and the models to try (pure, no IO);
 //! - [`ingress`]: HTTP body → canonical [`canonical::ChatRequest`] (limits, precise 400s);
 //! - [`models`]: each configured model joined to its upstream, circuit breaker and limits;
 //! - [`upstream`]: one [`upstream::Upstream`] per provider, its transport and wire format;
-//! - [`telemetry`]: each request's metrics, recorded once when it ends;
-//! - [`auth`]: client keys, their limits and quotas;
+//! - [`telemetry`]: each request's metrics, access line and trace spans, recorded once when
+//!   it ends; OTLP export on a background task;
+//! - [`auth`]: client keys, their limits and quotas, in memory or shared by every replica in
+//!   Redis;
 //! - [`resilience`]: retry backoff, retry budgets and circuit breakers (no IO, no clock).
 //!
 //! Shared by all: [`canonical`] (request, event and budget types), [`error`] (OpenAI-shaped

@@ -10,6 +10,11 @@
 //! then becomes debt the next requests pay first, so a limit holds over time even though
 //! governor has no refunds. State exists only for configured keys, so it cannot grow without
 //! bound; a reload keeps the state of keys whose limits did not change.
+//!
+//! With `[state] backend = "redis"` ([`shared`]) the same limits live in Redis for every
+//! replica: an admission is one script call over all of a key's limits, the settlement
+//! another; the in-memory limiters then hold limit / replicas and decide only while Redis
+//! does not answer (`on_failure = "open"`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
@@ -204,13 +209,16 @@ impl KeyState {
     /// state does not answer) hold each limit over the replicas.
     fn new(key: ClientKey, shared: Option<Arc<SharedState>>) -> KeyState {
         let replicas = shared.as_ref().map_or(1, |s| s.config.replicas.max(1));
-        let mut local = key.clone();
-        local.limits = divided(&key.limits, replicas);
-        KeyState::local(local, key, shared)
+        let local = divided(&key.limits, replicas);
+        KeyState::with_local_limits(local, key, shared)
     }
 
-    fn local(local: ClientKey, key: ClientKey, shared: Option<Arc<SharedState>>) -> KeyState {
-        let l = &local.limits;
+    fn with_local_limits(
+        local: thinkgate_config::KeyLimits,
+        key: ClientKey,
+        shared: Option<Arc<SharedState>>,
+    ) -> KeyState {
+        let l = &local;
         let burst = |rate: u32| nz(l.burst.unwrap_or(rate));
         KeyState {
             requests_per_second: l
@@ -228,7 +236,7 @@ impl KeyState {
             day: Mutex::new(Day::default()),
             key,
             shared,
-            local_limits: local.limits,
+            local_limits: local,
         }
     }
 
