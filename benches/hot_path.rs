@@ -414,7 +414,12 @@ fn bench_keys(c: &mut Criterion) {
         ));
     }
     let cfg = Config::parse(&text, std::path::Path::new("keys.toml"), &|_| None).expect("config");
+    let started = Instant::now();
     let keys = thinkgate_proxy::auth::KeySet::build(&cfg, None, None);
+    println!(
+        "keys/build_10k_keys (a load or reload): {:.1} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    );
     assert_eq!(keys.len(), 10_000);
     let headers: Vec<http::HeaderMap> = secrets
         .iter()

@@ -41,8 +41,11 @@ use crate::error::ApiError;
 
 type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
 
-fn limiter(quota: Quota) -> Limiter {
-    RateLimiter::direct(quota).with_middleware::<StateInformationMiddleware>()
+/// A limiter on `clock`: one clock for a whole key set, since making one probes the CPU
+/// (most of the time a load of thousands of keys took).
+fn limiter(quota: Quota, clock: &DefaultClock) -> Limiter {
+    RateLimiter::direct_with_clock(quota, clock.clone())
+        .with_middleware::<StateInformationMiddleware>()
 }
 
 fn nz(n: u32) -> NonZeroU32 {
@@ -207,31 +210,33 @@ impl Admission {
 impl KeyState {
     /// A key's state; with `shared` limits, the local limiters (used only while the shared
     /// state does not answer) hold each limit over the replicas.
-    fn new(key: ClientKey, shared: Option<Arc<SharedState>>) -> KeyState {
+    fn new(key: ClientKey, shared: Option<Arc<SharedState>>, clock: &DefaultClock) -> KeyState {
         let replicas = shared.as_ref().map_or(1, |s| s.config.replicas.max(1));
         let local = divided(&key.limits, replicas);
-        KeyState::with_local_limits(local, key, shared)
+        KeyState::with_local_limits(local, key, shared, clock)
     }
 
     fn with_local_limits(
         local: thinkgate_config::KeyLimits,
         key: ClientKey,
         shared: Option<Arc<SharedState>>,
+        clock: &DefaultClock,
     ) -> KeyState {
         let l = &local;
         let burst = |rate: u32| nz(l.burst.unwrap_or(rate));
+        let bucket = |n: u32| TokenBucket::per_minute_with_clock(n, clock.clone());
         KeyState {
             requests_per_second: l
                 .requests_per_second
-                .map(|r| limiter(Quota::per_second(nz(r)).allow_burst(burst(r)))),
+                .map(|r| limiter(Quota::per_second(nz(r)).allow_burst(burst(r)), clock)),
             requests_per_minute: l
                 .requests_per_minute
-                .map(|r| limiter(Quota::per_minute(nz(r)).allow_burst(burst(r)))),
-            tokens: l.tokens_per_minute.map(TokenBucket::per_minute),
+                .map(|r| limiter(Quota::per_minute(nz(r)).allow_burst(burst(r)), clock)),
+            tokens: l.tokens_per_minute.map(bucket),
             reasoning_per_minute: l
                 .reasoning_tokens_per_minute
                 .iter()
-                .map(|(m, n)| (m.clone(), TokenBucket::per_minute(*n)))
+                .map(|(m, n)| (m.clone(), bucket(*n)))
                 .collect(),
             day: Mutex::new(Day::default()),
             key,
@@ -797,6 +802,7 @@ impl KeySet {
             auth_required: config.auth == Auth::Keys,
             ..KeySet::default()
         };
+        let clock = DefaultClock::default();
         for key in &config.keys {
             let state = previous
                 .and_then(|p| p.by_name.get(&key.name))
@@ -807,7 +813,7 @@ impl KeySet {
                     _ => false,
                 })
                 .cloned()
-                .unwrap_or_else(|| Arc::new(KeyState::new(key.clone(), shared.cloned())));
+                .unwrap_or_else(|| Arc::new(KeyState::new(key.clone(), shared.cloned(), &clock)));
             set.by_digest.insert(key.digest, state.clone());
             set.by_name.insert(key.name.clone(), state);
         }
