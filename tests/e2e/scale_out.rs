@@ -314,3 +314,71 @@ async fn a_responses_conversation_continues_on_another_replica_and_stays_its_key
         assert_eq!(r.error()["code"], "previous_response_not_found");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_moves_the_limits_into_redis_and_back() {
+    let redis = RedisServer::start();
+    let limits = "requests_per_minute = 1\nburst = 3";
+    let proxy = one_process(limits).await;
+    let env = |v: &str| (v == "TEAM_KEY").then(|| SECRET.to_string());
+    let reload = |text: &str| {
+        let next =
+            thinkgate_config::Config::parse(text, std::path::Path::new("t.toml"), &env).unwrap();
+        let rebuilt = proxy.runtime.load_full().rebuild(next).unwrap();
+        proxy.runtime.store(std::sync::Arc::new(rebuilt));
+    };
+    let body = chat("sim-model", false);
+    assert_eq!(ask(&proxy, &body).await.status, 200);
+    // Into Redis: the key's state is rebuilt there (a fresh burst of 3), shared from now on.
+    reload(&config(&redis.url(), limits, "timeout = \"1s\""));
+    let connected = || {
+        proxy
+            .runtime
+            .load()
+            .shared_state
+            .as_ref()
+            .is_some_and(|s| s.connected())
+    };
+    eventually("the reloaded runtime reaches Redis", connected).await;
+    let statuses: Vec<u16> = {
+        let mut v = Vec::new();
+        for _ in 0..4 {
+            v.push(ask(&proxy, &body).await.status.as_u16());
+        }
+        v
+    };
+    assert_eq!(statuses, [200, 200, 200, 429]);
+    let m = get(&proxy.url("/metrics")).await.text();
+    assert_eq!(series(&m, "thinkgate_state_backend_up", &[]), 1.0);
+    assert_eq!(
+        series(
+            &m,
+            "thinkgate_state_unavailable_total",
+            &[("on_failure", "open")]
+        ),
+        0.0
+    );
+    // A second replica on the same Redis sees the spent burst.
+    let other = Proxy::start_with_env(
+        &config(&redis.url(), limits, "timeout = \"1s\""),
+        &[("TEAM_KEY", SECRET)],
+    )
+    .await;
+    let connected = || {
+        other
+            .runtime
+            .load()
+            .shared_state
+            .as_ref()
+            .is_some_and(|s| s.connected())
+    };
+    eventually("the second replica reaches Redis", connected).await;
+    assert_eq!(ask(&other, &body).await.status, 429);
+    // And back to memory: this process's own limiters again.
+    reload(
+        &(config_text(None, "").replace("auth = \"none\"\n", "")
+            + &format!("\n[keys.team]\nsecret = \"${{TEAM_KEY}}\"\n{limits}\n")),
+    );
+    assert!(proxy.runtime.load().shared_state.is_none());
+    assert_eq!(ask(&proxy, &body).await.status, 200);
+}
