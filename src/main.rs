@@ -49,6 +49,11 @@ enum Command {
         /// A live `/metrics` URL (http://) or a file holding a saved scrape.
         #[arg(long)]
         metrics: String,
+        /// Instead, the reasoning budget the traffic needs per mode and domain: how often
+        /// answers reach today's budget, the percentiles of reasoning that ended on its own,
+        /// a suggested budget and what a month would save, and the TOML to paste.
+        #[arg(long)]
+        budgets: bool,
     },
     /// Classify chat request bodies (JSON lines on stdin) into task domains: one JSON line
     /// each, in order: {"domain", "confidence", "scores"}.
@@ -137,12 +142,17 @@ fn main() -> ExitCode {
         Command::Route {
             json, config, key, ..
         } => route(&config, json, key.as_deref()),
-        Command::Report { metrics } => match read_scrape(&metrics) {
+        Command::Report { metrics, budgets } => match read_scrape(&metrics) {
             Ok(text) if !thinkgate_metrics::report::is_scrape(&text) => {
                 eprintln!(
                     "error: {metrics} is not a scrape of thinkgate's /metrics (it has no thinkgate_ samples)"
                 );
                 ExitCode::FAILURE
+            }
+            Ok(text) if budgets => {
+                let when = scraped_at(&metrics);
+                say_raw!("{}", thinkgate_metrics::budgets::render(&text, when));
+                ExitCode::SUCCESS
             }
             Ok(text) => {
                 say_raw!("{}", thinkgate_metrics::report::render(&text));
@@ -443,6 +453,17 @@ fn key_summary(k: &thinkgate_config::ClientKey) -> String {
 }
 
 /// A scrape's text from a live `http://` endpoint or a file.
+/// When a scrape was taken: now for a live URL, the file's modification time for a saved
+/// one (seconds since the Unix epoch).
+fn scraped_at(source: &str) -> f64 {
+    let time = match source.starts_with("http://") {
+        true => Some(std::time::SystemTime::now()),
+        false => std::fs::metadata(source).and_then(|m| m.modified()).ok(),
+    };
+    time.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 fn read_scrape(source: &str) -> Result<String, String> {
     if !source.starts_with("http://") {
         if source.starts_with("https://") {

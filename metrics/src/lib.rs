@@ -9,6 +9,7 @@
 //! Recording sits in the proxy (`account` stage), which resolves label handles once per
 //! model and mode rather than per request.
 
+pub mod budgets;
 pub mod registry;
 pub mod report;
 pub mod tokens;

@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde_json::{json, Value};
-use thinkgate_config::{Config, Model, Provider, StateBackend};
+use thinkgate_config::{Config, Mode, Model, Provider, StateBackend};
 use thinkgate_metrics::{Buckets, Metrics, TokenCounter};
 
 use crate::auth::shared::SharedState;
@@ -170,6 +170,21 @@ impl Runtime {
         let shared_for_store = shared_state.clone();
         for route in routes.values().flat_map(|r| r.deployments()) {
             route.metrics.touch(&metrics);
+        }
+        for mode in [Mode::Instant, Mode::Thinking, Mode::Contemplating] {
+            let policy = config.modes.policy(mode);
+            for domain in domains.iter() {
+                let budget = policy
+                    .domain_budgets
+                    .get(domain)
+                    .map_or(policy.reasoning_budget, |d| {
+                        (*d).min(policy.reasoning_budget)
+                    });
+                metrics
+                    .reasoning_budget
+                    .with_label_values(&[mode.as_str(), domain])
+                    .set(i64::try_from(budget).unwrap_or(i64::MAX));
+            }
         }
         for key in &config.keys {
             for limit in crate::auth::LIMITS {

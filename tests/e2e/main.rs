@@ -2,6 +2,7 @@
 
 mod agents;
 mod anthropic;
+mod budget_learning;
 mod budgets;
 mod classify;
 mod contemplate;

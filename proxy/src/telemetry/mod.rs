@@ -78,6 +78,10 @@ struct Slot {
     ttft: Histogram,
     tokens: [[IntCounter; 2]; KINDS.len()],
     reasoning: Histogram,
+    /// Reasoning that ended on its own under a budget, and answers that reached it (per
+    /// mode and domain, across models: what budget learning reads).
+    natural: Histogram,
+    hits: IntCounter,
 }
 
 /// One model's pre-resolved handles, built with the runtime.
@@ -211,6 +215,8 @@ impl ModelMetrics {
                 ttft: metrics.ttft.with_label_values(&[m, md]),
                 tokens: std::array::from_fn(tokens),
                 reasoning: metrics.reasoning_per_request.with_label_values(&[m, md, d]),
+                natural: metrics.reasoning_natural.with_label_values(&[md, d]),
+                hits: metrics.reasoning_budget_hits.with_label_values(&[md, d]),
             }
         })
     }
@@ -434,6 +440,15 @@ impl Account {
             mm.cost.inc_by(cost);
         }
         if let Some(b) = self.budget {
+            // A client request's thinking (a contemplating agent's share is not the mode's
+            // budget): natural when it ended on its own under the budget.
+            if !matches!(self.endpoint, "contemplate_agent" | "contemplate_synthesis") {
+                let natural = matches!(b.method, "native" | "watched") && reasoning < b.limit;
+                match natural {
+                    true => slot.natural.observe(reasoning as f64),
+                    false => slot.hits.inc(),
+                }
+            }
             let mode = MODES[self.mode];
             m.budget_enforcements
                 .with_label_values(&[model, mode, b.method])
