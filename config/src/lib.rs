@@ -23,7 +23,8 @@ use std::time::Duration;
 
 pub use error::{ConfigError, KeyPath};
 pub use modes::{
-    AgentModels, Contemplating, EffortAsk, Knob, Mode, ModePolicy, ModelThinking, Modes, Overrun,
+    Adaptive, AgentModels, Contemplating, EffortAsk, Knob, Mode, ModePolicy, ModelThinking, Modes,
+    Overrun,
 };
 
 /// The validated configuration the proxy runs on.

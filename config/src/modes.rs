@@ -40,6 +40,19 @@ pub struct ModePolicy {
     pub budget_hint: bool,
     /// Tighter budgets for some domains (the tightest of mode, domain and key wins).
     pub domain_budgets: BTreeMap<String, u64>,
+    /// Budgets learned from traffic (`adaptive = true`), when on.
+    pub adaptive: Option<Adaptive>,
+}
+
+/// A mode's budget per domain follows the traffic: every `period`, the `percentile` of the
+/// reasoning its answers needed, within `[min, max]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Adaptive {
+    pub min: u64,
+    pub max: u64,
+    /// In percent (50 to 99): answers above it are the share the budget may cut.
+    pub percentile: u32,
+    pub period: std::time::Duration,
 }
 
 /// What a client's `reasoning_effort` value (or OpenRouter's `reasoning.effort`) asks for.
@@ -83,6 +96,7 @@ impl Default for Modes {
             answer_reserve: reserve,
             budget_hint: hint,
             domain_budgets: BTreeMap::new(),
+            adaptive: None,
         };
         let ask = |mode, budget| EffortAsk {
             mode,

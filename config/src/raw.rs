@@ -108,6 +108,11 @@ pub struct RawModePolicy {
     pub reasoning_budget: Option<u64>,
     pub answer_reserve: Option<u64>,
     pub budget_hint: Option<bool>,
+    pub adaptive: Option<bool>,
+    pub adaptive_min: Option<u64>,
+    pub adaptive_max: Option<u64>,
+    pub adaptive_percentile: Option<u64>,
+    pub adaptive_period: Option<String>,
     #[serde(default)]
     pub domains: BTreeMap<String, u64>,
 }

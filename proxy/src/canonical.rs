@@ -411,6 +411,8 @@ pub struct Budget {
     pub exclude: bool,
     /// Something the client should know (an effort level the table does not know).
     pub notice: Option<String>,
+    /// The budget was learned from traffic (an adaptive mode), not read from the config.
+    pub learned: bool,
 }
 
 impl Budget {

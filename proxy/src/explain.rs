@@ -45,6 +45,7 @@ pub async fn plan_of(
             "mode": b.mode.as_str(),
             "from": b.source.as_str(),
             "reasoning_budget": b.reported(),
+            "budget_learned": b.learned,
             "answer_reserve": b.reserve,
             "budget_hint": b.hint && !b.off,
             "clamped_from": b.clamped_from,
@@ -173,10 +174,15 @@ pub fn render(plan: &Value) -> String {
         out.push_str("mode       none (no mode asked and no default): relayed without a budget\n");
     } else {
         out.push_str(&format!(
-            "mode       {} (from {}); reasoning budget {}, answer reserve {}, budget hint {}\n",
+            "mode       {} (from {}); reasoning budget {}{}, answer reserve {}, budget hint {}\n",
             s(&m["mode"]),
             s(&m["from"]),
             s(&m["reasoning_budget"]),
+            if m["budget_learned"] == true {
+                " (learned from traffic)"
+            } else {
+                ""
+            },
             s(&m["answer_reserve"]),
             if m["budget_hint"] == true {
                 "on"

@@ -11,7 +11,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde_json::{json, Value};
-use thinkgate_config::{Config, Mode, Model, Provider, StateBackend};
+use thinkgate_config::{Adaptive, Config, Mode, Model, Provider, StateBackend};
+
+use crate::plan::budget::Learned;
 use thinkgate_metrics::{Buckets, Metrics, TokenCounter};
 
 use crate::auth::shared::SharedState;
@@ -59,6 +61,147 @@ pub struct Runtime {
     /// The keys' limit state in Redis, when `[state]` says so (kept across reloads while
     /// that section is unchanged).
     pub shared_state: Option<Arc<SharedState>>,
+    /// The budgets adaptive modes learn from traffic (kept across reloads).
+    pub learner: Arc<Learner>,
+}
+
+/// Learns the budgets of adaptive modes: every mode's `adaptive_period`, per domain, the
+/// window of natural reasoning and budget hits since the last change gives the next budget
+/// ([`crate::plan::learn::next_budget`]), published for requests to read and shown in
+/// `thinkgate_reasoning_budget_tokens`.
+pub struct Learner {
+    pub table: arc_swap::ArcSwap<Learned>,
+    /// The adaptive modes of the config in force.
+    settings: arc_swap::ArcSwap<Vec<AdaptiveMode>>,
+    running: std::sync::atomic::AtomicBool,
+}
+
+/// One adaptive mode: its bounds, and the configured budget of each domain (what a domain
+/// without enough answers keeps).
+type AdaptiveMode = (Mode, Adaptive, Vec<(String, u64)>);
+
+impl Learner {
+    fn new() -> Learner {
+        Learner {
+            table: arc_swap::ArcSwap::from_pointee(Learned::default()),
+            settings: arc_swap::ArcSwap::from_pointee(Vec::new()),
+            running: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Takes the adaptive modes of a (re)loaded config; starts learning on the first one
+    /// that has any (there must be a tokio runtime: a CLI command that only plans has none).
+    fn configure(self: &Arc<Self>, config: &Config, domains: &[String], metrics: &Arc<Metrics>) {
+        let mut settings = Vec::new();
+        for mode in [Mode::Instant, Mode::Thinking, Mode::Contemplating] {
+            let policy = config.modes.policy(mode);
+            let Some(adaptive) = policy.adaptive else {
+                continue;
+            };
+            let configured = domains
+                .iter()
+                .map(|d| {
+                    let cap = policy.domain_budgets.get(d).copied();
+                    (
+                        d.clone(),
+                        cap.map_or(policy.reasoning_budget, |c| c.min(policy.reasoning_budget)),
+                    )
+                })
+                .collect();
+            settings.push((mode, adaptive, configured));
+        }
+        // What a mode no longer learns is forgotten.
+        let kept: Learned = Learned(
+            self.table
+                .load()
+                .0
+                .iter()
+                .filter(|((m, _), _)| settings.iter().any(|(mode, _, _)| *mode as usize == *m))
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
+        );
+        self.table.store(Arc::new(kept));
+        let any = !settings.is_empty();
+        self.settings.store(Arc::new(settings));
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if any && !self.running.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            runtime.spawn(learn(Arc::downgrade(self), metrics.clone()));
+        }
+    }
+}
+
+/// The learning loop: wakes each second, recomputes each adaptive mode once its period has
+/// passed, and ends when the learner is gone.
+async fn learn(learner: std::sync::Weak<Learner>, metrics: Arc<Metrics>) {
+    use crate::plan::learn::{next_budget, Window};
+    use prometheus::core::Metric;
+    let mut windows: HashMap<(usize, String), Window> = HashMap::new();
+    let mut last_run: HashMap<usize, std::time::Instant> = HashMap::new();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let Some(learner) = learner.upgrade() else {
+            return;
+        };
+        let settings = learner.settings.load_full();
+        let mut table = (**learner.table.load()).clone();
+        let mut changed = false;
+        for (mode, adaptive, configured) in settings.iter() {
+            let due = last_run
+                .get(&(*mode as usize))
+                .is_none_or(|t| t.elapsed() >= adaptive.period);
+            if !due {
+                continue;
+            }
+            last_run.insert(*mode as usize, std::time::Instant::now());
+            for (domain, budget) in configured {
+                let labels = [mode.as_str(), domain.as_str()];
+                let natural = metrics
+                    .reasoning_natural
+                    .with_label_values(&labels)
+                    .metric();
+                let h = natural.get_histogram();
+                let now = Window {
+                    buckets: h
+                        .get_bucket()
+                        .iter()
+                        .map(|b| (b.upper_bound(), b.cumulative_count()))
+                        .chain([(f64::INFINITY, h.get_sample_count())])
+                        .collect(),
+                    natural: h.get_sample_count(),
+                    hits: metrics
+                        .reasoning_budget_hits
+                        .with_label_values(&labels)
+                        .get(),
+                };
+                let key = (*mode as usize, domain.clone());
+                let earlier = windows.entry(key.clone()).or_insert_with(|| Window {
+                    buckets: Vec::new(),
+                    natural: 0,
+                    hits: 0,
+                });
+                let current = table.get(*mode, domain).unwrap_or(*budget);
+                let Some(next) = next_budget(&now.since(earlier), current, adaptive) else {
+                    continue;
+                };
+                *earlier = now;
+                if next != current || table.get(*mode, domain).is_none() {
+                    tracing::info!(mode = mode.as_str(), domain = %domain, from = current, to = next, "Learned a reasoning budget from traffic.");
+                    table.set(*mode, domain, next);
+                    metrics
+                        .reasoning_budget
+                        .with_label_values(&labels)
+                        .set(i64::try_from(next).unwrap_or(i64::MAX));
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            learner.table.store(Arc::new(table));
+        }
+    }
 }
 
 /// The ids every config offers besides its models.
@@ -213,7 +356,10 @@ impl Runtime {
             Some(t) if t.config() == &config.telemetry => Some(t.clone()),
             _ => Exporter::start(&config.telemetry, &metrics)?,
         };
+        let learner = previous.map_or_else(|| Arc::new(Learner::new()), |p| p.learner.clone());
+        learner.configure(&config, &domains, &metrics);
         Ok(Runtime {
+            learner,
             shared_state,
             telemetry,
             responses,
@@ -249,6 +395,7 @@ impl Runtime {
             routes: &self.routes,
             classifier: &self.classifier,
             table: &self.table,
+            learned: self.learner.table.load(),
         }
     }
 

@@ -102,3 +102,75 @@ async fn the_report_suggests_each_domains_natural_p90_within_ten_percent() {
     );
     assert!(out.contains("domains = { coding = "), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adaptive_mode_converges_on_the_p90_and_cuts_no_more_than_its_share() {
+    let extra = "\n[modes.thinking]\nreasoning_budget = 2048\nanswer_reserve = 64\nbudget_hint = false\nadaptive = true\nadaptive_min = 64\nadaptive_period = \"1s\"\n";
+    let text = config_text(None, extra).replace(
+        "[providers.sim]\nkind = \"simulator\"\n",
+        "[providers.sim]\nkind = \"simulator\"\nforward_headers = [\"x-sim-*\"]\n",
+    );
+    let proxy = Proxy::start(&text).await;
+    let url = proxy.url("/v1/chat/completions");
+    let body = json!({"model": "auto:thinking", "messages": [{"role": "user", "content": MATH}]})
+        .to_string();
+    let mut all = Vec::new();
+    let (mut answers, mut cut) = (0, 0);
+    let mut budgets = Vec::new();
+    for round in 0..6u64 {
+        let values = spread(60, 240, 360, 100 + round);
+        let mut budget = String::new();
+        for v in &values {
+            let tokens = v.to_string();
+            let r = call(&url, body.clone(), &[("x-sim-reasoning-tokens", &tokens)]).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            assert_eq!(r.header("x-thinkgate-domain"), "math");
+            budget = r.header("x-thinkgate-reasoning-budget").to_string();
+            let used = r.json()["usage"]["completion_tokens_details"]["reasoning_tokens"]
+                .as_u64()
+                .unwrap();
+            answers += 1;
+            if used < *v {
+                cut += 1;
+            }
+            if round > 0 {
+                assert_eq!(
+                    r.header("x-thinkgate-budget-learned"),
+                    "true",
+                    "round {round}"
+                );
+            }
+        }
+        all.extend(values);
+        budgets.push(budget.parse::<u64>().unwrap());
+        // The learner's period.
+        tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    }
+    let truth = p90(&all);
+    let last = *budgets.last().unwrap() as f64;
+    assert!(
+        (last - truth).abs() / truth <= 0.10,
+        "budgets per round {budgets:?}, true p90 {truth}"
+    );
+    let share = cut as f64 / answers as f64;
+    println!("adaptive: budgets per round {budgets:?}, true p90 {truth}, {cut} of {answers} cut");
+    assert!(
+        share <= 0.12,
+        "{cut} of {answers} answers cut ({budgets:?})"
+    );
+    // The learned budget shows in the metrics and in the running server's plan.
+    let m = get(&proxy.url("/metrics")).await.text();
+    let gauge = series(
+        &m,
+        "thinkgate_reasoning_budget_tokens",
+        &[("mode", "thinking"), ("domain", "math")],
+    );
+    assert_eq!(gauge, last);
+    let plan = call(&proxy.url("/v1/route"), body, &[]).await.json();
+    assert_eq!(plan["mode"]["budget_learned"], true, "{plan}");
+    assert_eq!(
+        plan["mode"]["reasoning_budget"].as_f64(),
+        Some(last),
+        "{plan}"
+    );
+}

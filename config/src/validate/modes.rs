@@ -90,11 +90,53 @@ pub(super) fn mode_policy(
             "must be at least 1: the answer needs tokens of its own",
         ));
     }
+    let adaptive = match raw.adaptive {
+        Some(true) => {
+            let max = raw.adaptive_max.unwrap_or(budget);
+            let min = raw.adaptive_min.unwrap_or(64.min(max));
+            if min == 0 || min > max {
+                return Err(c.error(
+                    key.child("adaptive_min"),
+                    format!("must be at least 1 and at most adaptive_max ({max})"),
+                ));
+            }
+            let percentile = c.bounded(
+                key.child("adaptive_percentile"),
+                raw.adaptive_percentile,
+                90,
+                50..=99,
+            )? as u32;
+            let period = c.timeout(
+                key.child("adaptive_period"),
+                raw.adaptive_period.as_deref(),
+                std::time::Duration::from_secs(300),
+            )?;
+            Some(crate::modes::Adaptive {
+                min,
+                max,
+                percentile,
+                period,
+            })
+        }
+        _ => {
+            let stray = [
+                ("adaptive_min", raw.adaptive_min.is_some()),
+                ("adaptive_max", raw.adaptive_max.is_some()),
+                ("adaptive_percentile", raw.adaptive_percentile.is_some()),
+                ("adaptive_period", raw.adaptive_period.is_some()),
+            ];
+            if let Some((name, _)) = stray.iter().find(|(_, set)| *set) {
+                return Err(c.error(key.child(*name), "only applies with adaptive = true"));
+            }
+            None
+        }
+    };
     Ok(ModePolicy {
         reasoning_budget: budget,
         answer_reserve: reserve,
         budget_hint: raw.budget_hint.unwrap_or(default.budget_hint),
         domain_budgets: raw.domains.clone(),
+        adaptive,
     })
 }
 

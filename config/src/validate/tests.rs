@@ -790,3 +790,52 @@ fn state_errors_name_their_key_and_never_echo_the_url() {
         assert!(!err.to_string().contains("pw@"), "{err}");
     }
 }
+
+#[test]
+fn an_adaptive_mode_has_bounds_and_a_period() {
+    let text = format!("{MINIMAL}\n[modes.thinking]\nreasoning_budget = 4096\nadaptive = true\nadaptive_period = \"30s\"\n");
+    let cfg = parse(&text).unwrap();
+    let a = cfg.modes.policy(Mode::Thinking).adaptive.unwrap();
+    assert_eq!((a.min, a.max, a.percentile), (64, 4096, 90));
+    assert_eq!(a.period, Duration::from_secs(30));
+    assert_eq!(
+        parse(MINIMAL)
+            .unwrap()
+            .modes
+            .policy(Mode::Thinking)
+            .adaptive,
+        None
+    );
+    let cases = [
+        (
+            "adaptive_min = 64",
+            "modes.thinking.adaptive_min",
+            "only applies",
+        ),
+        (
+            "adaptive = true\nadaptive_min = 5000",
+            "modes.thinking.adaptive_min",
+            "at most adaptive_max",
+        ),
+        (
+            "adaptive = true\nadaptive_percentile = 100",
+            "modes.thinking.adaptive_percentile",
+            "between 50 and 99",
+        ),
+        (
+            "adaptive = true\nadaptive_period = \"0s\"",
+            "modes.thinking.adaptive_period",
+            "longer than zero",
+        ),
+    ];
+    for (lines, key, says) in cases {
+        let text = format!("{MINIMAL}\n[modes.thinking]\n{lines}\n");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(
+            err.key().map(|k| k.to_string()).as_deref(),
+            Some(key),
+            "{lines}: {err}"
+        );
+        assert!(err.message().contains(says), "{lines}: {err}");
+    }
+}

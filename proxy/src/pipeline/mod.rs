@@ -454,6 +454,12 @@ fn attempt_headers(
         HeaderValue::from_static(b.mode.as_str()),
     );
     headers.insert("x-thinkgate-reasoning-budget", b.reported().into());
+    if b.learned {
+        headers.insert(
+            "x-thinkgate-budget-learned",
+            HeaderValue::from_static("true"),
+        );
+    }
     if let Some(asked) = b.clamped_from {
         let text = format!("asked {asked}, allowed {}", b.reasoning);
         if let Ok(v) = HeaderValue::from_str(&text) {

@@ -23,6 +23,23 @@ pub struct Asks<'a> {
     pub domain: Option<&'a str>,
     /// The output cap the client set, if any.
     pub client_cap: Option<u64>,
+    /// Budgets adaptive modes learned from traffic, per mode and domain.
+    pub learned: &'a Learned,
+}
+
+/// The budgets adaptive modes learned from traffic: per mode and domain, the reasoning its
+/// answers needed (a domain without enough data has none and keeps the configured budget).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Learned(pub std::collections::BTreeMap<(usize, String), u64>);
+
+impl Learned {
+    pub fn get(&self, mode: Mode, domain: &str) -> Option<u64> {
+        self.0.get(&(mode as usize, domain.to_string())).copied()
+    }
+
+    pub fn set(&mut self, mode: Mode, domain: &str, budget: u64) {
+        self.0.insert((mode as usize, domain.to_string()), budget);
+    }
 }
 
 /// The mode and budget for a request, or `None` when no mode applies (no knob in the request
@@ -62,6 +79,14 @@ pub fn resolve(modes: &Modes, asks: &Asks<'_>) -> Result<Option<Budget>, ApiErro
     if let Some(cap) = asks.domain.and_then(|d| policy.domain_budgets.get(d)) {
         allowed = allowed.min(*cap);
     }
+    // An adaptive mode's learned budget replaces the configured one (it stays within the
+    // mode's adaptive bounds by construction).
+    let learned = policy
+        .adaptive
+        .and_then(|_| asks.learned.get(mode, asks.domain.unwrap_or("none")));
+    if let Some(l) = learned {
+        allowed = l;
+    }
     let mut budget = Budget {
         mode,
         source,
@@ -72,6 +97,7 @@ pub fn resolve(modes: &Modes, asks: &Asks<'_>) -> Result<Option<Budget>, ApiErro
         clamped_from: None,
         exclude,
         notice,
+        learned: learned.is_some(),
     };
     match ask.or(body_ask) {
         Some(0) => budget.off = true,
@@ -227,6 +253,7 @@ mod tests {
             body: &body,
             domain,
             client_cap,
+            learned: &Learned::default(),
         };
         resolve(&modes(), &asks).unwrap().unwrap()
     }
@@ -325,6 +352,7 @@ mod tests {
             body: &body,
             domain: None,
             client_cap: None,
+            learned: &Learned::default(),
         };
         assert_eq!(resolve(&Modes::default(), &asks).unwrap(), None);
         let mut bad = HeaderMap::new();

@@ -8,6 +8,7 @@
 pub mod budget;
 pub mod cast;
 pub mod classify;
+pub mod learn;
 pub mod route;
 
 use std::collections::HashMap;
@@ -33,6 +34,8 @@ pub struct Tables<'a> {
     pub routes: &'a HashMap<String, Arc<Route>>,
     pub classifier: &'a Classifier,
     pub table: &'a Table,
+    /// The budgets adaptive modes learned, as of this request.
+    pub learned: arc_swap::Guard<Arc<budget::Learned>>,
 }
 
 /// Who asks: the request's headers and the client key, if keys are configured.
@@ -107,6 +110,7 @@ pub async fn plan(
         body: &chat.body,
         domain: decision.as_ref().map(|d| d.domain.as_str()),
         client_cap: crate::upstream::convert::max_tokens(&chat.body),
+        learned: &tables.learned,
     };
     let asks_cap = asks.client_cap;
     let mut budget = budget::resolve(&tables.config.modes, &asks)?;

@@ -441,6 +441,7 @@ mod tests {
             clamped_from: None,
             exclude: false,
             notice: None,
+            learned: false,
         }
     }
 

@@ -745,6 +745,7 @@ mod tests {
             clamped_from: None,
             exclude: false,
             notice: None,
+            learned: false,
         };
         let body = up
             .follow_up_body(&req, &cfg.models[0], &budget, &cfg.modes, FollowUp::Retry)
