@@ -116,8 +116,8 @@ impl Learner {
                 .load()
                 .0
                 .iter()
-                .filter(|((m, _), _)| settings.iter().any(|(mode, _, _)| *mode as usize == *m))
-                .map(|(k, v)| (k.clone(), *v))
+                .filter(|(m, _)| settings.iter().any(|(mode, _, _)| *mode as usize == **m))
+                .map(|(k, v)| (*k, v.clone()))
                 .collect(),
         );
         self.table.store(Arc::new(kept));

@@ -30,15 +30,18 @@ pub struct Asks<'a> {
 /// The budgets adaptive modes learned from traffic: per mode and domain, the reasoning its
 /// answers needed (a domain without enough data has none and keeps the configured budget).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Learned(pub std::collections::BTreeMap<(usize, String), u64>);
+pub struct Learned(pub std::collections::BTreeMap<usize, std::collections::BTreeMap<String, u64>>);
 
 impl Learned {
     pub fn get(&self, mode: Mode, domain: &str) -> Option<u64> {
-        self.0.get(&(mode as usize, domain.to_string())).copied()
+        self.0.get(&(mode as usize))?.get(domain).copied()
     }
 
     pub fn set(&mut self, mode: Mode, domain: &str, budget: u64) {
-        self.0.insert((mode as usize, domain.to_string()), budget);
+        self.0
+            .entry(mode as usize)
+            .or_default()
+            .insert(domain.to_string(), budget);
     }
 }
 
