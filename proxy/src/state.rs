@@ -138,10 +138,12 @@ async fn learn(learner: std::sync::Weak<Learner>, metrics: Arc<Metrics>) {
     use crate::plan::learn::{next_budget, Window};
     use prometheus::core::Metric;
     let mut windows: HashMap<(usize, String), Window> = HashMap::new();
-    let mut last_run: HashMap<usize, std::time::Instant> = HashMap::new();
+    // By the ticks' own instants, exactly a second apart: against the wall clock a period of
+    // one tick would be missed by microseconds and wait a tick more.
+    let mut last_run: HashMap<usize, tokio::time::Instant> = HashMap::new();
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
-        tick.tick().await;
+        let tick_at = tick.tick().await;
         let Some(learner) = learner.upgrade() else {
             return;
         };
@@ -151,11 +153,11 @@ async fn learn(learner: std::sync::Weak<Learner>, metrics: Arc<Metrics>) {
         for (mode, adaptive, configured) in settings.iter() {
             let due = last_run
                 .get(&(*mode as usize))
-                .is_none_or(|t| t.elapsed() >= adaptive.period);
+                .is_none_or(|t| tick_at.duration_since(*t) >= adaptive.period);
             if !due {
                 continue;
             }
-            last_run.insert(*mode as usize, std::time::Instant::now());
+            last_run.insert(*mode as usize, tick_at);
             for (domain, budget) in configured {
                 let labels = [mode.as_str(), domain.as_str()];
                 let natural = metrics
