@@ -28,26 +28,7 @@ pub struct Row {
 impl Row {
     /// The `q` quantile of natural reasoning, interpolated within its bucket.
     pub fn quantile(&self, q: f64) -> Option<f64> {
-        if self.natural <= 0.0 {
-            return None;
-        }
-        let rank = q * self.natural;
-        let mut prev = (0.0, 0.0);
-        for &(le, cum) in &self.buckets {
-            if cum >= rank {
-                if le.is_infinite() {
-                    return Some(prev.0);
-                }
-                let within = if cum > prev.1 {
-                    (rank - prev.1) / (cum - prev.1)
-                } else {
-                    1.0
-                };
-                return Some(prev.0 + (le - prev.0) * within);
-            }
-            prev = (le, cum);
-        }
-        Some(prev.0)
+        (self.natural > 0.0).then(|| value_at_rank(self.buckets.iter().copied(), q * self.natural))
     }
 
     /// The suggested budget: the natural p90 rounded up to 16, when there is enough data.
@@ -80,6 +61,29 @@ impl Row {
         }
         Some(delta + self.hits * (suggested - budget))
     }
+}
+
+/// The value at `rank` (counted from the smallest) of a histogram's cumulative
+/// `(upper bound, count)` buckets, ascending: interpolated within its bucket; the last finite
+/// bound when it falls in the `+Inf` one.
+pub fn value_at_rank(buckets: impl IntoIterator<Item = (f64, f64)>, rank: f64) -> f64 {
+    let mut prev = (0.0, 0.0);
+    for (le, cum) in buckets {
+        if cum >= rank {
+            if le.is_infinite() {
+                return prev.0;
+            }
+            let span = cum - prev.1;
+            let within = if span > 0.0 {
+                (rank - prev.1) / span
+            } else {
+                1.0
+            };
+            return prev.0 + (le - prev.0) * within.clamp(0.0, 1.0);
+        }
+        prev = (le, cum);
+    }
+    prev.0
 }
 
 /// Per (mode, domain), what the scrape holds.

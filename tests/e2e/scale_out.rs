@@ -382,3 +382,16 @@ async fn a_reload_moves_the_limits_into_redis_and_back() {
     assert!(proxy.runtime.load().shared_state.is_none());
     assert_eq!(ask(&proxy, &body).await.status, 200);
 }
+
+#[tokio::test]
+async fn a_redis_url_the_client_cannot_use_fails_the_load_without_echoing_it() {
+    // The config accepts the scheme; the port is out of range, which the client refuses.
+    let text = config("redis://:pw-secret@127.0.0.1:99999/0", "", "");
+    let env = |v: &str| (v == "TEAM_KEY").then(|| SECRET.to_string());
+    let cfg = thinkgate_config::Config::parse(&text, std::path::Path::new("t.toml"), &env).unwrap();
+    let err = thinkgate_proxy::Runtime::build(cfg, None)
+        .err()
+        .expect("the load fails");
+    assert!(err.contains("[state] url"), "{err}");
+    assert!(!err.contains("pw-secret"), "{err}");
+}

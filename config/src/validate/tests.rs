@@ -839,3 +839,13 @@ fn an_adaptive_mode_has_bounds_and_a_period() {
         assert!(err.message().contains(says), "{lines}: {err}");
     }
 }
+
+#[test]
+fn a_state_prefix_of_other_characters_is_refused() {
+    let text = format!(
+        "{MINIMAL}\n[state]\nbackend = \"redis\"\nurl = \"redis://x\"\nprefix = \"has space\"\n"
+    );
+    let err = parse(&text).unwrap_err();
+    assert_eq!(err.key().unwrap().to_string(), "state.prefix");
+    assert!(err.message().contains("letters, digits"), "{err}");
+}

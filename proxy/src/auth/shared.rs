@@ -122,13 +122,17 @@ impl SharedState {
         format!("{}:{parts}", self.config.prefix)
     }
 
+    /// A handle on the shared connection (cheap: the manager multiplexes), once made.
+    fn connection(&self) -> Option<ConnectionManager> {
+        self.conn.load_full().map(|c| (*c).clone())
+    }
+
     /// Admits against every check in one round trip, within the timeout.
     pub async fn admit(&self, checks: &[Check]) -> Verdict {
-        let Some(conn) = self.conn.load_full() else {
+        let Some(mut conn) = self.connection() else {
             self.unreachable("not connected yet");
             return Verdict::Unavailable;
         };
-        let mut conn = (*conn).clone();
         let mut invocation = self.admit.prepare_invoke();
         invocation.arg(checks.len());
         for c in checks {
@@ -140,14 +144,10 @@ impl SharedState {
             };
         }
         let sent = invocation.invoke_async::<Vec<i64>>(&mut conn);
-        let reply = match tokio::time::timeout(self.config.timeout, sent).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(e)) => {
-                self.unreachable(&e.to_string());
-                return Verdict::Unavailable;
-            }
-            Err(_) => {
-                self.unreachable("no answer within the timeout");
+        let reply = match within(self.config.timeout, sent).await {
+            Ok(reply) => reply,
+            Err(why) => {
+                self.unreachable(&why);
                 return Verdict::Unavailable;
             }
         };
@@ -172,51 +172,28 @@ impl SharedState {
     /// The bytes stored under `key` (another replica may have written them), within the
     /// timeout; `Err` when Redis does not answer.
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, ()> {
-        let Some(conn) = self.conn.load_full() else {
-            return Err(());
-        };
-        let mut conn = (*conn).clone();
+        let mut conn = self.connection().ok_or(())?;
         let cmd = redis::cmd("GET").arg(key).to_owned();
         let sent = cmd.query_async::<Option<Vec<u8>>>(&mut conn);
-        match tokio::time::timeout(self.config.timeout, sent).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => {
-                self.down(&e.to_string());
-                Err(())
-            }
-            Err(_) => {
-                self.down("no answer within the timeout");
-                Err(())
-            }
-        }
+        within(self.config.timeout, sent)
+            .await
+            .map_err(|why| self.down(&why))
     }
 
-    /// Stores `value` under `key` for `ttl`, in the background; returns whether it was sent
-    /// off (a value Redis then cannot take is lost, as in a cache).
-    pub fn set_later(self: &Arc<Self>, key: String, value: Vec<u8>, ttl: Duration) -> bool {
-        let (Ok(runtime), Some(conn)) =
-            (tokio::runtime::Handle::try_current(), self.conn.load_full())
-        else {
-            return false;
-        };
-        let shared = self.clone();
-        runtime.spawn(async move {
-            let mut conn = (*conn).clone();
-            let millis = ttl.as_millis().clamp(1, u128::from(u64::MAX)) as u64;
-            let cmd = redis::cmd("SET")
-                .arg(&key)
-                .arg(value)
-                .arg("PX")
-                .arg(millis)
-                .to_owned();
-            let sent = cmd.query_async::<()>(&mut conn);
-            match tokio::time::timeout(SETTLE_TIMEOUT, sent).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => shared.down(&e.to_string()),
-                Err(_) => shared.down("no answer to a write within 1s"),
-            }
-        });
-        true
+    /// Stores `value` under `key` for `ttl`, in the background (a value Redis cannot take
+    /// is lost, as from a cache).
+    pub fn set_later(self: &Arc<Self>, key: String, value: Vec<u8>, ttl: Duration) {
+        let millis = ttl.as_millis().clamp(1, u128::from(u64::MAX)) as u64;
+        let cmd = redis::cmd("SET")
+            .arg(&key)
+            .arg(value)
+            .arg("PX")
+            .arg(millis)
+            .to_owned();
+        self.write_later(
+            move |_, mut conn| async move { cmd.query_async::<()>(&mut conn).await },
+            || {},
+        );
     }
 
     /// Settles in the background (the response has ended; nobody waits for it). A settlement
@@ -225,43 +202,49 @@ impl SharedState {
         if steps.is_empty() {
             return;
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            self.lost_settlements.inc();
+        let lost = self.lost_settlements.clone();
+        self.write_later(
+            move |shared, mut conn| async move {
+                let mut invocation = shared.settle.prepare_invoke();
+                invocation.arg(steps.len());
+                for step in &steps {
+                    match step {
+                        Step::Debit { key, per_us, n } => {
+                            invocation.key(key).arg("d").arg(*n).arg(*per_us);
+                        }
+                        Step::Release { key, n } => {
+                            invocation.key(key).arg("r").arg(*n);
+                        }
+                        Step::Spend { key, n } => {
+                            invocation.key(key).arg("s").arg(*n);
+                        }
+                    }
+                }
+                invocation.invoke_async::<i64>(&mut conn).await.map(drop)
+            },
+            move || lost.inc(),
+        );
+    }
+
+    /// Sends a write off the request's path (it may wait longer than an admission, up to
+    /// [`WRITE_TIMEOUT`]); `lost` runs when it cannot be sent or Redis does not take it.
+    fn write_later<F, Fut>(self: &Arc<Self>, write: F, lost: impl FnOnce() + Send + 'static)
+    where
+        F: FnOnce(Arc<Self>, ConnectionManager) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = redis::RedisResult<()>> + Send,
+    {
+        let (Ok(runtime), Some(conn)) = (tokio::runtime::Handle::try_current(), self.connection())
+        else {
+            lost();
             return;
         };
         let shared = self.clone();
         runtime.spawn(async move {
-            let Some(conn) = shared.conn.load_full() else {
-                shared.lost_settlements.inc();
-                return;
-            };
-            let mut conn = (*conn).clone();
-            let mut invocation = shared.settle.prepare_invoke();
-            invocation.arg(steps.len());
-            for step in &steps {
-                match step {
-                    Step::Debit { key, per_us, n } => {
-                        invocation.key(key).arg("d").arg(*n).arg(*per_us);
-                    }
-                    Step::Release { key, n } => {
-                        invocation.key(key).arg("r").arg(*n);
-                    }
-                    Step::Spend { key, n } => {
-                        invocation.key(key).arg("s").arg(*n);
-                    }
-                }
-            }
-            // Settling is off the request's path: it may wait longer than an admission.
-            let sent = invocation.invoke_async::<i64>(&mut conn);
-            match tokio::time::timeout(SETTLE_TIMEOUT, sent).await {
-                Ok(Ok(_)) => shared.reached(),
-                Ok(Err(e)) => {
-                    shared.lost_settlements.inc();
-                    shared.down(&e.to_string());
-                }
-                Err(_) => {
-                    shared.lost_settlements.inc();
-                    shared.down("no answer to a settlement within 1s");
+            match within(WRITE_TIMEOUT, write(shared.clone(), conn)).await {
+                Ok(()) => shared.reached(),
+                Err(why) => {
+                    lost();
+                    shared.down(&why);
                 }
             }
         });
@@ -299,8 +282,21 @@ impl SharedState {
     }
 }
 
-/// The longest a settlement waits for Redis.
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The longest a write sent after a response (a settlement, a stored conversation) waits for
+/// Redis.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// `sent`'s answer within `timeout`, or why there is none.
+async fn within<T>(
+    timeout: Duration,
+    sent: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(timeout, sent).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+    }
+}
 
 /// Connects, retrying each second until Redis answers, and loads the scripts (so the first
 /// admissions do not each find them missing); the manager reconnects by itself after that.

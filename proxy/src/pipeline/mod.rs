@@ -315,9 +315,8 @@ async fn fail(
     failure: SendFailure,
 ) -> Result<Response<Body>, Account> {
     // A call whose head came but whose stream broke before its first content.
-    if let Some(mut span) = account.call_span.take() {
-        span.fail(failure.error_type());
-        span.end();
+    if let Some(span) = account.call_span.take() {
+        span.end_failed(failure.error_type());
     }
     if may_fall_back && failure.hands_over() {
         failure.count_hand_over(&mut account, route);

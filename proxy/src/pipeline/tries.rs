@@ -120,9 +120,8 @@ impl One<'_> {
         match first_content::first_content(route, resp, max_event, started).await {
             Ok(resp) => Ok((resp, span)),
             Err(failure) => {
-                if let Some(mut span) = span {
-                    span.fail(failure.error_type());
-                    span.end();
+                if let Some(span) = span {
+                    span.end_failed(failure.error_type());
                 }
                 Err(failure)
             }

@@ -47,26 +47,10 @@ impl Window {
         }
     }
 
-    /// The natural reasoning at `rank` (answers counted from the shortest), interpolated
-    /// within its bucket.
+    /// The natural reasoning at `rank` (answers counted from the shortest).
     fn natural_at(&self, rank: f64) -> f64 {
-        let mut prev = (0.0, 0u64);
-        for &(le, cum) in &self.buckets {
-            if cum as f64 >= rank {
-                if le.is_infinite() {
-                    return prev.0;
-                }
-                let span = cum.saturating_sub(prev.1) as f64;
-                let within = if span > 0.0 {
-                    (rank - prev.1 as f64) / span
-                } else {
-                    1.0
-                };
-                return prev.0 + (le - prev.0) * within.clamp(0.0, 1.0);
-            }
-            prev = (le, cum);
-        }
-        prev.0
+        let buckets = self.buckets.iter().map(|(le, n)| (*le, *n as f64));
+        thinkgate_metrics::budgets::value_at_rank(buckets, rank)
     }
 }
 

@@ -26,11 +26,12 @@ pub struct Store {
     shared: arc_swap::ArcSwapOption<SharedState>,
 }
 
-/// What a shared entry holds: its owner and the conversation.
+/// What a shared entry holds: its owner and the conversation (written borrowed, read owned).
 #[derive(serde::Serialize, serde::Deserialize)]
-struct SharedEntry {
-    owner: Option<String>,
-    messages: Vec<Value>,
+struct SharedEntry<'a> {
+    #[serde(borrow)]
+    owner: Option<std::borrow::Cow<'a, str>>,
+    messages: std::borrow::Cow<'a, [Value]>,
 }
 
 struct Inner {
@@ -89,11 +90,14 @@ impl Store {
         let now = Instant::now();
         if let Some(shared) = self.shared.load_full() {
             let entry = SharedEntry {
-                owner: owner.map(str::to_string),
-                messages: messages.to_vec(),
+                owner: owner.map(std::borrow::Cow::Borrowed),
+                messages: std::borrow::Cow::Borrowed(messages),
             };
-            let ttl = self.lock().ttl;
-            let fits = serialized.len() + id.len() <= self.lock().max_bytes;
+            let (ttl, max_bytes) = {
+                let inner = self.lock();
+                (inner.ttl, inner.max_bytes)
+            };
+            let fits = serialized.len() + id.len() <= max_bytes;
             if let (true, Ok(bytes)) = (fits, serde_json::to_vec(&entry)) {
                 shared.set_later(Self::shared_key(&shared, &id), bytes, ttl);
             }
@@ -126,7 +130,7 @@ impl Store {
         let shared = self.shared.load_full()?;
         let bytes = shared.get(&Self::shared_key(&shared, id)).await.ok()??;
         let entry: SharedEntry = serde_json::from_slice(&bytes).ok()?;
-        (entry.owner.as_deref() == owner).then_some(entry.messages)
+        (entry.owner.as_deref() == owner).then(|| entry.messages.into_owned())
     }
 
     /// The conversation this replica stored under `id`.

@@ -375,6 +375,12 @@ impl TraceSpan {
         }
     }
 
+    /// Ends the span now, failed as `error_type` says.
+    pub fn end_failed(mut self, error_type: impl Into<StringValue>) {
+        self.fail(error_type);
+        self.end();
+    }
+
     /// Ends the span now.
     pub fn end(mut self) {
         self.ended = true;
