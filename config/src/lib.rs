@@ -60,6 +60,48 @@ pub struct Config {
     pub telemetry: Telemetry,
     /// Where the keys' limit and quota state lives.
     pub state: StateBackend,
+    /// The exact response cache; `None` when it is off (the default).
+    pub cache: Option<CacheConfig>,
+}
+
+/// `[cache]`: which answers are kept, for how long, in how much memory, and where.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheConfig {
+    /// How long an answer is served from the cache after it was stored.
+    pub ttl: Duration,
+    /// The memory backend's cap on what all entries hold together.
+    pub max_bytes: u64,
+    /// An answer larger than this is not kept (it bounds what one response buffers).
+    pub max_entry_bytes: usize,
+    pub scope: CacheScope,
+    pub backend: CacheBackend,
+}
+
+/// Whose requests an entry answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheScope {
+    /// Only the client key's that stored it (the default).
+    Key,
+    /// Every client key's.
+    Shared,
+}
+
+impl CacheScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheScope::Key => "key",
+            CacheScope::Shared => "shared",
+        }
+    }
+}
+
+/// Where entries live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheBackend {
+    /// This process's memory, under `max_bytes`.
+    Memory,
+    /// The `[state]` Redis, shared by every replica (with Redis's own memory policy).
+    Redis,
 }
 
 /// `[state]`: one process's memory, or a Redis shared by every replica.

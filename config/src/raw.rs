@@ -38,6 +38,20 @@ pub struct RawConfig {
     pub telemetry: RawTelemetry,
     #[serde(default)]
     pub state: RawState,
+    #[serde(default)]
+    pub cache: RawCache,
+}
+
+/// `[cache]`: the exact response cache.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    pub enabled: Option<bool>,
+    pub ttl: Option<String>,
+    pub max_bytes: Option<u64>,
+    pub max_entry_bytes: Option<u64>,
+    pub scope: Option<String>,
+    pub backend: Option<String>,
 }
 
 /// `[state]`: where limit and quota state lives.

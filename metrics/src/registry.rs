@@ -68,6 +68,12 @@ pub struct Metrics {
     pub state_backend_up: IntGauge,
     pub state_unavailable: IntCounterVec,
     pub state_lost_settlements: IntCounter,
+    pub cache_lookups: IntCounterVec,
+    pub cache_saved_tokens: IntCounterVec,
+    pub cache_saved_usd: prometheus::CounterVec,
+    pub cache_stores: IntCounterVec,
+    pub cache_bytes: IntGauge,
+    pub cache_entries: IntGauge,
     pub build_info: IntGaugeVec,
 }
 
@@ -150,6 +156,12 @@ impl Metrics {
             state_backend_up: reg(&r, IntGauge::new("thinkgate_state_backend_up", "With [state] backend = \"redis\": 1 while Redis answers, 0 while admissions fall back; always 1 with the memory backend.").unwrap_or_else(|e| panic!("{e}"))), // ok: static definition
             state_unavailable: counter(&r, "thinkgate_state_unavailable_total", "Admissions decided without the shared state (Redis slow or down), by the configured behaviour: open (local limits at limit / replicas) or closed (refused).", &["on_failure"]),
             state_lost_settlements: reg(&r, IntCounter::new("thinkgate_state_lost_settlements_total", "Finished requests whose charges the shared state (Redis) could not take.").unwrap_or_else(|e| panic!("{e}"))), // ok: static definition
+            cache_lookups: counter(&r, "thinkgate_cache_lookups_total", "Requests by what the response cache did: hit (answered from it), miss (asked upstream, then kept when it could be) or bypass (not a request a repeat answers, or the client said no).", &["endpoint", "result"]),
+            cache_saved_tokens: counter(&r, "thinkgate_cache_saved_tokens_total", "Tokens not spent because the cache answered: the original call's usage, per hit, by the model that wrote it and kind (prompt, output, reasoning).", &["model", "kind"]),
+            cache_saved_usd: reg(&r, prometheus::CounterVec::new(Opts::new("thinkgate_cache_saved_usd_total", "US dollars not spent because the cache answered, at the configured prices of the model that wrote the answer."), &["model"]).unwrap_or_else(|e| panic!("{e}"))), // ok: static definition
+            cache_stores: counter(&r, "thinkgate_cache_stores_total", "Answers offered to the cache, by outcome: stored, too_large (over max_entry_bytes), incomplete (failed, cut or empty: not kept), or unavailable (Redis did not take it).", &["outcome"]),
+            cache_bytes: reg(&r, IntGauge::new("thinkgate_cache_bytes", "Bytes the memory backend of the response cache holds (at most [cache] max_bytes).").unwrap_or_else(|e| panic!("{e}"))), // ok: static definition
+            cache_entries: reg(&r, IntGauge::new("thinkgate_cache_entries", "Answers the memory backend of the response cache holds.").unwrap_or_else(|e| panic!("{e}"))), // ok: static definition
             build_info: reg(&r, IntGaugeVec::new(Opts::new("thinkgate_build_info", "Always 1; the version is in the label."), &["version"]).unwrap_or_else(|e| panic!("{e}"))), // ok: static definition
             registry: r,
         };
@@ -166,7 +178,7 @@ impl Metrics {
     /// The name of every family, as scraped.
     pub fn family_names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 30] = [
+        let collectors: [&dyn Collector; 36] = [
             &self.requests,
             &self.request_duration,
             &self.ttft,
@@ -196,6 +208,12 @@ impl Metrics {
             &self.state_backend_up,
             &self.state_unavailable,
             &self.state_lost_settlements,
+            &self.cache_lookups,
+            &self.cache_saved_tokens,
+            &self.cache_saved_usd,
+            &self.cache_stores,
+            &self.cache_bytes,
+            &self.cache_entries,
             &self.build_info,
         ];
         collectors
@@ -253,6 +271,6 @@ mod tests {
             }
         }
         assert!(queried >= 20);
-        assert_eq!(names.len(), 30);
+        assert_eq!(names.len(), 36);
     }
 }

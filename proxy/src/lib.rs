@@ -13,6 +13,8 @@
 //! - [`explain`]: `thinkgate route --explain` and `POST /v1/route`, the plan rendered;
 //! - [`pipeline`]: the attempt path — every upstream call, end to end, with fallback;
 //! - [`state`]: the [`Runtime`], everything built once per config load;
+//! - [`cache`]: the exact response cache — whether a request may be answered from it, its
+//!   key, the answer recorded as it streams to the client, and the replay of a hit;
 //! - [`responses`]: OpenAI's Responses API as a front end (`http/responses.rs` calls the chat
 //!   stages) and its bounded conversation store (in memory, and in Redis with the shared
 //!   state);
@@ -33,6 +35,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod cache;
 pub mod canonical;
 pub mod contemplate;
 pub mod error;

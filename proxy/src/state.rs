@@ -18,6 +18,7 @@ use thinkgate_metrics::{Buckets, Metrics, TokenCounter};
 
 use crate::auth::shared::SharedState;
 use crate::auth::KeySet;
+use crate::cache::ResponseCache;
 use crate::models::{DeploymentState, ModelLimiter, Route};
 use crate::plan::classify::Classifier;
 use crate::plan::route::Table;
@@ -63,6 +64,9 @@ pub struct Runtime {
     pub shared_state: Option<Arc<SharedState>>,
     /// The budgets adaptive modes learn from traffic (kept across reloads).
     pub learner: Arc<Learner>,
+    /// The exact response cache, when `[cache]` is on (kept across reloads while that
+    /// section and the Redis it uses are unchanged).
+    pub cache: Option<Arc<ResponseCache>>,
 }
 
 /// Learns the budgets of adaptive modes: every mode's `adaptive_period`, per domain, the
@@ -311,6 +315,17 @@ impl Runtime {
             }
             (StateBackend::Redis(redis), _) => Some(SharedState::start(redis, &metrics)?),
         };
+        let cache = match &config.cache {
+            None => None,
+            Some(c) => match previous.and_then(|p| p.cache.as_ref()) {
+                Some(kept) if kept.serves(c, shared_state.as_ref()) => Some(kept.clone()),
+                _ => Some(Arc::new(ResponseCache::new(
+                    c,
+                    shared_state.as_ref(),
+                    &metrics,
+                )?)),
+            },
+        };
         let keys = KeySet::build(&config, previous.map(|p| &p.keys), shared_state.as_ref());
         let shared_for_store = shared_state.clone();
         for route in routes.values().flat_map(|r| r.deployments()) {
@@ -361,6 +376,7 @@ impl Runtime {
         let learner = previous.map_or_else(|| Arc::new(Learner::new()), |p| p.learner.clone());
         learner.configure(&config, &domains, &metrics);
         Ok(Runtime {
+            cache,
             learner,
             shared_state,
             telemetry,

@@ -4,6 +4,7 @@ mod agents;
 mod anthropic;
 mod budget_learning;
 mod budgets;
+mod cache;
 mod classify;
 mod contemplate;
 mod core;

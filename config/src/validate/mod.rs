@@ -1,6 +1,7 @@
 //! Raw → typed: every rule that a config must satisfy, each failure a [`ConfigError`]
 //! naming file, line and key path.
 
+mod cache;
 mod contemplating;
 mod keys;
 mod models;
@@ -14,6 +15,7 @@ mod telemetry;
 #[cfg(test)]
 mod tests;
 
+use cache::*;
 use contemplating::*;
 use keys::*;
 use models::*;
@@ -38,15 +40,15 @@ use crate::modes::{
     AgentModels, Contemplating, EffortAsk, Knob, Mode, ModePolicy, ModelThinking, Modes, Overrun,
 };
 use crate::raw::{
-    RawBreaker, RawConfig, RawDomain, RawDomainsFile, RawModePolicy, RawModel, RawModelThinking,
-    RawPolicy, RawProvider, RawRetry, RawSimProfile, RawState, RawTelemetry,
+    RawBreaker, RawCache, RawConfig, RawDomain, RawDomainsFile, RawModePolicy, RawModel,
+    RawModelThinking, RawPolicy, RawProvider, RawRetry, RawSimProfile, RawState, RawTelemetry,
 };
 use crate::{
-    ApiKey, Auth, Balance, BreakerPolicy, ClientKey, Config, Deployment, Dialect, Domain,
-    EfficientBy, Encoding, HeaderPattern, HedgeAfter, KeyLimits, LogFormat, MetricsConfig, Model,
-    ModelNames, OnFailure, Policy, Provider, ProviderKind, ReasoningField, ReasoningStyle,
-    RedisState, RetryBudget, RetryPolicy, Routing, Secret, Server, SimFaults, SimProfile,
-    Simulator, StateBackend, Telemetry, WireFormat,
+    ApiKey, Auth, Balance, BreakerPolicy, CacheBackend, CacheConfig, CacheScope, ClientKey, Config,
+    Deployment, Dialect, Domain, EfficientBy, Encoding, HeaderPattern, HedgeAfter, KeyLimits,
+    LogFormat, MetricsConfig, Model, ModelNames, OnFailure, Policy, Provider, ProviderKind,
+    ReasoningField, ReasoningStyle, RedisState, RetryBudget, RetryPolicy, Routing, Secret, Server,
+    SimFaults, SimProfile, Simulator, StateBackend, Telemetry, WireFormat,
 };
 
 /// Collects the context every error needs: the file and the source map.
@@ -337,6 +339,10 @@ fn validate(
     let domains = keep(&mut errors, validate_domains(&raw, c));
     let telemetry = keep(&mut errors, validate_telemetry(&raw.telemetry, c, env));
     let state = keep(&mut errors, validate_state(&raw.state, c, env));
+    let cache = match &state {
+        Some(state) => keep(&mut errors, validate_cache(&raw.cache, c, state)),
+        None => None,
+    };
     let keys = match &server {
         Some(server) => keep(&mut errors, validate_keys(&raw, c, env, server)),
         None => None,
@@ -352,7 +358,10 @@ fn validate(
         Some((auth, keys)),
         Some(telemetry),
         Some(state),
-    ) = (server, simulator, modes, domains, keys, telemetry, state)
+        Some(cache),
+    ) = (
+        server, simulator, modes, domains, keys, telemetry, state, cache,
+    )
     else {
         return Err(c.error(
             KeyPath::new(Vec::<String>::new()),
@@ -431,6 +440,7 @@ fn validate(
         confidence_threshold: threshold as f32,
         telemetry,
         state,
+        cache,
     })
 }
 

@@ -849,3 +849,76 @@ fn a_state_prefix_of_other_characters_is_refused() {
     assert_eq!(err.key().unwrap().to_string(), "state.prefix");
     assert!(err.message().contains("letters, digits"), "{err}");
 }
+
+#[test]
+fn the_cache_is_off_by_default_and_follows_the_state_backend() {
+    assert_eq!(parse(MINIMAL).unwrap().cache, None);
+    let on = parse(&format!("{MINIMAL}\n[cache]\nenabled = true\n")).unwrap();
+    let cache = on.cache.unwrap();
+    assert_eq!(cache.ttl, Duration::from_secs(3600));
+    assert_eq!(cache.max_bytes, 256 << 20);
+    assert_eq!(cache.max_entry_bytes, 1 << 20);
+    assert_eq!(cache.scope, crate::CacheScope::Key);
+    assert_eq!(cache.backend, crate::CacheBackend::Memory);
+    let text = format!(
+        "{MINIMAL}\n[state]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:6379\"\n\n\
+         [cache]\nenabled = true\nscope = \"shared\"\nttl = \"10m\"\n"
+    );
+    let cache = parse(&text).unwrap().cache.unwrap();
+    assert_eq!(cache.backend, crate::CacheBackend::Redis);
+    assert_eq!(cache.scope, crate::CacheScope::Shared);
+    assert_eq!(cache.ttl, Duration::from_secs(600));
+}
+
+#[test]
+fn cache_errors_name_their_key() {
+    let cases = [
+        ("ttl = \"1h\"", "cache.ttl", "add `enabled = true`"),
+        (
+            "enabled = true\nttl = \"0s\"",
+            "cache.ttl",
+            "longer than zero",
+        ),
+        (
+            "enabled = true\nttl = \"60d\"",
+            "cache.ttl",
+            "at most 30 days",
+        ),
+        (
+            "enabled = true\nmax_bytes = 10",
+            "cache.max_bytes",
+            "between",
+        ),
+        (
+            "enabled = true\nmax_bytes = 1048576\nmax_entry_bytes = 1048576",
+            "cache.max_entry_bytes",
+            "max_bytes / 16",
+        ),
+        (
+            "enabled = true\nscope = \"global\"",
+            "cache.scope",
+            "`key`, `shared`",
+        ),
+        (
+            "enabled = true\nbackend = \"redis\"",
+            "cache.backend",
+            "needs [state] backend = \"redis\"",
+        ),
+        (
+            "enabled = true\nttll = \"1h\"",
+            "cache.ttll",
+            "did you mean `ttl`",
+        ),
+    ];
+    for (lines, key, says) in cases {
+        let text = format!("{MINIMAL}\n[cache]\n{lines}\n");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(
+            err.key().map(|k| k.to_string()).as_deref(),
+            Some(key),
+            "{lines}: {err}"
+        );
+        assert!(err.message().contains(says), "{lines}: {err}");
+        assert!(err.line() > MINIMAL.lines().count(), "{lines}: {err}");
+    }
+}

@@ -181,8 +181,14 @@ impl SharedState {
     }
 
     /// Stores `value` under `key` for `ttl`, in the background (a value Redis cannot take
-    /// is lost, as from a cache).
-    pub fn set_later(self: &Arc<Self>, key: String, value: Vec<u8>, ttl: Duration) {
+    /// is lost, as from a cache: then `lost` runs).
+    pub fn set_later(
+        self: &Arc<Self>,
+        key: String,
+        value: Vec<u8>,
+        ttl: Duration,
+        lost: impl FnOnce() + Send + 'static,
+    ) {
         let millis = ttl.as_millis().clamp(1, u128::from(u64::MAX)) as u64;
         let cmd = redis::cmd("SET")
             .arg(&key)
@@ -192,7 +198,7 @@ impl SharedState {
             .to_owned();
         self.write_later(
             move |_, mut conn| async move { cmd.query_async::<()>(&mut conn).await },
-            || {},
+            lost,
         );
     }
 

@@ -8,10 +8,11 @@ use std::sync::Arc;
 
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
-use thinkgate_config::Mode;
+use thinkgate_config::{CacheScope, Mode};
 
 use crate::auth::{Admission, Expected, KeyState};
 use crate::body::Body;
+use crate::cache::{self, Looked, Owner, ResponseCache};
 use crate::canonical::ChatRequest;
 use crate::contemplate;
 use crate::ingress;
@@ -61,6 +62,37 @@ pub async fn serve(
         account.model = Some(plan.named.metrics.clone());
         return account.reject(refusal);
     }
+    // The response cache answers before anything is admitted or sent.
+    let mut fill = None;
+    if let Some(cache) = &runtime.cache {
+        let looked = match look_up(
+            runtime,
+            cache,
+            &headers,
+            &chat,
+            &plan,
+            key.as_deref(),
+            &account,
+        )
+        .await
+        {
+            Ok(looked) => looked,
+            Err(e) => return account.reject(e),
+        };
+        match looked {
+            Looked::Bypass => account.cache = Some("bypass"),
+            Looked::Hit(entry) => return hit(runtime, cache, &entry, account),
+            Looked::Miss { key, write } => {
+                account.cache = Some("miss");
+                if write {
+                    let (f, tokens) = cache.fill(key);
+                    account.shared_tokens = Some(tokens);
+                    fill = Some(f);
+                }
+            }
+        }
+    }
+    let cache_status = account.cache;
     // The key's limits are checked before anything is sent (by the first attempt whose
     // model admits the request; up front for contemplating, whose stream starts at once);
     // the response's tokens are charged when it ends (the account settles them).
@@ -77,7 +109,58 @@ pub async fn serve(
         admission,
         trace: account.span.as_ref().map(TraceSpan::parent),
     };
-    answer(call, &plan, chat, account).await
+    let resp = answer(call, &plan, chat, account).await;
+    let mut resp = match fill {
+        Some(fill) => fill.record(resp),
+        None => resp,
+    };
+    if let Some(status) = cache_status {
+        resp.headers_mut()
+            .insert(cache::HEADER, HeaderValue::from_static(status));
+    }
+    resp
+}
+
+/// Whether the cache may answer the request, and if it may, what it holds for it.
+async fn look_up(
+    runtime: &Runtime,
+    cache: &ResponseCache,
+    headers: &http::HeaderMap,
+    chat: &ChatRequest,
+    plan: &Plan,
+    key: Option<&KeyState>,
+    account: &Account,
+) -> Result<Looked, crate::error::ApiError> {
+    let endpoint = account.endpoint();
+    let Some(use_) = cache::decide(headers, chat)? else {
+        cache.bypassed(endpoint);
+        return Ok(Looked::Bypass);
+    };
+    let owner = match (cache.config.scope, key) {
+        (CacheScope::Key, Some(k)) => Owner::Key(&k.key.name),
+        _ => Owner::Everyone,
+    };
+    let table = &runtime.table.version;
+    let entry_key = cache::key::of(endpoint, owner, headers, chat, plan, table);
+    Ok(cache.look(endpoint, entry_key, use_).await)
+}
+
+/// A hit: the stored answer, charged to nobody (the account records the request, with no
+/// tokens: none were spent).
+fn hit(
+    runtime: &Runtime,
+    cache: &ResponseCache,
+    entry: &cache::Entry,
+    mut account: Account,
+) -> Response<Body> {
+    let route = runtime.route(&entry.meta.model);
+    if let Some(r) = route {
+        account.model = Some(r.metrics.clone());
+    }
+    account.cache = Some("hit");
+    account.status = 200;
+    let model = route.map(|r| &*r.metrics);
+    cache::replay(entry, cache.config.scope.as_str(), model, &runtime.metrics)
 }
 
 /// The account's labels: the mode, and the domain of a routed request.

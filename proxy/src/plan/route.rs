@@ -27,6 +27,10 @@ pub struct Table {
     ranked: HashMap<String, Vec<(Arc<Route>, Score)>>,
     /// When no model has scores: `auto` is the default model.
     fallback: Option<Arc<Route>>,
+    /// A digest of what decides where `auto` goes: the domains (their examples train the
+    /// classifier), the confidence threshold and every ranking. The same config gives the
+    /// same version on every replica; the response cache keys `auto` answers by it.
+    pub version: [u8; 16],
 }
 
 impl Table {
@@ -42,7 +46,12 @@ impl Table {
         for d in &config.domains {
             ranked.insert(d.name.clone(), rank(config, &scored, &d.name));
         }
-        Table { ranked, fallback }
+        let version = version(config, &ranked, fallback.as_deref());
+        Table {
+            ranked,
+            fallback,
+            version,
+        }
     }
 
     /// The ranking for `domain` (the general one for a domain the table does not know).
@@ -69,6 +78,36 @@ impl Table {
                 .collect(),
         }
     }
+}
+
+/// The digest of [`Table::version`], over the domains in the config's order.
+fn version(
+    config: &Config,
+    ranked: &HashMap<String, Vec<(Arc<Route>, Score)>>,
+    fallback: Option<&Route>,
+) -> [u8; 16] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    field(&config.confidence_threshold.to_le_bytes());
+    field(fallback.map_or("", |r| r.model.id.as_str()).as_bytes());
+    for d in &config.domains {
+        field(d.name.as_bytes());
+        for text in d.examples.iter().chain(&d.keywords) {
+            field(text.as_bytes());
+        }
+        for (route, score) in ranked.get(&d.name).into_iter().flatten() {
+            field(route.model.id.as_bytes());
+            field(&score.value.to_le_bytes());
+        }
+    }
+    let digest = h.finalize();
+    let mut out = [0; 16];
+    out.copy_from_slice(&digest[..16]);
+    out
 }
 
 /// A model's score for `domain`. A model without a published figure for it gets its

@@ -11,7 +11,7 @@
 pub mod completions;
 mod guard;
 mod reframe;
-mod sse;
+pub mod sse;
 mod tally;
 mod translate;
 
@@ -137,7 +137,7 @@ impl Context {
             "client_disconnected" => "cancelled",
             _ => "broken",
         });
-        self.account.tokens = Some(tokens);
+        self.account.set_tokens(tokens);
         self.account.finish_reason = finish_reason.map(str::to_string);
     }
 

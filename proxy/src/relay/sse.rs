@@ -191,6 +191,21 @@ impl Stream for Events {
     }
 }
 
+/// Every event of a whole event stream held in one buffer (a stored answer), read by the
+/// same rules as [`Events`]; an event the buffer does not finish is dropped.
+pub fn events_of(mut buf: Bytes) -> Result<Vec<SseEvent>, SseError> {
+    if buf.starts_with(b"\xEF\xBB\xBF") {
+        let _ = buf.split_to(3);
+    }
+    let mut events = Vec::new();
+    while let Some(end) = event_end(&buf) {
+        if let Some(event) = parse(buf.split_to(end))? {
+            events.push(event);
+        }
+    }
+    Ok(events)
+}
+
 /// The next line of `buf` from `from`: (its end, where the next line starts), or `None`
 /// when no line ends there yet (a CR at the very end may still be followed by an LF).
 fn line_at(buf: &[u8], from: usize) -> Option<(usize, usize)> {

@@ -99,7 +99,7 @@ impl Store {
             };
             let fits = serialized.len() + id.len() <= max_bytes;
             if let (true, Ok(bytes)) = (fits, serde_json::to_vec(&entry)) {
-                shared.set_later(Self::shared_key(&shared, &id), bytes, ttl);
+                shared.set_later(Self::shared_key(&shared, &id), bytes, ttl, || {});
             }
         }
         let mut inner = self.lock();

@@ -151,6 +151,17 @@ impl ModelMetrics {
     }
 
     /// Counts a call sent again, by what failed (one of [`RETRY_REASONS`]).
+    /// What `usage` costs at this deployment's configured prices, in US dollars.
+    pub fn cost_of(&self, usage: &Usage) -> f64 {
+        usage.prompt_tokens as f64 * self.price_input_per_token
+            + usage.completion_tokens as f64 * self.price_output_per_token
+    }
+
+    /// The model id the deployment's series are labelled with.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
     pub fn retried(&self, reason: &str) {
         if let Some(i) = RETRY_REASONS.iter().position(|r| *r == reason) {
             self.retries[i].inc();
@@ -260,6 +271,22 @@ pub struct UpstreamCall {
     pub outcome: usize,
 }
 
+/// The token figures of a finished response, for a reader that needs them before the
+/// account ends (the response cache keeps them with the answer it stores): set whenever the
+/// account's are.
+#[derive(Debug, Default)]
+pub struct SharedTokens(std::sync::Mutex<Option<Usage>>);
+
+impl SharedTokens {
+    pub fn get(&self) -> Option<Usage> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set(&self, usage: Usage) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(usage);
+    }
+}
+
 /// One request's record; see the module docs.
 pub struct Account {
     metrics: Arc<Metrics>,
@@ -291,6 +318,10 @@ pub struct Account {
     pub span: Option<spans::TraceSpan>,
     /// The span of the upstream call that answered, ended with it.
     pub call_span: Option<spans::TraceSpan>,
+    /// What the response cache did with the request (`hit`, `miss`, `bypass`), when on.
+    pub cache: Option<&'static str>,
+    /// Where the response's token figures are also written, for the response cache.
+    pub shared_tokens: Option<Arc<SharedTokens>>,
 }
 
 impl Account {
@@ -316,7 +347,17 @@ impl Account {
             finish_reason: None,
             span: None,
             call_span: None,
+            cache: None,
+            shared_tokens: None,
         }
+    }
+
+    /// The response's token figures, once it is complete or abandoned.
+    pub fn set_tokens(&mut self, tokens: Tokens) {
+        if let Some(shared) = &self.shared_tokens {
+            shared.set(tokens.usage);
+        }
+        self.tokens = Some(tokens);
     }
 
     /// Whether the request's span records message content (`capture_content`).
@@ -434,8 +475,7 @@ impl Account {
         slot.tokens[3][0].inc_by(t.usage.cached_tokens.unwrap_or(0));
         slot.tokens[4][0].inc_by(t.usage.cache_creation_tokens.unwrap_or(0));
         slot.reasoning.observe(reasoning as f64);
-        let cost = t.usage.prompt_tokens as f64 * mm.price_input_per_token
-            + t.usage.completion_tokens as f64 * mm.price_output_per_token;
+        let cost = mm.cost_of(&t.usage);
         if cost > 0.0 {
             mm.cost.inc_by(cost);
         }
@@ -516,6 +556,7 @@ impl Account {
                     token_source = t.map(|t| t.output_source.as_str()),
                     finish_reason = self.finish_reason.as_deref(),
                     enforcement = self.budget.map(|b| b.method),
+                    cache = self.cache,
                     reasoning_budget = self.budget.map(|b| b.limit),
                     ttft_ms = t.and_then(|t| t.ttft).map(|d| d.as_millis() as u64),
                     duration_ms = self.started.elapsed().as_millis() as u64,
@@ -607,6 +648,9 @@ impl Account {
         }
         if let Some(id) = self.request_id.as_ref().and_then(|v| v.to_str().ok()) {
             span.set(spans::attr::REQUEST_ID, id.to_string());
+        }
+        if let Some(cache) = self.cache {
+            span.set(spans::attr::CACHE, cache);
         }
         span.set(spans::attr::HTTP_STATUS, i64::from(self.status));
         if let Some(error_type) = error_type {

@@ -52,6 +52,7 @@ pub mod attr {
     pub const CALL: &str = "thinkgate.call";
     pub const REQUEST_ID: &str = "thinkgate.request_id";
     pub const TOKEN_SOURCE: &str = "thinkgate.usage.source";
+    pub const CACHE: &str = "thinkgate.cache";
 }
 
 /// The `gen_ai.operation.name` of a proxied API, by its endpoint label; `None` for the

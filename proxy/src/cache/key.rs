@@ -1,0 +1,294 @@
+//! Whether a request may be answered from the cache, and its key (no IO).
+//!
+//! The key is a SHA-256 of everything that decides the answer: the API it came through,
+//! whose it is (the client key's name, unless entries are shared), the resolved model —
+//! or, for `auto`, the routing table's version, since the model that answers is the
+//! table's pick —, the mode and the budget, the whole request body but its `model` (the
+//! messages, tools and every sampling parameter, so a field this proxy does not know
+//! still tells two requests apart), the native body of a translated request, and the
+//! Anthropic headers that change what a model does. A collision-resistant hash, because
+//! with `scope = "shared"` one client's entry answers another's request.
+
+use http::HeaderMap;
+use serde_json::{Map, Value};
+use sha2::Digest;
+
+use crate::canonical::ChatRequest;
+use crate::error::ApiError;
+use crate::plan::Plan;
+
+/// An entry's key.
+pub type Key = [u8; 32];
+
+/// The request header a client turns the cache on or off with.
+pub const HEADER: &str = "x-thinkgate-cache";
+
+/// What the cache may do for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Use {
+    /// Answer from an entry (not with `cache-control: no-cache`).
+    pub read: bool,
+    /// Keep the answer (not with `no-store`).
+    pub write: bool,
+}
+
+/// What the client said: `x-thinkgate-cache` and `cache-control`; and whether a repeat is
+/// the right answer (`temperature = 0` or a `seed`, or the client opted in).
+pub fn decide(headers: &HeaderMap, chat: &ChatRequest) -> Result<Option<Use>, ApiError> {
+    let asked = match headers.get(HEADER).map(|v| v.to_str().unwrap_or("")) {
+        None => None,
+        Some(v) if v.eq_ignore_ascii_case("on") => Some(true),
+        Some(v) if v.eq_ignore_ascii_case("off") => Some(false),
+        Some(_) => {
+            return Err(ApiError::invalid_request(format!(
+                "header `{HEADER}` must be `on` (answer from the cache even when sampling is random) or `off` (never)"
+            ))
+            .with_param(HEADER))
+        }
+    };
+    if asked == Some(false) {
+        return Ok(None);
+    }
+    let mut use_ = Use {
+        read: true,
+        write: true,
+    };
+    for value in headers.get_all(http::header::CACHE_CONTROL) {
+        for directive in value.to_str().unwrap_or("").split(',') {
+            let directive = directive.trim();
+            if directive.eq_ignore_ascii_case("no-store") {
+                return Ok(None);
+            }
+            if directive.eq_ignore_ascii_case("no-cache") {
+                use_.read = false;
+            }
+        }
+    }
+    let deterministic = is_deterministic(&chat.body)
+        || chat
+            .native
+            .as_ref()
+            .is_some_and(|n| is_deterministic(&n.body));
+    Ok((deterministic || asked == Some(true)).then_some(use_))
+}
+
+/// Sampling that repeats: `temperature` 0, or a `seed`.
+fn is_deterministic(body: &Map<String, Value>) -> bool {
+    let zero = body
+        .get("temperature")
+        .and_then(Value::as_f64)
+        .is_some_and(|t| t == 0.0);
+    zero || body.get("seed").is_some_and(|s| !s.is_null())
+}
+
+/// Who the entry belongs to: a client key's name, or everyone.
+#[derive(Debug, Clone, Copy)]
+pub enum Owner<'a> {
+    Key(&'a str),
+    Everyone,
+}
+
+/// The key of `chat` as planned; see the module docs.
+pub fn of(
+    endpoint: &str,
+    owner: Owner<'_>,
+    headers: &HeaderMap,
+    chat: &ChatRequest,
+    plan: &Plan,
+    table_version: &[u8; 16],
+) -> Key {
+    let mut h = Fields(sha2::Sha256::new());
+    h.field(b"thinkgate response cache v1");
+    h.field(endpoint.as_bytes());
+    match owner {
+        Owner::Key(name) => {
+            h.field(b"key");
+            h.field(name.as_bytes());
+        }
+        Owner::Everyone => h.field(b"shared"),
+    }
+    match &plan.routed {
+        Some(_) => {
+            h.field(b"auto");
+            h.field(table_version);
+        }
+        None => h.field(plan.named.model.id.as_bytes()),
+    }
+    match &plan.budget {
+        Some(b) => {
+            h.field(b.mode.as_str().as_bytes());
+            h.field(&[u8::from(b.off), u8::from(b.hint), u8::from(b.exclude)]);
+            h.field(&b.reasoning.to_le_bytes());
+            h.field(&b.reserve.to_le_bytes());
+        }
+        None => h.field(b"no mode"),
+    }
+    h.object(&chat.body);
+    if let Some(native) = &chat.native {
+        h.field(format!("{:?}", native.format).as_bytes());
+        h.object(&native.body);
+        for message in native.history.iter() {
+            h.value(message);
+        }
+    }
+    for name in ["anthropic-version", "anthropic-beta"] {
+        for value in headers.get_all(name) {
+            h.field(name.as_bytes());
+            h.field(value.as_bytes());
+        }
+    }
+    h.0.finalize().into()
+}
+
+/// Length-prefixed fields into a hash, so that no two sequences of fields hash alike.
+struct Fields(sha2::Sha256);
+
+impl Fields {
+    fn field(&mut self, bytes: &[u8]) {
+        self.0.update((bytes.len() as u64).to_le_bytes());
+        self.0.update(bytes);
+    }
+
+    /// An object's members in their order, but `model` (the plan stands for it).
+    fn object(&mut self, body: &Map<String, Value>) {
+        for (name, value) in body {
+            if name != "model" {
+                self.field(name.as_bytes());
+                self.value(value);
+            }
+        }
+    }
+
+    fn value(&mut self, value: &Value) {
+        let mut writer = Writer(Vec::new());
+        // Writing JSON to memory cannot fail.
+        let _ = serde_json::to_writer(&mut writer, value);
+        self.field(&writer.0);
+    }
+}
+
+struct Writer(Vec<u8>);
+
+impl std::io::Write for Writer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn chat(body: Value) -> ChatRequest {
+        crate::ingress::parse_chat(body.to_string().as_bytes()).unwrap()
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, http::HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn only_repeatable_sampling_or_an_opt_in_uses_the_cache() {
+        let msgs = json!([{"role": "user", "content": "hi"}]);
+        let both = Some(Use {
+            read: true,
+            write: true,
+        });
+        let at = |t: Value| chat(json!({"model": "m", "messages": msgs, "temperature": t}));
+        assert_eq!(decide(&headers(&[]), &at(json!(0))).unwrap(), both);
+        assert_eq!(decide(&headers(&[]), &at(json!(0.0))).unwrap(), both);
+        assert_eq!(decide(&headers(&[]), &at(json!(0.7))).unwrap(), None);
+        let seeded = chat(json!({"model": "m", "messages": msgs, "seed": 7}));
+        assert_eq!(decide(&headers(&[]), &seeded).unwrap(), both);
+        let plain = chat(json!({"model": "m", "messages": msgs}));
+        assert_eq!(decide(&headers(&[]), &plain).unwrap(), None);
+        assert_eq!(decide(&headers(&[(HEADER, "on")]), &plain).unwrap(), both);
+        assert_eq!(
+            decide(&headers(&[(HEADER, "OFF")]), &at(json!(0))).unwrap(),
+            None
+        );
+        let err = decide(&headers(&[(HEADER, "yes")]), &plain).unwrap_err();
+        assert!(err.message.contains("x-thinkgate-cache"), "{}", err.message);
+    }
+
+    #[test]
+    fn cache_control_is_honoured() {
+        let c = chat(
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0}),
+        );
+        let no_cache = decide(&headers(&[("cache-control", "max-age=0, no-cache")]), &c);
+        assert_eq!(
+            no_cache.unwrap(),
+            Some(Use {
+                read: false,
+                write: true
+            })
+        );
+        let no_store = decide(&headers(&[("cache-control", "No-Store")]), &c);
+        assert_eq!(no_store.unwrap(), None);
+    }
+
+    #[test]
+    fn the_key_tells_apart_what_decides_the_answer_and_nothing_else() {
+        let text = "auth = \"none\"\n[routing]\ndefault_model = \"m\"\n[providers.p]\nkind = \"openai-compatible\"\nbase_url = \"http://127.0.0.1:9/v1\"\n[models.m]\nprovider = \"p\"\ncontext_window = 1000\ncapabilities = [\"reasoning\"]\nscores = { general = 50.0 }\n";
+        let config =
+            thinkgate_config::Config::parse(text, std::path::Path::new("t.toml"), &|_| None)
+                .unwrap();
+        let runtime = crate::state::Runtime::build(config, None).unwrap();
+        let key_of = |body: Value, owner: Owner<'_>, endpoint: &str| {
+            let c = chat(body);
+            let h = headers(&[]);
+            let caller = crate::plan::Caller {
+                headers: &h,
+                key: None,
+            };
+            let plan = futures_util::FutureExt::now_or_never(crate::plan::plan(
+                &runtime.tables(),
+                &c,
+                &caller,
+            ))
+            .unwrap()
+            .unwrap();
+            of(endpoint, owner, &h, &c, &plan, &runtime.table.version)
+        };
+        let base = json!({"model": "auto", "messages": [{"role": "user", "content": "what is 2+2"}], "temperature": 0});
+        let k = key_of(base.clone(), Owner::Key("a"), "chat_completions");
+        assert_eq!(k, key_of(base.clone(), Owner::Key("a"), "chat_completions"));
+        assert_ne!(k, key_of(base.clone(), Owner::Key("b"), "chat_completions"));
+        assert_ne!(k, key_of(base.clone(), Owner::Everyone, "chat_completions"));
+        assert_ne!(k, key_of(base.clone(), Owner::Key("a"), "messages"));
+        for (field, value) in [
+            ("temperature", json!(0.0001)),
+            ("max_tokens", json!(5)),
+            ("seed", json!(1)),
+            ("stream", json!(true)),
+            (
+                "tools",
+                json!([{"type": "function", "function": {"name": "f"}}]),
+            ),
+            ("response_format", json!({"type": "json_object"})),
+            ("some_future_field", json!(1)),
+        ] {
+            let mut other = base.clone();
+            other[field] = value;
+            assert_ne!(
+                k,
+                key_of(other, Owner::Key("a"), "chat_completions"),
+                "{field}"
+            );
+        }
+        let mut thinking = base.clone();
+        thinking["model"] = json!("auto:thinking");
+        assert_ne!(k, key_of(thinking, Owner::Key("a"), "chat_completions"));
+    }
+}
