@@ -395,3 +395,67 @@ async fn a_redis_url_the_client_cannot_use_fails_the_load_without_echoing_it() {
     assert!(err.contains("[state] url"), "{err}");
     assert!(!err.contains("pw-secret"), "{err}");
 }
+
+/// With the Redis state backend the response cache is Redis too: an answer one replica
+/// stored is a hit on another, which calls no upstream; the entry expires in Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_the_response_cache_in_redis() {
+    let redis = RedisServer::start();
+    let text =
+        config(&redis.url(), "", "timeout = \"1s\"") + "\n[cache]\nenabled = true\nttl = \"30s\"\n";
+    let all = replicas(&text).await;
+    let body = serde_json::json!({"model": "sim-model", "temperature": 0,
+        "messages": [{"role": "user", "content": "Which planet is largest?"}]})
+    .to_string();
+    let first = ask(&all[0], &body).await;
+    assert_eq!(
+        first.header("x-thinkgate-cache"),
+        "miss",
+        "{}",
+        first.text()
+    );
+    // The store is written after the answer, in the background.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while redis.keys("thinkgate:cache:*").is_empty() {
+        assert!(Instant::now() < deadline, "the entry never reached Redis");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let key = redis.keys("thinkgate:cache:*").remove(0);
+    let ttl: u64 = redis.cli(&["PTTL", &key])[0].parse().unwrap();
+    assert!(
+        (1..=30_000).contains(&ttl),
+        "the entry expires with the TTL: {ttl} ms"
+    );
+    let second = ask(&all[1], &body).await;
+    assert_eq!(
+        second.header("x-thinkgate-cache"),
+        "hit",
+        "{}",
+        second.text()
+    );
+    assert_eq!(second.json()["choices"], first.json()["choices"]);
+    assert_eq!(second.json()["usage"], first.json()["usage"]);
+    assert_eq!(
+        all[1].sim_stats()["started"],
+        0,
+        "the hit called no upstream"
+    );
+    assert_eq!(all[2].sim_stats()["started"], 0);
+    let stream = serde_json::json!({"model": "sim-model", "temperature": 0, "stream": true,
+        "messages": [{"role": "user", "content": "Which planet is largest?"}]})
+    .to_string();
+    let a = ask(&all[2], &stream).await;
+    while redis.keys("thinkgate:cache:*").len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the stream's entry never reached Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let b = ask(&all[0], &stream).await;
+    assert_eq!(
+        (a.header("x-thinkgate-cache"), b.header("x-thinkgate-cache")),
+        ("miss", "hit")
+    );
+    assert_eq!(a.streamed().text("content"), b.streamed().text("content"));
+}

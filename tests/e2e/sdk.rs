@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use crate::support::*;
 
@@ -121,4 +122,27 @@ async fn official_sdk_against_every_upstream_format_and_dialect() {
         ],
     )
     .await;
+}
+
+/// The response cache through the official SDKs: the script fills it, the test moves the
+/// cache's clock past the TTL, and the script finds the entry gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_sdks_against_the_response_cache() {
+    const ALPHA: &str = "tg-sdk-alpha-0123456789abcdef";
+    const BETA: &str = "tg-sdk-beta-0123456789abcdef0";
+    let text = config_text(None, "").replace("auth = \"none\"\n", "")
+        + "\n[keys.alpha]\nsecret = \"${ALPHA}\"\noutput_tokens_per_day = 1000000\n\n\
+           [keys.beta]\nsecret = \"${BETA}\"\n\n\
+           [cache]\nenabled = true\nttl = \"10m\"\nmax_bytes = 131072\nmax_entry_bytes = 8192\n";
+    let proxy = Proxy::start_with_env(&text, &[("ALPHA", ALPHA), ("BETA", BETA)]).await;
+    let env = [("THINKGATE_ALPHA", ALPHA), ("THINKGATE_BETA", BETA)];
+    let phase = |p: &'static str| {
+        let mut all = env.to_vec();
+        all.push(("THINKGATE_PHASE", p));
+        all
+    };
+    run_script(&proxy, "cache_sdk.py", &phase("fill")).await;
+    let cache = proxy.runtime.load().cache.clone().unwrap();
+    cache.clock.advance(Duration::from_secs(601));
+    run_script(&proxy, "cache_sdk.py", &phase("expired")).await;
 }

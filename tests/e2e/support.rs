@@ -730,6 +730,24 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
+    /// What `redis-cli` (installed with the server) prints for `args`, line by line.
+    pub fn cli(&self, args: &[&str]) -> Vec<String> {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli is installed with redis-server");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The keys matching `pattern`.
+    pub fn keys(&self, pattern: &str) -> Vec<String> {
+        self.cli(&["--scan", "--pattern", pattern])
+    }
+
     /// Starts it (again, on the same port) and waits until it takes connections.
     pub fn restart(&mut self) {
         let child = std::process::Command::new("redis-server")

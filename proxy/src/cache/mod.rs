@@ -440,7 +440,7 @@ mod tests {
     }
 
     #[test]
-    fn the_byte_cap_holds_at_every_insert_and_evicts_the_oldest_unread() {
+    fn the_byte_cap_holds_at_every_insert() {
         let cap = 64 << 10;
         let (cache, metrics) = memory(cap, 4096);
         for n in 0..200 {
