@@ -477,6 +477,48 @@ fn bench_plan(c: &mut Criterion) {
                 .unwrap()
         })
     });
+
+    // The response cache's own work: the key of a planned request, an answer made an entry
+    // (whole, and a stream of 40 chunks), and a hit's replay.
+    use thinkgate_proxy::cache::{self, entry::Meta, Entry, Owner};
+    let plan = rt
+        .block_on(thinkgate_proxy::plan::plan(&tables, &chat, &caller))
+        .unwrap();
+    let version = runtime.table.version;
+    c.bench_function("cache/key_of_typical_request", |b| {
+        b.iter(|| {
+            cache::key::of(
+                "chat_completions",
+                Owner::Key("team"),
+                &headers,
+                &chat,
+                &plan,
+                &version,
+            )
+        })
+    });
+    let whole = Bytes::from(serde_json::json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "word ".repeat(150)}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 40, "completion_tokens": 150}}).to_string());
+    let meta = || Meta::new(false, "application/json".into(), Vec::new());
+    c.bench_function("cache/entry_of_1kb_answer", |b| {
+        b.iter(|| Entry::build(whole.clone(), meta(), None).unwrap())
+    });
+    let mut stream = String::new();
+    for i in 0..40 {
+        let finish = if i == 39 { "\"stop\"" } else { "null" };
+        stream.push_str(&format!("data: {{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"word \"}},\"finish_reason\":{finish}}}]}}\n\n"));
+    }
+    stream.push_str("data: [DONE]\n\n");
+    let stream = Bytes::from(stream);
+    let stream_meta = || Meta::new(true, "text/event-stream".into(), Vec::new());
+    c.bench_function("cache/entry_of_40_chunk_stream", |b| {
+        b.iter(|| Entry::build(stream.clone(), stream_meta(), None).unwrap())
+    });
+    let entry = Entry::build(whole.clone(), meta(), None).unwrap();
+    c.bench_function("cache/replay_1kb_answer", |b| {
+        b.iter(|| entry.replay("chatcmpl-tg0123456789abcdef", r#"{"status":"hit"}"#))
+    });
 }
 
 criterion_group!(

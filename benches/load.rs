@@ -9,7 +9,7 @@
 //! `cargo bench --bench load` (`LOAD_SECONDS`: each throughput phase's length, default 5;
 //! `LOAD_CURVE_SECONDS`: each point of the scale curve, default 2; `LOAD_STREAMS`: idle
 //! streams held open for the memory figure, default 10,000 or what the open-file limit
-//! allows).
+//! allows; `LOAD_ONLY=cache`: only the response cache's section).
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -336,6 +336,64 @@ async fn loaded(addr: &str, model: &str, conns: usize, secs: f64) -> (f64, Vec<D
     (all.len() as f64 / secs, all)
 }
 
+/// The response cache against nginx at one connection: a hit (answered by the proxy
+/// alone) against a direct call to nginx — the target: a hit adds at most 50 µs p99 — and a
+/// miss that records its answer (`cache-control: no-cache`) against the proxy without a
+/// cache.
+async fn cache_sections(direct: &str, plain: &str, cached: &str, n: usize) {
+    println!("== response cache, nginx upstream, 1 connection, {n} non-streamed requests each ==");
+    let on = [("x-thinkgate-cache", "on")];
+    let refresh = [("x-thinkgate-cache", "on"), ("cache-control", "no-cache")];
+    let mut sender = connect(cached).await;
+    for expected in ["miss", "hit"] {
+        sender.ready().await.unwrap();
+        let resp = sender
+            .send_request(request(cached, "bench", false, &on))
+            .await
+            .unwrap();
+        let got = resp.headers().get("x-thinkgate-cache").cloned();
+        let _ = resp.into_body().collect().await;
+        assert_eq!(got.as_ref().and_then(|v| v.to_str().ok()), Some(expected));
+    }
+    // Each pair alternates request by request, so both sides of a comparison see the same
+    // moments of a noisy machine.
+    let (d, hit) = alternating((direct, &[]), (cached, &on), n).await;
+    let (p, miss) = alternating((plain, &[]), (cached, &refresh), n).await;
+    for (name, q) in [("p50", 0.5), ("p99", 0.99)] {
+        let (d, hit, p, miss) = (
+            us(pct(&d, q)),
+            us(pct(&hit, q)),
+            us(pct(&p, q)),
+            us(pct(&miss, q)),
+        );
+        println!(
+            "{name}: direct nginx {d:>7.1} µs   cache hit {hit:>7.1} µs (added {:>6.1})   no cache {p:>7.1} µs   miss that records {miss:>7.1} µs (added {:>6.1} over no cache)",
+            hit - d,
+            miss - p,
+        );
+    }
+}
+
+type Target<'a> = (&'a str, &'a [(&'a str, &'a str)]);
+
+/// Total times of `n` non-streamed requests to each of `a` and `b` (a connection each,
+/// taking turns; after 50 each to warm up), sorted.
+async fn alternating(a: Target<'_>, b: Target<'_>, n: usize) -> (Vec<Duration>, Vec<Duration>) {
+    let (mut sa, mut sb) = (connect(a.0).await, connect(b.0).await);
+    let (mut ta, mut tb) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for i in 0..n + 50 {
+        let (_, x) = one(&mut sa, request(a.0, "bench", false, a.1)).await;
+        let (_, y) = one(&mut sb, request(b.0, "bench", false, b.1)).await;
+        if i >= 50 {
+            ta.push(x);
+            tb.push(y);
+        }
+    }
+    ta.sort();
+    tb.sort();
+    (ta, tb)
+}
+
 /// Against nginx: latency at one connection, the scale curve over connections, and request
 /// bodies of 1 KB, 100 KB and 1 MB. `reference` is nginx's own `proxy_pass` in front of the
 /// same server, measured the same way.
@@ -455,6 +513,23 @@ fn main() {
         .unwrap();
         spawn(&["serve", "--config", cfg.to_str().unwrap(), "--listen", "127.0.0.1:0"])
     });
+    // The same, with the response cache on: its hits and its misses (which record).
+    let cache_proxy = nginx.as_ref().map(|n| {
+        let cfg = dir.join("proxy-cache.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "auth = \"none\"\n[server]\nlog_level = \"warn\"\n[routing]\ndefault_model = \"bench\"\n\
+                 [providers.nginx]\nkind = \"openai-compatible\"\nbase_url = \"http://{}/v1\"\n\
+                 [models.bench]\nprovider = \"nginx\"\nupstream_model = \"bench\"\ncontext_window = 1000000\n\
+                 [cache]\nenabled = true\n",
+                n.server.addr
+            ),
+        )
+        .unwrap();
+        spawn(&["serve", "--config", cfg.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+    });
+    let only_cache = std::env::var("LOAD_ONLY").is_ok_and(|v| v == "cache");
     let curve_secs: f64 = std::env::var("LOAD_CURVE_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -470,6 +545,17 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         const N: usize = 3000;
+        let cache_section = || async {
+            match (&nginx, &nginx_proxy, &cache_proxy) {
+                (Some(nginx), Some(plain), Some(cached)) => {
+                    cache_sections(&nginx.server.addr, &plain.addr, &cached.addr, N).await
+                }
+                _ => println!("== response cache: skipped, nginx is not installed and could not be =="),
+            }
+        };
+        if only_cache {
+            return cache_section().await;
+        }
         println!("== latency at 1 connection, {N} non-streamed requests each ==");
         let (_, direct) = latency(&sim.addr, "bench", false, N).await;
         let (_, via) = latency(&proxy.addr, "bench", false, N).await;
@@ -510,6 +596,7 @@ fn main() {
         } else {
             println!("== nginx upstream: skipped, nginx is not installed and could not be ==");
         }
+        cache_section().await;
 
         println!("== memory per idle open stream ==");
         // Each proxied stream holds two descriptors in the proxy (client and upstream).

@@ -5,10 +5,12 @@
 //! and the bytes kept in Redis; no IO.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use serde_json::{Map, Value};
+use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
+use serde_json::Value;
 
 use crate::canonical::Usage;
-use crate::relay::{self, sse};
+use crate::relay::sse;
 
 /// What a hole stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -78,75 +80,34 @@ impl NotKept {
     }
 }
 
-/// Stand-ins written where the holes go; a JSON string cannot hold a raw control byte, so
-/// their escaped forms cannot occur anywhere else in serialized JSON.
-const ID_MARK: &str = "\u{1}thinkgate:id\u{1}";
-const CACHE_MARK: &str = "\u{1}thinkgate:cache\u{1}";
-const ID_TOKEN: &[u8] = br#""\u0001thinkgate:id\u0001""#;
-const CACHE_TOKEN: &[u8] = br#""\u0001thinkgate:cache\u0001""#;
-
 impl Entry {
     /// The entry for a whole response body or a whole event stream, or why there is none.
     /// `usage` is the call's as the proxy counted it; the body's own block stands in when
-    /// the proxy did not count (contemplating's request records no single call).
+    /// the proxy did not count (contemplating's request records no single call). The bytes
+    /// are the answer's own: nothing is parsed into a tree or written again, the holes are
+    /// found by a borrowing read (a stream is framed anew, one `data:` line per event).
     pub fn build(body: Bytes, mut meta: Meta, usage: Option<Usage>) -> Result<Entry, NotKept> {
-        let mut out = Vec::with_capacity(body.len() + 64);
-        let mut seen_usage = None;
-        if meta.stream {
-            let events = sse::events_of(body).map_err(|_| NotKept::Incomplete)?;
-            let last = events.iter().rposition(is_finish).or_else(|| {
-                events
-                    .iter()
-                    .rposition(|e| e.data().trim_start().starts_with('{'))
-            });
-            let mut done = false;
-            for (i, event) in events.iter().enumerate() {
-                let data = event.data();
-                if data.trim() == "[DONE]" {
-                    done = true;
-                    out.extend_from_slice(relay::DONE);
-                    continue;
-                }
-                let Ok(Value::Object(mut chunk)) = serde_json::from_str::<Value>(data) else {
-                    out.extend_from_slice(&relay::sse_frame(event.name(), data));
-                    continue;
-                };
-                if chunk.contains_key("error") {
+        let mut t = Template {
+            out: Vec::with_capacity(body.len() + 64),
+            holes: Vec::new(),
+        };
+        let seen_usage = match meta.stream {
+            true => stream(body, &mut t)?,
+            false => {
+                let view = View::of(&body)?;
+                if view.choices.is_none() {
                     return Err(NotKept::Incomplete);
                 }
-                if let Some(u) = chunk
-                    .get("usage")
-                    .and_then(crate::upstream::openai::usage_from_json)
-                {
-                    seen_usage = Some(u);
-                }
-                mark(&mut chunk, Some(i) == last);
-                out.extend_from_slice(&relay::sse_frame(
-                    event.name(),
-                    &Value::Object(chunk).to_string(),
-                ));
+                t.object(&body, &view, true);
+                view.usage()
             }
-            if !done {
-                return Err(NotKept::Incomplete);
-            }
-        } else {
-            let Ok(Value::Object(mut whole)) = serde_json::from_slice::<Value>(&body) else {
-                return Err(NotKept::Incomplete);
-            };
-            if whole.contains_key("error") || !whole.get("choices").is_some_and(Value::is_array) {
-                return Err(NotKept::Incomplete);
-            }
-            seen_usage = whole
-                .get("usage")
-                .and_then(crate::upstream::openai::usage_from_json);
-            mark(&mut whole, true);
-            // Writing JSON to memory cannot fail.
-            let _ = serde_json::to_writer(&mut out, &Value::Object(whole));
-        }
+        };
         meta.spent = usage.or(seen_usage).map(Spent::from);
-        let (body, holes) = cut_holes(&out);
-        meta.holes = holes;
-        Ok(Entry { meta, body })
+        meta.holes = t.holes;
+        Ok(Entry {
+            meta,
+            body: Bytes::from(t.out),
+        })
     }
 
     /// The response body for one hit: `id` as the response's id, `cache` (a JSON object)
@@ -226,57 +187,162 @@ impl Meta {
     }
 }
 
-/// A chunk that ends a choice.
-fn is_finish(event: &sse::SseEvent) -> bool {
-    let Ok(Value::Object(chunk)) = serde_json::from_str::<Value>(event.data()) else {
-        return false;
-    };
-    let choices = chunk.get("choices").and_then(Value::as_array);
-    choices.is_some_and(|c| {
-        c.iter()
-            .any(|c| c.get("finish_reason").is_some_and(|f| !f.is_null()))
-    })
+/// What the cache reads of one JSON object (a whole answer, or one chunk of a stream),
+/// borrowed from its bytes: where its `id` and `thinkgate` values are, and whether it is an
+/// answer at all.
+#[derive(serde::Deserialize)]
+struct View<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(default)]
+    choices: Option<Vec<ChoiceView>>,
+    #[serde(default)]
+    error: Option<IgnoredAny>,
+    #[serde(borrow, default)]
+    usage: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    thinkgate: Option<&'a RawValue>,
 }
 
-/// Puts the id mark where the id is, and the cache mark into `thinkgate` when `cache`.
-fn mark(object: &mut Map<String, Value>, cache: bool) {
-    if let Some(id) = object.get_mut("id").filter(|id| id.is_string()) {
-        *id = Value::String(ID_MARK.into());
-    }
-    if !cache {
-        return;
-    }
-    let ours = object
-        .entry("thinkgate")
-        .or_insert_with(|| Value::Object(Map::new()));
-    // One that is not an object is not ours to rewrite: the answer keeps it, and says
-    // nothing of the cache.
-    if let Value::Object(ours) = ours {
-        ours.insert("cache".into(), Value::String(CACHE_MARK.into()));
-    }
+#[derive(serde::Deserialize)]
+struct ChoiceView {
+    #[serde(default)]
+    finish_reason: Option<IgnoredAny>,
 }
 
-/// The bytes without the marks, and where each was.
-fn cut_holes(marked: &[u8]) -> (Bytes, Vec<(u32, Hole)>) {
-    let mut body = BytesMut::with_capacity(marked.len());
-    let mut holes = Vec::new();
-    let mut rest = marked;
-    let finders = [
-        (memchr::memmem::Finder::new(ID_TOKEN), Hole::Id),
-        (memchr::memmem::Finder::new(CACHE_TOKEN), Hole::Cache),
-    ];
-    loop {
-        let next = finders
+impl<'a> View<'a> {
+    /// The view of an object; an error object (or something else) is no answer to keep.
+    fn of(data: &'a [u8]) -> Result<View<'a>, NotKept> {
+        let view: View<'a> = serde_json::from_slice(data).map_err(|_| NotKept::Incomplete)?;
+        match view.error {
+            Some(_) => Err(NotKept::Incomplete),
+            None => Ok(view),
+        }
+    }
+
+    fn finishes(&self) -> bool {
+        self.choices
             .iter()
-            .filter_map(|(f, hole)| f.find(rest).map(|at| (at, *hole, f.needle().len())))
-            .min_by_key(|(at, ..)| *at);
-        let Some((at, hole, len)) = next else { break };
-        body.put_slice(&rest[..at]);
-        holes.push((body.len() as u32, hole));
-        rest = &rest[at + len..];
+            .flatten()
+            .any(|c| c.finish_reason.is_some())
     }
-    body.put_slice(rest);
-    (body.freeze(), holes)
+
+    fn usage(&self) -> Option<Usage> {
+        let v: Value = serde_json::from_str(self.usage?.get()).ok()?;
+        crate::upstream::openai::usage_from_json(&v)
+    }
+}
+
+/// The template being written: bytes, and the holes in them.
+struct Template {
+    out: Vec<u8>,
+    holes: Vec<(u32, Hole)>,
+}
+
+impl Template {
+    fn hole(&mut self, hole: Hole) {
+        self.holes.push((self.out.len() as u32, hole));
+    }
+
+    /// `data` (one JSON object, `view` of it) with its id as a hole, and with `note` a
+    /// `cache` member in its `thinkgate` object (made when there is none; an existing
+    /// `thinkgate` that is not an object is not ours to rewrite, and gets none).
+    fn object(&mut self, data: &[u8], view: &View<'_>, note: bool) {
+        let at = |raw: &RawValue| raw.get().as_ptr() as usize - data.as_ptr() as usize;
+        // (where, bytes skipped there, bytes written before the hole, the hole, after it)
+        let mut edits: Vec<(usize, usize, &[u8], Hole, &[u8])> = Vec::with_capacity(2);
+        if let Some(id) = view.id.filter(|id| id.get().starts_with('"')) {
+            edits.push((at(id), id.get().len(), b"", Hole::Id, b""));
+        }
+        if note {
+            match view.thinkgate {
+                Some(ours) if ours.get().starts_with('{') => {
+                    let empty = ours.get()[1..].trim_start().starts_with('}');
+                    let after: &[u8] = if empty { b"" } else { b"," };
+                    edits.push((at(ours) + 1, 0, b"\"cache\":", Hole::Cache, after));
+                }
+                Some(_) => {}
+                None => {
+                    let end = data.iter().rposition(|b| !b.is_ascii_whitespace());
+                    let open = data.iter().position(|b| !b.is_ascii_whitespace());
+                    if let (Some(end), Some(open)) = (end, open) {
+                        let empty = data[open + 1..end].iter().all(u8::is_ascii_whitespace);
+                        let before: &[u8] = if empty {
+                            b"\"thinkgate\":{\"cache\":"
+                        } else {
+                            b",\"thinkgate\":{\"cache\":"
+                        };
+                        edits.push((end, 0, before, Hole::Cache, b"}"));
+                    }
+                }
+            }
+        }
+        edits.sort_by_key(|e| e.0);
+        let mut from = 0;
+        for (at, skip, before, hole, after) in edits {
+            self.out.extend_from_slice(&data[from..at]);
+            self.out.extend_from_slice(before);
+            self.hole(hole);
+            self.out.extend_from_slice(after);
+            from = at + skip;
+        }
+        self.out.extend_from_slice(&data[from..]);
+    }
+}
+
+/// A whole event stream into `t`: every event framed anew, the last chunk that finishes a
+/// choice (else the last chunk) carrying the note; the usage its chunks reported.
+fn stream(body: Bytes, t: &mut Template) -> Result<Option<Usage>, NotKept> {
+    let events = sse::events_of(body).map_err(|_| NotKept::Incomplete)?;
+    // A chunk written over several `data:` lines is written again on one.
+    let datas: Vec<std::borrow::Cow<'_, str>> = events
+        .iter()
+        .map(|e| match e.data().contains('\n') {
+            false => std::borrow::Cow::Borrowed(e.data()),
+            true => serde_json::from_str::<Value>(e.data())
+                .map_or(std::borrow::Cow::Borrowed(e.data()), |v| {
+                    v.to_string().into()
+                }),
+        })
+        .collect();
+    let mut views = Vec::with_capacity(events.len());
+    let mut done = false;
+    for data in &datas {
+        if data.trim() == "[DONE]" {
+            done = true;
+            views.push(None);
+        } else if data.trim_start().starts_with('{') {
+            views.push(Some(View::of(data.as_bytes())?));
+        } else {
+            views.push(None);
+        }
+    }
+    if !done {
+        return Err(NotKept::Incomplete);
+    }
+    let note = views
+        .iter()
+        .rposition(|v| v.as_ref().is_some_and(View::finishes))
+        .or_else(|| views.iter().rposition(Option::is_some));
+    let mut usage = None;
+    for (i, (event, view)) in events.iter().zip(&views).enumerate() {
+        let name = event.name();
+        if !name.is_empty() && name != "message" {
+            t.out.extend_from_slice(b"event: ");
+            t.out.extend_from_slice(name.as_bytes());
+            t.out.push(b'\n');
+        }
+        t.out.extend_from_slice(b"data: ");
+        match view {
+            Some(view) => {
+                usage = view.usage().or(usage);
+                t.object(datas[i].as_bytes(), view, Some(i) == note);
+            }
+            None => t.out.extend_from_slice(datas[i].as_bytes()),
+        }
+        t.out.extend_from_slice(b"\n\n");
+    }
+    Ok(usage)
 }
 
 #[cfg(test)]
@@ -345,6 +411,43 @@ mod tests {
         assert_eq!(content, "Hello");
         assert!(chunks[..2].iter().all(|c| c.get("thinkgate").is_none()));
         assert_eq!(chunks[2]["thinkgate"]["cache"]["status"], "hit");
+    }
+
+    #[test]
+    fn the_note_joins_a_thinkgate_object_the_answer_has_and_every_other_byte_is_kept() {
+        let note = r#"{"status":"hit"}"#;
+        for (thinkgate, expect) in [
+            (
+                r#"{"budget": {"limit": 5}}"#,
+                json!({"cache": {"status": "hit"}, "budget": {"limit": 5}}),
+            ),
+            ("{ }", json!({"cache": {"status": "hit"}})),
+            ("\"not ours\"", json!("not ours")),
+        ] {
+            let text = format!(
+                r#"{{ "id" : "c-1", "choices": [{{"index": 0, "message": {{"content": "x"}}}}], "thinkgate": {thinkgate} }}"#
+            );
+            let entry = Entry::build(Bytes::from(text.clone()), meta(false), None).unwrap();
+            let out = entry.replay("c-2", note);
+            let v: Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(v["thinkgate"], expect, "{text}");
+            assert_eq!(v["id"], "c-2");
+            let kept = String::from_utf8(out.to_vec()).unwrap();
+            assert!(
+                kept.starts_with(r#"{ "id" : "c-2", "choices": [{"index": 0,"#),
+                "{kept}"
+            );
+        }
+        // A chunk written over two data lines is kept on one.
+        let text = "data: {\"id\": \"c-1\",\ndata: \"choices\": [{\"index\": 0, \"delta\": {}, \"finish_reason\": \"stop\"}]}\n\ndata: [DONE]\n\n";
+        let entry = Entry::build(Bytes::from(text), meta(true), None).unwrap();
+        let out = String::from_utf8(entry.replay("c-2", note).to_vec()).unwrap();
+        let first = out.lines().next().unwrap().strip_prefix("data: ").unwrap();
+        let chunk: Value = serde_json::from_str(first).unwrap();
+        assert_eq!(
+            (chunk["id"].as_str(), &chunk["thinkgate"]["cache"]["status"]),
+            (Some("c-2"), &json!("hit"))
+        );
     }
 
     #[test]

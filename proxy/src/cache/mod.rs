@@ -104,15 +104,18 @@ pub struct ResponseCache {
     metrics: CacheMetrics,
 }
 
-/// The cache's series, resolved once.
+/// The cache's series, resolved once (lookups of the chat front ends' endpoints too: a hit
+/// is cheap enough that a label lookup shows in its profile).
 struct CacheMetrics {
     all: Arc<Metrics>,
+    lookups: [(&'static str, [IntCounter; 3]); 3],
     stores: [IntCounter; 4],
     bytes: IntGauge,
     entries: IntGauge,
 }
 
 const STORE_OUTCOMES: [&str; 4] = ["stored", "too_large", "incomplete", "unavailable"];
+const LOOKUP_RESULTS: [&str; 3] = ["hit", "miss", "bypass"];
 
 /// What the cache did for a request.
 pub enum Looked {
@@ -162,6 +165,11 @@ impl ResponseCache {
             clock: Clock::default(),
             metrics: CacheMetrics {
                 all: m.clone(),
+                lookups: ["chat_completions", "messages", "responses"].map(|endpoint| {
+                    let series =
+                        LOOKUP_RESULTS.map(|r| m.cache_lookups.with_label_values(&[endpoint, r]));
+                    (endpoint, series)
+                }),
                 stores: STORE_OUTCOMES.map(|o| m.cache_stores.with_label_values(&[o])),
                 bytes: m.cache_bytes.clone(),
                 entries: m.cache_entries.clone(),
@@ -185,8 +193,7 @@ impl ResponseCache {
             true => self.get(&key).await,
             false => None,
         };
-        let result = if found.is_some() { "hit" } else { "miss" };
-        self.counted(endpoint, result);
+        self.counted(endpoint, if found.is_some() { 0 } else { 1 });
         match found {
             Some(entry) => Looked::Hit(entry),
             None => Looked::Miss {
@@ -198,15 +205,20 @@ impl ResponseCache {
 
     /// Counts a request the cache does not answer.
     pub fn bypassed(&self, endpoint: &str) {
-        self.counted(endpoint, "bypass");
+        self.counted(endpoint, 2);
     }
 
-    fn counted(&self, endpoint: &str, result: &str) {
-        self.metrics
-            .all
-            .cache_lookups
-            .with_label_values(&[endpoint, result])
-            .inc();
+    /// Counts a lookup's result (an index into [`LOOKUP_RESULTS`]).
+    fn counted(&self, endpoint: &str, result: usize) {
+        match self.metrics.lookups.iter().find(|(e, _)| *e == endpoint) {
+            Some((_, series)) => series[result].inc(),
+            None => self
+                .metrics
+                .all
+                .cache_lookups
+                .with_label_values(&[endpoint, LOOKUP_RESULTS[result]])
+                .inc(),
+        }
     }
 
     async fn get(&self, key: &Key) -> Option<Arc<Entry>> {
@@ -297,13 +309,10 @@ pub fn replay(
     metrics: &Metrics,
 ) -> Response<Body> {
     let age = unix_now().saturating_sub(entry.meta.stored_at);
-    let note = serde_json::json!({
-        "status": "hit",
-        "age_seconds": age,
-        "stored_at": entry.meta.stored_at,
-        "scope": scope,
-    })
-    .to_string();
+    let note = format!(
+        r#"{{"status":"hit","age_seconds":{age},"stored_at":{},"scope":"{scope}"}}"#,
+        entry.meta.stored_at
+    );
     let id = format!("chatcmpl-tg{}", uuid::Uuid::new_v4().simple());
     let body = entry.replay(&id, &note);
     let mut resp = Response::new(crate::body::full(body));

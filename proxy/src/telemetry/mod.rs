@@ -74,6 +74,8 @@ const BREAKER_STATES: [BreakerState; 3] = [
 
 /// Handles for one (model, mode, domain).
 struct Slot {
+    /// `thinkgate_requests_total` of a chat completion answered with 200, the commonest.
+    answered: IntCounter,
     duration: Histogram,
     ttft: Histogram,
     tokens: [[IntCounter; 2]; KINDS.len()],
@@ -220,6 +222,13 @@ impl ModelMetrics {
                 })
             };
             Slot {
+                answered: metrics.requests.with_label_values(&[
+                    "chat_completions",
+                    m,
+                    md,
+                    d,
+                    "200",
+                ]),
                 duration: metrics
                     .request_duration
                     .with_label_values(&["chat_completions", m, md]),
@@ -426,10 +435,13 @@ impl Account {
             .and_then(|mm| mm.domains.get(self.domain))
             .map_or("none", String::as_str);
         let status = status_label(self.status);
-        m.requests
-            .with_label_values(&[self.endpoint, model, MODES[self.mode], domain, status])
-            .inc();
+        let count = || {
+            m.requests
+                .with_label_values(&[self.endpoint, model, MODES[self.mode], domain, status])
+                .inc()
+        };
         let Some(mm) = self.model.as_deref() else {
+            count();
             m.request_duration
                 .with_label_values(&[self.endpoint, "none", MODES[self.mode]])
                 .observe(elapsed);
@@ -438,11 +450,19 @@ impl Account {
         let slot = mm.slot(m, self.mode, self.domain);
         // The slot caches chat completions' series, the busiest; other APIs look theirs up.
         match self.endpoint {
-            "chat_completions" => slot.duration.observe(elapsed),
-            endpoint => m
-                .request_duration
-                .with_label_values(&[endpoint, model, MODES[self.mode]])
-                .observe(elapsed),
+            "chat_completions" => {
+                match self.status {
+                    200 => slot.answered.inc(),
+                    _ => count(),
+                }
+                slot.duration.observe(elapsed)
+            }
+            endpoint => {
+                count();
+                m.request_duration
+                    .with_label_values(&[endpoint, model, MODES[self.mode]])
+                    .observe(elapsed)
+            }
         }
         if self.routed {
             m.routing_decisions
