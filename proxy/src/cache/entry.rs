@@ -233,6 +233,10 @@ impl<'a> View<'a> {
     }
 }
 
+/// One hole put into an object's bytes: where, how many bytes it replaces there, and the
+/// bytes written before and after it.
+type Edit = (usize, usize, &'static [u8], Hole, &'static [u8]);
+
 /// The template being written: bytes, and the holes in them.
 struct Template {
     out: Vec<u8>,
@@ -249,8 +253,7 @@ impl Template {
     /// `thinkgate` that is not an object is not ours to rewrite, and gets none).
     fn object(&mut self, data: &[u8], view: &View<'_>, note: bool) {
         let at = |raw: &RawValue| raw.get().as_ptr() as usize - data.as_ptr() as usize;
-        // (where, bytes skipped there, bytes written before the hole, the hole, after it)
-        let mut edits: Vec<(usize, usize, &[u8], Hole, &[u8])> = Vec::with_capacity(2);
+        let mut edits: Vec<Edit> = Vec::with_capacity(2);
         if let Some(id) = view.id.filter(|id| id.get().starts_with('"')) {
             edits.push((at(id), id.get().len(), b"", Hole::Id, b""));
         }
