@@ -1,6 +1,7 @@
 //! Fuzzing every parser that reads bytes from outside: client request bodies (chat
 //! completions, Messages, Responses), upstream streams (OpenAI, Anthropic, Gemini and
-//! Responses SSE, and their whole bodies) and the config loader. Each property starts from
+//! Responses SSE, and their whole bodies), answers kept by the response cache (and what
+//! Redis hands back of them) and the config loader. Each property starts from
 //! the committed corpus (`tests/fuzz/corpus/<target>/`) and mutates it — flipped and
 //! inserted bytes, truncation, splices of JSON-ish tokens, arbitrary chunk boundaries — or
 //! takes arbitrary input outright, and asserts the parser returns (a value or an error)
@@ -215,6 +216,52 @@ proptest! {
     fn responses_streams_never_panic(s in input("sse-responses"), cuts in prop::collection::vec(any::<usize>(), 0..32)) {
         decode_stream(&s, &cuts, WireFormat::Responses);
         let _ = Decoder::canonical(WireFormat::Responses).whole(&s);
+    }
+
+    #[test]
+    fn cached_answers_replay_as_valid_json_and_never_panic(
+        whole in input("answer"),
+        stream in input("sse-openai"),
+        stored in prop::collection::vec(any::<u8>(), 0..256),
+    ) {
+        use thinkgate_proxy::cache::{entry::Meta, Entry};
+        let meta = |stream: bool| Meta::new(stream, "application/json".into(), Vec::new());
+        let note = r#"{"status":"hit"}"#;
+        // A replay is JSON wherever the answer was (a number out of f64's range, say, is
+        // the upstream's and is kept as it sent it).
+        let was_json = serde_json::from_slice::<serde_json::Value>(&whole).is_ok();
+        if let (Ok(entry), true) = (Entry::build(Bytes::from(whole.clone()), meta(false), None), was_json) {
+            let out = entry.replay("chatcmpl-tg1", note);
+            let v: serde_json::Value = serde_json::from_slice(&out)
+                .unwrap_or_else(|e| panic!("replay is not JSON ({e}): {}", String::from_utf8_lossy(&out)));
+            if v.get("thinkgate").is_some_and(serde_json::Value::is_object) {
+                prop_assert_eq!(&v["thinkgate"]["cache"]["status"], "hit");
+            }
+            let again = Entry::decode(entry.encode()).expect("an encoded entry decodes");
+            prop_assert_eq!(again.replay("x", "{}"), entry.replay("x", "{}"));
+        }
+        let all_json = std::str::from_utf8(&stream).is_ok_and(|t| {
+            t.lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(str::trim_start)
+                .filter(|d| d.starts_with('{'))
+                .all(|d| serde_json::from_str::<serde_json::Value>(d).is_ok())
+        });
+        if let (Ok(entry), true) = (Entry::build(Bytes::from(stream), meta(true), None), all_json) {
+            let out = entry.replay("chatcmpl-tg1", note);
+            let text = std::str::from_utf8(&out).expect("a replayed stream is UTF-8");
+            for data in text.lines().filter_map(|l| l.strip_prefix("data: ")) {
+                if data.starts_with('{') {
+                    prop_assert!(serde_json::from_str::<serde_json::Value>(data).is_ok(), "{}", data);
+                }
+            }
+        }
+        // Whatever Redis hands back decodes to an entry that replays, or to nothing.
+        let mut bytes = stored;
+        bytes.extend_from_slice(&whole);
+        if let Some(entry) = Entry::decode(bytes) {
+            let _ = entry.replay("x", note);
+        }
     }
 
     #[test]

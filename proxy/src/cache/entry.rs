@@ -94,6 +94,8 @@ impl Entry {
         let seen_usage = match meta.stream {
             true => stream(body, &mut t)?,
             false => {
+                // The borrowing read skips what it does not look at, UTF-8 checks included.
+                std::str::from_utf8(&body).map_err(|_| NotKept::Incomplete)?;
                 let view = View::of(&body)?;
                 if view.choices.is_none() {
                     return Err(NotKept::Incomplete);
