@@ -115,7 +115,13 @@ impl Entry {
     /// The response body for one hit: `id` as the response's id, `cache` (a JSON object)
     /// as `thinkgate.cache`.
     pub fn replay(&self, id: &str, cache: &str) -> Bytes {
-        let id = Value::String(id.to_string()).to_string();
+        let plain = id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        let id = match plain {
+            true => format!("\"{id}\""),
+            false => Value::String(id.to_string()).to_string(),
+        };
         let holes = &self.meta.holes;
         let mut out = BytesMut::with_capacity(self.body.len() + holes.len() * id.len() + 128);
         let mut from = 0;
