@@ -842,3 +842,40 @@ capabilities = ["reasoning"]
     let output: Value = serde_json::from_str(&text(server, "gen_ai.output.messages")).unwrap();
     assert_eq!(output[0]["parts"][0]["content"], answer.as_str());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_hit_is_a_server_span_alone_that_says_so() {
+    let otlp = Receiver::start(Behaviour::Accept).await;
+    let extra = telemetry(&otlp.url, "") + "\n[cache]\nenabled = true\n";
+    let proxy = Proxy::start(&config_text(None, &extra)).await;
+    let body = json!({"model": "sim-model", "temperature": 0,
+        "messages": [{"role": "user", "content": "Is 91 prime?"}]})
+    .to_string();
+    let url = proxy.url("/v1/chat/completions");
+    assert_eq!(
+        call(&url, body.clone(), &[])
+            .await
+            .header("x-thinkgate-cache"),
+        "miss"
+    );
+    let first = otlp.wait_for(2).await;
+    assert_eq!(text(server_span(&first), "thinkgate.cache"), "miss");
+    assert_eq!(
+        call(&url, body, &[]).await.header("x-thinkgate-cache"),
+        "hit"
+    );
+    let all = otlp.wait_for(3).await;
+    assert_eq!(
+        all.len(),
+        3,
+        "the hit made one span, no call span: {:?}",
+        names(&all)
+    );
+    let hit = &all[2];
+    assert_eq!(text(hit, "thinkgate.cache"), "hit");
+    assert_eq!(int(hit, "http.response.status_code"), 200);
+    assert!(
+        attr(hit, "gen_ai.usage.output_tokens").is_none(),
+        "a hit spends no tokens"
+    );
+}
