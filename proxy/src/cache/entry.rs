@@ -69,6 +69,8 @@ pub enum NotKept {
     /// It failed, was cut short or is not a completion (an error event, no `[DONE]`).
     Incomplete,
     TooLarge,
+    /// The answers being recorded already held `max_bytes` together.
+    NoRoom,
 }
 
 impl NotKept {
@@ -76,6 +78,7 @@ impl NotKept {
         match self {
             NotKept::Incomplete => "incomplete",
             NotKept::TooLarge => "too_large",
+            NotKept::NoRoom => "no_room",
         }
     }
 }

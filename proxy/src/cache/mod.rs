@@ -74,6 +74,34 @@ impl Clock {
     }
 }
 
+/// The bytes all answers being recorded hold together, under a cap.
+#[derive(Debug)]
+pub struct Recording {
+    held: AtomicU64,
+    cap: u64,
+}
+
+impl Recording {
+    /// Takes `n` bytes of the cap, or says there is no room.
+    fn reserve(&self, n: usize) -> bool {
+        let n = n as u64;
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held + n <= self.cap).then_some(held + n)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, n: usize) {
+        self.held.fetch_sub(n as u64, Ordering::AcqRel);
+    }
+
+    /// What recordings hold now.
+    pub fn held(&self) -> u64 {
+        self.held.load(Ordering::Acquire)
+    }
+}
+
 /// A memory entry and when it expires.
 #[derive(Clone)]
 struct Kept {
@@ -101,6 +129,8 @@ pub struct ResponseCache {
     pub config: CacheConfig,
     backend: Backend,
     pub clock: Clock,
+    /// What answers being recorded hold (at most `max_bytes`).
+    pub recording: Recording,
     metrics: CacheMetrics,
 }
 
@@ -109,12 +139,18 @@ pub struct ResponseCache {
 struct CacheMetrics {
     all: Arc<Metrics>,
     lookups: [(&'static str, [IntCounter; 3]); 3],
-    stores: [IntCounter; 4],
+    stores: [IntCounter; 5],
     bytes: IntGauge,
     entries: IntGauge,
 }
 
-const STORE_OUTCOMES: [&str; 4] = ["stored", "too_large", "incomplete", "unavailable"];
+const STORE_OUTCOMES: [&str; 5] = [
+    "stored",
+    "too_large",
+    "incomplete",
+    "unavailable",
+    "no_room",
+];
 const LOOKUP_RESULTS: [&str; 3] = ["hit", "miss", "bypass"];
 
 /// What the cache did for a request.
@@ -163,6 +199,10 @@ impl ResponseCache {
             config: config.clone(),
             backend,
             clock: Clock::default(),
+            recording: Recording {
+                held: AtomicU64::new(0),
+                cap: config.max_bytes,
+            },
             metrics: CacheMetrics {
                 all: m.clone(),
                 lookups: ["chat_completions", "messages", "responses"].map(|endpoint| {
@@ -285,6 +325,7 @@ impl ResponseCache {
         let i = match why {
             NotKept::TooLarge => 1,
             NotKept::Incomplete => 2,
+            NotKept::NoRoom => 4,
         };
         self.metrics.stores[i].inc();
     }
@@ -383,7 +424,7 @@ fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures_util::FutureExt;
+    use futures_util::{FutureExt, StreamExt};
     use thinkgate_config::CacheScope;
     use thinkgate_metrics::Buckets;
 
@@ -452,6 +493,39 @@ mod tests {
                 .get()
         };
         assert_eq!((lookups("hit"), lookups("miss")), (2, 1));
+    }
+
+    #[test]
+    fn answers_being_recorded_hold_at_most_max_bytes_together() {
+        use http_body_util::BodyExt;
+        let (cache, metrics) = memory(64 << 10, 4096);
+        let cache = Arc::new(cache);
+        let mut bodies = Vec::new();
+        for n in 0..17u8 {
+            // One frame of 4,000 bytes, then a stream that has not ended.
+            let frame = futures_util::stream::iter([Ok(Bytes::from(vec![b'x'; 4000]))]);
+            let body = crate::body::stream(frame.chain(futures_util::stream::pending()));
+            let resp = http::Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(body)
+                .unwrap();
+            let (fill, _) = cache.fill([n; 32]);
+            let mut body = fill.record(resp).into_body();
+            assert!(
+                body.frame().now_or_never().is_some(),
+                "the frame is handed on"
+            );
+            bodies.push(body);
+        }
+        assert_eq!(cache.recording.held(), 16 * 4000, "16 fit in 64 KiB");
+        let no_room = metrics.cache_stores.with_label_values(&["no_room"]).get();
+        assert_eq!(no_room, 1, "the 17th is not recorded");
+        drop(bodies);
+        assert_eq!(
+            cache.recording.held(),
+            0,
+            "clients gone: every reservation is back"
+        );
     }
 
     #[test]

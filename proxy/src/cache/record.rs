@@ -2,7 +2,8 @@
 //! unchanged and keeps a reference to it (no copy), up to `max_entry_bytes`. When the body
 //! ends whole, the entry is built and stored *before* its last frame is handed on, so a
 //! client that asks again as soon as it has read the answer finds it. A body that fails,
-//! or a client that goes away first, stores nothing.
+//! or a client that goes away first, stores nothing. All answers being recorded hold at
+//! most `max_bytes` together ([`super::Recording`]): past it, an answer is not recorded.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -82,24 +83,33 @@ impl Recorded {
         let Some((fill, _)) = &self.pending else {
             return;
         };
-        self.len += data.len();
-        if self.len > fill.cache.config.max_entry_bytes {
+        if self.len + data.len() > fill.cache.config.max_entry_bytes {
             fill.cache.not_kept(NotKept::TooLarge);
-            self.give_up();
-            return;
+            return self.give_up();
         }
+        // What all answers being recorded hold together is bounded too.
+        if !fill.cache.recording.reserve(data.len()) {
+            fill.cache.not_kept(NotKept::NoRoom);
+            return self.give_up();
+        }
+        self.len += data.len();
         self.frames.push(data.clone());
     }
 
+    /// Stops recording, letting go of what it held.
     fn give_up(&mut self) {
-        self.pending = None;
+        if let Some((fill, _)) = self.pending.take() {
+            fill.cache.recording.release(self.len);
+        }
         self.frames = Vec::new();
+        self.len = 0;
     }
 
     fn store(&mut self) {
         let Some((fill, meta)) = self.pending.take() else {
             return;
         };
+        fill.cache.recording.release(self.len);
         let body = match self.frames.len() {
             1 => self.frames.pop().unwrap_or_default(),
             _ => {
@@ -112,6 +122,13 @@ impl Recorded {
         };
         self.frames = Vec::new();
         fill.cache.store(fill.key, body, meta, fill.tokens.get());
+    }
+}
+
+impl Drop for Recorded {
+    fn drop(&mut self) {
+        // A client gone before the end: nothing is stored, the reservation goes back.
+        self.give_up();
     }
 }
 
