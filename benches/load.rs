@@ -9,7 +9,7 @@
 //! `cargo bench --bench load` (`LOAD_SECONDS`: each throughput phase's length, default 5;
 //! `LOAD_CURVE_SECONDS`: each point of the scale curve, default 2; `LOAD_STREAMS`: idle
 //! streams held open for the memory figure, default 10,000 or what the open-file limit
-//! allows; `LOAD_ONLY=cache`: only the response cache's section).
+//! allows; `LOAD_ONLY=cache` or `memory`: only that section).
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -529,7 +529,9 @@ fn main() {
         .unwrap();
         spawn(&["serve", "--config", cfg.to_str().unwrap(), "--listen", "127.0.0.1:0"])
     });
-    let only_cache = std::env::var("LOAD_ONLY").is_ok_and(|v| v == "cache");
+    let only = std::env::var("LOAD_ONLY").ok();
+    let only_cache = only.as_deref() == Some("cache");
+    let only_memory = only.as_deref() == Some("memory");
     let curve_secs: f64 = std::env::var("LOAD_CURVE_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -556,6 +558,7 @@ fn main() {
         if only_cache {
             return cache_section().await;
         }
+        if !only_memory {
         println!("== latency at 1 connection, {N} non-streamed requests each ==");
         let (_, direct) = latency(&sim.addr, "bench", false, N).await;
         let (_, via) = latency(&proxy.addr, "bench", false, N).await;
@@ -597,6 +600,7 @@ fn main() {
             println!("== nginx upstream: skipped, nginx is not installed and could not be ==");
         }
         cache_section().await;
+        }
 
         println!("== memory per idle open stream ==");
         // Each proxied stream holds two descriptors in the proxy (client and upstream).
