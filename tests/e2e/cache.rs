@@ -3,7 +3,8 @@
 //! upstream, has its own id and the original usage, spends nothing against the key's
 //! limits, and is counted in the savings metrics; random sampling bypasses it unless the
 //! client opts in; `cache-control` is honoured; entries are per key unless shared; TTL
-//! expiry on the cache's clock; an answer over `max_entry_bytes` is not kept.
+//! expiry on the cache's clock; an answer over `max_entry_bytes` is not kept; embeddings
+//! are cached whatever the client's sampling (they always repeat).
 
 use std::time::Duration;
 
@@ -26,6 +27,12 @@ context_window = 100000
 capabilities = ["reasoning"]
 price_input_per_mtok = 2.0
 price_output_per_mtok = 10.0
+
+[models.embed]
+provider = "sim"
+upstream_model = "sim-embed"
+context_window = 8192
+capabilities = ["embeddings"]
 
 [keys.alpha]
 secret = "${{ALPHA}}"
@@ -415,4 +422,72 @@ fn output_text(response: &Value) -> String {
         .flat_map(|i| i["content"].as_array().cloned().unwrap_or_default())
         .filter_map(|c| c["text"].as_str().map(str::to_string))
         .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedding_is_cached_whatever_the_sampling() {
+    let proxy = start("", "").await;
+    let auth = format!("Bearer {SECRET}");
+    let url = proxy.url("/v1/embeddings");
+    let req = json!({"model": "embed", "input": ["the quick brown fox", "a lazy dog"]}).to_string();
+    let a = call(&url, req.clone(), &[("authorization", &auth)]).await;
+    let b = call(&url, req.clone(), &[("authorization", &auth)]).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!(
+        (a.header("x-thinkgate-cache"), b.header("x-thinkgate-cache")),
+        ("miss", "hit")
+    );
+    assert_eq!(a.json()["data"], b.json()["data"]);
+    assert_eq!(a.json()["usage"], b.json()["usage"]);
+    assert_eq!(b.json()["thinkgate"]["cache"]["status"], "hit");
+    let upstream = |m: &str| {
+        series(
+            m,
+            "thinkgate_upstream_requests_total",
+            &[("model", "embed")],
+        )
+    };
+    assert_eq!(
+        upstream(&get(&proxy.url("/metrics")).await.text()),
+        1.0,
+        "the hit called no upstream"
+    );
+    let other =
+        json!({"model": "embed", "input": ["the quick brown fox", "a lazy dog"], "dimensions": 8})
+            .to_string();
+    assert_eq!(
+        call(&url, other, &[("authorization", &auth)])
+            .await
+            .header("x-thinkgate-cache"),
+        "miss"
+    );
+    let no_store = [
+        ("authorization", auth.as_str()),
+        ("cache-control", "no-store"),
+    ];
+    assert_eq!(
+        call(&url, req, &no_store).await.header("x-thinkgate-cache"),
+        "bypass"
+    );
+    let metrics = get(&proxy.url("/metrics")).await.text();
+    let saved = series(
+        &metrics,
+        "thinkgate_cache_saved_tokens_total",
+        &[("model", "embed"), ("kind", "prompt")],
+    );
+    assert_eq!(
+        saved,
+        a.json()["usage"]["prompt_tokens"].as_u64().unwrap() as f64
+    );
+    let lookups = |r| {
+        series(
+            &metrics,
+            "thinkgate_cache_lookups_total",
+            &[("endpoint", "embeddings"), ("result", r)],
+        )
+    };
+    assert_eq!(
+        (lookups("hit"), lookups("miss"), lookups("bypass")),
+        (1.0, 2.0, 1.0)
+    );
 }

@@ -100,7 +100,8 @@ impl Entry {
                 // The borrowing read skips what it does not look at, UTF-8 checks included.
                 std::str::from_utf8(&body).map_err(|_| NotKept::Incomplete)?;
                 let view = View::of(&body)?;
-                if view.choices.is_none() {
+                // A completion's choices, or an embeddings list's data.
+                if view.choices.is_none() && view.data.is_none() {
                     return Err(NotKept::Incomplete);
                 }
                 t.object(&body, &view, true);
@@ -207,6 +208,8 @@ struct View<'a> {
     id: Option<&'a RawValue>,
     #[serde(default)]
     choices: Option<Vec<ChoiceView>>,
+    #[serde(default)]
+    data: Option<IgnoredAny>,
     #[serde(default)]
     error: Option<IgnoredAny>,
     #[serde(borrow, default)]

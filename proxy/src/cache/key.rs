@@ -35,6 +35,17 @@ pub struct Use {
 /// What the client said: `x-thinkgate-cache` and `cache-control`; and whether a repeat is
 /// the right answer (`temperature = 0` or a `seed`, or the client opted in).
 pub fn decide(headers: &HeaderMap, chat: &ChatRequest) -> Result<Option<Use>, ApiError> {
+    let repeatable = is_deterministic(&chat.body)
+        || chat
+            .native
+            .as_ref()
+            .is_some_and(|n| is_deterministic(&n.body));
+    decide_for(headers, repeatable)
+}
+
+/// What the client said, for a request whose answer repeats when `repeatable` (an
+/// embedding always does).
+pub fn decide_for(headers: &HeaderMap, repeatable: bool) -> Result<Option<Use>, ApiError> {
     let asked = match headers.get(HEADER).map(|v| v.to_str().unwrap_or("")) {
         None => None,
         Some(v) if v.eq_ignore_ascii_case("on") => Some(true),
@@ -64,12 +75,7 @@ pub fn decide(headers: &HeaderMap, chat: &ChatRequest) -> Result<Option<Use>, Ap
             }
         }
     }
-    let deterministic = is_deterministic(&chat.body)
-        || chat
-            .native
-            .as_ref()
-            .is_some_and(|n| is_deterministic(&n.body));
-    Ok((deterministic || asked == Some(true)).then_some(use_))
+    Ok((repeatable || asked == Some(true)).then_some(use_))
 }
 
 /// Sampling that repeats: `temperature` 0, or a `seed`.
@@ -100,13 +106,7 @@ pub fn of(
     let mut h = Fields(sha2::Sha256::new());
     h.field(b"thinkgate response cache v1");
     h.field(endpoint.as_bytes());
-    match owner {
-        Owner::Key(name) => {
-            h.field(b"key");
-            h.field(name.as_bytes());
-        }
-        Owner::Everyone => h.field(b"shared"),
-    }
+    h.owner(owner);
     match &plan.routed {
         Some(_) => {
             h.field(b"auto");
@@ -140,6 +140,23 @@ pub fn of(
     h.0.finalize().into()
 }
 
+/// The key of an embeddings request to `model`: the endpoint, the owner, the model and
+/// the whole body but `model` (the input, `dimensions`, `encoding_format`).
+pub fn of_embeddings(
+    endpoint: &str,
+    owner: Owner<'_>,
+    model: &str,
+    body: &Map<String, Value>,
+) -> Key {
+    let mut h = Fields(sha2::Sha256::new());
+    h.field(b"thinkgate response cache v1");
+    h.field(endpoint.as_bytes());
+    h.owner(owner);
+    h.field(model.as_bytes());
+    h.object(body);
+    h.0.finalize().into()
+}
+
 /// Length-prefixed fields into a hash, so that no two sequences of fields hash alike.
 struct Fields(sha2::Sha256);
 
@@ -147,6 +164,16 @@ impl Fields {
     fn field(&mut self, bytes: &[u8]) {
         self.0.update((bytes.len() as u64).to_le_bytes());
         self.0.update(bytes);
+    }
+
+    fn owner(&mut self, owner: Owner<'_>) {
+        match owner {
+            Owner::Key(name) => {
+                self.field(b"key");
+                self.field(name.as_bytes());
+            }
+            Owner::Everyone => self.field(b"shared"),
+        }
     }
 
     /// An object's members in their order, but `model` (the plan stands for it).

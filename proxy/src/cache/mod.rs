@@ -42,7 +42,7 @@ use crate::canonical::Usage;
 use crate::telemetry::{ModelMetrics, SharedTokens};
 use entry::Meta;
 pub use entry::{Entry, NotKept, Spent};
-pub use key::{decide, Key, Owner, Use, HEADER};
+pub use key::{decide, decide_for, Key, Owner, Use, HEADER};
 pub use record::Fill;
 
 /// The clock entries expire by: the process's monotonic clock, which a test may move on

@@ -12,7 +12,7 @@ use thinkgate_config::{CacheScope, Mode};
 
 use crate::auth::{Admission, Expected, KeyState};
 use crate::body::Body;
-use crate::cache::{self, Looked, Owner, ResponseCache};
+use crate::cache::{self, Fill, Looked, Owner, ResponseCache};
 use crate::canonical::ChatRequest;
 use crate::contemplate;
 use crate::ingress;
@@ -65,7 +65,7 @@ pub async fn serve(
     // The response cache answers before anything is admitted or sent.
     let mut fill = None;
     if let Some(cache) = &runtime.cache {
-        let looked = match look_up(
+        let looked = look_up(
             runtime,
             cache,
             &headers,
@@ -73,24 +73,15 @@ pub async fn serve(
             &plan,
             key.as_deref(),
             &account,
-        )
-        .await
-        {
+        );
+        let looked = match looked.await {
             Ok(looked) => looked,
             Err(e) => return account.reject(e),
         };
-        match looked {
-            Looked::Bypass => account.cache = Some("bypass"),
-            Looked::Hit(entry) => return hit(runtime, cache, &entry, account),
-            Looked::Miss { key, write } => {
-                account.cache = Some("miss");
-                if write {
-                    let (f, tokens) = cache.fill(key);
-                    account.shared_tokens = Some(tokens);
-                    fill = Some(f);
-                }
-            }
-        }
+        (fill, account) = match after_lookup(runtime, cache, looked, account) {
+            Ok(next) => next,
+            Err(hit) => return hit,
+        };
     }
     let cache_status = account.cache;
     // The key's limits are checked before anything is sent (by the first attempt whose
@@ -110,15 +101,60 @@ pub async fn serve(
         trace: account.span.as_ref().map(TraceSpan::parent),
     };
     let resp = answer(call, &plan, chat, account).await;
+    recorded(resp, fill, cache_status)
+}
+
+/// The answer to a request the cache did not answer: recorded when `fill` says so, and
+/// saying what the cache did (`miss`, `bypass`).
+pub(super) fn recorded(
+    resp: Response<Body>,
+    fill: Option<Fill>,
+    status: Option<&'static str>,
+) -> Response<Body> {
     let mut resp = match fill {
         Some(fill) => fill.record(resp),
         None => resp,
     };
-    if let Some(status) = cache_status {
+    if let Some(status) = status {
         resp.headers_mut()
             .insert(cache::HEADER, HeaderValue::from_static(status));
     }
     resp
+}
+
+/// Whose entries a request reads: its key's, or everyone's (`scope = "shared"`, or no keys).
+pub(super) fn owner<'k>(cache: &ResponseCache, key: Option<&'k KeyState>) -> Owner<'k> {
+    match (cache.config.scope, key) {
+        (CacheScope::Key, Some(k)) => Owner::Key(&k.key.name),
+        _ => Owner::Everyone,
+    }
+}
+
+/// What a handler does with what the cache found: a hit is the response (the account ends
+/// with it); otherwise the account says what happened and goes on, and a miss to keep gets
+/// its fill (whose token slot the account writes).
+pub(super) fn after_lookup(
+    runtime: &Runtime,
+    cache: &Arc<ResponseCache>,
+    looked: Looked,
+    mut account: Account,
+) -> Result<(Option<Fill>, Account), Response<Body>> {
+    match looked {
+        Looked::Bypass => {
+            account.cache = Some("bypass");
+            Ok((None, account))
+        }
+        Looked::Hit(entry) => Err(hit(runtime, cache, &entry, account)),
+        Looked::Miss { key, write } => {
+            account.cache = Some("miss");
+            if !write {
+                return Ok((None, account));
+            }
+            let (fill, tokens) = cache.fill(key);
+            account.shared_tokens = Some(tokens);
+            Ok((Some(fill), account))
+        }
+    }
 }
 
 /// Whether the cache may answer the request, and if it may, what it holds for it.
@@ -136,12 +172,8 @@ async fn look_up(
         cache.bypassed(endpoint);
         return Ok(Looked::Bypass);
     };
-    let owner = match (cache.config.scope, key) {
-        (CacheScope::Key, Some(k)) => Owner::Key(&k.key.name),
-        _ => Owner::Everyone,
-    };
     let table = &runtime.table.version;
-    let entry_key = cache::key::of(endpoint, owner, headers, chat, plan, table);
+    let entry_key = cache::key::of(endpoint, owner(cache, key), headers, chat, plan, table);
     Ok(cache.look(endpoint, entry_key, use_).await)
 }
 

@@ -2,7 +2,7 @@
 //! ([`pipeline::embed`], [`pipeline::complete`]) — the model's rate limit, the key's
 //! admission and token limits, the concurrency slots, health and the account — and counted
 //! like chat. The body reaches the upstream as the client sent it, `model` set to the
-//! upstream's name.
+//! upstream's name. Embeddings go through the response cache (an embedding always repeats).
 //! - `POST /v1/embeddings`: a model configured with the `embeddings` capability;
 //! - `POST /v1/completions` (legacy text completions): a chat model on an OpenAI-format
 //!   upstream, whole or streamed.
@@ -15,7 +15,9 @@ use serde_json::Value;
 
 use crate::auth::{Expected, KeyState};
 use crate::body::Body;
+use crate::cache::{self, Looked};
 use crate::error::ApiError;
+use crate::http::chat;
 use crate::ingress;
 use crate::pipeline::{self, Call, KeyAdmission};
 use crate::plan;
@@ -40,10 +42,37 @@ pub async fn embeddings(
         Ok(r) => r,
         Err(e) => return account.reject(e),
     };
-    let counted = request.get("input").map_or(0, |i| count(i, route.counter));
     account.trace(|span| span.requested("embeddings", &asked, None));
+    // An embedding repeats by nature: the cache answers every repeat the client allows.
+    let mut fill = None;
+    if let Some(cache) = &runtime.cache {
+        let use_ = match cache::decide_for(&parts.headers, true) {
+            Ok(use_) => use_,
+            Err(e) => return account.reject(e),
+        };
+        let endpoint = account.endpoint();
+        let looked = match use_ {
+            None => {
+                cache.bypassed(endpoint);
+                Looked::Bypass
+            }
+            Some(use_) => {
+                let owner = chat::owner(cache, key.as_deref());
+                let entry_key =
+                    cache::key::of_embeddings(endpoint, owner, &route.model.id, &request);
+                cache.look(endpoint, entry_key, use_).await
+            }
+        };
+        (fill, account) = match chat::after_lookup(runtime, cache, looked, account) {
+            Ok(next) => next,
+            Err(hit) => return hit,
+        };
+    }
+    let cache_status = account.cache;
+    let counted = request.get("input").map_or(0, |i| count(i, route.counter));
     let call = call(runtime, request_id, parts.headers, key, counted, 0);
-    pipeline::embed(&call, &route, request, counted, account).await
+    let resp = pipeline::embed(&call, &route, request, counted, account).await;
+    chat::recorded(resp, fill, cache_status)
 }
 
 /// `POST /v1/completions`: the prompt counted for the key, the usage chunk asked for on a

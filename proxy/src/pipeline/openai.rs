@@ -130,7 +130,7 @@ pub async fn embed(
         return failed(account, &route, "broken", UpstreamError::Broken(why));
     };
     account.upstream_outcome("ok");
-    account.tokens = Some(Tokens {
+    account.set_tokens(Tokens {
         usage: Usage {
             prompt_tokens: reported.unwrap_or(counted),
             ..Usage::default()
