@@ -80,7 +80,7 @@ pub async fn serve(
         };
         (fill, account) = match after_lookup(runtime, cache, looked, account) {
             Ok(next) => next,
-            Err(hit) => return hit,
+            Err(hit) => return *hit,
         };
     }
     let cache_status = account.cache;
@@ -138,13 +138,13 @@ pub(super) fn after_lookup(
     cache: &Arc<ResponseCache>,
     looked: Looked,
     mut account: Account,
-) -> Result<(Option<Fill>, Account), Response<Body>> {
+) -> Result<(Option<Fill>, Account), Box<Response<Body>>> {
     match looked {
         Looked::Bypass => {
             account.cache = Some("bypass");
             Ok((None, account))
         }
-        Looked::Hit(entry) => Err(hit(runtime, cache, &entry, account)),
+        Looked::Hit(entry) => Err(Box::new(hit(runtime, cache, &entry, account))),
         Looked::Miss { key, write } => {
             account.cache = Some("miss");
             if !write {

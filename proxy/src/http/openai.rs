@@ -65,7 +65,7 @@ pub async fn embeddings(
         };
         (fill, account) = match chat::after_lookup(runtime, cache, looked, account) {
             Ok(next) => next,
-            Err(hit) => return hit,
+            Err(hit) => return *hit,
         };
     }
     let cache_status = account.cache;
