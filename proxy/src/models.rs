@@ -41,6 +41,17 @@ pub struct Route {
 }
 
 impl Route {
+    /// What decides how the model answers besides the request, field by field: each
+    /// deployment's provider and upstream model, and its thinking knobs (what the response
+    /// cache keys an answer by, so a model pointed elsewhere misses).
+    pub fn serving(&self, mut field: impl FnMut(&[u8])) {
+        for d in &self.model.deployments {
+            field(d.provider.as_bytes());
+            field(d.upstream_model.as_bytes());
+        }
+        field(format!("{:?}", self.model.thinking).as_bytes());
+    }
+
     /// Every deployment of the model, this one (its first) included.
     pub fn deployments(&self) -> impl Iterator<Item = &Route> {
         std::iter::once(self).chain(self.others.iter().map(|r| &**r))

@@ -3,7 +3,8 @@
 //! The key is a SHA-256 of everything that decides the answer: the API it came through,
 //! whose it is (the client key's name, unless entries are shared), the resolved model —
 //! or, for `auto`, the routing table's version, since the model that answers is the
-//! table's pick —, the mode and the budget, the whole request body but its `model` (the
+//! table's pick —, what serves that model (each deployment's provider and upstream
+//! model, its thinking knobs: a model pointed elsewhere misses), the mode and the budget, the whole request body but its `model` (the
 //! messages, tools and every sampling parameter, so a field this proxy does not know
 //! still tells two requests apart), the native body of a translated request, and the
 //! Anthropic headers that change what a model does. A collision-resistant hash, because
@@ -15,6 +16,7 @@ use sha2::Digest;
 
 use crate::canonical::ChatRequest;
 use crate::error::ApiError;
+use crate::models::Route;
 use crate::plan::Plan;
 
 /// An entry's key.
@@ -112,7 +114,10 @@ pub fn of(
             h.field(b"auto");
             h.field(table_version);
         }
-        None => h.field(plan.named.model.id.as_bytes()),
+        None => {
+            h.field(plan.named.model.id.as_bytes());
+            plan.named.serving(|f| h.field(f));
+        }
     }
     match &plan.budget {
         Some(b) => {
@@ -145,14 +150,15 @@ pub fn of(
 pub fn of_embeddings(
     endpoint: &str,
     owner: Owner<'_>,
-    model: &str,
+    model: &Route,
     body: &Map<String, Value>,
 ) -> Key {
     let mut h = Fields(sha2::Sha256::new());
     h.field(b"thinkgate response cache v1");
     h.field(endpoint.as_bytes());
     h.owner(owner);
-    h.field(model.as_bytes());
+    h.field(model.model.id.as_bytes());
+    model.serving(|f| h.field(f));
     h.object(body);
     h.0.finalize().into()
 }
@@ -317,5 +323,31 @@ mod tests {
         let mut thinking = base.clone();
         thinking["model"] = json!("auto:thinking");
         assert_ne!(k, key_of(thinking, Owner::Key("a"), "chat_completions"));
+    }
+
+    #[test]
+    fn a_model_pointed_at_another_upstream_model_misses() {
+        let key_with = |upstream: &str| {
+            let text = format!("auth = \"none\"\n[routing]\ndefault_model = \"m\"\n[providers.p]\nkind = \"openai-compatible\"\nbase_url = \"http://127.0.0.1:9/v1\"\n[models.m]\nprovider = \"p\"\nupstream_model = \"{upstream}\"\ncontext_window = 1000\nscores = {{ general = 50.0 }}\n");
+            let config =
+                thinkgate_config::Config::parse(&text, std::path::Path::new("t.toml"), &|_| None)
+                    .unwrap();
+            let runtime = crate::state::Runtime::build(config, None).unwrap();
+            let h = headers(&[]);
+            let caller = crate::plan::Caller {
+                headers: &h,
+                key: None,
+            };
+            [("m", false), ("auto", true)].map(|(model, routed)| {
+                let c = chat(json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "temperature": 0}));
+                let plan = futures_util::FutureExt::now_or_never(crate::plan::plan(&runtime.tables(), &c, &caller)).unwrap().unwrap();
+                assert_eq!(plan.routed.is_some(), routed);
+                of("chat_completions", Owner::Everyone, &h, &c, &plan, &runtime.table.version)
+            })
+        };
+        let (before, after) = (key_with("vendor-model-1"), key_with("vendor-model-2"));
+        assert_ne!(before[0], after[0], "a named model");
+        assert_ne!(before[1], after[1], "auto, through the table's version");
+        assert_eq!(before, key_with("vendor-model-1"));
     }
 }

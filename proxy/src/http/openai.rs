@@ -58,8 +58,7 @@ pub async fn embeddings(
             }
             Some(use_) => {
                 let owner = chat::owner(cache, key.as_deref());
-                let entry_key =
-                    cache::key::of_embeddings(endpoint, owner, &route.model.id, &request);
+                let entry_key = cache::key::of_embeddings(endpoint, owner, &route, &request);
                 cache.look(endpoint, entry_key, use_).await
             }
         };

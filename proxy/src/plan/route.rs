@@ -27,8 +27,9 @@ pub struct Table {
     ranked: HashMap<String, Vec<(Arc<Route>, Score)>>,
     /// When no model has scores: `auto` is the default model.
     fallback: Option<Arc<Route>>,
-    /// A digest of what decides where `auto` goes: the domains (their examples train the
-    /// classifier), the confidence threshold and every ranking. The same config gives the
+    /// A digest of what decides where `auto` goes and how it answers: the domains (their
+    /// examples train the classifier), the confidence threshold, every ranking and what
+    /// serves each ranked model ([`Route::serving`]). The same config gives the
     /// same version on every replica; the response cache keys `auto` answers by it.
     pub version: [u8; 16],
 }
@@ -93,7 +94,10 @@ fn version(
         h.update(bytes);
     };
     field(&config.confidence_threshold.to_le_bytes());
-    field(fallback.map_or("", |r| r.model.id.as_str()).as_bytes());
+    if let Some(r) = fallback {
+        field(r.model.id.as_bytes());
+        r.serving(&mut field);
+    }
     for d in &config.domains {
         field(d.name.as_bytes());
         for text in d.examples.iter().chain(&d.keywords) {
@@ -101,6 +105,7 @@ fn version(
         }
         for (route, score) in ranked.get(&d.name).into_iter().flatten() {
             field(route.model.id.as_bytes());
+            route.serving(&mut field);
             field(&score.value.to_le_bytes());
         }
     }
