@@ -134,11 +134,11 @@ pub struct ResponseCache {
     metrics: CacheMetrics,
 }
 
-/// The cache's series, resolved once (lookups of the chat front ends' endpoints too: a hit
+/// The cache's series, resolved once (lookups of the endpoints that use it too: a hit
 /// is cheap enough that a label lookup shows in its profile).
 struct CacheMetrics {
     all: Arc<Metrics>,
-    lookups: [(&'static str, [IntCounter; 3]); 3],
+    lookups: [(&'static str, [IntCounter; 3]); 4],
     stores: [IntCounter; 5],
     bytes: IntGauge,
     entries: IntGauge,
@@ -205,11 +205,13 @@ impl ResponseCache {
             },
             metrics: CacheMetrics {
                 all: m.clone(),
-                lookups: ["chat_completions", "messages", "responses"].map(|endpoint| {
-                    let series =
-                        LOOKUP_RESULTS.map(|r| m.cache_lookups.with_label_values(&[endpoint, r]));
-                    (endpoint, series)
-                }),
+                lookups: ["chat_completions", "messages", "responses", "embeddings"].map(
+                    |endpoint| {
+                        let series = LOOKUP_RESULTS
+                            .map(|r| m.cache_lookups.with_label_values(&[endpoint, r]));
+                        (endpoint, series)
+                    },
+                ),
                 stores: STORE_OUTCOMES.map(|o| m.cache_stores.with_label_values(&[o])),
                 bytes: m.cache_bytes.clone(),
                 entries: m.cache_entries.clone(),
@@ -264,11 +266,13 @@ impl ResponseCache {
     async fn get(&self, key: &Key) -> Option<Arc<Entry>> {
         match &self.backend {
             Backend::Memory(memory) => {
+                let now = self.clock.now();
                 let kept = memory.get(key)?;
-                if kept.expires > self.clock.now() {
+                if kept.expires > now {
                     return Some(kept.entry);
                 }
-                memory.remove(key);
+                // Only if it is still the expired one: a fresh answer may have just come in.
+                memory.remove_if(key, |k: &Kept| k.expires <= now);
                 self.gauge(memory);
                 None
             }
