@@ -385,6 +385,29 @@ async fn every_front_end_and_contemplating_mode_go_through_the_cache() {
     assert_ne!(a.json()["id"], b.json()["id"]);
     assert!(b.json()["id"].as_str().unwrap().starts_with("msg_"));
 
+    // Streamed through the Messages API: the replay is translated like any stream.
+    let streamed =
+        json!({"model": "sim-model", "max_tokens": 256, "temperature": 0, "stream": true,
+        "messages": [{"role": "user", "content": "Name an even prime."}]})
+        .to_string();
+    let a = call(&url, streamed.clone(), &headers).await;
+    let b = call(&url, streamed, &headers).await;
+    assert_eq!(
+        (a.header("x-thinkgate-cache"), b.header("x-thinkgate-cache")),
+        ("miss", "hit")
+    );
+    let text = |r: &Reply| -> String {
+        sse_events(&r.text())
+            .iter()
+            .filter(|(name, _)| name == "content_block_delta")
+            .filter_map(|(_, e)| e["delta"]["text"].as_str().map(str::to_string))
+            .collect()
+    };
+    assert!(!text(&a).is_empty(), "{}", a.text());
+    assert_eq!(text(&a), text(&b));
+    assert!(b.text().contains("message_stop"), "{}", b.text());
+    let calls_so_far = upstream_calls(&proxy);
+
     let response =
         json!({"model": "sim-model", "input": "Name a colour.", "temperature": 0}).to_string();
     let url = proxy.url("/v1/responses");
@@ -397,7 +420,28 @@ async fn every_front_end_and_contemplating_mode_go_through_the_cache() {
     assert_eq!(output_text(&a.json()), output_text(&b.json()));
     assert!(!output_text(&a.json()).is_empty());
     assert_ne!(a.json()["id"], b.json()["id"]);
-    assert_eq!(upstream_calls(&proxy), 2);
+    assert_eq!(upstream_calls(&proxy), calls_so_far + 1);
+    // And streamed through the Responses API.
+    let streamed =
+        json!({"model": "sim-model", "input": "Name a shape.", "temperature": 0, "stream": true})
+            .to_string();
+    let a = call(&url, streamed.clone(), &headers[..1]).await;
+    let b = call(&url, streamed, &headers[..1]).await;
+    assert_eq!(
+        (a.header("x-thinkgate-cache"), b.header("x-thinkgate-cache")),
+        ("miss", "hit")
+    );
+    let deltas = |r: &Reply| -> String {
+        sse_events(&r.text())
+            .iter()
+            .filter(|(name, _)| name == "response.output_text.delta")
+            .filter_map(|(_, e)| e["delta"].as_str().map(str::to_string))
+            .collect()
+    };
+    assert!(!deltas(&a).is_empty(), "{}", a.text());
+    assert_eq!(deltas(&a), deltas(&b));
+    assert!(b.text().contains("response.completed"), "{}", b.text());
+    assert_eq!(upstream_calls(&proxy), calls_so_far + 2);
 
     let contemplating = body("sim-model:contemplating", false, json!({}));
     let a = ask(&proxy, &contemplating, &[]).await;

@@ -97,6 +97,10 @@ impl Recorded {
     }
 
     /// Stops recording, letting go of what it held.
+    fn is_stream(&self) -> bool {
+        self.pending.as_ref().is_some_and(|(_, meta)| meta.stream)
+    }
+
     fn give_up(&mut self) {
         if let Some((fill, _)) = self.pending.take() {
             fill.cache.recording.release(self.len);
@@ -144,11 +148,15 @@ impl HttpBody for Recorded {
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
+                let mut done = this.inner.is_end_stream();
                 if let Some(data) = frame.data_ref() {
                     this.keep(data);
+                    // A stream's `[DONE]` is its end: a reader that translates it (the
+                    // Messages and Responses front ends) stops there, never polling again.
+                    done |= this.is_stream() && data.ends_with(crate::relay::DONE);
                 }
                 // A body that knows it is done may not be polled again: store now.
-                if this.inner.is_end_stream() {
+                if done {
                     this.store();
                 }
             }
