@@ -38,18 +38,34 @@ pub struct Route {
     pub breaker: Arc<Breaker>,
     /// The model's global request limit across keys, if it has one (kept across reloads).
     pub limiter: Option<Arc<ModelLimiter>>,
+    /// [`serving_digest`] of the model, made once (its debug text showed in a hit's profile).
+    pub serving: [u8; 16],
+}
+
+/// A digest of what decides how `model` answers besides the request: each deployment's
+/// provider and upstream model, and its thinking knobs — what the response cache keys an
+/// answer by, so a model pointed elsewhere misses.
+pub fn serving_digest(model: &Model) -> [u8; 16] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    for d in &model.deployments {
+        field(d.provider.as_bytes());
+        field(d.upstream_model.as_bytes());
+    }
+    field(format!("{:?}", model.thinking).as_bytes());
+    let mut out = [0; 16];
+    out.copy_from_slice(&h.finalize()[..16]);
+    out
 }
 
 impl Route {
-    /// What decides how the model answers besides the request, field by field: each
-    /// deployment's provider and upstream model, and its thinking knobs (what the response
-    /// cache keys an answer by, so a model pointed elsewhere misses).
+    /// What decides how the model answers besides the request ([`serving_digest`]).
     pub fn serving(&self, mut field: impl FnMut(&[u8])) {
-        for d in &self.model.deployments {
-            field(d.provider.as_bytes());
-            field(d.upstream_model.as_bytes());
-        }
-        field(format!("{:?}", self.model.thinking).as_bytes());
+        field(&self.serving);
     }
 
     /// Every deployment of the model, this one (its first) included.

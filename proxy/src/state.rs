@@ -474,6 +474,7 @@ impl Route {
             false => model.id.clone(),
         };
         Ok(Route {
+            serving: crate::models::serving_digest(&model),
             metrics: Arc::new(ModelMetrics::new(metrics, &model, upstream.kind, domains)),
             counter: TokenCounter::new(model.encoding),
             model,

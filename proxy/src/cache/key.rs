@@ -192,19 +192,20 @@ impl Fields {
         }
     }
 
+    /// A JSON value, written straight into the hash: a value's text ends where it ends, so
+    /// it needs no length in front.
     fn value(&mut self, value: &Value) {
-        let mut writer = Writer(Vec::new());
-        // Writing JSON to memory cannot fail.
-        let _ = serde_json::to_writer(&mut writer, value);
-        self.field(&writer.0);
+        self.0.update(b"=");
+        // Writing into a hash cannot fail.
+        let _ = serde_json::to_writer(Hashing(&mut self.0), value);
     }
 }
 
-struct Writer(Vec<u8>);
+struct Hashing<'h>(&'h mut sha2::Sha256);
 
-impl std::io::Write for Writer {
+impl std::io::Write for Hashing<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.extend_from_slice(buf);
+        self.0.update(buf);
         Ok(buf.len())
     }
 

@@ -383,29 +383,27 @@ pub fn replay(
     headers.insert(HEADER, HeaderValue::from_static("hit"));
     headers.insert(http::header::AGE, HeaderValue::from(age));
     if let Some(spent) = entry.meta.spent {
-        let label = model.map_or(entry.meta.model.as_str(), |m| m.model());
-        for (kind, n) in [
-            ("prompt", spent.prompt),
-            ("output", spent.output),
-            ("reasoning", spent.reasoning),
-        ] {
-            metrics
-                .cache_saved_tokens
-                .with_label_values(&[label, kind])
-                .inc_by(n);
-        }
-        let usd = model.map_or(0.0, |m| {
-            m.cost_of(&Usage {
-                prompt_tokens: spent.prompt,
-                completion_tokens: spent.output,
-                ..Usage::default()
-            })
-        });
-        if usd > 0.0 {
-            metrics
-                .cache_saved_usd
-                .with_label_values(&[label])
-                .inc_by(usd);
+        let usage = Usage {
+            prompt_tokens: spent.prompt,
+            completion_tokens: spent.output,
+            reasoning_tokens: Some(spent.reasoning),
+            ..Usage::default()
+        };
+        match model {
+            Some(m) => m.saved(metrics, &usage),
+            // The model is gone from the config: its tokens still count, unpriced.
+            None => {
+                for (kind, n) in [
+                    ("prompt", spent.prompt),
+                    ("output", spent.output),
+                    ("reasoning", spent.reasoning),
+                ] {
+                    metrics
+                        .cache_saved_tokens
+                        .with_label_values(&[entry.meta.model.as_str(), kind])
+                        .inc_by(n);
+                }
+            }
         }
     }
     resp

@@ -104,6 +104,9 @@ pub struct ModelMetrics {
     /// Hedges sent to this deployment, and won by it.
     hedges: [IntCounter; 2],
     cost: Counter,
+    /// What the response cache saved on this model's answers: prompt, output and
+    /// reasoning tokens, and dollars (made on the first hit).
+    saved: OnceLock<([IntCounter; 3], Counter)>,
     /// This deployment's names as trace attribute values.
     pub values: spans::ModelValues,
 }
@@ -139,6 +142,7 @@ impl ModelMetrics {
                 .upstream_duration
                 .with_label_values(&[model.provider.as_str(), model.id.as_str()]),
             cost: metrics.cost_usd.with_label_values(&[model.id.as_str()]),
+            saved: OnceLock::new(),
             retries: RETRY_REASONS
                 .map(|reason| metrics.upstream_retries.with_label_values(&[p, m, reason])),
             retry_budget_exhausted: metrics.retry_budget_exhausted.with_label_values(&[p]),
@@ -157,6 +161,23 @@ impl ModelMetrics {
     pub fn cost_of(&self, usage: &Usage) -> f64 {
         usage.prompt_tokens as f64 * self.price_input_per_token
             + usage.completion_tokens as f64 * self.price_output_per_token
+    }
+
+    /// Counts what a cache hit on this model's answer did not spend.
+    pub fn saved(&self, metrics: &Metrics, usage: &Usage) {
+        let (tokens, usd) = self.saved.get_or_init(|| {
+            let m = self.model.as_str();
+            let tokens = ["prompt", "output", "reasoning"]
+                .map(|kind| metrics.cache_saved_tokens.with_label_values(&[m, kind]));
+            (tokens, metrics.cache_saved_usd.with_label_values(&[m]))
+        });
+        tokens[0].inc_by(usage.prompt_tokens);
+        tokens[1].inc_by(usage.completion_tokens);
+        tokens[2].inc_by(usage.reasoning_tokens.unwrap_or(0));
+        let cost = self.cost_of(usage);
+        if cost > 0.0 {
+            usd.inc_by(cost);
+        }
     }
 
     /// The model id the deployment's series are labelled with.
