@@ -8,11 +8,12 @@ use std::sync::Arc;
 
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
-use thinkgate_config::{CacheScope, Mode};
+use thinkgate_config::Mode;
 
+use super::cached;
 use crate::auth::{Admission, Expected, KeyState};
 use crate::body::Body;
-use crate::cache::{self, Fill, Looked, Owner, ResponseCache};
+use crate::cache::{self, Looked, ResponseCache};
 use crate::canonical::ChatRequest;
 use crate::contemplate;
 use crate::ingress;
@@ -78,7 +79,7 @@ pub async fn serve(
             Ok(looked) => looked,
             Err(e) => return account.reject(e),
         };
-        (fill, account) = match after_lookup(runtime, cache, looked, account) {
+        (fill, account) = match cached::after_lookup(runtime, cache, looked, account) {
             Ok(next) => next,
             Err(hit) => return *hit,
         };
@@ -101,60 +102,7 @@ pub async fn serve(
         trace: account.span.as_ref().map(TraceSpan::parent),
     };
     let resp = answer(call, &plan, chat, account).await;
-    recorded(resp, fill, cache_status)
-}
-
-/// The answer to a request the cache did not answer: recorded when `fill` says so, and
-/// saying what the cache did (`miss`, `bypass`).
-pub(super) fn recorded(
-    resp: Response<Body>,
-    fill: Option<Fill>,
-    status: Option<&'static str>,
-) -> Response<Body> {
-    let mut resp = match fill {
-        Some(fill) => fill.record(resp),
-        None => resp,
-    };
-    if let Some(status) = status {
-        resp.headers_mut()
-            .insert(cache::HEADER, HeaderValue::from_static(status));
-    }
-    resp
-}
-
-/// Whose entries a request reads: its key's, or everyone's (`scope = "shared"`, or no keys).
-pub(super) fn owner<'k>(cache: &ResponseCache, key: Option<&'k KeyState>) -> Owner<'k> {
-    match (cache.config.scope, key) {
-        (CacheScope::Key, Some(k)) => Owner::Key(&k.key.name),
-        _ => Owner::Everyone,
-    }
-}
-
-/// What a handler does with what the cache found: a hit is the response (the account ends
-/// with it); otherwise the account says what happened and goes on, and a miss to keep gets
-/// its fill (whose token slot the account writes).
-pub(super) fn after_lookup(
-    runtime: &Runtime,
-    cache: &Arc<ResponseCache>,
-    looked: Looked,
-    mut account: Account,
-) -> Result<(Option<Fill>, Account), Box<Response<Body>>> {
-    match looked {
-        Looked::Bypass => {
-            account.cache = Some("bypass");
-            Ok((None, account))
-        }
-        Looked::Hit(entry) => Err(Box::new(hit(runtime, cache, &entry, account))),
-        Looked::Miss { key, write } => {
-            account.cache = Some("miss");
-            if !write {
-                return Ok((None, account));
-            }
-            let (fill, tokens) = cache.fill(key);
-            account.shared_tokens = Some(tokens);
-            Ok((Some(fill), account))
-        }
-    }
+    cached::recorded(resp, fill, cache_status)
 }
 
 /// Whether the cache may answer the request, and if it may, what it holds for it.
@@ -173,26 +121,9 @@ async fn look_up(
         return Ok(Looked::Bypass);
     };
     let table = &runtime.table.version;
-    let entry_key = cache::key::of(endpoint, owner(cache, key), headers, chat, plan, table);
+    let owner = cached::owner(cache, key);
+    let entry_key = cache::key::of(endpoint, owner, headers, chat, plan, table);
     Ok(cache.look(endpoint, entry_key, use_).await)
-}
-
-/// A hit: the stored answer, charged to nobody (the account records the request, with no
-/// tokens: none were spent).
-fn hit(
-    runtime: &Runtime,
-    cache: &ResponseCache,
-    entry: &cache::Entry,
-    mut account: Account,
-) -> Response<Body> {
-    let route = runtime.route(&entry.meta.model);
-    if let Some(r) = route {
-        account.model = Some(r.metrics.clone());
-    }
-    account.cache = Some("hit");
-    account.status = 200;
-    let model = route.map(|r| &*r.metrics);
-    cache::replay(entry, cache.config.scope.as_str(), model, &runtime.metrics)
 }
 
 /// The account's labels: the mode, and the domain of a routed request.

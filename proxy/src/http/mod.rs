@@ -4,6 +4,7 @@
 //! The stack, outermost first: [`RequestIdLayer`] → [`Router`] (which calls the stages).
 //! The same accept loop serves the simulator (`thinkgate simulate`).
 
+mod cached;
 mod chat;
 mod error_bodies;
 mod messages;

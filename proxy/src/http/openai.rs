@@ -17,7 +17,7 @@ use crate::auth::{Expected, KeyState};
 use crate::body::Body;
 use crate::cache::{self, Looked};
 use crate::error::ApiError;
-use crate::http::chat;
+use crate::http::cached;
 use crate::ingress;
 use crate::pipeline::{self, Call, KeyAdmission};
 use crate::plan;
@@ -57,12 +57,12 @@ pub async fn embeddings(
                 Looked::Bypass
             }
             Some(use_) => {
-                let owner = chat::owner(cache, key.as_deref());
+                let owner = cached::owner(cache, key.as_deref());
                 let entry_key = cache::key::of_embeddings(endpoint, owner, &route, &request);
                 cache.look(endpoint, entry_key, use_).await
             }
         };
-        (fill, account) = match chat::after_lookup(runtime, cache, looked, account) {
+        (fill, account) = match cached::after_lookup(runtime, cache, looked, account) {
             Ok(next) => next,
             Err(hit) => return *hit,
         };
@@ -71,7 +71,7 @@ pub async fn embeddings(
     let counted = request.get("input").map_or(0, |i| count(i, route.counter));
     let call = call(runtime, request_id, parts.headers, key, counted, 0);
     let resp = pipeline::embed(&call, &route, request, counted, account).await;
-    chat::recorded(resp, fill, cache_status)
+    cached::recorded(resp, fill, cache_status)
 }
 
 /// `POST /v1/completions`: the prompt counted for the key, the usage chunk asked for on a
