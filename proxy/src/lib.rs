@@ -33,6 +33,10 @@
 //! errors), [`body`] (the response body type). The built-in simulator is its own crate
 //! (`thinkgate-sim`), plugged in through [`upstream::LocalUpstream`].
 
+// Request paths never panic on outside data: outside tests, no unwrap or expect at all
+// (`cargo clippy -p thinkgate-proxy --lib` checks it).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod auth;
 pub mod body;
 pub mod cache;

@@ -174,15 +174,6 @@ impl Entry {
             .sum();
         (self.body.len() + headers + self.meta.holes.len() * 8 + 256) as u64
     }
-
-    /// The size that `max_entry_bytes` bounds.
-    pub fn len(&self) -> usize {
-        self.body.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.body.is_empty()
-    }
 }
 
 impl Meta {
