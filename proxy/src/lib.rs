@@ -30,7 +30,7 @@
 //! - [`resilience`]: retry backoff, retry budgets and circuit breakers (no IO, no clock).
 //!
 //! Shared by all: [`canonical`] (request, event and budget types), [`error`] (OpenAI-shaped
-//! errors), [`body`] (the response body type). The built-in simulator is its own crate
+//! errors), [`body`] (the response body type), [`digest`] (length-prefixed SHA-256 fields). The built-in simulator is its own crate
 //! (`thinkgate-sim`), plugged in through [`upstream::LocalUpstream`].
 
 // Request paths never panic on outside data: outside tests, no unwrap or expect at all
@@ -42,6 +42,7 @@ pub mod body;
 pub mod cache;
 pub mod canonical;
 pub mod contemplate;
+pub mod digest;
 pub mod error;
 pub mod explain;
 pub mod http;

@@ -46,20 +46,13 @@ pub struct Route {
 /// provider and upstream model, and its thinking knobs — what the response cache keys an
 /// answer by, so a model pointed elsewhere misses.
 pub fn serving_digest(model: &Model) -> [u8; 16] {
-    use sha2::Digest;
-    let mut h = sha2::Sha256::new();
-    let mut field = |bytes: &[u8]| {
-        h.update((bytes.len() as u64).to_le_bytes());
-        h.update(bytes);
-    };
+    let mut h = crate::digest::Fields::default();
     for d in &model.deployments {
-        field(d.provider.as_bytes());
-        field(d.upstream_model.as_bytes());
+        h.field(d.provider.as_bytes());
+        h.field(d.upstream_model.as_bytes());
     }
-    field(format!("{:?}", model.thinking).as_bytes());
-    let mut out = [0; 16];
-    out.copy_from_slice(&h.finalize()[..16]);
-    out
+    h.field(format!("{:?}", model.thinking).as_bytes());
+    h.finish16()
 }
 
 impl Route {

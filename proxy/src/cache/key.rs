@@ -12,9 +12,9 @@
 
 use http::HeaderMap;
 use serde_json::{Map, Value};
-use sha2::Digest;
 
 use crate::canonical::ChatRequest;
+use crate::digest::Fields;
 use crate::error::ApiError;
 use crate::models::Route;
 use crate::plan::Plan;
@@ -105,7 +105,7 @@ pub fn of(
     plan: &Plan,
     table_version: &[u8; 16],
 ) -> Key {
-    let mut h = Fields(sha2::Sha256::new());
+    let mut h = KeyFields(Fields::default());
     h.field(b"thinkgate response cache v1");
     h.field(endpoint.as_bytes());
     h.owner(owner);
@@ -142,7 +142,7 @@ pub fn of(
             h.field(value.as_bytes());
         }
     }
-    h.0.finalize().into()
+    h.0.finish()
 }
 
 /// The key of an embeddings request to `model`: the endpoint, the owner, the model and
@@ -153,23 +153,23 @@ pub fn of_embeddings(
     model: &Route,
     body: &Map<String, Value>,
 ) -> Key {
-    let mut h = Fields(sha2::Sha256::new());
+    let mut h = KeyFields(Fields::default());
     h.field(b"thinkgate response cache v1");
     h.field(endpoint.as_bytes());
     h.owner(owner);
     h.field(model.model.id.as_bytes());
     model.serving(|f| h.field(f));
     h.object(body);
-    h.0.finalize().into()
+    h.0.finish()
 }
 
-/// Length-prefixed fields into a hash, so that no two sequences of fields hash alike.
-struct Fields(sha2::Sha256);
+/// What a key is written with: the project's length-prefixed fields, and the request's
+/// parts on top.
+struct KeyFields(Fields);
 
-impl Fields {
+impl KeyFields {
     fn field(&mut self, bytes: &[u8]) {
-        self.0.update((bytes.len() as u64).to_le_bytes());
-        self.0.update(bytes);
+        self.0.field(bytes);
     }
 
     fn owner(&mut self, owner: Owner<'_>) {
@@ -195,22 +195,10 @@ impl Fields {
     /// A JSON value, written straight into the hash: a value's text ends where it ends, so
     /// it needs no length in front.
     fn value(&mut self, value: &Value) {
-        self.0.update(b"=");
+        use std::io::Write;
         // Writing into a hash cannot fail.
-        let _ = serde_json::to_writer(Hashing(&mut self.0), value);
-    }
-}
-
-struct Hashing<'h>(&'h mut sha2::Sha256);
-
-impl std::io::Write for Hashing<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+        let _ = self.0.write_all(b"=");
+        let _ = serde_json::to_writer(&mut self.0, value);
     }
 }
 

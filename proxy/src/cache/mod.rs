@@ -358,14 +358,8 @@ pub fn replay(
         r#"{{"status":"hit","age_seconds":{age},"stored_at":{},"scope":"{scope}"}}"#,
         entry.meta.stored_at
     );
-    // A response id of its own, as contemplating's are (formatted without `fmt`: a hit is
-    // cheap enough that it shows).
-    let mut id = *b"chatcmpl-tg00000000000000000000000000000000";
-    uuid::Uuid::new_v4()
-        .simple()
-        .encode_lower(&mut id["chatcmpl-tg".len()..]);
-    let id = std::str::from_utf8(&id).unwrap_or("chatcmpl-tg");
-    let body = entry.replay(id, &note);
+    let id = crate::canonical::own_response_id();
+    let body = entry.replay(&id, &note);
     let mut resp = Response::new(crate::body::full(body));
     *resp.status_mut() = StatusCode::OK;
     let headers = resp.headers_mut();

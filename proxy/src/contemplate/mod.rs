@@ -534,7 +534,7 @@ fn until_last_frame(
 async fn orchestrate(req: Request, cast: Cast, tx: mpsc::Sender<Bytes>) {
     let reasoning_field = req.call.runtime.config.server.reasoning_field;
     let mut r = Renderer::new(&cast.synthesis.model.upstream_model, reasoning_field);
-    r.id = format!("chatcmpl-tg{}", uuid::Uuid::new_v4().simple());
+    r.id = crate::canonical::own_response_id();
     let start = Delta::Start {
         id: r.id.clone(),
         model: String::new(),

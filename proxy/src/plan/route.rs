@@ -87,32 +87,24 @@ fn version(
     ranked: &HashMap<String, Vec<(Arc<Route>, Score)>>,
     fallback: Option<&Route>,
 ) -> [u8; 16] {
-    use sha2::Digest;
-    let mut h = sha2::Sha256::new();
-    let mut field = |bytes: &[u8]| {
-        h.update((bytes.len() as u64).to_le_bytes());
-        h.update(bytes);
-    };
-    field(&config.confidence_threshold.to_le_bytes());
+    let mut h = crate::digest::Fields::default();
+    h.field(&config.confidence_threshold.to_le_bytes());
     if let Some(r) = fallback {
-        field(r.model.id.as_bytes());
-        r.serving(&mut field);
+        h.field(r.model.id.as_bytes());
+        r.serving(|f| h.field(f));
     }
     for d in &config.domains {
-        field(d.name.as_bytes());
+        h.field(d.name.as_bytes());
         for text in d.examples.iter().chain(&d.keywords) {
-            field(text.as_bytes());
+            h.field(text.as_bytes());
         }
         for (route, score) in ranked.get(&d.name).into_iter().flatten() {
-            field(route.model.id.as_bytes());
-            route.serving(&mut field);
-            field(&score.value.to_le_bytes());
+            h.field(route.model.id.as_bytes());
+            route.serving(|f| h.field(f));
+            h.field(&score.value.to_le_bytes());
         }
     }
-    let digest = h.finalize();
-    let mut out = [0; 16];
-    out.copy_from_slice(&digest[..16]);
-    out
+    h.finish16()
 }
 
 /// A model's score for `domain`. A model without a published figure for it gets its
