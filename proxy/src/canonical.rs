@@ -435,6 +435,18 @@ impl Budget {
     }
 }
 
+/// A response id of the proxy's own (a contemplating answer, a cache hit): `chatcmpl-tg`
+/// and a uuid's hex digits, encoded without `fmt` (a hit is cheap enough that it shows).
+pub fn own_response_id() -> String {
+    const PREFIX: &str = "chatcmpl-tg";
+    let mut id = [0u8; PREFIX.len() + uuid::fmt::Simple::LENGTH];
+    id[..PREFIX.len()].copy_from_slice(PREFIX.as_bytes());
+    uuid::Uuid::new_v4()
+        .simple()
+        .encode_lower(&mut id[PREFIX.len()..]);
+    String::from_utf8_lossy(&id).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -482,16 +494,4 @@ mod tests {
             .native
             .is_none());
     }
-}
-
-/// A response id of the proxy's own (a contemplating answer, a cache hit): `chatcmpl-tg`
-/// and a uuid's hex digits, encoded without `fmt` (a hit is cheap enough that it shows).
-pub fn own_response_id() -> String {
-    const PREFIX: &str = "chatcmpl-tg";
-    let mut id = [0u8; PREFIX.len() + uuid::fmt::Simple::LENGTH];
-    id[..PREFIX.len()].copy_from_slice(PREFIX.as_bytes());
-    uuid::Uuid::new_v4()
-        .simple()
-        .encode_lower(&mut id[PREFIX.len()..]);
-    String::from_utf8_lossy(&id).into_owned()
 }
