@@ -152,6 +152,8 @@ const STORE_OUTCOMES: [&str; 5] = [
     "no_room",
 ];
 const LOOKUP_RESULTS: [&str; 3] = ["hit", "miss", "bypass"];
+/// Where `unavailable` is in [`STORE_OUTCOMES`]: counted later, from Redis's write task.
+const UNAVAILABLE: usize = 3;
 
 /// What the cache did for a request.
 pub enum Looked {
@@ -229,8 +231,26 @@ impl ResponseCache {
         &self.config == config && same_redis
     }
 
+    /// What the cache does for a request: a bypass when the client or its sampling rules
+    /// it out (`use_` from [`decide`] is `None`), else a lookup of the key `key` makes;
+    /// counted under `endpoint` either way.
+    pub async fn consult(
+        &self,
+        endpoint: &str,
+        use_: Option<Use>,
+        key: impl FnOnce() -> Key,
+    ) -> Looked {
+        match use_ {
+            None => {
+                self.counted(endpoint, 2);
+                Looked::Bypass
+            }
+            Some(use_) => self.look(endpoint, key(), use_).await,
+        }
+    }
+
     /// Looks `key` up (when `use_.read`), counting what it found under `endpoint`.
-    pub async fn look(&self, endpoint: &str, key: Key, use_: Use) -> Looked {
+    async fn look(&self, endpoint: &str, key: Key, use_: Use) -> Looked {
         let found = match use_.read {
             true => self.get(&key).await,
             false => None,
@@ -243,11 +263,6 @@ impl ResponseCache {
                 write: use_.write,
             },
         }
-    }
-
-    /// Counts a request the cache does not answer.
-    pub fn bypassed(&self, endpoint: &str) {
-        self.counted(endpoint, 2);
     }
 
     /// Counts a lookup's result (an index into [`LOOKUP_RESULTS`]).
@@ -310,11 +325,11 @@ impl ResponseCache {
                 };
                 memory.insert(key, kept);
                 self.gauge(memory);
-                self.metrics.stores[0].inc();
+                self.count_store("stored");
             }
             Backend::Redis(shared) => {
-                let lost = self.metrics.stores[3].clone();
-                self.metrics.stores[0].inc();
+                let lost = self.metrics.stores[UNAVAILABLE].clone();
+                self.count_store("stored");
                 shared.set_later(
                     redis_key(shared, &key),
                     entry.encode(),
@@ -326,12 +341,14 @@ impl ResponseCache {
     }
 
     fn not_kept(&self, why: NotKept) {
-        let i = match why {
-            NotKept::TooLarge => 1,
-            NotKept::Incomplete => 2,
-            NotKept::NoRoom => 4,
-        };
-        self.metrics.stores[i].inc();
+        self.count_store(why.as_str());
+    }
+
+    /// Counts an answer offered to the cache by its outcome (one of [`STORE_OUTCOMES`]).
+    fn count_store(&self, outcome: &str) {
+        if let Some(i) = STORE_OUTCOMES.iter().position(|o| *o == outcome) {
+            self.metrics.stores[i].inc();
+        }
     }
 
     fn gauge(&self, memory: &quick_cache::sync::Cache<Key, Kept, ByWeight>) {

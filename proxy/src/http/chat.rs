@@ -116,14 +116,12 @@ async fn look_up(
     account: &Account,
 ) -> Result<Looked, crate::error::ApiError> {
     let endpoint = account.endpoint();
-    let Some(use_) = cache::decide(headers, chat)? else {
-        cache.bypassed(endpoint);
-        return Ok(Looked::Bypass);
+    let use_ = cache::decide(headers, chat)?;
+    let entry_key = || {
+        let owner = cached::owner(cache, key);
+        cache::key::of(endpoint, owner, headers, chat, plan, &runtime.table.version)
     };
-    let table = &runtime.table.version;
-    let owner = cached::owner(cache, key);
-    let entry_key = cache::key::of(endpoint, owner, headers, chat, plan, table);
-    Ok(cache.look(endpoint, entry_key, use_).await)
+    Ok(cache.consult(endpoint, use_, entry_key).await)
 }
 
 /// The account's labels: the mode, and the domain of a routed request.

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::auth::{Expected, KeyState};
 use crate::body::Body;
-use crate::cache::{self, Looked};
+use crate::cache;
 use crate::error::ApiError;
 use crate::http::cached;
 use crate::ingress;
@@ -51,17 +51,11 @@ pub async fn embeddings(
             Err(e) => return account.reject(e),
         };
         let endpoint = account.endpoint();
-        let looked = match use_ {
-            None => {
-                cache.bypassed(endpoint);
-                Looked::Bypass
-            }
-            Some(use_) => {
-                let owner = cached::owner(cache, key.as_deref());
-                let entry_key = cache::key::of_embeddings(endpoint, owner, &route, &request);
-                cache.look(endpoint, entry_key, use_).await
-            }
+        let entry_key = || {
+            let owner = cached::owner(cache, key.as_deref());
+            cache::key::of_embeddings(endpoint, owner, &route, &request)
         };
+        let looked = cache.consult(endpoint, use_, entry_key).await;
         (fill, account) = match cached::after_lookup(runtime, cache, looked, account) {
             Ok(next) => next,
             Err(hit) => return *hit,
