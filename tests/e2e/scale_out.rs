@@ -459,3 +459,58 @@ async fn replicas_share_the_response_cache_in_redis() {
     );
     assert_eq!(a.streamed().text("content"), b.streamed().text("content"));
 }
+
+/// A Redis that stops answering turns the cache's lookups into misses and its writes into
+/// `unavailable`, with no request waiting longer than the state timeout allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_whose_redis_is_down_answers_from_upstream() {
+    let mut redis = RedisServer::start();
+    let text = config(
+        &redis.url(),
+        "",
+        "timeout = \"50ms\"\non_failure = \"open\"",
+    ) + "\n[cache]\nenabled = true\n";
+    let all = replicas(&text).await;
+    let body = serde_json::json!({"model": "sim-model", "temperature": 0,
+        "messages": [{"role": "user", "content": "Which ocean is deepest?"}]})
+    .to_string();
+    assert_eq!(
+        ask(&all[0], &body).await.header("x-thinkgate-cache"),
+        "miss"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while redis.keys("thinkgate:cache:*").is_empty() {
+        assert!(Instant::now() < deadline, "the entry never reached Redis");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    redis.kill();
+    let started = Instant::now();
+    let r = ask(&all[0], &body).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("x-thinkgate-cache"),
+        "miss",
+        "no Redis: nothing to hit"
+    );
+    let lost = || async {
+        let m = get(&all[0].url("/metrics")).await.text();
+        series(
+            &m,
+            "thinkgate_cache_stores_total",
+            &[("outcome", "unavailable")],
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while lost().await < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the failed write was never counted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
