@@ -336,6 +336,28 @@ async fn loaded(addr: &str, model: &str, conns: usize, secs: f64) -> (f64, Vec<D
     (all.len() as f64 / secs, all)
 }
 
+/// A proxy whose one model is served by nginx at `upstream`; `extra` is appended to its
+/// config (written to `<name>.toml` in `dir`).
+fn proxy_to_nginx(dir: &std::path::Path, name: &str, upstream: &str, extra: &str) -> Server {
+    let cfg = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "auth = \"none\"\n[server]\nlog_level = \"warn\"\n[routing]\ndefault_model = \"bench\"\n\
+             [providers.nginx]\nkind = \"openai-compatible\"\nbase_url = \"http://{upstream}/v1\"\n\
+             [models.bench]\nprovider = \"nginx\"\nupstream_model = \"bench\"\ncontext_window = 1000000\n{extra}"
+        ),
+    )
+    .unwrap();
+    spawn(&[
+        "serve",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ])
+}
+
 /// The response cache against nginx at one connection: a hit (answered by the proxy
 /// alone) against a direct call to nginx — the target: a hit adds at most 50 µs p99 — and a
 /// miss that records its answer (`cache-control: no-cache`) against the proxy without a
@@ -499,35 +521,17 @@ fn main() {
     ]);
 
     let nginx = start_nginx(&dir);
-    let nginx_proxy = nginx.as_ref().map(|n| {
-        let cfg = dir.join("proxy-nginx.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "auth = \"none\"\n[server]\nlog_level = \"warn\"\n[routing]\ndefault_model = \"bench\"\n\
-                 [providers.nginx]\nkind = \"openai-compatible\"\nbase_url = \"http://{}/v1\"\n\
-                 [models.bench]\nprovider = \"nginx\"\nupstream_model = \"bench\"\ncontext_window = 1000000\n",
-                n.server.addr
-            ),
-        )
-        .unwrap();
-        spawn(&["serve", "--config", cfg.to_str().unwrap(), "--listen", "127.0.0.1:0"])
-    });
+    let nginx_proxy = nginx
+        .as_ref()
+        .map(|n| proxy_to_nginx(&dir, "proxy-nginx", &n.server.addr, ""));
     // The same, with the response cache on: its hits and its misses (which record).
     let cache_proxy = nginx.as_ref().map(|n| {
-        let cfg = dir.join("proxy-cache.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "auth = \"none\"\n[server]\nlog_level = \"warn\"\n[routing]\ndefault_model = \"bench\"\n\
-                 [providers.nginx]\nkind = \"openai-compatible\"\nbase_url = \"http://{}/v1\"\n\
-                 [models.bench]\nprovider = \"nginx\"\nupstream_model = \"bench\"\ncontext_window = 1000000\n\
-                 [cache]\nenabled = true\n",
-                n.server.addr
-            ),
+        proxy_to_nginx(
+            &dir,
+            "proxy-cache",
+            &n.server.addr,
+            "[cache]\nenabled = true\n",
         )
-        .unwrap();
-        spawn(&["serve", "--config", cfg.to_str().unwrap(), "--listen", "127.0.0.1:0"])
     });
     let only = std::env::var("LOAD_ONLY").ok();
     let only_cache = only.as_deref() == Some("cache");
