@@ -21,12 +21,8 @@ pub(super) fn validate_cache(
             ("backend", raw.backend.is_some()),
         ];
         // Settings of a cache that is off are a mistake worth naming.
-        if let Some((name, _)) = set.iter().find(|(_, set)| *set) {
-            return Err(c.error(
-                key(name),
-                "has no effect while the cache is off; add `enabled = true` to [cache]",
-            ));
-        }
+        let why = "has no effect while the cache is off; add `enabled = true` to [cache]";
+        c.none_set(key, &set, why)?;
         return Ok(None);
     }
     let ttl = c.timeout(key("ttl"), raw.ttl.as_deref(), Duration::from_secs(3600))?;

@@ -155,6 +155,20 @@ impl Checker<'_> {
         Ok(d)
     }
 
+    /// Refuses the first of `set` (a key and whether the file sets it) that is set, with
+    /// `why` it has no effect there.
+    fn none_set(
+        &self,
+        key: impl Fn(&str) -> KeyPath,
+        set: &[(&str, bool)],
+        why: &str,
+    ) -> Result<(), ConfigError> {
+        match set.iter().find(|(_, set)| *set) {
+            Some((name, _)) => Err(self.error(key(name), why)),
+            None => Ok(()),
+        }
+    }
+
     fn one_of<'v>(
         &self,
         key: KeyPath,

@@ -22,9 +22,7 @@ pub(super) fn validate_state(
             ("replicas", raw.replicas.is_some()),
             ("prefix", raw.prefix.is_some()),
         ];
-        if let Some((name, _)) = set.iter().find(|(_, set)| *set) {
-            return Err(c.error(key(name), "only applies with backend = \"redis\""));
-        }
+        c.none_set(key, &set, "only applies with backend = \"redis\"")?;
         return Ok(StateBackend::Memory);
     }
     let Some(url) = &raw.url else {
