@@ -284,12 +284,12 @@ fn bench_accounting(c: &mut Criterion) {
         let one = || {
             let mut account = account(&traced);
             let span = TraceSpan::request(&exporter, &headers, "chat", "/v1/chat/completions");
-            account.span = Some(span);
+            account.span = Some(Box::new(span));
             account.trace(|s| s.requested("chat", "muse-spark", Some(1024)));
-            let parent = account.span.as_ref().map(TraceSpan::parent);
+            let parent = account.span.as_deref().map(TraceSpan::parent);
             let call = parent.map(|p| p.call("chat", &route.metrics.values, 1, false));
             std::hint::black_box(call.as_ref().and_then(TraceSpan::traceparent));
-            account.call_span = call;
+            account.call_span = call.map(Box::new);
             account.finish_reason = Some("stop".to_string());
             drop(account);
         };

@@ -99,7 +99,7 @@ pub async fn serve(
         key,
         domain: account.domain,
         admission,
-        trace: account.span.as_ref().map(TraceSpan::parent),
+        trace: account.span.as_deref().map(TraceSpan::parent),
     };
     let resp = answer(call, &plan, chat, account).await;
     cached::recorded(resp, fill, cache_status)
@@ -205,7 +205,9 @@ async fn answer(
         chat,
         order: plan.order.clone(),
     };
-    let mut resp = contemplate::handle(req, account).await;
+    // Boxed: the orchestration's future is larger than the attempt path's, and inline it
+    // would be copied with every request's.
+    let mut resp = Box::pin(contemplate::handle(req, account)).await;
     request_headers(resp.headers_mut(), plan, admitted.as_ref());
     resp
 }

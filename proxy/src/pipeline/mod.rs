@@ -96,7 +96,7 @@ impl Call {
             "contemplate_synthesis" => "synthesis",
             _ => "agent",
         };
-        account.span = self.trace.as_ref().map(|p| p.orchestrated(call));
+        account.span = self.trace.as_ref().map(|p| Box::new(p.orchestrated(call)));
         account
     }
 }
@@ -219,10 +219,12 @@ impl Attempt<'_> {
             &|| prompt.get(),
         )
         .await;
+        // A failure's handling is boxed (here and below): it is the rarer path, and inline
+        // its future would enlarge every request's.
         let (resp, permits, route) = match sent {
             Ok((resp, permits, Some(hedge))) => (resp, permits, hedge),
             Ok((resp, permits, None)) => (resp, permits, route),
-            Err(Stopped::Failed(failure)) => return self.failed(account, failure).await,
+            Err(Stopped::Failed(failure)) => return Box::pin(self.failed(account, failure)).await,
             Err(Stopped::KeyRefused(key, refusal)) => {
                 return Ok(reject_limited(account, &key, refusal))
             }
@@ -240,7 +242,7 @@ impl Attempt<'_> {
                 Ok(resp) => resp,
                 Err(failure) => {
                     drop(permits);
-                    return self.failed(account, failure).await;
+                    return Box::pin(self.failed(account, failure)).await;
                 }
             }
         } else {
@@ -248,7 +250,7 @@ impl Attempt<'_> {
         };
         let (id, chat) = (self.call.request_id.clone(), self.ask.chat);
         let server = &runtime.config.server;
-        let trace = account.span.as_ref().map(TraceSpan::parent);
+        let trace = account.span.as_deref().map(TraceSpan::parent);
         let mut ctx = relay::Context::new(
             id,
             route.clone(),

@@ -220,7 +220,7 @@ pub(super) async fn send_with_retries<'h>(
     Stopped,
 > {
     let deadline = Instant::now() + route.upstream.response_timeout;
-    let trace = account.span.as_ref().map(TraceSpan::parent);
+    let trace = account.span.as_deref().map(TraceSpan::parent);
     route.upstream.retry_budget.called(Instant::now());
     let mut tries = 0;
     loop {
@@ -254,9 +254,11 @@ pub(super) async fn send_with_retries<'h>(
                         .await
                         .map(|r| (r, None)),
                     Some(hedge) => {
+                        // Boxed: the race holds two sends; inline it would double the
+                        // future of every request that is not hedged.
                         let sent =
                             one.race(route, body.clone(), started, hedge, account, prompt_tokens);
-                        sent.await
+                        Box::pin(sent).await
                     }
                 };
                 sent.map(|(resp, hedged)| match hedged {
@@ -267,7 +269,7 @@ pub(super) async fn send_with_retries<'h>(
         };
         let failure = match sent {
             Ok(((resp, span), permits, hedged)) => {
-                account.call_span = span;
+                account.call_span = span.map(Box::new);
                 let answered = hedged.map_or(route, |h| &**h);
                 account.model = Some(answered.metrics.clone());
                 account.deployment_tokens = answered.deployment.tokens_per_minute().cloned();

@@ -181,7 +181,9 @@ pub async fn respond(
     let is_sse = body::is_event_stream(resp.headers());
     match guard {
         Some(guard) if is_sse && client_stream => guard::stream(ctx, guard, resp),
-        Some(guard) if is_sse => guard::whole(ctx, guard, resp).await,
+        // Boxed, as every rarer path of the request is: inline, its future would make
+        // every request's state machine (copied whole when boxed) that much larger.
+        Some(guard) if is_sse => Box::pin(guard::whole(ctx, guard, resp)).await,
         // Asked for a stream (the client's, or the guard's): a whole body cannot be vouched
         // for as one, nor held to a budget.
         Some(_) => not_a_stream(ctx, &resp),

@@ -344,10 +344,12 @@ pub struct Account {
     pub trace_id: Option<String>,
     pub finish_reason: Option<String>,
     /// The request's span (or an agent's, or the synthesis's), when the proxy traces; it
-    /// ends when the account records, with what the account knows.
-    pub span: Option<spans::TraceSpan>,
+    /// ends when the account records, with what the account knows. Boxed, as the call's
+    /// span is: the account moves through every stage of the request, and inline the two
+    /// spans were two thirds of its size.
+    pub span: Option<Box<spans::TraceSpan>>,
     /// The span of the upstream call that answered, ended with it.
-    pub call_span: Option<spans::TraceSpan>,
+    pub call_span: Option<Box<spans::TraceSpan>>,
     /// What the response cache did with the request (`hit`, `miss`, `bypass`), when on.
     pub cache: Option<&'static str>,
     /// Where the response's token figures are also written, for the response cache.
