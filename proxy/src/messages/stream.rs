@@ -88,7 +88,7 @@ impl Translator {
             view.id.as_deref().unwrap_or(""),
             view.model.as_deref(),
         );
-        if view.usage.is_some() {
+        if view.usage().is_some() {
             self.usage = relay::usage_json(data);
         }
         view.pieces(|piece| match piece {

@@ -222,28 +222,29 @@ pub async fn whole(mut ctx: Context, resp: Response<Body>) -> Response<Body> {
     }
     let mut tally = ctx.tally();
     let field = ctx.reasoning_field;
-    let (needs_repair, misnamed) = match std::str::from_utf8(&bytes).ok().map(ChunkView::parse) {
-        Some(Ok(view)) => {
-            view.for_each_event(|e| tally.observe(e, ctx.started));
-            (
-                view.usage.is_none_or(|u| u.needs_repair()),
-                view.reasoning_misnamed(field),
-            )
-        }
-        _ => {
+    let read = |bytes| {
+        let data = std::str::from_utf8(bytes).ok()?;
+        Some((data, ChunkView::parse(data).ok()?))
+    };
+    let (data, view) = match read(&bytes) {
+        Some(read) => read,
+        None => {
             let why = "its response is not a JSON chat completion".to_string();
             return ctx.fail_whole("broken", UpstreamError::Broken(why));
         }
     };
+    view.for_each_event(|e| tally.observe(e, ctx.started));
+    let needs_repair = view.usage().is_none_or(|u| u.needs_repair());
+    let misnamed = view.reasoning_misnamed(field);
     let tokens = ctx.finish(&tally, "ok");
     let spliced = match (needs_repair, misnamed) {
         // The common repair (an upstream that reports no reasoning tokens) edits only the
-        // usage block's bytes.
-        (true, false) => std::str::from_utf8(&bytes)
-            .ok()
-            .and_then(|data| with_usage(data, &tokens.usage)),
+        // usage block's bytes, found by the read above.
+        (true, false) => with_usage(data, view.usage_block.raw, &tokens.usage),
         _ => None,
     };
+    // The view borrows the bytes forwarded below.
+    drop(view);
     let bytes = if let Some(spliced) = spliced {
         Bytes::from(spliced)
     } else if needs_repair || misnamed {
@@ -398,7 +399,8 @@ impl Relay {
                 let field = self.ctx.reasoning_field;
                 let misnamed = view.reasoning_misnamed(field);
                 let mut usage_edit = None;
-                if let Some(usage) = view.usage {
+                let block = view.usage_block.raw;
+                if let Some(usage) = view.usage() {
                     self.saw_usage = true;
                     if !self.ctx.include_usage {
                         // The proxy asked for usage; the client did not.
@@ -412,7 +414,7 @@ impl Relay {
                     }
                 }
                 if let (false, Some(Some(usage))) = (misnamed, usage_edit) {
-                    rewritten = with_usage(event.data(), &usage);
+                    rewritten = with_usage(event.data(), block, &usage);
                 }
                 if rewritten.is_none() && (misnamed || usage_edit.is_some()) {
                     rewritten = edit_json(event.data().as_bytes(), |chunk| {

@@ -140,7 +140,7 @@ impl Translator {
             relay::Read::Done | relay::Read::Skip => return out,
         };
         self.start(&mut out, view.model.as_deref());
-        if view.usage.is_some() {
+        if view.usage().is_some() {
             self.usage = relay::usage_json(data);
         }
         view.pieces(|piece| match piece {

@@ -143,10 +143,32 @@ pub struct ChunkView<'a> {
     /// Inline: a chunk has one choice, and reading it allocates nothing.
     #[serde(default, borrow)]
     pub choices: smallvec::SmallVec<[ChoiceView<'a>; 1]>,
-    #[serde(default)]
-    pub usage: Option<UsageView>,
+    /// Read through [`ChunkView::usage`]; kept whole so that a repair can rewrite its bytes.
+    #[serde(default, borrow, rename = "usage")]
+    pub usage_block: UsageBlock<'a>,
     #[serde(default)]
     pub error: Option<serde::de::IgnoredAny>,
+}
+
+/// A chunk's usage key as read: its figures (none when absent or `null`), and its value's
+/// own bytes in the chunk (`null` included), so that a repair rewrites just them
+/// ([`with_usage`]) without reading the chunk a second time, and never adds a second
+/// `usage` key beside a `null` one.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UsageBlock<'a> {
+    pub view: Option<UsageView>,
+    pub raw: Option<&'a serde_json::value::RawValue>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for UsageBlock<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = <&'a serde_json::value::RawValue>::deserialize(d)?;
+        let view = serde_json::from_str(raw.get()).map_err(serde::de::Error::custom)?;
+        Ok(UsageBlock {
+            view,
+            raw: Some(raw),
+        })
+    }
 }
 
 #[derive(Deserialize, Debug)]
@@ -288,29 +310,26 @@ pub fn patch_usage(object: &mut Map<String, Value>, usage: &Usage) {
     }
 }
 
-/// `data` (a JSON object) with its usage block patched as [`patch_usage`] does, editing only
-/// the usage block's bytes: the rest of the response, however long its text, is neither
-/// parsed into a tree nor re-serialized. `None` when `data` is not a JSON object.
-pub fn with_usage(data: &str, usage: &Usage) -> Option<String> {
-    #[derive(Deserialize)]
-    struct UsageSpan<'a> {
-        #[serde(default, borrow, deserialize_with = "raw_value")]
-        usage: Option<&'a serde_json::value::RawValue>,
-    }
-    fn raw_value<'de, D: serde::Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<&'de serde_json::value::RawValue>, D::Error> {
-        <&serde_json::value::RawValue>::deserialize(d).map(Some)
-    }
+/// `data` (a JSON object, read as a [`ChunkView`] whose usage block is `block`) with its
+/// usage block patched as [`patch_usage`] does, editing only the block's bytes: the rest of
+/// the response, however long its text, is neither read again nor re-serialized. `None`
+/// when `data` is not a JSON object or `block` is not inside it.
+pub fn with_usage(
+    data: &str,
+    block: Option<&serde_json::value::RawValue>,
+    usage: &Usage,
+) -> Option<String> {
     let trimmed = data.trim_end();
     if !data.trim_start().starts_with('{') || !trimmed.ends_with('}') {
         return None;
     }
-    let span: UsageSpan<'_> = serde_json::from_str(data).ok()?;
-    let (start, end, old) = match span.usage {
+    let (start, end, old) = match block {
         Some(raw) => {
             let start = (raw.get().as_ptr() as usize).checked_sub(data.as_ptr() as usize)?;
             let end = start + raw.get().len();
+            if end > data.len() {
+                return None;
+            }
             let old = serde_json::from_str(raw.get()).ok()?;
             (start, end, Some(old))
         }
@@ -322,14 +341,14 @@ pub fn with_usage(data: &str, usage: &Usage) -> Option<String> {
         holder.insert("usage".into(), old);
     }
     patch_usage(&mut holder, usage);
-    let block = holder.get("usage")?.to_string();
-    let mut out = String::with_capacity(data.len() + block.len() + 12);
+    let patched = holder.get("usage")?.to_string();
+    let mut out = String::with_capacity(data.len() + patched.len() + 12);
     out.push_str(data.get(..start)?);
-    if span.usage.is_none() {
+    if block.is_none() {
         let empty = data[..start].trim_end().ends_with('{');
         out.push_str(if empty { "\"usage\":" } else { ",\"usage\":" });
     }
-    out.push_str(&block);
+    out.push_str(&patched);
     out.push_str(data.get(end..)?);
     Some(out)
 }
@@ -356,6 +375,11 @@ impl From<UsageView> for Usage {
 impl<'a> ChunkView<'a> {
     pub fn parse(data: &'a str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(data)
+    }
+
+    /// The chunk's usage figures; none when its `usage` is absent or `null`.
+    pub fn usage(&self) -> Option<UsageView> {
+        self.usage_block.view
     }
 
     /// Whether reasoning arrived under the other field name than `field` (vLLM's `reasoning`
@@ -430,7 +454,7 @@ impl<'a> ChunkView<'a> {
                 f(Event::Finish(Cow::Borrowed(reason)));
             }
         }
-        if let Some(u) = self.usage {
+        if let Some(u) = self.usage() {
             f(Event::Usage(u.into()));
         }
     }
@@ -583,20 +607,27 @@ mod tests {
             r#"{"id":"x","usage":{"prompt_tokens":1,"prompt_tokens_details":{"cached_tokens":7},"extra":[1,{"a":2}]},"tail":true}"#,
             r#"{"id":"x","usage":null,"choices":[]}"#,
             r#"{"id":"x","choices":[]}"#,
-            r#"  {"id":"x","usage" : 5 }  "#,
             "{}",
             " { \n } ",
         ];
         for data in cases {
-            let spliced = with_usage(data, &usage).unwrap();
+            let block = ChunkView::parse(data).unwrap().usage_block.raw;
+            let spliced = with_usage(data, block, &usage).unwrap();
             let parsed: Value = serde_json::from_str(&spliced).unwrap();
             assert_eq!(parsed, patched_tree(data, &usage), "{data} -> {spliced}");
             // Only the usage block changed: what precedes it is byte for byte the same.
             let cut = data.find("\"usage\"").unwrap_or(0);
             assert_eq!(&spliced[..cut], &data[..cut]);
+            // A `null` usage is replaced, never joined by a second key.
+            assert_eq!(spliced.matches("\"usage\"").count(), 1, "{spliced}");
         }
-        assert_eq!(with_usage("[1,2]", &usage), None);
-        assert_eq!(with_usage("\"usage\"", &usage), None);
+        assert_eq!(with_usage("[1,2]", None, &usage), None);
+        assert_eq!(with_usage("\"usage\"", None, &usage), None);
+        // A block from another text is refused, not spliced at a made-up offset.
+        let other = ChunkView::parse(cases[0]).unwrap().usage_block.raw;
+        assert_eq!(with_usage("{}", other, &usage), None);
+        // A usage that is not an object fails the chunk's own read, so it never gets here.
+        assert!(ChunkView::parse(r#"{"id":"x","usage":5}"#).is_err());
     }
 
     #[test]
