@@ -10,7 +10,9 @@ without the query/passage prefix):
 - the most probable SentencePiece pieces of the model's XLM-RoBERTa vocabulary and every
   piece of one character, for words not in the lists.
 
-The vectors are centred, reduced with PCA and quantized to int8 with one scale per row. At
+The vectors are centred, reduced with PCA (160 dimensions) and quantized to int4 with one
+scale per row: at the same size, 160 int4 dimensions cross-validate better than 64 int8
+ones (88.8 % against 85.7 %), and int4 loses nothing against int8 at the same dimensions. At
 request time the classifier looks each word up (or segments it into pieces) and pools the
 vectors: the prior knowledge of language of a sentence encoder, at the cost of a table lookup
 per word.
@@ -34,7 +36,7 @@ import unicodedata
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-MAGIC = b"TGSE0002"
+MAGIC = b"TGSE0003"
 # Word entries are keyed with this byte before the word, apart from SentencePiece pieces.
 WORD_TAG = b"\x01"
 # Words kept per language, most frequent first (wordfreq's lists).
@@ -190,14 +192,39 @@ def pca(vectors, dims):
     return centred @ axes[:, top], float(explained)
 
 
-def quantize(reduced):
-    scale = np.abs(reduced).max(axis=1) / 127.0
-    scale[scale == 0] = 1.0
-    q = np.clip(np.round(reduced / scale[:, None]), -127, 127).astype(np.int8)
-    return q, scale.astype(np.float32)
+def quantize(reduced, bits):
+    """Signed integers of `bits` bits with one scale per row. At 8 bits the scale maps the
+    row's largest value to 127; at 4 bits, clipping the few largest values costs less than
+    coarser steps for all the others, so each row takes the scale (a fraction of its
+    largest value over 7) with the least squared error."""
+    top = 2 ** (bits - 1) - 1
+    peak = np.abs(reduced).max(axis=1)
+    peak[peak == 0] = 1.0
+    fractions = [1.0] if bits == 8 else np.linspace(0.5, 1.0, 11)
+    best_err = np.full(len(reduced), np.inf)
+    best = np.zeros_like(peak)
+    for fraction in fractions:
+        scale = peak * fraction / top
+        q = np.clip(np.round(reduced / scale[:, None]), -top, top)
+        err = ((q * scale[:, None] - reduced) ** 2).sum(axis=1)
+        better = err < best_err
+        best[better], best_err[better] = scale[better], err[better]
+    q = np.clip(np.round(reduced / best[:, None]), -top, top).astype(np.int8)
+    return q, best.astype(np.float32)
 
 
-def write(path, dims, pieces, scores, scale, q, norm):
+def pack(q, bits):
+    """The values' bytes: int8 as they are; int4 two to a byte, byte j of a row holding
+    dimension j in its low nibble and dimension j + dims/2 in its high one, so that the
+    reader unpacks two contiguous halves (a loop that vectorizes)."""
+    if bits == 8:
+        return q.tobytes()
+    nibbles = q.astype(np.uint8) & 0x0F
+    half = q.shape[1] // 2
+    return (nibbles[:, :half] | (nibbles[:, half:] << 4)).astype(np.uint8).tobytes()
+
+
+def write(path, dims, bits, pieces, scores, scale, q, norm):
     blob = b"".join(pieces)
     offsets = np.zeros(len(pieces) + 1, dtype="<u4")
     offsets[1:] = np.cumsum([len(p) for p in pieces])
@@ -207,12 +234,12 @@ def write(path, dims, pieces, scores, scale, q, norm):
     norm_out = np.array([c for _, out in norm for c in out], dtype="<u4")
     with open(path, "wb") as f:
         f.write(MAGIC)
-        f.write(struct.pack("<5I", dims, len(pieces), len(blob), len(norm), len(norm_out)))
+        f.write(struct.pack("<6I", dims, bits, len(pieces), len(blob), len(norm), len(norm_out)))
         f.write(offsets.tobytes())
         f.write(blob)
         f.write(np.asarray(scores, dtype="<f4").tobytes())
         f.write(np.asarray(scale, dtype="<f4").tobytes())
-        f.write(q.tobytes())
+        f.write(pack(q, bits))
         f.write(norm_cp.tobytes())
         f.write(norm_off.tobytes())
         f.write(norm_out.tobytes())
@@ -222,7 +249,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.path.join(HERE, "..", "static-embeddings.bin"))
     ap.add_argument("--pieces", type=int, default=40_000, help="most probable pieces kept")
-    ap.add_argument("--dims", type=int, default=64, help="dimensions kept by PCA")
+    ap.add_argument("--dims", type=int, default=160, help="dimensions kept by PCA")
+    ap.add_argument("--bits", type=int, default=4, choices=[4, 8], help="bits per value")
     ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "thinkgate-distill"))
     args = ap.parse_args()
     os.makedirs(args.workdir, exist_ok=True)
@@ -246,15 +274,15 @@ def main():
         raw = embed(lib, model, seqs)
         np.save(cache, raw)
     reduced, explained = pca(raw, args.dims)
-    q, scale = quantize(reduced)
+    q, scale = quantize(reduced, args.bits)
     entries = [tok["pieces"][i] for i in piece_ids] + [
         WORD_TAG + w.encode("utf-8") for w, _ in vocabulary
     ]
     logp = np.concatenate([tok["scores"][piece_ids], [lp for _, lp in vocabulary]])
-    write(args.out, args.dims, entries, logp, scale, q, tok["norm"])
+    write(args.out, args.dims, args.bits, entries, logp, scale, q, tok["norm"])
     size = os.path.getsize(args.out)
     print(f"wrote {args.out}: {len(piece_ids)} pieces and {len(vocabulary)} words x {args.dims} "
-          f"dims ({explained:.1%} of the variance), {size / 1e6:.1f} MB, model sha256 {digest}...")
+          f"dims of {args.bits} bits ({explained:.1%} of the variance), {size / 1e6:.1f} MB, model sha256 {digest}...")
 
 
 if __name__ == "__main__":

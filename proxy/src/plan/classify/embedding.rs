@@ -1,9 +1,9 @@
 //! Static token embeddings: what a sentence encoder knows about words, as a lookup table.
 //!
 //! The table (`proxy/assets/static-embeddings.bin`, built by `proxy/assets/distill/`) holds
-//! int8 vectors, reduced by PCA, of the encoder's output for ~147,000 frequent words of 20
-//! languages, each alone, and for ~51,000 SentencePiece pieces of multilingual-e5-small's
-//! vocabulary. A text is read word by word (lowercased, letters and marks): a listed word is
+//! 160-dimensional int4 vectors, reduced by PCA, of the encoder's output for ~147,000
+//! frequent words of 20 languages, each alone, and for ~51,000 SentencePiece pieces of
+//! multilingual-e5-small's vocabulary. A text is read word by word (lowercased, letters and marks): a listed word is
 //! one lookup; another is segmented into pieces (the model's normalization map, `▁` at word
 //! start, the most probable segmentation); a run of Chinese or Japanese characters, which
 //! has no spaces, is matched greedily against the word list. The vectors are pooled with
@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 /// The distilled table, compiled into the binary so `thinkgate classify` and every server
 /// start have it without a file to find.
 static BUILTIN: &[u8] = include_bytes!("../../../assets/static-embeddings.bin");
-const MAGIC: &[u8; 8] = b"TGSE0002";
+const MAGIC: &[u8; 8] = b"TGSE0003";
 /// Word entries are keyed with this byte before the word, apart from pieces.
 const WORD_TAG: u8 = 0x01;
 /// Longest word matched inside a run of characters without spaces.
@@ -48,6 +48,9 @@ impl std::fmt::Display for BadTable {
 /// The parsed table.
 pub struct StaticEmbeddings {
     dims: usize,
+    /// Bits per value: 8 (one int8 a value) or 4 (two per byte: dimension j in byte j's low
+    /// nibble, dimension j + dims/2 in its high one).
+    bits: usize,
     /// Piece `i` is `blob[offsets[i]..offsets[i + 1]]` (UTF-8).
     offsets: Vec<u32>,
     blob: &'static [u8],
@@ -55,7 +58,7 @@ pub struct StaticEmbeddings {
     weights: Vec<f32>,
     /// Log-probability of each piece (the segmentation's score).
     scores: Vec<f32>,
-    /// `pieces × dims` int8 values.
+    /// `pieces × dims` signed values of `bits` bits.
     vectors: &'static [u8],
     /// Open addressing over piece bytes: the hash's top 32 bits, then the piece index + 1
     /// (0 is empty). A probe compares hashes, not bytes: a hit costs no read of the piece
@@ -139,12 +142,16 @@ impl StaticEmbeddings {
             return Err(BadTable("wrong magic"));
         }
         let dims = r.u32()? as usize;
+        let bits = r.u32()? as usize;
         let pieces = r.u32()? as usize;
         let blob_len = r.u32()? as usize;
         let norm_len = r.u32()? as usize;
         let norm_out_len = r.u32()? as usize;
         if dims == 0 || pieces == 0 {
             return Err(BadTable("empty"));
+        }
+        if !(bits == 8 || bits == 4 && dims.is_multiple_of(2)) {
+            return Err(BadTable("values are neither int8 nor int4 in pairs"));
         }
         let offsets = r.u32s(pieces + 1)?;
         if offsets.windows(2).any(|w| w[0] > w[1]) || offsets[pieces] as usize != blob_len {
@@ -153,7 +160,12 @@ impl StaticEmbeddings {
         let blob = r.take(blob_len)?;
         let scores = r.f32s(pieces)?;
         let scales = r.f32s(pieces)?;
-        let vectors = r.take(pieces * dims)?;
+        let row_bytes = dims * bits / 8;
+        let vectors = r.take(
+            pieces
+                .checked_mul(row_bytes)
+                .ok_or(BadTable("length overflow"))?,
+        )?;
         let norm_cp = r.u32s(norm_len)?;
         let norm_off = r.u32s(norm_len + 1)?;
         let norm_out: Vec<char> = r
@@ -191,6 +203,7 @@ impl StaticEmbeddings {
         }
         Ok(StaticEmbeddings {
             dims,
+            bits,
             offsets,
             blob,
             weights,
@@ -349,9 +362,20 @@ impl StaticEmbeddings {
 
     fn add(&self, id: usize, sum: &mut [f32]) {
         let w = self.weights[id];
-        let row = &self.vectors[id * self.dims..][..self.dims];
-        for (s, q) in sum.iter_mut().zip(row) {
-            *s += w * (*q as i8) as f32;
+        let row_bytes = self.dims * self.bits / 8;
+        let row = &self.vectors[id * row_bytes..][..row_bytes];
+        if self.bits == 8 {
+            for (s, q) in sum.iter_mut().zip(row) {
+                *s += w * (*q as i8) as f32;
+            }
+            return;
+        }
+        // Byte j holds dimension j (low nibble) and j + dims/2 (high): two contiguous halves.
+        let (low, high) = sum.split_at_mut(self.dims / 2);
+        for ((l, h), q) in low.iter_mut().zip(high.iter_mut()).zip(row) {
+            // Each nibble sign-extended: shift it to the top of an i8, then back down.
+            *l += w * (((*q << 4) as i8) >> 4) as f32;
+            *h += w * ((*q as i8) >> 4) as f32;
         }
     }
 
@@ -505,7 +529,7 @@ mod tests {
     #[test]
     fn the_builtin_table_parses_and_segments_like_sentencepiece() {
         let t = StaticEmbeddings::builtin();
-        assert_eq!(t.dims(), 64);
+        assert_eq!(t.dims(), 160);
         // Listed words are one entry each, whatever their case; punctuation is not read.
         assert_eq!(t.pieces("Hello, world!"), ["hello", "world"]);
         // A word not in the lists is split into known pieces.
@@ -560,11 +584,63 @@ mod tests {
     #[test]
     fn malformed_tables_are_errors_not_panics() {
         assert!(StaticEmbeddings::parse(b"nope").is_err());
+        // Odd dimensions cannot pair int4 values into bytes; 3 bits is not a format.
+        for (dims, bits) in [(3u32, 4u32), (4, 3)] {
+            let mut t = BUILTIN[..8].to_vec();
+            for v in [dims, bits, 1, 0, 0, 0, 0, 0] {
+                t.extend(v.to_le_bytes());
+            }
+            let leaked: &'static [u8] = Box::leak(t.into_boxed_slice());
+            let err = StaticEmbeddings::parse(leaked).unwrap_err();
+            assert!(err.0.contains("int4"), "{err}");
+        }
         assert!(StaticEmbeddings::parse(&BUILTIN[..1000]).is_err());
         let mut wrong = BUILTIN[..64].to_vec();
         wrong[0] = b'X';
         let leaked: &'static [u8] = Box::leak(wrong.into_boxed_slice());
         assert!(StaticEmbeddings::parse(leaked).is_err());
+    }
+
+    /// A one-entry table (the word "a") with these values, stored in `bits` bits.
+    fn one_word_table(values: &[i8], bits: u32) -> &'static [u8] {
+        let mut t = MAGIC.to_vec();
+        let word = [WORD_TAG, b'a'];
+        for v in [values.len() as u32, bits, 1, word.len() as u32, 0, 0, 0, 2] {
+            t.extend(v.to_le_bytes());
+        }
+        t.extend(word);
+        t.extend(0f32.to_le_bytes()); // log-probability
+        t.extend(1f32.to_le_bytes()); // scale
+        if bits == 8 {
+            t.extend(values.iter().map(|v| *v as u8));
+        } else {
+            let half = values.len() / 2;
+            let nibble = |v: i8| v as u8 & 0x0F;
+            t.extend((0..half).map(|j| nibble(values[j]) | nibble(values[j + half]) << 4));
+        }
+        t.extend(0u32.to_le_bytes()); // norm_off[0]
+        Box::leak(t.into_boxed_slice())
+    }
+
+    #[test]
+    fn int4_and_int8_rows_read_back_as_written() {
+        let values = [1i8, -2, 7, -7, 0, -8, 3, 5];
+        let norm = values
+            .iter()
+            .map(|v| (*v as f32).powi(2))
+            .sum::<f32>()
+            .sqrt();
+        for bits in [4, 8] {
+            let t = StaticEmbeddings::parse(one_word_table(&values, bits)).unwrap();
+            let mut v = vec![0.0; t.dims()];
+            assert_eq!(t.pool_into("a", 1.0, &mut v), 1);
+            for (got, want) in v.iter().zip(values) {
+                assert!(
+                    (got - want as f32 / norm).abs() < 1e-6,
+                    "{bits} bits: {v:?}"
+                );
+            }
+        }
     }
 
     #[test]
