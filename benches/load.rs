@@ -617,6 +617,9 @@ fn main() {
             println!("(the open-file limit allows {streams} streams, not {wanted})");
         }
         let before = rss_kib(proxy.child.id());
+        // The simulator holds the same streams' other end: one hyper server connection and
+        // a stalled body each, a floor to read the proxy's figure against.
+        let sim_before = rss_kib(sim.child.id());
         let mut open = Vec::new();
         for i in 0..streams {
             // Bounded: a stream the machine cannot open ends the phase with what is open.
@@ -652,9 +655,12 @@ fn main() {
         let streams = open.len().max(1);
         tokio::time::sleep(Duration::from_millis(300)).await;
         let after = rss_kib(proxy.child.id());
+        let sim_after = rss_kib(sim.child.id());
         println!(
-            "{streams} idle streams: proxy RSS {before} KiB → {after} KiB = {:.1} KiB per stream",
-            (after.saturating_sub(before)) as f64 / streams as f64
+            "{streams} idle streams: proxy RSS {before} KiB → {after} KiB = {:.1} KiB per stream \
+             (the simulator upstream, one hyper server connection each: {:.1} KiB per stream)",
+            (after.saturating_sub(before)) as f64 / streams as f64,
+            (sim_after.saturating_sub(sim_before)) as f64 / streams as f64
         );
         drop(open);
     });
