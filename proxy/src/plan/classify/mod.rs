@@ -65,7 +65,7 @@ pub struct Classifier {
     scale: f32,
     embeddings: &'static StaticEmbeddings,
     bias: Vec<f32>,
-    /// The embedding head: `dims` rows of `domains.len()` weights, then the biases. Its
+    /// The embedding head: one row of `dims` weights per domain, then the biases. Its
     /// logits add to the n-gram model's (a product of the two experts).
     dense: Vec<f32>,
     threshold: f32,
@@ -225,15 +225,10 @@ impl Classifier {
         let n = out.len();
         out.copy_from_slice(&self.bias);
         let v = pooled(self.embeddings, texts);
-        // Row-major like the n-gram weights: one row of `n` per dimension, then biases.
+        // One row of `dims` per domain, then the biases: as the head was trained.
         let (rows, bias) = self.dense.split_at(v.len() * n);
-        for (o, b) in out.iter_mut().zip(bias) {
-            *o += b;
-        }
-        for (row, x) in rows.chunks_exact(n).zip(&v) {
-            for (o, w) in out.iter_mut().zip(row) {
-                *o += w * x;
-            }
+        for ((o, row), b) in out.iter_mut().zip(rows.chunks_exact(v.len())).zip(bias) {
+            *o += b + dot(row, &v);
         }
         let mut text_logits = vec![0f32; n];
         for (text, weight) in texts {
@@ -364,9 +359,8 @@ fn pooled(embeddings: &StaticEmbeddings, texts: &[(&str, f32)]) -> Vec<f32> {
 fn dense_head(data: &[(Vec<f32>, usize, f32)], d: usize, n: usize) -> Vec<f32> {
     let (iters, lr, l2) = (HEAD_STEPS, HEAD_RATE, HEAD_L2);
     let total: f32 = data.iter().map(|r| r.2).sum::<f32>().max(1e-9);
-    // Trained domain-major (one row of `d` weights per domain, then the `n` biases), so
-    // every inner loop runs over the dimensions and vectorizes; transposed at the end into
-    // the row-major layout the classifier reads.
+    // Domain-major (one row of `d` weights per domain, then the `n` biases), so every
+    // inner loop runs over the dimensions and vectorizes.
     let mut w = vec![0f32; (d + 1) * n];
     let mut grad = vec![0f32; (d + 1) * n];
     let mut velocity = vec![0f32; (d + 1) * n];
@@ -402,14 +396,7 @@ fn dense_head(data: &[(Vec<f32>, usize, f32)], d: usize, n: usize) -> Vec<f32> {
             w[i] += velocity[i];
         }
     }
-    let mut out = vec![0f32; (d + 1) * n];
-    for k in 0..n {
-        for j in 0..d {
-            out[j * n + k] = w[k * d + j];
-        }
-    }
-    out[d * n..].copy_from_slice(&w[d * n..]);
-    out
+    w
 }
 
 /// `a · b` in eight independent sums, which the compiler keeps in vector registers (one
