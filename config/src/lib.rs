@@ -741,16 +741,20 @@ pub enum Balance {
     /// The lowest peak-EWMA latency times calls in flight (as linkerd), of two drawn at
     /// random: fast and idle wins, and a slow one is left alone at once.
     PeakEwma,
+    /// In the order listed: the first is the primary, each next one the fallback of the one
+    /// before (active-passive failover, with no draw).
+    Ordered,
 }
 
 impl Balance {
-    pub const NAMES: [&'static str; 3] = ["weighted", "least_in_flight", "peak_ewma"];
+    pub const NAMES: [&'static str; 4] = ["weighted", "least_in_flight", "peak_ewma", "ordered"];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Balance::Weighted => "weighted",
             Balance::LeastInFlight => "least_in_flight",
             Balance::PeakEwma => "peak_ewma",
+            Balance::Ordered => "ordered",
         }
     }
 }

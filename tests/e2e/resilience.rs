@@ -340,12 +340,7 @@ async fn weighted_balancing_splits_calls_by_weight() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployment_at_its_vendor_limit_is_skipped_not_tried() {
     // s1 takes 2 requests a minute and is always preferred; s2 takes the rest.
-    let text = deployments(
-        "balance = \"weighted\"",
-        ", weight = 1000, requests_per_minute = 2",
-        ", weight = 1",
-        "",
-    );
+    let text = deployments("balance = \"ordered\"", ", requests_per_minute = 2", "", "");
     let proxy = Proxy::start(&text).await;
     let url = proxy.url("/v1/chat/completions");
     for _ in 0..6 {
@@ -388,9 +383,9 @@ async fn a_deployment_at_its_vendor_limit_is_skipped_not_tried() {
 async fn a_slow_call_is_hedged_on_the_next_deployment_and_the_loser_cancelled() {
     // s1 is always tried first and takes 3 s; after 150 ms the call also goes to s2.
     let text = deployments(
-        "balance = \"weighted\"",
-        ", weight = 1000",
-        ", weight = 1",
+        "balance = \"ordered\"",
+        "",
+        "",
         "[providers.s1.retry]\nhedge_after = \"150ms\"\n[simulator.models.one]\ntime_to_first_token = \"3s\"\n",
     );
     let proxy = Proxy::start(&text).await;
@@ -462,9 +457,9 @@ async fn a_slow_call_is_hedged_on_the_next_deployment_and_the_loser_cancelled() 
 async fn a_stream_that_breaks_before_content_moves_to_the_next_deployment_unseen() {
     // s1 (always first) sends its role chunk and resets before the first token.
     let text = deployments(
-        "balance = \"weighted\"",
-        ", weight = 1000",
-        ", weight = 1",
+        "balance = \"ordered\"",
+        "",
+        "",
         "[simulator.models.one]\nfault_reset_after = 0\n",
     );
     let proxy = Proxy::start(&text).await;
@@ -492,9 +487,9 @@ async fn a_stream_that_breaks_before_content_moves_to_the_next_deployment_unseen
 
     // After content, a break is the client's to see: the stream ends with an error event.
     let late = deployments(
-        "balance = \"weighted\"",
-        ", weight = 1000",
-        ", weight = 1",
+        "balance = \"ordered\"",
+        "",
+        "",
         "[simulator.models.one]\nfault_reset_after = 3\n",
     );
     let proxy = Proxy::start(&late).await;
@@ -516,9 +511,9 @@ async fn a_deployment_over_its_tokens_per_minute_rests_until_paid_back() {
     // answers (about 10 prompt + 40 output tokens each) leave s1 owing, so it rests and the
     // next calls go to s2.
     let text = deployments(
-        "balance = \"weighted\"",
-        ", weight = 1000, tokens_per_minute = 60",
-        ", weight = 1",
+        "balance = \"ordered\"",
+        ", tokens_per_minute = 60",
+        "",
         "[simulator.models.one]\nanswer_tokens = 40\nreasoning = \"none\"\n",
     );
     let proxy = Proxy::start(&text).await;
@@ -547,9 +542,9 @@ async fn a_stream_that_stalls_before_content_moves_on_after_the_idle_timeout() {
     // s1 sends its role chunk, then nothing: after its 300 ms stream_idle_timeout the stream
     // goes to s2, unseen.
     let text = deployments(
-        "balance = \"weighted\"",
-        ", weight = 1000",
-        ", weight = 1",
+        "balance = \"ordered\"",
+        "",
+        "",
         "[simulator.models.one]\nfault_stall_after = 0\n",
     )
     .replace(

@@ -396,12 +396,7 @@ async fn contemplating_traces_each_agent_and_the_synthesis_under_the_request() {
 /// One request to `multi` on two deployments, `s1` (model `one`) always tried first, with
 /// `sim` appended to the config; the reply and the request's three spans.
 async fn on_two_deployments(sim: &str, otlp: &Receiver) -> (Reply, Vec<Span>) {
-    let text = deployments(
-        "balance = \"weighted\"",
-        ", weight = 1000",
-        ", weight = 1",
-        sim,
-    );
+    let text = deployments("balance = \"ordered\"", "", "", sim);
     let proxy = Proxy::start(&text).await;
     let r = call(
         &proxy.url("/v1/chat/completions"),
@@ -416,7 +411,7 @@ async fn on_two_deployments(sim: &str, otlp: &Receiver) -> (Reply, Vec<Span>) {
 #[tokio::test]
 async fn a_fallback_is_a_failed_call_span_then_the_one_that_answered() {
     let otlp = Receiver::start(Behaviour::Accept).await;
-    // Two deployments of one model; the first (by weight) answers 503 every time.
+    // Two deployments of one model, tried in the order listed; the first answers 503 every time.
     let sim = format!(
         "[simulator.models.one]\nfault_status = 503\n{}",
         telemetry(&otlp.url, "")

@@ -31,6 +31,7 @@ pub(super) fn validate_model(
             Some(b) => match c.one_of(base.child("balance"), b, &Balance::NAMES)? {
                 "weighted" => Balance::Weighted,
                 "least_in_flight" => Balance::LeastInFlight,
+                "ordered" => Balance::Ordered,
                 _ => Balance::PeakEwma,
             },
         },

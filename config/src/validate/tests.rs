@@ -559,6 +559,25 @@ fn deployments_list_the_providers_serving_a_model() {
 }
 
 #[test]
+fn every_balance_name_parses_and_an_unknown_one_names_the_choices() {
+    for name in Balance::NAMES {
+        let text = format!(
+            "{MINIMAL}[models.multi]\ncontext_window = 1000\nbalance = \"{name}\"\n\
+             deployments = [{{ provider = \"sim\" }}]\n"
+        );
+        let cfg = parse(&text).expect("valid");
+        let m = cfg.models.iter().find(|m| m.id == "multi").unwrap();
+        assert_eq!(m.balance.as_str(), name);
+    }
+    let text = format!(
+        "{MINIMAL}[models.multi]\ncontext_window = 1000\nbalance = \"priority\"\n\
+         deployments = [{{ provider = \"sim\" }}]\n"
+    );
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(err.contains("balance") && err.contains("ordered"), "{err}");
+}
+
+#[test]
 fn bad_deployments_name_their_key() {
     let model = |body: &str| format!("{MINIMAL}[models.x]\ncontext_window = 1000\n{body}\n");
     let cases = [

@@ -1,7 +1,8 @@
 //! Which of a model's deployments a call goes to first, and the order of the rest (its
-//! fallbacks): at random by weight, the fewest calls in flight, or the lowest peak-EWMA
+//! fallbacks): at random by weight, the fewest calls in flight, the lowest peak-EWMA
 //! latency times load (as linkerd balances), chosen by two random draws so that replicas
-//! of the proxy that see the same figures do not all pile onto one deployment.
+//! of the proxy that see the same figures do not all pile onto one deployment — or simply
+//! in the order the config lists them.
 
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,7 @@ pub fn arrange(loads: &[Load], balance: Balance, mut draw: impl FnMut() -> f64) 
         return order;
     }
     match balance {
+        Balance::Ordered => {}
         Balance::Weighted => {
             // Efraimidis–Spirakis: sorting by u^(1/w) draws without replacement in
             // proportion to weight.
@@ -153,12 +155,26 @@ mod tests {
     fn every_order_holds_every_deployment_once() {
         let loads = [load(1, 2, 5.0), load(2, 0, 50.0), load(1, 9, 1.0)];
         let mut draw = draws(3);
-        for balance in [Balance::Weighted, Balance::LeastInFlight, Balance::PeakEwma] {
+        for balance in [
+            Balance::Weighted,
+            Balance::LeastInFlight,
+            Balance::PeakEwma,
+            Balance::Ordered,
+        ] {
             for _ in 0..100 {
                 let mut order = arrange(&loads, balance, &mut draw);
                 order.sort();
                 assert_eq!(order, [0, 1, 2], "{balance:?}");
             }
+        }
+    }
+
+    #[test]
+    fn ordered_keeps_the_listed_order_whatever_the_load() {
+        let loads = [load(1, 9, 90.0), load(5, 0, 1.0), load(1, 0, 0.0)];
+        let mut draw = draws(11);
+        for _ in 0..100 {
+            assert_eq!(arrange(&loads, Balance::Ordered, &mut draw), [0, 1, 2]);
         }
     }
 
