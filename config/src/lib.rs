@@ -747,15 +747,21 @@ pub enum Balance {
 }
 
 impl Balance {
+    /// In declaration order, as [`Balance::ALL`].
     pub const NAMES: [&'static str; 4] = ["weighted", "least_in_flight", "peak_ewma", "ordered"];
+    pub const ALL: [Balance; 4] = [
+        Balance::Weighted,
+        Balance::LeastInFlight,
+        Balance::PeakEwma,
+        Balance::Ordered,
+    ];
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Balance::Weighted => "weighted",
-            Balance::LeastInFlight => "least_in_flight",
-            Balance::PeakEwma => "peak_ewma",
-            Balance::Ordered => "ordered",
-        }
+        Self::NAMES[self as usize]
+    }
+
+    pub fn parse(name: &str) -> Option<Balance> {
+        Balance::ALL.into_iter().find(|b| b.as_str() == name)
     }
 }
 

@@ -28,12 +28,10 @@ pub(super) fn validate_model(
         upstream_model: deployments[0].upstream_model.clone(),
         balance: match m.balance.as_deref() {
             None => Balance::PeakEwma,
-            Some(b) => match c.one_of(base.child("balance"), b, &Balance::NAMES)? {
-                "weighted" => Balance::Weighted,
-                "least_in_flight" => Balance::LeastInFlight,
-                "ordered" => Balance::Ordered,
-                _ => Balance::PeakEwma,
-            },
+            Some(b) => {
+                let name = c.one_of(base.child("balance"), b, &Balance::NAMES)?;
+                Balance::parse(name).unwrap_or(Balance::PeakEwma)
+            }
         },
         deployments,
         context_window: m.context_window,

@@ -569,6 +569,16 @@ fn every_balance_name_parses_and_an_unknown_one_names_the_choices() {
         let m = cfg.models.iter().find(|m| m.id == "multi").unwrap();
         assert_eq!(m.balance.as_str(), name);
     }
+    // Each name is its own variant, not only a round trip through the names.
+    assert_eq!(
+        Balance::NAMES.map(Balance::parse),
+        [
+            Some(Balance::Weighted),
+            Some(Balance::LeastInFlight),
+            Some(Balance::PeakEwma),
+            Some(Balance::Ordered),
+        ]
+    );
     let text = format!(
         "{MINIMAL}[models.multi]\ncontext_window = 1000\nbalance = \"priority\"\n\
          deployments = [{{ provider = \"sim\" }}]\n"

@@ -155,12 +155,7 @@ mod tests {
     fn every_order_holds_every_deployment_once() {
         let loads = [load(1, 2, 5.0), load(2, 0, 50.0), load(1, 9, 1.0)];
         let mut draw = draws(3);
-        for balance in [
-            Balance::Weighted,
-            Balance::LeastInFlight,
-            Balance::PeakEwma,
-            Balance::Ordered,
-        ] {
+        for balance in Balance::ALL {
             for _ in 0..100 {
                 let mut order = arrange(&loads, balance, &mut draw);
                 order.sort();
